@@ -1,0 +1,111 @@
+//! Audit records: who did what to whom, from where, with which outcome.
+//!
+//! An entry holds identifiers and reason codes, never secrets or attribute values: the
+//! `details` object carries only non-secret facts such as the names of changed fields.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "success" => Some(Self::Success),
+            "failure" => Some(Self::Failure),
+            _ => None,
+        }
+    }
+}
+
+/// Where a call came from. Every service call takes one.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCtx {
+    /// Correlation id: the request's `X-Request-Id`.
+    pub cid: String,
+    pub remote_addr: Option<String>,
+    pub current_app: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// An audit record about to be written.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub at: OffsetDateTime,
+    pub cid: String,
+    /// The acting user's `user_id`, `cli` for the command line, or None when unauthenticated.
+    pub actor: Option<String>,
+    pub current_app: Option<String>,
+    pub remote_addr: Option<String>,
+    pub action: &'static str,
+    /// The `user_id` (or other id) acted upon.
+    pub target: Option<String>,
+    pub outcome: Outcome,
+    /// For failures, the error code.
+    pub reason: Option<String>,
+    pub details: serde_json::Value,
+}
+
+impl AuditEntry {
+    pub fn new(ctx: &RequestCtx, action: &'static str, actor: Option<String>, target: Option<String>) -> Self {
+        Self {
+            at: crate::clock::now(),
+            cid: ctx.cid.clone(),
+            actor,
+            current_app: ctx.current_app.clone(),
+            remote_addr: ctx.remote_addr.clone(),
+            action,
+            target,
+            outcome: Outcome::Success,
+            reason: None,
+            details: serde_json::Value::Object(Default::default()),
+        }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn with_target(mut self, target: impl Into<String>) -> Self {
+        self.target = Some(target.into());
+        self
+    }
+
+    pub fn failed(mut self, reason: &str) -> Self {
+        self.outcome = Outcome::Failure;
+        self.reason = Some(reason.to_owned());
+        self
+    }
+}
+
+/// Action names written to the audit log.
+pub mod actions {
+    pub const USER_CREATE: &str = "user.create";
+    pub const USER_CREATE_SUPER_USER: &str = "user.create_super_user";
+    pub const USER_UPDATE: &str = "user.update";
+    pub const USER_DELETE: &str = "user.delete";
+    pub const USER_LOCK: &str = "user.lock";
+    pub const USER_UNLOCK: &str = "user.unlock";
+    pub const USER_APPROVE: &str = "user.approve";
+    pub const USER_REJECT: &str = "user.reject";
+    pub const USER_CHANGE_PASSWORD: &str = "user.change_password";
+    pub const USER_SET_PASSWORD: &str = "user.set_password";
+    pub const SESSION_LOGIN: &str = "session.login";
+    pub const SESSION_LOGOUT: &str = "session.logout";
+    pub const SESSION_RENEW: &str = "session.renew";
+    pub const SESSION_REVOKE: &str = "session.revoke";
+    pub const SESSION_REVOKE_ALL: &str = "session.revoke_all";
+}

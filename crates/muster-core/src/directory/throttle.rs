@@ -1,0 +1,105 @@
+//! Login throttling: after a number of free failures, each further failure doubles the wait
+//! before the next attempt is considered, up to a ceiling. Counters are kept per account name
+//! (whether or not the account exists, so throttling reveals nothing) and per client address.
+
+use time::{Duration, OffsetDateTime};
+
+#[derive(Debug, Clone, Copy)]
+pub struct ThrottlePolicy {
+    /// Failures allowed before any wait applies.
+    pub free_failures: u32,
+    /// Wait after the first failure beyond the free ones.
+    pub base_delay_secs: i64,
+    /// Longest wait.
+    pub max_delay_secs: i64,
+    /// A counter is forgotten this long after its last failure.
+    pub window_secs: i64,
+}
+
+impl ThrottlePolicy {
+    pub fn per_account() -> Self {
+        Self {
+            free_failures: 5,
+            base_delay_secs: 2,
+            max_delay_secs: 15 * 60,
+            window_secs: 15 * 60,
+        }
+    }
+
+    /// Addresses get more free failures: many people may share one address.
+    pub fn per_address() -> Self {
+        Self {
+            free_failures: 50,
+            base_delay_secs: 2,
+            max_delay_secs: 15 * 60,
+            window_secs: 15 * 60,
+        }
+    }
+
+    /// When the next attempt may be made, given `failures` so far, the last at `last_failure`.
+    pub fn blocked_until(&self, failures: u32, last_failure: OffsetDateTime) -> Option<OffsetDateTime> {
+        if failures < self.free_failures.max(1) {
+            return None;
+        }
+        let excess = (failures - self.free_failures.max(1)).min(30);
+        let delay = self
+            .base_delay_secs
+            .saturating_mul(1_i64 << excess)
+            .min(self.max_delay_secs);
+        Some(last_failure + Duration::seconds(delay))
+    }
+
+    /// Whether a counter last bumped at `last_failure` has lapsed by `now`.
+    pub fn expired(&self, last_failure: OffsetDateTime, now: OffsetDateTime) -> bool {
+        now - last_failure > Duration::seconds(self.window_secs)
+    }
+}
+
+/// A stored counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleState {
+    pub failures: u32,
+    pub last_failure: OffsetDateTime,
+}
+
+impl ThrottleState {
+    /// Seconds the caller must still wait at `now`, if any.
+    pub fn wait(&self, policy: &ThrottlePolicy, now: OffsetDateTime) -> Option<u64> {
+        if policy.expired(self.last_failure, now) {
+            return None;
+        }
+        let until = policy.blocked_until(self.failures, self.last_failure)?;
+        let left = (until - now).whole_seconds();
+        (until > now).then_some(left.max(1) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backs_off_exponentially_after_the_free_failures() {
+        let p = ThrottlePolicy::per_account();
+        let t0 = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+        assert_eq!(p.blocked_until(4, t0), None);
+        assert_eq!(p.blocked_until(5, t0), Some(t0 + Duration::seconds(2)));
+        assert_eq!(p.blocked_until(6, t0), Some(t0 + Duration::seconds(4)));
+        assert_eq!(p.blocked_until(100, t0), Some(t0 + Duration::seconds(900)));
+        let s = ThrottleState {
+            failures: 6,
+            last_failure: t0,
+        };
+        assert_eq!(s.wait(&p, t0), Some(4));
+        assert_eq!(s.wait(&p, t0 + Duration::seconds(5)), None);
+        let many = ThrottleState {
+            failures: 40,
+            last_failure: t0,
+        };
+        assert_eq!(
+            many.wait(&p, t0 + Duration::seconds(16 * 60)),
+            None,
+            "lapses after the window"
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! Updating a user: which fields the owner may change, which only a super-user may, and what
+//! a change implies (lock time, approval bookkeeping, revoking sessions).
+//!
+//! Zato lets owners change their username and switch TOTP off with nothing but a session token;
+//! muster keeps those for super-users (an owner's TOTP changes belong behind re-authentication).
+
+use super::user::{ApprovalStatus, SignUpStatus, User};
+use super::validate;
+use crate::error::{DomainError, codes};
+use serde::{Deserialize, Deserializer};
+use time::OffsetDateTime;
+
+/// Tells an absent key (`None`) from an explicit `null` (`Some(None)`).
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+mod rfc3339_nullable {
+    use serde::Deserializer;
+    use time::OffsetDateTime;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<OffsetDateTime>>, D::Error> {
+        time::serde::rfc3339::option::deserialize(d).map(Some)
+    }
+}
+
+/// A partial update. Absent keys are left alone; `null` clears the fields that may be empty.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserInput {
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub display_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub first_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub middle_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub last_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub totp_label: Option<Option<String>>,
+    /// Super-user only.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub username: Option<Option<String>>,
+    /// Super-user only.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<bool>)]
+    pub is_totp_enabled: Option<Option<bool>>,
+    /// Super-user only.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<bool>)]
+    pub is_locked: Option<Option<bool>>,
+    /// Super-user only. RFC 3339.
+    #[serde(default, with = "rfc3339_nullable")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub password_expiry: Option<Option<OffsetDateTime>>,
+    /// Super-user only.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<bool>)]
+    pub password_must_change: Option<Option<bool>>,
+    /// Super-user only.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<SignUpStatus>)]
+    pub sign_up_status: Option<Option<SignUpStatus>>,
+    /// Super-user only.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<ApprovalStatus>)]
+    pub approval_status: Option<Option<ApprovalStatus>>,
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub user_id: &'a str,
+    pub is_super_user: bool,
+}
+
+/// What an update did, for the audit record and the store.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Names of the fields whose value changed (never the values).
+    pub changed: Vec<&'static str>,
+    /// The change ends the user's right to hold sessions (lock, rejection, …).
+    pub revoke_sessions: bool,
+}
+
+fn required<T>(field: &'static str, v: Option<T>) -> Result<T, DomainError> {
+    v.ok_or_else(|| DomainError::invalid_field(field, codes::INVALID_INPUT, format!("{field} may not be null")))
+}
+
+fn text_field(
+    field: &'static str,
+    value: Option<Option<String>>,
+    target: &mut Option<String>,
+    applied: &mut Applied,
+    check: fn(&str) -> Result<(), DomainError>,
+) -> Result<(), DomainError> {
+    if let Some(v) = value {
+        let v = v.filter(|s| !s.is_empty());
+        if let Some(s) = &v {
+            check(s)?;
+        }
+        if *target != v {
+            *target = v;
+            applied.changed.push(field);
+        }
+    }
+    Ok(())
+}
+
+impl UpdateUserInput {
+    /// Names of the keys present that only a super-user may change.
+    fn super_user_keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.username.is_some() {
+            keys.push("username")
+        }
+        if self.is_totp_enabled.is_some() {
+            keys.push("is_totp_enabled")
+        }
+        if self.is_locked.is_some() {
+            keys.push("is_locked")
+        }
+        if self.password_expiry.is_some() {
+            keys.push("password_expiry")
+        }
+        if self.password_must_change.is_some() {
+            keys.push("password_must_change")
+        }
+        if self.sign_up_status.is_some() {
+            keys.push("sign_up_status")
+        }
+        if self.approval_status.is_some() {
+            keys.push("approval_status")
+        }
+        keys
+    }
+
+    /// Applies the update to `user` in memory, checking every rule first.
+    pub fn apply(self, user: &mut User, caller: Caller<'_>, now: OffsetDateTime) -> Result<Applied, DomainError> {
+        let restricted = self.super_user_keys();
+        if !caller.is_super_user && !restricted.is_empty() {
+            return Err(DomainError::forbidden(
+                codes::SUPER_USER_REQUIRED,
+                format!("only a super-user may change: {}", restricted.join(", ")),
+            ));
+        }
+        let is_self = caller.user_id == user.user_id().to_string();
+        let mut applied = Applied::default();
+        let text = |s: &str| validate::text("name", s);
+        text_field("email", self.email, &mut user.email, &mut applied, validate::email)?;
+        text_field(
+            "display_name",
+            self.display_name,
+            &mut user.display_name,
+            &mut applied,
+            text,
+        )?;
+        text_field("first_name", self.first_name, &mut user.first_name, &mut applied, text)?;
+        text_field(
+            "middle_name",
+            self.middle_name,
+            &mut user.middle_name,
+            &mut applied,
+            text,
+        )?;
+        text_field("last_name", self.last_name, &mut user.last_name, &mut applied, text)?;
+        if let Some(label) = self.totp_label {
+            let label = label.filter(|s| !s.is_empty()).unwrap_or_default();
+            validate::text("totp_label", &label)?;
+            if user.totp_label != label {
+                user.totp_label = label;
+                applied.changed.push("totp_label");
+            }
+        }
+        if let Some(username) = self.username {
+            let username = required("username", username)?;
+            validate::username(&username)?;
+            if user.username != username {
+                user.username = username;
+                applied.changed.push("username");
+            }
+        }
+        if let Some(v) = self.is_totp_enabled {
+            let v = required("is_totp_enabled", v)?;
+            if user.is_totp_enabled != v {
+                user.is_totp_enabled = v;
+                applied.changed.push("is_totp_enabled");
+            }
+        }
+        if let Some(v) = self.is_locked {
+            let v = required("is_locked", v)?;
+            if v && is_self {
+                return Err(DomainError::invalid(
+                    codes::INVALID_OPERATION,
+                    "a super-user cannot lock themselves",
+                ));
+            }
+            if user.is_locked != v {
+                user.is_locked = v;
+                user.locked_time = Some(now);
+                user.locked_by = Some(caller.user_id.to_owned());
+                applied.changed.push("is_locked");
+                applied.revoke_sessions |= v;
+            }
+        }
+        if let Some(v) = self.password_expiry {
+            let v = crate::clock::truncate(required("password_expiry", v)?);
+            if user.password_expiry != v {
+                user.password_expiry = v;
+                applied.changed.push("password_expiry");
+                applied.revoke_sessions |= v <= now;
+            }
+        }
+        if let Some(v) = self.password_must_change {
+            let v = required("password_must_change", v)?;
+            if user.password_must_change != v {
+                user.password_must_change = v;
+                applied.changed.push("password_must_change");
+            }
+        }
+        if let Some(v) = self.sign_up_status {
+            let v = required("sign_up_status", v)?;
+            if user.sign_up_status != v {
+                user.sign_up_status = v;
+                applied.changed.push("sign_up_status");
+                applied.revoke_sessions |= v != SignUpStatus::Final;
+            }
+        }
+        if let Some(v) = self.approval_status {
+            let v = required("approval_status", v)?;
+            if v != ApprovalStatus::Approved && is_self {
+                return Err(DomainError::invalid(
+                    codes::INVALID_OPERATION,
+                    "a super-user cannot withdraw their own approval",
+                ));
+            }
+            if user.approval_status != v {
+                user.approval_status = v;
+                user.approval_status_mod_by = caller.user_id.to_owned();
+                user.approval_status_mod_time = now;
+                applied.changed.push("approval_status");
+                applied.revoke_sessions |= v != ApprovalStatus::Approved;
+            }
+        }
+        Ok(applied)
+    }
+}

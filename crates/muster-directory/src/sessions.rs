@@ -1,0 +1,471 @@
+//! Login, session checks, renewal, logout, listing and revocation.
+
+use crate::{Auth, Directory, UserTarget, store_error};
+use muster_core::audit::{AuditEntry, RequestCtx, actions};
+use muster_core::clock;
+use muster_core::credentials::{token, totp};
+use muster_core::directory::User;
+use muster_core::directory::login::{check_login, session_usable};
+use muster_core::directory::throttle::{ThrottlePolicy, ThrottleState};
+use muster_core::error::{DomainError, codes};
+use muster_store::{LoginPassword, SessionRecord};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+/// `POST /api/session`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginInput {
+    pub username: String,
+    #[schema(format = Password)]
+    pub password: String,
+    /// Required when the user has TOTP enabled.
+    pub totp_code: Option<String>,
+    /// One of the configured applications; default: the first.
+    pub current_app: Option<String>,
+    /// Replaces an expired password, or one that must be changed, as part of the login.
+    #[schema(format = Password)]
+    pub new_password: Option<String>,
+}
+
+/// A successful login. The token is shown here and never again.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LoginOutcome {
+    pub token: String,
+    /// When the session ends if unused (idle expiry, capped by the absolute expiry).
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// When the session ends however much it is used.
+    #[serde(with = "time::serde::rfc3339")]
+    pub absolute_expires_at: OffsetDateTime,
+    pub session_id: Uuid,
+    pub user_id: String,
+    /// Zato warning codes, e.g. `W003005` (password about to expire).
+    pub warnings: Vec<String>,
+}
+
+/// A session as its owner sees it: never the token.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    pub session_id: Uuid,
+    pub user_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub absolute_expires_at: OffsetDateTime,
+    pub current_app: Option<String>,
+    pub remote_addr: Option<String>,
+    pub user_agent: Option<String>,
+    /// This is the session the request came with.
+    pub current: bool,
+}
+
+/// How often at most a session's last-use time is written: often enough for the idle clock,
+/// rarely enough that reads do not turn into writes.
+const TOUCH_INTERVAL_SECS: i64 = 60;
+
+fn account_key(username: &str) -> String {
+    format!("account:{}", User::username_key(username))
+}
+
+fn address_key(addr: &str) -> String {
+    format!("address:{addr}")
+}
+
+impl Directory {
+    fn idle(&self) -> Duration {
+        Duration::seconds(self.config.session_idle_secs)
+    }
+
+    fn effective_expiry(&self, s: &SessionRecord) -> OffsetDateTime {
+        (s.last_seen_at + self.idle()).min(s.expires_at)
+    }
+
+    fn view(&self, s: &SessionRecord, current: Option<Uuid>) -> SessionView {
+        SessionView {
+            session_id: s.id,
+            user_id: muster_core::ids::UserId::from_uuid(s.user_uuid).to_string(),
+            created_at: s.created_at,
+            last_seen_at: s.last_seen_at,
+            expires_at: self.effective_expiry(s),
+            absolute_expires_at: s.expires_at,
+            current_app: s.current_app.clone(),
+            remote_addr: s.remote_addr.clone(),
+            user_agent: s.user_agent.clone(),
+            current: Some(s.id) == current,
+        }
+    }
+
+    /// The longest wait any throttle counter imposes now.
+    async fn throttle_wait(
+        &self,
+        keys: &[(String, ThrottlePolicy)],
+        now: OffsetDateTime,
+    ) -> Result<Option<u64>, DomainError> {
+        let mut wait = None;
+        for (key, policy) in keys {
+            let state: Option<ThrottleState> = self.store.throttle_state(key).await.map_err(store_error)?;
+            if let Some(w) = state.and_then(|s| s.wait(policy, now)) {
+                wait = Some(wait.map_or(w, |x: u64| x.max(w)));
+            }
+        }
+        Ok(wait)
+    }
+
+    /// Logs in. Checks run in Zato's order; an unknown user, a wrong password and a wrong TOTP
+    /// code all give the same `E005001` after the same work (one argon2id verification).
+    pub async fn login(&self, ctx: &RequestCtx, input: LoginInput) -> Result<LoginOutcome, DomainError> {
+        let app = match input.current_app.clone() {
+            Some(app) if self.config.apps.contains(&app) => app,
+            Some(_) => {
+                let e = DomainError::invalid_field(
+                    "current_app",
+                    codes::APP_INVALID,
+                    "current_app is not a configured application",
+                );
+                let entry = AuditEntry::new(ctx, actions::SESSION_LOGIN, None, None);
+                self.audit_refusal(entry, &e).await;
+                return Err(e);
+            }
+            None => self.config.apps.first().cloned().unwrap_or_default(),
+        };
+        let ctx = &RequestCtx {
+            current_app: Some(app.clone()),
+            ..ctx.clone()
+        };
+        let entry = AuditEntry::new(ctx, actions::SESSION_LOGIN, None, None);
+        let now = clock::now();
+
+        let mut keys = vec![(account_key(&input.username), self.config.account_throttle)];
+        if let Some(addr) = &ctx.remote_addr {
+            keys.push((address_key(addr), self.config.address_throttle));
+        }
+        if let Some(wait) = self.throttle_wait(&keys, now).await? {
+            let e = DomainError::throttled(wait);
+            self.audit_refusal(entry, &e).await;
+            return Err(e);
+        }
+
+        let found = self
+            .store
+            .user_by_username(&input.username)
+            .await
+            .map_err(store_error)?;
+        let stored_hash = found.as_ref().map(|(u, _)| u.password_hash.clone());
+        let password_ok = self.hashes.verify(stored_hash, input.password.clone()).await?;
+        let user = match found {
+            Some((user, _)) if password_ok => user,
+            _ => return Err(self.login_failed(entry, &keys, now).await),
+        };
+        let entry = entry.with_target(user.user_id().to_string());
+
+        if user.is_totp_enabled {
+            let Some(code) = input.totp_code.as_deref() else {
+                // The password was right: say what is missing (Zato: inform_if_totp_missing).
+                let e = DomainError::new(
+                    muster_core::ErrorKind::Unauthenticated,
+                    codes::TOTP_MISSING,
+                    "totp_code is required",
+                );
+                self.audit_refusal(entry, &e).await;
+                return Err(e);
+            };
+            if !self.check_totp(&user, code, now).await? {
+                return Err(self.login_failed(entry, &keys, now).await);
+            }
+        }
+
+        let verdict = match check_login(&user, now, &self.config, input.new_password.is_some()) {
+            Ok(v) => v,
+            Err(e) => {
+                self.audit_refusal(entry, &e).await;
+                return Err(e);
+            }
+        };
+
+        let password = if verdict.must_set_new_password {
+            let new_password = input.new_password.unwrap_or_default();
+            let checked = self
+                .config
+                .password_policy
+                .check("new_password", &new_password)
+                .and_then(|_| {
+                    if new_password == input.password {
+                        Err(DomainError::invalid_field(
+                            "new_password",
+                            codes::INVALID_INPUT,
+                            "the new password must differ from the old one",
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                });
+            if let Err(e) = checked {
+                self.audit_refusal(entry, &e).await;
+                return Err(e);
+            }
+            Some(LoginPassword {
+                hash: self.hashes.hash(new_password).await?,
+                last_set: now,
+                expiry: now + Duration::days(self.config.password_expiry_days),
+                must_change: false,
+                revoke_other_sessions: true,
+            })
+        } else if self.hashes.hasher().needs_rehash(&user.password_hash) {
+            // Parameters were raised since this hash was made: store a fresh one.
+            Some(LoginPassword {
+                hash: self.hashes.hash(input.password).await?,
+                last_set: user.password_last_set,
+                expiry: user.password_expiry,
+                must_change: user.password_must_change,
+                revoke_other_sessions: false,
+            })
+        } else {
+            None
+        };
+
+        let (token, token_hash) = token::new_token(token::SESSION_PREFIX);
+        let session = SessionRecord {
+            id: Uuid::new_v4(),
+            user_uuid: user.uuid,
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + Duration::seconds(self.config.session_absolute_secs),
+            current_app: Some(app),
+            remote_addr: ctx.remote_addr.clone(),
+            user_agent: ctx.user_agent.clone().map(|ua| ua.chars().take(512).collect()),
+        };
+        let warnings: Vec<String> = if verdict.about_to_expire {
+            vec![codes::PASSWORD_ABOUT_TO_EXPIRE.to_owned()]
+        } else {
+            vec![]
+        };
+        let entry = entry.with_details(json!({
+            "session_id": session.id,
+            "password_changed": verdict.must_set_new_password,
+            "warnings": warnings,
+        }));
+        self.store
+            .open_session(&session, &token_hash, password.as_ref(), &keys[0].0, &entry)
+            .await
+            .map_err(store_error)?;
+        Ok(LoginOutcome {
+            token,
+            expires_at: self.effective_expiry(&session),
+            absolute_expires_at: session.expires_at,
+            session_id: session.id,
+            user_id: user.user_id().to_string(),
+            warnings,
+        })
+    }
+
+    /// Counts a failed login and gives the generic error.
+    async fn login_failed(
+        &self,
+        entry: AuditEntry,
+        keys: &[(String, ThrottlePolicy)],
+        now: OffsetDateTime,
+    ) -> DomainError {
+        let e = DomainError::not_allowed();
+        let windows: Vec<(&str, OffsetDateTime)> = keys
+            .iter()
+            .map(|(k, p)| (k.as_str(), now - Duration::seconds(p.window_secs)))
+            .collect();
+        if let Err(err) = self
+            .store
+            .record_login_failure(&windows, now, &entry.failed(e.code))
+            .await
+        {
+            tracing::error!(error = %err, "could not record a failed login");
+        }
+        e
+    }
+
+    /// Verifies a TOTP code and spends its step, so the same code cannot log in twice.
+    async fn check_totp(&self, user: &User, code: &str, now: OffsetDateTime) -> Result<bool, DomainError> {
+        let key = self
+            .secrets
+            .open(&user.totp_key_sealed)
+            .map_err(DomainError::internal)?;
+        let Some(key) = totp::decode_key(&key) else {
+            return Err(DomainError::internal("stored TOTP key does not decode"));
+        };
+        let last = user.totp_last_step.and_then(|s| u64::try_from(s).ok());
+        let unix = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+        match totp::verify(&key, code, unix, last) {
+            Some(step) => {
+                let step = i64::try_from(step).map_err(DomainError::internal)?;
+                self.store.consume_totp_step(user.uuid, step).await.map_err(store_error)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Resolves a session token to its caller. Expired, revoked and unknown tokens, and users
+    /// who may no longer hold sessions (locked, rejected, expired password), all give `E007001`.
+    pub async fn authenticate(&self, token: &str) -> Result<Auth, DomainError> {
+        let hash = token::hash_token(token);
+        let Some((session, user, _)) = self.store.session_by_token_hash(&hash).await.map_err(store_error)? else {
+            return Err(DomainError::no_session());
+        };
+        let now = clock::now();
+        if now >= self.effective_expiry(&session) || !session_usable(&user, now) {
+            return Err(DomainError::no_session());
+        }
+        if now - session.last_seen_at
+            >= Duration::seconds(TOUCH_INTERVAL_SECS.min(self.config.session_idle_secs / 2).max(1))
+        {
+            self.store.touch_session(session.id, now).await.map_err(store_error)?;
+        }
+        Ok(Auth {
+            user,
+            session_id: session.id,
+            current_app: session.current_app,
+        })
+    }
+
+    /// The caller's current session.
+    pub async fn current_session(&self, auth: &Auth) -> Result<SessionView, DomainError> {
+        let sessions = self
+            .store
+            .list_sessions(auth.user.uuid, clock::now())
+            .await
+            .map_err(store_error)?;
+        sessions
+            .iter()
+            .find(|s| s.id == auth.session_id)
+            .map(|s| self.view(s, Some(auth.session_id)))
+            .ok_or_else(DomainError::no_session)
+    }
+
+    /// Renews the caller's session: its idle clock restarts (the absolute expiry stays).
+    pub async fn renew(&self, ctx: &RequestCtx, auth: &Auth) -> Result<SessionView, DomainError> {
+        let entry = AuditEntry::new(
+            ctx,
+            actions::SESSION_RENEW,
+            Some(auth.user_id()),
+            Some(auth.session_id.to_string()),
+        );
+        if !self
+            .store
+            .renew_session(auth.session_id, clock::now(), &entry)
+            .await
+            .map_err(store_error)?
+        {
+            return Err(DomainError::no_session());
+        }
+        self.current_session(auth).await
+    }
+
+    pub async fn logout(&self, ctx: &RequestCtx, auth: &Auth) -> Result<(), DomainError> {
+        let entry = AuditEntry::new(
+            ctx,
+            actions::SESSION_LOGOUT,
+            Some(auth.user_id()),
+            Some(auth.session_id.to_string()),
+        );
+        self.store
+            .delete_session(auth.session_id, auth.user.uuid, &entry)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// Live sessions of the caller, or of any user for a super-user.
+    pub async fn list_sessions(&self, auth: &Auth, target: UserTarget) -> Result<Vec<SessionView>, DomainError> {
+        let uuid = self.session_owner(auth, target)?;
+        let now = clock::now();
+        let sessions = self.store.list_sessions(uuid, now).await.map_err(store_error)?;
+        Ok(sessions
+            .iter()
+            .filter(|s| now < self.effective_expiry(s))
+            .map(|s| self.view(s, Some(auth.session_id)))
+            .collect())
+    }
+
+    fn session_owner(&self, auth: &Auth, target: UserTarget) -> Result<Uuid, DomainError> {
+        match target {
+            UserTarget::Me => Ok(auth.user.uuid),
+            UserTarget::Id(id) if id.uuid() == auth.user.uuid => Ok(id.uuid()),
+            UserTarget::Id(id) => auth.require_super_user().map(|_| id.uuid()),
+        }
+    }
+
+    /// Ends one of the caller's own sessions.
+    pub async fn revoke_session(&self, ctx: &RequestCtx, auth: &Auth, session_id: Uuid) -> Result<(), DomainError> {
+        let entry = AuditEntry::new(
+            ctx,
+            actions::SESSION_REVOKE,
+            Some(auth.user_id()),
+            Some(session_id.to_string()),
+        );
+        if self
+            .store
+            .delete_session(session_id, auth.user.uuid, &entry)
+            .await
+            .map_err(store_error)?
+        {
+            Ok(())
+        } else {
+            Err(DomainError::not_found("session"))
+        }
+    }
+
+    /// Ends every session of the caller (keeping the current one if asked), or of any user
+    /// for a super-user. Returns how many ended.
+    pub async fn revoke_all(
+        &self,
+        ctx: &RequestCtx,
+        auth: &Auth,
+        target: UserTarget,
+        keep_current: bool,
+    ) -> Result<u64, DomainError> {
+        let uuid = self.session_owner(auth, target)?;
+        let target_id = muster_core::ids::UserId::from_uuid(uuid).to_string();
+        let entry = AuditEntry::new(ctx, actions::SESSION_REVOKE_ALL, Some(auth.user_id()), Some(target_id));
+        let keep = (keep_current && uuid == auth.user.uuid).then_some(auth.session_id);
+        let entry = entry.with_details(json!({ "kept_current": keep.is_some() }));
+        self.store
+            .delete_user_sessions(uuid, keep, &entry)
+            .await
+            .map_err(store_error)
+    }
+
+    /// Zato's `verify`: whether another token is valid. Super-user only; never errors on the
+    /// token itself.
+    pub async fn verify_token(&self, auth: &Auth, token: &str) -> Result<bool, DomainError> {
+        auth.require_super_user()?;
+        match self.authenticate(token).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind == muster_core::ErrorKind::Internal => Err(e),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Deletes expired sessions and lapsed throttle counters. Run periodically.
+    pub async fn purge_expired(&self) -> Result<(u64, u64), DomainError> {
+        let now = clock::now();
+        let sessions = self
+            .store
+            .purge_sessions(now, now - self.idle())
+            .await
+            .map_err(store_error)?;
+        let window = self
+            .config
+            .account_throttle
+            .window_secs
+            .max(self.config.address_throttle.window_secs);
+        let counters = self
+            .store
+            .purge_throttle(now - Duration::seconds(window))
+            .await
+            .map_err(store_error)?;
+        Ok((sessions, counters))
+    }
+}

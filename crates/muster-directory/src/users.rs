@@ -1,0 +1,517 @@
+//! User operations: create, read, update, delete, lock, approve, passwords, search.
+
+use crate::{Auth, Directory, store_error};
+use muster_core::audit::{AuditEntry, RequestCtx, actions};
+use muster_core::clock;
+use muster_core::credentials::password::hash_generated;
+use muster_core::directory::create::{self, CreateUserInput, Creator, PasswordPlan};
+use muster_core::directory::update::{Caller, UpdateUserInput};
+use muster_core::directory::{ApprovalStatus, SignUpStatus, User, UserView};
+use muster_core::error::{DomainError, codes};
+use muster_core::ids::UserId;
+use muster_store::{UserOrder, UserQuery};
+use serde::Serialize;
+use serde_json::json;
+use time::Duration;
+
+/// Which user a call is about.
+#[derive(Debug, Clone, Copy)]
+pub enum UserTarget {
+    Me,
+    Id(UserId),
+}
+
+/// Search criteria (Zato's `search`, with working ordering).
+#[derive(Debug, Clone, Default)]
+pub struct SearchInput {
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub approval_status: Option<ApprovalStatus>,
+    pub sign_up_status: Option<SignUpStatus>,
+    pub is_locked: Option<bool>,
+    pub order: UserOrder,
+    /// 1-based.
+    pub page: i64,
+    pub page_size: i64,
+}
+
+pub const DEFAULT_PAGE_SIZE: i64 = 50;
+pub const MAX_PAGE_SIZE: i64 = 100;
+
+/// One page of users, with Zato's paging metadata.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SearchPage {
+    pub total: i64,
+    pub num_pages: i64,
+    pub page_size: i64,
+    pub cur_page: i64,
+    pub has_next_page: bool,
+    pub has_prev_page: bool,
+    pub next_page: Option<i64>,
+    pub prev_page: Option<i64>,
+    pub result: Vec<UserView>,
+}
+
+/// Names of the keys present in a create request, for the audit record (never the values).
+fn present_keys(input: &CreateUserInput) -> Vec<&'static str> {
+    let mut keys = vec!["username"];
+    let flags = [
+        ("password", input.password.is_some()),
+        ("password_must_change", input.password_must_change.is_some()),
+        ("display_name", input.display_name.is_some()),
+        ("first_name", input.first_name.is_some()),
+        ("middle_name", input.middle_name.is_some()),
+        ("last_name", input.last_name.is_some()),
+        ("email", input.email.is_some()),
+        ("is_locked", input.is_locked.is_some()),
+        ("sign_up_status", input.sign_up_status.is_some()),
+        ("is_totp_enabled", input.is_totp_enabled.is_some()),
+        ("totp_key", input.totp_key.is_some()),
+        ("totp_label", input.totp_label.is_some()),
+    ];
+    keys.extend(flags.iter().filter(|(_, p)| *p).map(|(k, _)| *k));
+    keys
+}
+
+impl Directory {
+    /// `create_user`, by a super-user over the API.
+    pub async fn create_user(
+        &self,
+        ctx: &RequestCtx,
+        auth: &Auth,
+        input: CreateUserInput,
+    ) -> Result<UserView, DomainError> {
+        let entry = AuditEntry::new(ctx, actions::USER_CREATE, Some(auth.user_id()), None);
+        let result = async {
+            auth.require_super_user()?;
+            let actor = auth.user_id();
+            self.insert_new_user(entry.clone(), input, Creator::SuperUser(&actor), false)
+                .await
+        }
+        .await;
+        match result {
+            Ok(user) => Ok(UserView::of(&user, true)),
+            Err(e) => {
+                self.audit_refusal(entry, &e).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates a user from the command line: approved automatically; `super_user` only here.
+    pub async fn create_user_cli(
+        &self,
+        ctx: &RequestCtx,
+        input: CreateUserInput,
+        super_user: bool,
+    ) -> Result<User, DomainError> {
+        let action = if super_user {
+            actions::USER_CREATE_SUPER_USER
+        } else {
+            actions::USER_CREATE
+        };
+        let entry = AuditEntry::new(ctx, action, Some("cli".into()), None);
+        self.insert_new_user(entry, input, Creator::Auto, super_user).await
+    }
+
+    async fn insert_new_user(
+        &self,
+        entry: AuditEntry,
+        input: CreateUserInput,
+        creator: Creator<'_>,
+        super_user: bool,
+    ) -> Result<User, DomainError> {
+        let keys = present_keys(&input);
+        let now = clock::now();
+        let plan = create::plan(input, creator, super_user, &self.config, now)?;
+        let (password_hash, generated) = match plan.password {
+            PasswordPlan::Chosen(p) => (self.hashes.hash(p).await?, false),
+            PasswordPlan::Generated(p) => (hash_generated(&p), true),
+        };
+        let user = User {
+            uuid: plan.uuid,
+            username: plan.username,
+            email: plan.email,
+            display_name: plan.display_name,
+            first_name: plan.first_name,
+            middle_name: plan.middle_name,
+            last_name: plan.last_name,
+            is_active: true,
+            is_internal: false,
+            is_super_user: plan.is_super_user,
+            is_approval_needed: plan.is_approval_needed,
+            approval_status: plan.approval_status,
+            approval_status_mod_by: plan.approval_status_mod_by,
+            approval_status_mod_time: now,
+            is_locked: plan.is_locked,
+            locked_time: None,
+            locked_by: None,
+            password_hash,
+            password_is_set: true,
+            password_must_change: plan.password_must_change,
+            password_last_set: plan.password_last_set,
+            password_expiry: plan.password_expiry,
+            sign_up_status: plan.sign_up_status,
+            sign_up_time: plan.sign_up_time,
+            is_totp_enabled: plan.is_totp_enabled,
+            totp_key_sealed: self.secrets.seal(&plan.totp_key),
+            totp_label: plan.totp_label,
+            totp_last_step: None,
+            updated_at: now,
+        };
+        let entry = entry
+            .with_target(user.user_id().to_string())
+            .with_details(json!({ "fields": keys, "password_generated": generated }));
+        self.store.insert_user(&user, &entry).await.map_err(store_error)?;
+        Ok(user)
+    }
+
+    /// Creates the first super-user when the directory is empty. Returns the generated
+    /// one-time password when none was given (to be shown once), or None when nothing was done.
+    pub async fn bootstrap_admin(
+        &self,
+        username: &str,
+        password: Option<String>,
+    ) -> Result<Option<Option<String>>, DomainError> {
+        if self.store.count_users().await.map_err(store_error)? > 0 {
+            return Ok(None);
+        }
+        let generated = password
+            .is_none()
+            .then(muster_core::credentials::password::generate_password);
+        let input = CreateUserInput {
+            username: Some(username.to_owned()),
+            password: password.or_else(|| generated.clone()),
+            // A printed one-time password must be replaced at first login.
+            password_must_change: Some(generated.is_some()),
+            ..Default::default()
+        };
+        let ctx = RequestCtx {
+            cid: format!("bootstrap-{}", uuid::Uuid::new_v4()),
+            ..Default::default()
+        };
+        match self.create_user_cli(&ctx, input, true).await {
+            Ok(_) => Ok(Some(generated)),
+            // Another node bootstrapped at the same moment.
+            Err(e) if e.code == codes::USERNAME_EXISTS => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Resolves a target the caller may see. A regular user asking about anyone else gets the
+    /// same 404 as for a user that does not exist: no enumeration.
+    async fn load_target(&self, auth: &Auth, target: UserTarget) -> Result<(User, i64), DomainError> {
+        let uuid = match target {
+            UserTarget::Me => auth.user.uuid,
+            UserTarget::Id(id) if id.uuid() == auth.user.uuid || auth.is_super_user() => id.uuid(),
+            UserTarget::Id(_) => return Err(DomainError::not_found("user")),
+        };
+        self.store
+            .user_by_uuid(uuid)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| DomainError::not_found("user"))
+    }
+
+    pub async fn get_user(&self, auth: &Auth, target: UserTarget) -> Result<UserView, DomainError> {
+        let (user, _) = self.load_target(auth, target).await?;
+        Ok(UserView::of(&user, auth.is_super_user()))
+    }
+
+    /// Partial update; `action` names it in the audit log (update, lock, approve, …).
+    async fn apply_update(
+        &self,
+        ctx: &RequestCtx,
+        auth: &Auth,
+        target: UserTarget,
+        action: &'static str,
+        input: UpdateUserInput,
+    ) -> Result<UserView, DomainError> {
+        let entry = AuditEntry::new(ctx, action, Some(auth.user_id()), None);
+        let result = async {
+            // Optimistic concurrency: if the row changes between read and write, read again and
+            // re-apply the rules to the fresh row (a few times at most).
+            for _ in 0..5 {
+                let (mut user, version) = self.load_target(auth, target).await?;
+                let caller = Caller {
+                    user_id: &auth.user_id(),
+                    is_super_user: auth.is_super_user(),
+                };
+                let applied = input.clone().apply(&mut user, caller, clock::now())?;
+                user.updated_at = clock::now();
+                let entry = entry
+                    .clone()
+                    .with_target(user.user_id().to_string())
+                    .with_details(json!({ "changed": applied.changed }));
+                if self
+                    .store
+                    .update_user(&user, version, applied.revoke_sessions, &entry)
+                    .await
+                    .map_err(store_error)?
+                {
+                    return Ok(UserView::of(&user, auth.is_super_user()));
+                }
+            }
+            Err(DomainError::conflict(
+                codes::CONFLICT,
+                "the user changed concurrently; try again",
+            ))
+        }
+        .await;
+        if let Err(e) = &result {
+            let target_id = match target {
+                UserTarget::Me => auth.user_id(),
+                UserTarget::Id(id) => id.to_string(),
+            };
+            self.audit_refusal(entry.with_target(target_id), e).await;
+        }
+        result
+    }
+
+    pub async fn update_user(
+        &self,
+        ctx: &RequestCtx,
+        auth: &Auth,
+        target: UserTarget,
+        input: UpdateUserInput,
+    ) -> Result<UserView, DomainError> {
+        self.apply_update(ctx, auth, target, actions::USER_UPDATE, input).await
+    }
+
+    /// Lock (true) or unlock (false). Super-user only; locking ends the user's sessions.
+    pub async fn set_locked(
+        &self,
+        ctx: &RequestCtx,
+        auth: &Auth,
+        id: UserId,
+        locked: bool,
+    ) -> Result<UserView, DomainError> {
+        let action = if locked {
+            actions::USER_LOCK
+        } else {
+            actions::USER_UNLOCK
+        };
+        let input = UpdateUserInput {
+            is_locked: Some(Some(locked)),
+            ..Default::default()
+        };
+        self.apply_update(ctx, auth, UserTarget::Id(id), action, self.super_only(auth, input)?)
+            .await
+    }
+
+    /// Approve or reject. Super-user only; rejection ends the user's sessions.
+    pub async fn set_approval(
+        &self,
+        ctx: &RequestCtx,
+        auth: &Auth,
+        id: UserId,
+        approve: bool,
+    ) -> Result<UserView, DomainError> {
+        let (action, status) = if approve {
+            (actions::USER_APPROVE, ApprovalStatus::Approved)
+        } else {
+            (actions::USER_REJECT, ApprovalStatus::Rejected)
+        };
+        let input = UpdateUserInput {
+            approval_status: Some(Some(status)),
+            ..Default::default()
+        };
+        self.apply_update(ctx, auth, UserTarget::Id(id), action, self.super_only(auth, input)?)
+            .await
+    }
+
+    /// Super-user-only calls answer a regular user with 403 before anything is looked up.
+    fn super_only<T>(&self, auth: &Auth, value: T) -> Result<T, DomainError> {
+        auth.require_super_user().map(|_| value)
+    }
+
+    /// Deletes a user. Super-user only, never oneself.
+    pub async fn delete_user(&self, ctx: &RequestCtx, auth: &Auth, id: UserId) -> Result<(), DomainError> {
+        let entry = AuditEntry::new(ctx, actions::USER_DELETE, Some(auth.user_id()), Some(id.to_string()));
+        let result = async {
+            auth.require_super_user()?;
+            if id.uuid() == auth.user.uuid {
+                return Err(DomainError::invalid(
+                    codes::INVALID_OPERATION,
+                    "a user cannot delete themselves",
+                ));
+            }
+            if self.store.delete_user(id.uuid(), &entry).await.map_err(store_error)? {
+                Ok(())
+            } else {
+                Err(DomainError::not_found("user"))
+            }
+        }
+        .await;
+        if let Err(e) = &result {
+            self.audit_refusal(entry, e).await;
+        }
+        result
+    }
+
+    /// Changes the caller's own password. The old one is required; every other session of
+    /// the caller ends, the current one stays.
+    pub async fn change_own_password(
+        &self,
+        ctx: &RequestCtx,
+        auth: &Auth,
+        old_password: String,
+        new_password: String,
+    ) -> Result<(), DomainError> {
+        let entry = AuditEntry::new(
+            ctx,
+            actions::USER_CHANGE_PASSWORD,
+            Some(auth.user_id()),
+            Some(auth.user_id()),
+        );
+        let result = async {
+            self.config.password_policy.check("new_password", &new_password)?;
+            if old_password == new_password {
+                return Err(DomainError::invalid_field(
+                    "new_password",
+                    codes::INVALID_INPUT,
+                    "the new password must differ from the old one",
+                ));
+            }
+            let (mut user, version) = self.load_target(auth, UserTarget::Me).await?;
+            if !self
+                .hashes
+                .verify(Some(user.password_hash.clone()), old_password)
+                .await?
+            {
+                return Err(DomainError::forbidden(
+                    codes::NOT_ALLOWED,
+                    "old password is not correct",
+                ));
+            }
+            let now = clock::now();
+            user.password_hash = self.hashes.hash(new_password).await?;
+            user.password_is_set = true;
+            user.password_last_set = now;
+            user.password_expiry = now + Duration::days(self.config.password_expiry_days);
+            user.password_must_change = false;
+            user.updated_at = now;
+            if self
+                .store
+                .update_user_keeping_session(&user, version, auth.session_id, &entry)
+                .await
+                .map_err(store_error)?
+            {
+                Ok(())
+            } else {
+                Err(DomainError::conflict(
+                    codes::CONFLICT,
+                    "the user changed concurrently; try again",
+                ))
+            }
+        }
+        .await;
+        if let Err(e) = &result {
+            self.audit_refusal(entry, e).await;
+        }
+        result
+    }
+
+    /// A super-user sets another user's password (no old password). Ends all their sessions.
+    pub async fn set_password(
+        &self,
+        ctx: &RequestCtx,
+        auth: &Auth,
+        id: UserId,
+        new_password: String,
+        must_change: Option<bool>,
+        expiry_days: Option<i64>,
+    ) -> Result<(), DomainError> {
+        let entry = AuditEntry::new(
+            ctx,
+            actions::USER_SET_PASSWORD,
+            Some(auth.user_id()),
+            Some(id.to_string()),
+        );
+        let result = async {
+            auth.require_super_user()?;
+            if id.uuid() == auth.user.uuid {
+                return Err(DomainError::invalid(
+                    codes::INVALID_OPERATION,
+                    "change your own password with PUT /api/users/me/password and your old password",
+                ));
+            }
+            if let Some(d) = expiry_days {
+                if !(1..=36_500).contains(&d) {
+                    return Err(DomainError::invalid_field(
+                        "password_expiry_days",
+                        codes::INVALID_INPUT,
+                        "must be between 1 and 36500",
+                    ));
+                }
+            }
+            self.config.password_policy.check("new_password", &new_password)?;
+            let hash = self.hashes.hash(new_password).await?;
+            for _ in 0..5 {
+                let (mut user, version) = self.load_target(auth, UserTarget::Id(id)).await?;
+                let now = clock::now();
+                user.password_hash = hash.clone();
+                user.password_is_set = true;
+                user.password_last_set = now;
+                user.password_expiry = now + Duration::days(expiry_days.unwrap_or(self.config.password_expiry_days));
+                if let Some(m) = must_change {
+                    user.password_must_change = m;
+                }
+                user.updated_at = now;
+                if self
+                    .store
+                    .update_user(&user, version, true, &entry)
+                    .await
+                    .map_err(store_error)?
+                {
+                    return Ok(());
+                }
+            }
+            Err(DomainError::conflict(
+                codes::CONFLICT,
+                "the user changed concurrently; try again",
+            ))
+        }
+        .await;
+        if let Err(e) = &result {
+            self.audit_refusal(entry, e).await;
+        }
+        result
+    }
+
+    /// Super-user search with filters and paging.
+    pub async fn search_users(&self, auth: &Auth, input: SearchInput) -> Result<SearchPage, DomainError> {
+        auth.require_super_user()?;
+        let page_size = if input.page_size <= 0 {
+            DEFAULT_PAGE_SIZE
+        } else {
+            input.page_size.min(MAX_PAGE_SIZE)
+        };
+        let cur_page = input.page.max(1);
+        let query = UserQuery {
+            username: input.username,
+            email: input.email,
+            name: input.name,
+            approval_status: input.approval_status,
+            sign_up_status: input.sign_up_status,
+            is_locked: input.is_locked,
+            order: input.order,
+            offset: (cur_page - 1).saturating_mul(page_size),
+            limit: page_size,
+        };
+        let (total, users) = self.store.search_users(&query).await.map_err(store_error)?;
+        let num_pages = (total + page_size - 1) / page_size;
+        Ok(SearchPage {
+            total,
+            num_pages,
+            page_size,
+            cur_page,
+            has_next_page: cur_page < num_pages,
+            has_prev_page: cur_page > 1,
+            next_page: (cur_page < num_pages).then_some(cur_page + 1),
+            prev_page: (cur_page > 1).then_some(cur_page - 1),
+            result: users.iter().map(|u| UserView::of(u, true)).collect(),
+        })
+    }
+}

@@ -1,0 +1,36 @@
+//! The REST API, one module per resource.
+
+pub mod audit;
+pub mod health;
+pub mod session;
+pub mod users;
+
+use crate::AppState;
+use crate::error::problem;
+use axum::http::StatusCode;
+use axum::response::Response;
+use muster_core::error::codes;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+/// Every documented route.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .merge(health::router())
+        .merge(session::router())
+        .merge(users::router())
+        .merge(audit::router())
+}
+
+pub async fn not_found() -> Response {
+    problem(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such resource", vec![])
+}
+
+pub async fn method_not_allowed() -> Response {
+    problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this resource does not support that method",
+        vec![],
+    )
+}

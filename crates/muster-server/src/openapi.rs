@@ -1,0 +1,38 @@
+//! The OpenAPI document's frame: title, security scheme, tags.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "muster",
+        description = "The system of record for people and their accounts: directory, provisioning workflows, offering accounts.\n\nErrors are `application/problem+json` (RFC 9457) with a stable `code`; Zato SSO sub-status codes (`E001002`, …) are used where one fits.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&SecurityAddon),
+    tags(
+        (name = "session", description = "Login, logout and sessions"),
+        (name = "users", description = "The directory of users (Zato SSO semantics)"),
+        (name = "audit", description = "The audit log"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct SecurityAddon;
+
+impl Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("Session token from POST /api/session"))
+                    .build(),
+            ),
+        );
+    }
+}

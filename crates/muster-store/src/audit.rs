@@ -1,0 +1,116 @@
+//! The audit log.
+
+use crate::{Result, Store, Ts, on_db};
+use muster_core::audit::{AuditEntry, Outcome};
+use serde::Serialize;
+use sqlx::types::Json;
+use time::OffsetDateTime;
+
+/// Inserts an [`AuditEntry`] on a connection or transaction (inside another write).
+macro_rules! insert {
+    ($conn:expr, $a:expr) => {
+        sqlx::query(
+            "INSERT INTO audit_log (at, cid, actor, current_app, remote_addr, action, target, outcome, reason, details) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind($crate::Ts($a.at))
+        .bind(&$a.cid)
+        .bind(&$a.actor)
+        .bind(&$a.current_app)
+        .bind(&$a.remote_addr)
+        .bind($a.action)
+        .bind(&$a.target)
+        .bind($a.outcome.as_str())
+        .bind(&$a.reason)
+        .bind(sqlx::types::Json(&$a.details))
+        .execute($conn)
+        .await?
+    };
+}
+pub(crate) use insert;
+
+/// A stored audit record.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AuditRecord {
+    pub id: i64,
+    #[serde(serialize_with = "ser_ts")]
+    pub at: Ts,
+    pub cid: String,
+    pub actor: Option<String>,
+    pub current_app: Option<String>,
+    pub remote_addr: Option<String>,
+    pub action: String,
+    pub target: Option<String>,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub details: Json<serde_json::Value>,
+}
+
+fn ser_ts<S: serde::Serializer>(t: &Ts, s: S) -> Result<S::Ok, S::Error> {
+    time::serde::rfc3339::serialize(&t.0, s)
+}
+
+/// Filters for [`Store::list_audit`]. Newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub actor: Option<String>,
+    pub target: Option<String>,
+    pub action: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub cid: Option<String>,
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+macro_rules! push_audit_filters {
+    ($qb:expr, $q:expr) => {{
+        $qb.push(" WHERE 1=1");
+        if let Some(v) = &$q.actor {
+            $qb.push(" AND actor = ").push_bind(v.clone());
+        }
+        if let Some(v) = &$q.target {
+            $qb.push(" AND target = ").push_bind(v.clone());
+        }
+        if let Some(v) = &$q.action {
+            $qb.push(" AND action = ").push_bind(v.clone());
+        }
+        if let Some(v) = $q.outcome {
+            $qb.push(" AND outcome = ").push_bind(v.as_str());
+        }
+        if let Some(v) = &$q.cid {
+            $qb.push(" AND cid = ").push_bind(v.clone());
+        }
+        if let Some(v) = $q.since {
+            $qb.push(" AND at >= ").push_bind(Ts(v));
+        }
+        if let Some(v) = $q.until {
+            $qb.push(" AND at < ").push_bind(Ts(v));
+        }
+    }};
+}
+
+impl Store {
+    /// Writes an audit record on its own, for events that change nothing else (a refused call).
+    pub async fn insert_audit(&self, audit: &AuditEntry) -> Result<()> {
+        on_db!(self, write, pool => {
+            insert!(pool, audit);
+        });
+        Ok(())
+    }
+
+    pub async fn list_audit(&self, q: &AuditQuery) -> Result<(i64, Vec<AuditRecord>)> {
+        Ok(on_db!(self, read, pool => {
+            let mut count = sqlx::QueryBuilder::new("SELECT COUNT(*) FROM audit_log");
+            push_audit_filters!(count, q);
+            let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
+            let mut page = sqlx::QueryBuilder::new(
+                "SELECT id, at, cid, actor, current_app, remote_addr, action, target, outcome, reason, details FROM audit_log",
+            );
+            push_audit_filters!(page, q);
+            page.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit).push(" OFFSET ").push_bind(q.offset);
+            (total, page.build_query_as().fetch_all(pool).await?)
+        }))
+    }
+}

@@ -1,0 +1,195 @@
+//! muster's storage boundary.
+//!
+//! [`Store`] is the one door to the database. It speaks to SQLite (the embedded default) or to
+//! PostgreSQL (many nodes sharing one database) with the same methods and the same behaviour;
+//! the conformance tests in `tests/` run every method against both.
+//!
+//! Each method that changes something is one transaction, and takes the audit record that
+//! describes the change so the two commit together or not at all. The store decides nothing:
+//! it writes what the services hand it and reports conflicts (a taken username, a row changed
+//! underneath) as [`StoreError`]s.
+
+mod audit;
+mod sessions;
+pub mod testing;
+mod throttle;
+mod ts;
+mod users;
+
+pub use audit::{AuditQuery, AuditRecord};
+pub use sessions::{LoginPassword, SessionRecord};
+pub use ts::Ts;
+pub use users::{UserOrder, UserQuery};
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint refused the write; names the constraint's subject (e.g. "username").
+    #[error("{0} already exists")]
+    Duplicate(&'static str),
+    /// A stored value could not be read back into the domain (a bug or a hand-edited row).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("unsupported database url (use sqlite:… or postgres://…)")]
+    UnsupportedUrl,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// Maps a unique violation to [`StoreError::Duplicate`] naming `subject`.
+    fn unique_as(e: sqlx::Error, subject: &'static str) -> Self {
+        match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate(subject),
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections to PostgreSQL, or SQLite readers.
+    pub max_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { max_connections: 16 }
+    }
+}
+
+#[derive(Clone)]
+enum Inner {
+    /// SQLite allows one writer at a time. A single-connection write pool queues writers in the
+    /// process (instead of making them spin on SQLITE_BUSY); reads use their own pool and
+    /// proceed in parallel under WAL.
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+/// The storage boundary. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Inner,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend()).finish()
+    }
+}
+
+/// Runs `$body` with `$pool` bound to the right pool of either backend. The body is compiled
+/// once per backend, so each query is type-checked against both databases.
+macro_rules! on_db {
+    ($store:expr, read, $pool:ident => $body:expr) => {
+        match &$store.inner {
+            $crate::Inner::Sqlite { read: $pool, .. } => $body,
+            $crate::Inner::Postgres($pool) => $body,
+        }
+    };
+    ($store:expr, write, $pool:ident => $body:expr) => {
+        match &$store.inner {
+            $crate::Inner::Sqlite { write: $pool, .. } => $body,
+            $crate::Inner::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_db;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Store {
+    /// Connects to `url`: `sqlite:PATH` (created if missing) or `postgres://…`.
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self> {
+        if url.starts_with("sqlite:") {
+            let base = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(base.clone())
+                .await?;
+            // Readers do not set pragmas that write (journal mode); the writer already did.
+            let read_opts = SqliteConnectOptions::from_str(url)?
+                .read_only(true)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let read = SqlitePoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .connect_with(read_opts)
+                .await?;
+            Ok(Self {
+                inner: Inner::Sqlite { read, write },
+            })
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await?;
+            Ok(Self {
+                inner: Inner::Postgres(pool),
+            })
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.inner {
+            Inner::Sqlite { .. } => Backend::Sqlite,
+            Inner::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies the embedded migrations that have not run yet.
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.inner {
+            Inner::Sqlite { write, .. } => SQLITE_MIGRATIONS.run(write).await?,
+            Inner::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// A cheap round trip, for health checks.
+    pub async fn ping(&self) -> Result<()> {
+        on_db!(self, read, pool => {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        match &self.inner {
+            Inner::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
+            Inner::Postgres(pool) => pool.close().await,
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! `muster user …`: directory administration from the command line. These commands act on
+//! the database directly (with the same rules and audit records as the API); they are how
+//! super-users come to exist.
+
+use crate::runtime;
+use crate::settings::Settings;
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use muster_core::audit::{AuditEntry, actions};
+use muster_core::credentials::password::{generate_password, hash_generated};
+use muster_core::directory::create::CreateUserInput;
+use std::io::BufRead as _;
+
+#[derive(Args)]
+pub struct UserCommand {
+    #[command(subcommand)]
+    action: UserAction,
+    #[command(flatten)]
+    settings: Box<Settings>,
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Create a super-user.
+    CreateSuperUser(NewUser),
+    /// Create a regular user (approved automatically).
+    Create(NewUser),
+    /// Set a user's password: read from standard input with --password-stdin, or generated
+    /// and printed once (then it must be changed at next login). Ends the user's sessions.
+    SetPassword {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Lock a user (ends their sessions).
+    Lock { username: String },
+    /// Unlock a user.
+    Unlock { username: String },
+}
+
+#[derive(Args)]
+struct NewUser {
+    username: String,
+    #[arg(long)]
+    email: Option<String>,
+    #[arg(long)]
+    display_name: Option<String>,
+    #[arg(long)]
+    first_name: Option<String>,
+    #[arg(long)]
+    middle_name: Option<String>,
+    #[arg(long)]
+    last_name: Option<String>,
+    /// Read the password from the first line of standard input (passwords on the command line
+    /// would show in the process list). Without it, a one-time password is generated and
+    /// printed, and must be changed at first login.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+fn read_password() -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let pw = line.trim_end_matches(['\r', '\n']).to_owned();
+    if pw.is_empty() {
+        bail!("no password on standard input");
+    }
+    Ok(pw)
+}
+
+pub async fn run(cmd: UserCommand) -> Result<()> {
+    let resolved = cmd.settings.resolve()?;
+    runtime::init_logging(resolved.json_logs);
+    let directory = runtime::directory(&resolved).await?;
+    let ctx = muster_directory::cli_ctx();
+    let result = match cmd.action {
+        UserAction::CreateSuperUser(u) => create(&directory, &ctx, u, true).await,
+        UserAction::Create(u) => create(&directory, &ctx, u, false).await,
+        UserAction::SetPassword {
+            username,
+            password_stdin,
+        } => {
+            let (mut user, version) = find(&directory, &username).await?;
+            let now = muster_core::clock::now();
+            let (hash, shown) = if password_stdin {
+                let pw = read_password()?;
+                directory
+                    .config()
+                    .password_policy
+                    .check("password", &pw)
+                    .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
+                (
+                    directory
+                        .hashes()
+                        .hash(pw)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{}", e.message))?,
+                    None,
+                )
+            } else {
+                let pw = generate_password();
+                (hash_generated(&pw), Some(pw))
+            };
+            user.password_hash = hash;
+            user.password_last_set = now;
+            user.password_expiry = now + time::Duration::days(directory.config().password_expiry_days);
+            user.password_must_change = shown.is_some();
+            user.updated_at = now;
+            let entry = AuditEntry::new(
+                &ctx,
+                actions::USER_SET_PASSWORD,
+                Some("cli".into()),
+                Some(user.user_id().to_string()),
+            );
+            if !directory.store().update_user(&user, version, true, &entry).await? {
+                bail!("the user changed concurrently; try again");
+            }
+            match shown {
+                Some(pw) => println!("one-time password for '{username}': {pw}\nit must be changed at next login."),
+                None => println!("password set for '{username}'"),
+            }
+            Ok(())
+        }
+        UserAction::Lock { username } => set_lock(&directory, &ctx, &username, true).await,
+        UserAction::Unlock { username } => set_lock(&directory, &ctx, &username, false).await,
+    };
+    directory.store().close().await;
+    result
+}
+
+async fn find(directory: &muster_directory::Directory, username: &str) -> Result<(muster_core::directory::User, i64)> {
+    match directory.store().user_by_username(username).await? {
+        Some(found) => Ok(found),
+        None => bail!("no user named '{username}'"),
+    }
+}
+
+async fn set_lock(
+    directory: &muster_directory::Directory,
+    ctx: &muster_core::audit::RequestCtx,
+    username: &str,
+    locked: bool,
+) -> Result<()> {
+    let (mut user, version) = find(directory, username).await?;
+    user.is_locked = locked;
+    user.locked_time = Some(muster_core::clock::now());
+    user.locked_by = Some("cli".into());
+    user.updated_at = muster_core::clock::now();
+    let action = if locked {
+        actions::USER_LOCK
+    } else {
+        actions::USER_UNLOCK
+    };
+    let entry = AuditEntry::new(ctx, action, Some("cli".into()), Some(user.user_id().to_string()));
+    if !directory.store().update_user(&user, version, locked, &entry).await? {
+        bail!("the user changed concurrently; try again");
+    }
+    println!("{} '{username}'", if locked { "locked" } else { "unlocked" });
+    Ok(())
+}
+
+async fn create(
+    directory: &muster_directory::Directory,
+    ctx: &muster_core::audit::RequestCtx,
+    u: NewUser,
+    super_user: bool,
+) -> Result<()> {
+    let (password, one_time) = if u.password_stdin {
+        (read_password()?, None)
+    } else {
+        let pw = generate_password();
+        (pw.clone(), Some(pw))
+    };
+    let input = CreateUserInput {
+        username: Some(u.username.clone()),
+        password: Some(password),
+        password_must_change: Some(one_time.is_some()),
+        email: u.email,
+        display_name: u.display_name,
+        first_name: u.first_name,
+        middle_name: u.middle_name,
+        last_name: u.last_name,
+        ..Default::default()
+    };
+    let user = directory
+        .create_user_cli(ctx, input, super_user)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
+    println!(
+        "created {}'{}' with user_id {}",
+        if super_user { "super-user " } else { "" },
+        user.username,
+        user.user_id()
+    );
+    if let Some(pw) = one_time {
+        println!("one-time password: {pw}\nit must be changed at first login.");
+    }
+    Ok(())
+}

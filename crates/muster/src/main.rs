@@ -1,0 +1,55 @@
+//! `muster`: the system of record for people and their accounts.
+
+mod admin;
+mod runtime;
+mod serve;
+mod settings;
+
+use clap::{Parser, Subcommand};
+use settings::Settings;
+
+#[derive(Parser)]
+#[command(
+    name = "muster",
+    version,
+    about = "The system of record for people and their accounts"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API (SQLite in ./muster.db unless told otherwise).
+    Serve(Box<Settings>),
+    /// Apply database migrations, then exit.
+    Migrate(Box<Settings>),
+    /// Print the OpenAPI document (JSON) to standard output.
+    Openapi,
+    /// Manage directory users from the command line.
+    User(admin::UserCommand),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve(settings) => serve::run(settings.resolve()?).await,
+            Command::Migrate(settings) => {
+                let resolved = settings.resolve()?;
+                runtime::init_logging(resolved.json_logs);
+                let store = runtime::open_store(&resolved).await?;
+                store.close().await;
+                println!("migrations applied");
+                Ok(())
+            }
+            Command::Openapi => {
+                println!("{}", muster_server::openapi_document().to_pretty_json()?);
+                Ok(())
+            }
+            Command::User(cmd) => admin::run(cmd).await,
+        }
+    })
+}

@@ -1,0 +1,95 @@
+//! Wiring shared by the subcommands: logging, the server key, the store, the directory.
+
+use crate::settings::Resolved;
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use muster_core::credentials::password::PasswordHasher;
+use muster_core::credentials::secretbox::{KEY_LEN, SecretBox};
+use muster_directory::{Directory, HashPool};
+use muster_store::{Store, StoreOptions};
+use std::io::Write as _;
+use std::path::Path;
+
+/// Logs go to standard error; standard output carries only what the operator must read
+/// (the listen address, a one-time password).
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MUSTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// The server key: from configuration, or from `<data dir>/muster.key`, generated (mode 0600)
+/// on first start.
+pub fn server_key(resolved: &Resolved) -> Result<SecretBox> {
+    let decode = |text: &str| -> Result<[u8; KEY_LEN]> {
+        let bytes = STANDARD.decode(text.trim()).context("the server key must be base64")?;
+        bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("the server key must be {KEY_LEN} bytes"))
+    };
+    if let Some(k) = &resolved.secret_key {
+        return Ok(SecretBox::new(&decode(k)?));
+    }
+    let path = resolved.data_dir.join("muster.key");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        return Ok(SecretBox::new(&decode(&text)?));
+    }
+    let key = SecretBox::generate_key();
+    write_private(&path, &STANDARD.encode(key))?;
+    tracing::info!(path = %path.display(), "generated a new server key");
+    Ok(SecretBox::new(&key))
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+pub async fn open_store(resolved: &Resolved) -> Result<Store> {
+    if resolved.database_url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&resolved.data_dir)
+            .with_context(|| format!("creating {}", resolved.data_dir.display()))?;
+    }
+    let store = Store::connect(
+        &resolved.database_url,
+        &StoreOptions {
+            max_connections: resolved.db_max_connections,
+        },
+    )
+    .await
+    .context("connecting to the database")?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+pub async fn directory(resolved: &Resolved) -> Result<Directory> {
+    let store = open_store(resolved).await?;
+    std::fs::create_dir_all(&resolved.data_dir).ok();
+    let secrets = server_key(resolved)?;
+    let hasher = match PasswordHasher::new(resolved.argon2) {
+        Ok(h) => h,
+        Err(e) => bail!("{e}"),
+    };
+    let hashes = HashPool::new(hasher, resolved.hash_workers);
+    Ok(Directory::new(store, resolved.directory.clone(), hashes, secrets))
+}

@@ -1,0 +1,115 @@
+//! `muster serve`.
+
+use crate::runtime;
+use crate::settings::Resolved;
+use anyhow::{Context, Result};
+use muster_server::{AppState, HttpOptions};
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often expired sessions and lapsed throttle counters are deleted.
+const PURGE_INTERVAL: Duration = Duration::from_secs(300);
+
+pub async fn run(resolved: Resolved) -> Result<()> {
+    runtime::init_logging(resolved.json_logs);
+    let directory = runtime::directory(&resolved).await?;
+
+    match directory
+        .bootstrap_admin(&resolved.admin_username, resolved.admin_password.clone())
+        .await
+    {
+        Ok(Some(Some(one_time))) => {
+            // Shown exactly once, on standard output, never logged.
+            println!(
+                "muster: created super-user '{}' with one-time password: {one_time}\nmuster: it must be changed at first login (POST /api/session with new_password).",
+                resolved.admin_username
+            );
+        }
+        Ok(Some(None)) => tracing::info!(username = %resolved.admin_username, "created the initial super-user"),
+        Ok(None) => {}
+        Err(e) => anyhow::bail!("could not create the initial super-user: {e}"),
+    }
+
+    let metrics = muster_server::install_metrics();
+    let state = AppState {
+        directory: directory.clone(),
+        trusted_proxies: Arc::new(resolved.trusted_proxies.clone()),
+        metrics,
+    };
+    let options = HttpOptions {
+        max_body_bytes: resolved.max_body_bytes,
+        request_timeout: Duration::from_secs(resolved.request_timeout_secs),
+    };
+    let app = muster_server::app(state, &options);
+
+    let listener = tokio::net::TcpListener::bind(resolved.listen)
+        .await
+        .with_context(|| format!("binding {}", resolved.listen))?;
+    let addr = listener.local_addr()?;
+    println!("muster listening on http://{addr}");
+    std::io::stdout().flush().ok();
+    tracing::info!(%addr, database = %redact(&resolved.database_url), "muster serving");
+
+    let purge = directory.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PURGE_INTERVAL);
+        loop {
+            tick.tick().await;
+            match purge.purge_expired().await {
+                Ok((s, t)) if s + t > 0 => {
+                    tracing::info!(sessions = s, throttle_counters = t, "purged expired entries")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purge failed"),
+            }
+        }
+    });
+
+    muster_server::serve(listener, app, shutdown()).await?;
+    directory.store().close().await;
+    Ok(())
+}
+
+/// The database URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords_in_database_urls() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(super::redact("sqlite:./muster.db"), "sqlite:./muster.db");
+    }
+}

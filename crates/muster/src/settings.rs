@@ -1,0 +1,300 @@
+//! Configuration: command-line flags, then `MUSTER_*` environment variables, then an optional
+//! TOML file (`--config`), then built-in defaults, in that order of precedence.
+//!
+//! One struct serves as both the clap arguments and the TOML schema, so a setting can never
+//! exist in one place and be missing from the other. Every field is optional here; `resolve`
+//! fills in the defaults.
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use muster_core::credentials::password::Argon2Params;
+use muster_core::directory::DirectoryConfig;
+use muster_core::directory::policy::{DEFAULT_REJECT_LIST, PasswordPolicy};
+use muster_core::directory::throttle::ThrottlePolicy;
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// TOML file with any of these settings (keys as the long flag names, with underscores).
+    #[arg(long, env = "MUSTER_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on [default: 127.0.0.1:8080]. Port 0 picks a free port.
+    #[arg(long, env = "MUSTER_LISTEN", help_heading = "Server")]
+    pub listen: Option<SocketAddr>,
+    /// Largest request body accepted, in bytes [default: 65536].
+    #[arg(long, env = "MUSTER_MAX_BODY_BYTES", help_heading = "Server")]
+    pub max_body_bytes: Option<usize>,
+    /// Requests taking longer are answered 408 [default: 30].
+    #[arg(long, env = "MUSTER_REQUEST_TIMEOUT_SECS", help_heading = "Server")]
+    pub request_timeout_secs: Option<u64>,
+    /// Proxies whose X-Forwarded-For is believed (comma-separated IPs) [default: none].
+    #[arg(long, env = "MUSTER_TRUSTED_PROXIES", value_delimiter = ',', help_heading = "Server")]
+    pub trusted_proxies: Option<Vec<IpAddr>>,
+    /// Log format: `text` or `json` [default: text]. Levels come from MUSTER_LOG (e.g. `info`).
+    #[arg(long, env = "MUSTER_LOG_FORMAT", help_heading = "Server")]
+    pub log_format: Option<String>,
+
+    /// Database: `sqlite:PATH` or `postgres://…` [default: sqlite:<data dir>/muster.db].
+    #[arg(long, env = "MUSTER_DATABASE_URL", help_heading = "Storage")]
+    pub database_url: Option<String>,
+    /// Connections to PostgreSQL, or SQLite readers [default: 16].
+    #[arg(long, env = "MUSTER_DB_MAX_CONNECTIONS", help_heading = "Storage")]
+    pub db_max_connections: Option<u32>,
+    /// Directory for the SQLite database and the generated server key [default: .].
+    #[arg(long, env = "MUSTER_DATA_DIR", help_heading = "Storage")]
+    pub data_dir: Option<PathBuf>,
+    /// Server key for encrypting secrets at rest (32 bytes, base64). When unset, it is read
+    /// from <data dir>/muster.key, which is generated on first start. Every node sharing a
+    /// database needs the same key.
+    #[arg(long, env = "MUSTER_SECRET_KEY", hide_env_values = true, help_heading = "Storage")]
+    pub secret_key: Option<String>,
+
+    /// Name of the super-user created on first start with an empty database [default: admin].
+    #[arg(long, env = "MUSTER_ADMIN_USERNAME", help_heading = "Bootstrap")]
+    pub admin_username: Option<String>,
+    /// Password for that super-user. When unset, a one-time password is printed once and must
+    /// be changed at first login.
+    #[arg(
+        long,
+        env = "MUSTER_ADMIN_PASSWORD",
+        hide_env_values = true,
+        help_heading = "Bootstrap"
+    )]
+    #[serde(skip)]
+    pub admin_password: Option<String>,
+
+    /// New users need a super-user's approval before they can log in [default: false].
+    #[arg(long, env = "MUSTER_APPROVAL_REQUIRED", help_heading = "Directory")]
+    pub approval_required: Option<bool>,
+    /// Applications a login may name as current_app (comma-separated; the first is the default)
+    /// [default: muster].
+    #[arg(long, env = "MUSTER_APPS", value_delimiter = ',', help_heading = "Directory")]
+    pub apps: Option<Vec<String>>,
+    /// Label given to TOTP keys when none is supplied [default: muster].
+    #[arg(long, env = "MUSTER_TOTP_LABEL", help_heading = "Directory")]
+    pub totp_label: Option<String>,
+    /// Shortest password accepted, in characters [default: 8].
+    #[arg(long, env = "MUSTER_PASSWORD_MIN_LENGTH", help_heading = "Passwords")]
+    pub password_min_length: Option<usize>,
+    /// Longest password accepted, in characters [default: 256].
+    #[arg(long, env = "MUSTER_PASSWORD_MAX_LENGTH", help_heading = "Passwords")]
+    pub password_max_length: Option<usize>,
+    /// Substrings no password may contain (comma-separated, case-insensitive)
+    /// [default: a list of the most common passwords].
+    #[arg(
+        long,
+        env = "MUSTER_PASSWORD_REJECT_LIST",
+        value_delimiter = ',',
+        help_heading = "Passwords"
+    )]
+    pub password_reject_list: Option<Vec<String>>,
+    /// Days until a password expires [default: 730].
+    #[arg(long, env = "MUSTER_PASSWORD_EXPIRY_DAYS", help_heading = "Passwords")]
+    pub password_expiry_days: Option<i64>,
+    /// Logins this many days before expiry carry warning W003005 [default: 30].
+    #[arg(long, env = "MUSTER_PASSWORD_WARN_DAYS", help_heading = "Passwords")]
+    pub password_warn_days: Option<i64>,
+    /// argon2id memory per hash, KiB [default: 19456 (OWASP)].
+    #[arg(long, env = "MUSTER_ARGON2_MEMORY_KIB", help_heading = "Passwords")]
+    pub argon2_memory_kib: Option<u32>,
+    /// argon2id passes [default: 2].
+    #[arg(long, env = "MUSTER_ARGON2_ITERATIONS", help_heading = "Passwords")]
+    pub argon2_iterations: Option<u32>,
+    /// argon2id lanes [default: 1].
+    #[arg(long, env = "MUSTER_ARGON2_PARALLELISM", help_heading = "Passwords")]
+    pub argon2_parallelism: Option<u32>,
+    /// Password hashes computed at once [default: number of cores].
+    #[arg(long, env = "MUSTER_HASH_WORKERS", help_heading = "Passwords")]
+    pub hash_workers: Option<usize>,
+
+    /// A session ends after this many seconds without use [default: 1800].
+    #[arg(long, env = "MUSTER_SESSION_IDLE_SECS", help_heading = "Sessions")]
+    pub session_idle_secs: Option<i64>,
+    /// A session ends this many seconds after login, however used [default: 43200].
+    #[arg(long, env = "MUSTER_SESSION_ABSOLUTE_SECS", help_heading = "Sessions")]
+    pub session_absolute_secs: Option<i64>,
+    /// Failed logins per account name before throttling starts [default: 5].
+    #[arg(long, env = "MUSTER_LOGIN_FAILURES_PER_ACCOUNT", help_heading = "Sessions")]
+    pub login_failures_per_account: Option<u32>,
+    /// Failed logins per client address before throttling starts [default: 50].
+    #[arg(long, env = "MUSTER_LOGIN_FAILURES_PER_ADDRESS", help_heading = "Sessions")]
+    pub login_failures_per_address: Option<u32>,
+    /// Longest wait throttling imposes, in seconds [default: 900].
+    #[arg(long, env = "MUSTER_LOGIN_MAX_DELAY_SECS", help_heading = "Sessions")]
+    pub login_max_delay_secs: Option<i64>,
+}
+
+/// Settings with every default applied and every value checked.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub request_timeout_secs: u64,
+    pub trusted_proxies: Vec<IpAddr>,
+    pub json_logs: bool,
+    pub database_url: String,
+    pub db_max_connections: u32,
+    pub data_dir: PathBuf,
+    pub secret_key: Option<String>,
+    pub admin_username: String,
+    pub admin_password: Option<String>,
+    pub argon2: Argon2Params,
+    pub hash_workers: usize,
+    pub directory: DirectoryConfig,
+}
+
+impl Settings {
+    /// Flags and environment (already in `self`, by clap) over the TOML file, over defaults.
+    pub fn resolve(self) -> Result<Resolved> {
+        let merged = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                let file: Settings = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+                overlay(&self, file)?
+            }
+            None => self,
+        };
+        merged.finish()
+    }
+
+    fn finish(self) -> Result<Resolved> {
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("."));
+        let database_url = self
+            .database_url
+            .unwrap_or_else(|| format!("sqlite:{}", data_dir.join("muster.db").display()));
+        let log_format = self.log_format.unwrap_or_else(|| "text".into());
+        if !matches!(log_format.as_str(), "text" | "json") {
+            bail!("log_format must be text or json");
+        }
+        let policy = PasswordPolicy {
+            min_length: self.password_min_length.unwrap_or(8),
+            max_length: self.password_max_length.unwrap_or(256),
+            reject_list: self
+                .password_reject_list
+                .map(|l| {
+                    l.into_iter()
+                        .map(|s| s.trim().to_lowercase())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_else(|| DEFAULT_REJECT_LIST.iter().map(|s| (*s).to_owned()).collect()),
+        };
+        if policy.min_length == 0 || policy.min_length > policy.max_length {
+            bail!("password_min_length must be at least 1 and at most password_max_length");
+        }
+        let apps = self.apps.unwrap_or_else(|| vec!["muster".into()]);
+        if apps.is_empty() || apps.iter().any(|a| a.trim().is_empty()) {
+            bail!("apps must name at least one application, none empty");
+        }
+        let max_delay = self.login_max_delay_secs.unwrap_or(900);
+        let mut account = ThrottlePolicy::per_account();
+        account.free_failures = self.login_failures_per_account.unwrap_or(account.free_failures);
+        account.max_delay_secs = max_delay;
+        let mut address = ThrottlePolicy::per_address();
+        address.free_failures = self.login_failures_per_address.unwrap_or(address.free_failures);
+        address.max_delay_secs = max_delay;
+        let directory = DirectoryConfig {
+            approval_required: self.approval_required.unwrap_or(false),
+            password_expiry_days: positive("password_expiry_days", self.password_expiry_days.unwrap_or(730))?,
+            password_warn_days: self.password_warn_days.unwrap_or(30).max(0),
+            default_totp_label: self.totp_label.unwrap_or_else(|| "muster".into()),
+            apps,
+            password_policy: policy,
+            session_idle_secs: positive("session_idle_secs", self.session_idle_secs.unwrap_or(1800))?,
+            session_absolute_secs: positive("session_absolute_secs", self.session_absolute_secs.unwrap_or(43_200))?,
+            account_throttle: account,
+            address_throttle: address,
+        };
+        let argon2 = Argon2Params {
+            memory_kib: self.argon2_memory_kib.unwrap_or(19 * 1024),
+            iterations: self.argon2_iterations.unwrap_or(2),
+            parallelism: self.argon2_parallelism.unwrap_or(1),
+        };
+        Ok(Resolved {
+            listen: self.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            max_body_bytes: self.max_body_bytes.unwrap_or(64 * 1024),
+            request_timeout_secs: self.request_timeout_secs.unwrap_or(30).max(1),
+            trusted_proxies: self.trusted_proxies.unwrap_or_default(),
+            json_logs: log_format == "json",
+            database_url,
+            db_max_connections: self.db_max_connections.unwrap_or(16).max(1),
+            data_dir,
+            secret_key: self.secret_key,
+            admin_username: self.admin_username.unwrap_or_else(|| "admin".into()),
+            admin_password: self.admin_password.filter(|p| !p.is_empty()),
+            argon2,
+            hash_workers: self
+                .hash_workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+                .max(1),
+            directory,
+        })
+    }
+}
+
+fn positive(name: &str, v: i64) -> Result<i64> {
+    if v <= 0 {
+        bail!("{name} must be positive");
+    }
+    Ok(v)
+}
+
+/// Fields set in `over` replace those in `base`.
+fn overlay(over: &Settings, base: Settings) -> Result<Settings> {
+    let mut merged = serde_json::to_value(base)?;
+    let over_value = serde_json::to_value(over)?;
+    if let (Some(m), Some(o)) = (merged.as_object_mut(), over_value.as_object()) {
+        for (k, v) in o {
+            if !v.is_null() {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    let mut out: Settings = serde_json::from_value(merged)?;
+    // Not part of the file format: carried over from the command line / environment.
+    out.config = over.config.clone();
+    out.admin_password = over.admin_password.clone();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_and_environment_win_over_the_file_and_the_file_over_defaults() {
+        let file: Settings =
+            toml::from_str("listen = \"127.0.0.1:9000\"\npassword_min_length = 12\napps = [\"crm\"]\n").expect("toml");
+        let cli = Settings {
+            listen: Some("127.0.0.1:9100".parse().expect("addr")),
+            ..Default::default()
+        };
+        let r = overlay(&cli, file).expect("merge").finish().expect("valid");
+        assert_eq!(r.listen.port(), 9100);
+        assert_eq!(r.directory.password_policy.min_length, 12);
+        assert_eq!(r.directory.apps, vec!["crm".to_owned()]);
+        assert_eq!(r.max_body_bytes, 65536);
+        assert_eq!(r.database_url, "sqlite:./muster.db");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<Settings>("lsten = \"x\"").is_err());
+        let bad = Settings {
+            password_min_length: Some(10),
+            password_max_length: Some(9),
+            ..Default::default()
+        };
+        assert!(bad.finish().is_err());
+        let bad = Settings {
+            log_format: Some("xml".into()),
+            ..Default::default()
+        };
+        assert!(bad.finish().is_err());
+    }
+}
