@@ -1,0 +1,269 @@
+//! End-to-end harness: starts the real `muster` binary on a free port against a fresh database
+//! (a SQLite file, or a PostgreSQL schema when MUSTER_TEST_DATABASE_URL is set) and talks to it
+//! over HTTP.
+#![allow(dead_code)]
+
+use muster_store::testing::TestDb;
+use reqwest::{Method, StatusCode, header::HeaderMap};
+use serde_json::{Value, json};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const ADMIN: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "Adm1n-t3st-s3cret";
+
+/// A running `muster serve`.
+pub struct Server {
+    pub base: String,
+    pub label: &'static str,
+    pub db_url: String,
+    pub admin_token: String,
+    client: reqwest::Client,
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    _data_dir: tempfile::TempDir,
+    _db: TestDb,
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Resp {
+    /// The problem document's `code`.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Self {
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
+        self
+    }
+
+    #[track_caller]
+    pub fn expect_problem(self, status: u16, code: &str) -> Self {
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
+        let ct = self
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert_eq!(ct, "application/problem+json", "problem content type");
+        assert_eq!(self.code(), code, "unexpected code; body: {}", self.body);
+        self
+    }
+}
+
+fn drain<R: tokio::io::AsyncRead + Unpin + Send + 'static>(r: R, into: Arc<Mutex<Vec<String>>>) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(r).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(mut v) = into.lock() {
+                v.push(line);
+            }
+        }
+    });
+}
+
+impl Server {
+    /// Starts muster on `db` with the test admin and `env` on top of the defaults.
+    pub async fn start(db: TestDb, env: &[(&str, &str)]) -> Server {
+        Self::start_with(db, env, true).await
+    }
+
+    /// Like [`Server::start`]; `with_admin_password` false leaves the bootstrap to print a
+    /// one-time password instead.
+    pub async fn start_with(db: TestDb, env: &[(&str, &str)], with_admin_password: bool) -> Server {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("MUSTER_LISTEN", "127.0.0.1:0")
+            .env("MUSTER_DATABASE_URL", &db.url)
+            .env("MUSTER_DATA_DIR", data_dir.path())
+            .env("MUSTER_DB_MAX_CONNECTIONS", "4")
+            .env("MUSTER_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if with_admin_password {
+            cmd.env("MUSTER_ADMIN_PASSWORD", ADMIN_PASSWORD);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn muster");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        drain(child.stdout.take().expect("stdout"), stdout.clone());
+        drain(child.stderr.take().expect("stderr"), stderr.clone());
+
+        let base = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let found = stdout.lock().ok().and_then(|v| {
+                    v.iter()
+                        .find_map(|l| l.strip_prefix("muster listening on ").map(str::to_owned))
+                });
+                if let Some(base) = found {
+                    return base;
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "muster exited with {status}; stderr: {:?}",
+                        stderr.lock().map(|v| v.join("\n"))
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("muster did not start within 60 s");
+
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        let mut server = Server {
+            base,
+            label: db.label,
+            db_url: db.url.clone(),
+            admin_token: String::new(),
+            client,
+            child,
+            stdout,
+            stderr,
+            _data_dir: data_dir,
+            _db: db,
+        };
+        if with_admin_password {
+            server.admin_token = server.login(ADMIN, ADMIN_PASSWORD).await;
+        }
+        server
+    }
+
+    /// One server per database under test (SQLite, and PostgreSQL when configured).
+    pub async fn all(env: &[(&str, &str)]) -> Vec<Server> {
+        let mut out = Vec::new();
+        for db in TestDb::all().await {
+            out.push(Server::start(db, env).await);
+        }
+        out
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().map(|v| v.join("\n")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().map(|v| v.join("\n")).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends a request; `body` None sends no body.
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        self.send(req).await
+    }
+
+    /// Sends a prepared request.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Resp { status, headers, body }
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::PATCH, path, Some(token), Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::PUT, path, Some(token), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Resp {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// `POST /api/session` with `body` (no token).
+    pub async fn try_login(&self, body: Value) -> Resp {
+        self.call(Method::POST, "/api/session", None, Some(body)).await
+    }
+
+    /// Logs in and returns the token; panics on failure.
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let r = self
+            .try_login(json!({"username": username, "password": password}))
+            .await
+            .expect(201);
+        r.body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Creates a user as the admin; returns the enriched user.
+    pub async fn create_user(&self, body: Value) -> Value {
+        self.post("/api/users", &self.admin_token.clone(), body)
+            .await
+            .expect(201)
+            .body
+    }
+
+    /// Creates a user with a password and logs them in: (user, token).
+    pub async fn user_with_session(&self, username: &str, password: &str) -> (Value, String) {
+        let user = self
+            .create_user(json!({"username": username, "password": password}))
+            .await;
+        let token = self.login(username, password).await;
+        (user, token)
+    }
+
+    /// The audit log as the admin sees it, filtered by `query` (e.g. "action=user.create").
+    pub async fn audit(&self, query: &str) -> Value {
+        self.get(&format!("/api/audit?{query}"), &self.admin_token.clone())
+            .await
+            .expect(200)
+            .body
+    }
+
+    /// Kills the server (SIGKILL).
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
