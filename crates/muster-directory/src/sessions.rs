@@ -70,8 +70,14 @@ pub struct SessionView {
 /// rarely enough that reads do not turn into writes.
 const TOUCH_INTERVAL_SECS: i64 = 60;
 
+/// The throttle counter of an account name. Real usernames are at most 128 characters; longer
+/// attempts are cut so that junk names cannot bloat the table.
 fn account_key(username: &str) -> String {
-    format!("account:{}", User::username_key(username))
+    let key: String = User::username_key(username)
+        .chars()
+        .take(muster_core::directory::validate::MAX_USERNAME_LEN)
+        .collect();
+    format!("account:{key}")
 }
 
 fn address_key(addr: &str) -> String {

@@ -67,3 +67,66 @@ pub fn session_usable(user: &User, now: OffsetDateTime) -> bool {
         && user.sign_up_status == SignUpStatus::Final
         && now < user.password_expiry
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::update::tests::user;
+
+    #[test]
+    fn checks_run_in_zato_order() {
+        let cfg = DirectoryConfig::default();
+        let now = crate::clock::now();
+        let mut u = user();
+        u.is_locked = true;
+        u.approval_status = ApprovalStatus::Rejected;
+        u.password_expiry = now - Duration::days(1);
+        assert_eq!(
+            check_login(&u, now, &cfg, false).map_err(|e| e.code),
+            Err(codes::LOCKED)
+        );
+        u.is_locked = false;
+        assert_eq!(
+            check_login(&u, now, &cfg, false).map_err(|e| e.code),
+            Err(codes::NOT_APPROVED)
+        );
+        u.approval_status = ApprovalStatus::Approved;
+        u.sign_up_status = SignUpStatus::BeforeConfirmation;
+        assert_eq!(
+            check_login(&u, now, &cfg, false).map_err(|e| e.code),
+            Err(codes::SIGN_UP_NOT_FINAL)
+        );
+        u.sign_up_status = SignUpStatus::Final;
+        assert_eq!(
+            check_login(&u, now, &cfg, false).map_err(|e| e.code),
+            Err(codes::PASSWORD_EXPIRED)
+        );
+        let v = check_login(&u, now, &cfg, true).expect("an expired password can be replaced at login");
+        assert!(v.must_set_new_password);
+        assert!(!session_usable(&u, now), "sessions of an expired password end");
+    }
+
+    #[test]
+    fn must_change_and_about_to_expire() {
+        let cfg = DirectoryConfig::default();
+        let now = crate::clock::now();
+        let mut u = user();
+        u.password_must_change = true;
+        assert_eq!(
+            check_login(&u, now, &cfg, false).map_err(|e| e.code),
+            Err(codes::PASSWORD_MUST_CHANGE)
+        );
+        assert!(
+            check_login(&u, now, &cfg, true)
+                .expect("with new_password")
+                .must_set_new_password
+        );
+        u.password_must_change = false;
+        u.password_expiry = now + Duration::days(10);
+        let v = check_login(&u, now, &cfg, false).expect("allowed");
+        assert!(v.about_to_expire && !v.must_set_new_password);
+        u.password_expiry = now + Duration::days(100);
+        assert!(!check_login(&u, now, &cfg, false).expect("allowed").about_to_expire);
+        assert!(session_usable(&u, now));
+    }
+}

@@ -105,12 +105,15 @@ fn text_field(
     value: Option<Option<String>>,
     target: &mut Option<String>,
     applied: &mut Applied,
-    check: fn(&str) -> Result<(), DomainError>,
+    check: Option<fn(&str) -> Result<(), DomainError>>,
 ) -> Result<(), DomainError> {
     if let Some(v) = value {
         let v = v.filter(|s| !s.is_empty());
         if let Some(s) = &v {
-            check(s)?;
+            match check {
+                Some(check) => check(s)?,
+                None => validate::text(field, s)?,
+            }
         }
         if *target != v {
             *target = v;
@@ -159,24 +162,29 @@ impl UpdateUserInput {
         }
         let is_self = caller.user_id == user.user_id().to_string();
         let mut applied = Applied::default();
-        let text = |s: &str| validate::text("name", s);
-        text_field("email", self.email, &mut user.email, &mut applied, validate::email)?;
+        text_field(
+            "email",
+            self.email,
+            &mut user.email,
+            &mut applied,
+            Some(validate::email),
+        )?;
         text_field(
             "display_name",
             self.display_name,
             &mut user.display_name,
             &mut applied,
-            text,
+            None,
         )?;
-        text_field("first_name", self.first_name, &mut user.first_name, &mut applied, text)?;
+        text_field("first_name", self.first_name, &mut user.first_name, &mut applied, None)?;
         text_field(
             "middle_name",
             self.middle_name,
             &mut user.middle_name,
             &mut applied,
-            text,
+            None,
         )?;
-        text_field("last_name", self.last_name, &mut user.last_name, &mut applied, text)?;
+        text_field("last_name", self.last_name, &mut user.last_name, &mut applied, None)?;
         if let Some(label) = self.totp_label {
             let label = label.filter(|s| !s.is_empty()).unwrap_or_default();
             validate::text("totp_label", &label)?;
@@ -256,5 +264,141 @@ impl UpdateUserInput {
             }
         }
         Ok(applied)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::directory::user::User;
+
+    /// A plain approved user, for rule tests.
+    pub(crate) fn user() -> User {
+        let now = crate::clock::now();
+        User {
+            uuid: uuid::Uuid::new_v4(),
+            username: "alice".into(),
+            email: Some("alice@example.org".into()),
+            display_name: Some("Alice".into()),
+            first_name: None,
+            middle_name: None,
+            last_name: None,
+            is_active: true,
+            is_internal: false,
+            is_super_user: false,
+            is_approval_needed: false,
+            approval_status: ApprovalStatus::Approved,
+            approval_status_mod_by: "auto".into(),
+            approval_status_mod_time: now,
+            is_locked: false,
+            locked_time: None,
+            locked_by: None,
+            password_hash: String::new(),
+            password_is_set: true,
+            password_must_change: false,
+            password_last_set: now,
+            password_expiry: now + time::Duration::days(730),
+            sign_up_status: SignUpStatus::Final,
+            sign_up_time: now,
+            is_totp_enabled: false,
+            totp_key_sealed: String::new(),
+            totp_label: "muster".into(),
+            totp_last_step: None,
+            updated_at: now,
+        }
+    }
+
+    fn input(v: serde_json::Value) -> UpdateUserInput {
+        serde_json::from_value(v).expect("valid update")
+    }
+
+    #[test]
+    fn owners_change_contact_fields_and_null_clears() {
+        let mut u = user();
+        let me = u.user_id().to_string();
+        let caller = Caller {
+            user_id: &me,
+            is_super_user: false,
+        };
+        let a = input(serde_json::json!({"email": "a@b.c", "display_name": null, "last_name": "Liddell"}))
+            .apply(&mut u, caller, crate::clock::now())
+            .expect("allowed");
+        assert_eq!(a.changed, vec!["email", "display_name", "last_name"]);
+        assert_eq!(u.display_name, None);
+        assert!(!a.revoke_sessions);
+    }
+
+    #[test]
+    fn owners_cannot_touch_super_user_fields() {
+        let mut u = user();
+        let me = u.user_id().to_string();
+        let caller = Caller {
+            user_id: &me,
+            is_super_user: false,
+        };
+        for body in [
+            serde_json::json!({"username": "mallory"}),
+            serde_json::json!({"is_totp_enabled": false}),
+            serde_json::json!({"is_locked": false}),
+            serde_json::json!({"approval_status": "approved"}),
+            serde_json::json!({"password_expiry": "2100-01-01T00:00:00Z"}),
+        ] {
+            let before = format!("{u:?}");
+            let e = input(body.clone())
+                .apply(&mut u, caller, crate::clock::now())
+                .expect_err("refused");
+            assert_eq!(e.code, codes::SUPER_USER_REQUIRED, "{body}");
+            assert_eq!(before, format!("{u:?}"), "nothing changed for {body}");
+        }
+    }
+
+    #[test]
+    fn lock_and_rejection_revoke_sessions_and_record_who() {
+        let mut u = user();
+        let caller = Caller {
+            user_id: "musradmin",
+            is_super_user: true,
+        };
+        let now = crate::clock::now();
+        let a = input(serde_json::json!({"is_locked": true}))
+            .apply(&mut u, caller, now)
+            .expect("lock");
+        assert!(a.revoke_sessions);
+        assert_eq!(u.locked_by.as_deref(), Some("musradmin"));
+        assert_eq!(u.locked_time, Some(now));
+        let a = input(serde_json::json!({"approval_status": "rejected"}))
+            .apply(&mut u, caller, now)
+            .expect("reject");
+        assert!(a.revoke_sessions);
+        assert_eq!(u.approval_status_mod_by, "musradmin");
+        let a = input(serde_json::json!({"is_locked": false}))
+            .apply(&mut u, caller, now)
+            .expect("unlock");
+        assert!(!a.revoke_sessions);
+    }
+
+    #[test]
+    fn super_users_cannot_lock_or_reject_themselves_and_nulls_are_refused() {
+        let mut u = user();
+        u.is_super_user = true;
+        let me = u.user_id().to_string();
+        let caller = Caller {
+            user_id: &me,
+            is_super_user: true,
+        };
+        let now = crate::clock::now();
+        let e = input(serde_json::json!({"is_locked": true}))
+            .apply(&mut u, caller, now)
+            .expect_err("self-lock");
+        assert_eq!(e.code, codes::INVALID_OPERATION);
+        let e = input(serde_json::json!({"approval_status": "rejected"}))
+            .apply(&mut u, caller, now)
+            .expect_err("self-reject");
+        assert_eq!(e.code, codes::INVALID_OPERATION);
+        let e = input(serde_json::json!({"username": null}))
+            .apply(&mut u, caller, now)
+            .expect_err("null username");
+        assert_eq!(e.code, codes::INVALID_INPUT);
+        assert!(serde_json::from_value::<UpdateUserInput>(serde_json::json!({"password": "x"})).is_err());
     }
 }

@@ -26,7 +26,7 @@ pub struct Server {
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
     _data_dir: tempfile::TempDir,
-    _db: TestDb,
+    _db: Option<TestDb>,
 }
 
 /// An HTTP answer.
@@ -83,13 +83,29 @@ impl Server {
     /// Like [`Server::start`]; `with_admin_password` false leaves the bootstrap to print a
     /// one-time password instead.
     pub async fn start_with(db: TestDb, env: &[(&str, &str)], with_admin_password: bool) -> Server {
+        let (label, url) = (db.label, db.url.clone());
+        Self::spawn(label, &url, Some(db), env, with_admin_password).await
+    }
+
+    /// Starts another node on a database that already exists (the caller keeps it alive).
+    pub async fn start_on(label: &'static str, url: &str, env: &[(&str, &str)]) -> Server {
+        Self::spawn(label, url, None, env, true).await
+    }
+
+    async fn spawn(
+        label: &'static str,
+        url: &str,
+        db: Option<TestDb>,
+        env: &[(&str, &str)],
+        with_admin_password: bool,
+    ) -> Server {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
         cmd.arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("MUSTER_LISTEN", "127.0.0.1:0")
-            .env("MUSTER_DATABASE_URL", &db.url)
+            .env("MUSTER_DATABASE_URL", url)
             .env("MUSTER_DATA_DIR", data_dir.path())
             .env("MUSTER_DB_MAX_CONNECTIONS", "4")
             .env("MUSTER_LOG", "info")
@@ -135,8 +151,8 @@ impl Server {
             .expect("client");
         let mut server = Server {
             base,
-            label: db.label,
-            db_url: db.url.clone(),
+            label,
+            db_url: url.to_owned(),
             admin_token: String::new(),
             client,
             child,
