@@ -296,8 +296,14 @@ impl Directory {
             is_locked: Some(Some(locked)),
             ..Default::default()
         };
-        self.apply_update(ctx, auth, UserTarget::Id(id), action, self.super_only(auth, input)?)
-            .await
+        self.apply_update(
+            ctx,
+            auth,
+            UserTarget::Id(id),
+            action,
+            self.super_only(ctx, auth, action, id, input).await?,
+        )
+        .await
     }
 
     /// Approve or reject. Super-user only; rejection ends the user's sessions.
@@ -317,13 +323,34 @@ impl Directory {
             approval_status: Some(Some(status)),
             ..Default::default()
         };
-        self.apply_update(ctx, auth, UserTarget::Id(id), action, self.super_only(auth, input)?)
-            .await
+        self.apply_update(
+            ctx,
+            auth,
+            UserTarget::Id(id),
+            action,
+            self.super_only(ctx, auth, action, id, input).await?,
+        )
+        .await
     }
 
-    /// Super-user-only calls answer a regular user with 403 before anything is looked up.
-    fn super_only<T>(&self, auth: &Auth, value: T) -> Result<T, DomainError> {
-        auth.require_super_user().map(|_| value)
+    /// Super-user-only calls answer a regular user with 403 before anything is looked up; the
+    /// refusal is audited like every other.
+    async fn super_only<T>(
+        &self,
+        ctx: &RequestCtx,
+        auth: &Auth,
+        action: &'static str,
+        id: UserId,
+        value: T,
+    ) -> Result<T, DomainError> {
+        match auth.require_super_user() {
+            Ok(()) => Ok(value),
+            Err(e) => {
+                let entry = AuditEntry::new(ctx, action, Some(auth.user_id()), Some(id.to_string()));
+                self.audit_refusal(entry, &e).await;
+                Err(e)
+            }
+        }
     }
 
     /// Deletes a user. Super-user only, never oneself.
@@ -437,14 +464,14 @@ impl Directory {
                     "change your own password with PUT /api/users/me/password and your old password",
                 ));
             }
-            if let Some(d) = expiry_days {
-                if !(1..=36_500).contains(&d) {
-                    return Err(DomainError::invalid_field(
-                        "password_expiry_days",
-                        codes::INVALID_INPUT,
-                        "must be between 1 and 36500",
-                    ));
-                }
+            if let Some(d) = expiry_days
+                && !(1..=36_500).contains(&d)
+            {
+                return Err(DomainError::invalid_field(
+                    "password_expiry_days",
+                    codes::INVALID_INPUT,
+                    "must be between 1 and 36500",
+                ));
             }
             self.config.password_policy.check("new_password", &new_password)?;
             let hash = self.hashes.hash(new_password).await?;
@@ -509,8 +536,8 @@ impl Directory {
             cur_page,
             has_next_page: cur_page < num_pages,
             has_prev_page: cur_page > 1,
-            next_page: (cur_page < num_pages).then_some(cur_page + 1),
-            prev_page: (cur_page > 1).then_some(cur_page - 1),
+            next_page: (cur_page < num_pages).then(|| cur_page + 1),
+            prev_page: (cur_page > 1).then(|| cur_page - 1),
             result: users.iter().map(|u| UserView::of(u, true)).collect(),
         })
     }

@@ -32,16 +32,22 @@ fn describe(message: &str) -> (Option<String>, String) {
     };
     let mut inner = inner.to_owned();
     for marker in ["invalid type: ", "invalid value: ", "invalid length "] {
-        if let (Some(start), Some(end)) = (inner.find(marker), inner.find(", expected")) {
-            if start < end {
-                inner = format!(
-                    "{}{}{}",
-                    &inner[..start],
-                    marker.trim_end_matches([':', ' ']),
-                    &inner[end..]
-                );
-            }
+        if let (Some(start), Some(end)) = (inner.find(marker), inner.find(", expected"))
+            && start < end
+        {
+            inner = format!(
+                "{}{}{}",
+                &inner[..start],
+                marker.trim_end_matches([':', ' ']),
+                &inner[end..]
+            );
         }
+    }
+    // "unknown variant `hunter2`, expected one of …": the variant is what the caller sent.
+    if let Some(rest) = inner.strip_prefix("unknown variant `")
+        && let Some(end) = rest.find('`')
+    {
+        inner = format!("unknown variant{}", &rest[end + 1..]);
     }
     let backticked = || {
         let start = inner.find('`')? + 1;
@@ -240,5 +246,8 @@ mod tests {
         assert!(m.contains("expected a string"), "{m}");
         let (_, m) = describe("is_locked: invalid type: string \"hunter2\", expected a boolean");
         assert!(!m.contains("hunter2"), "{m}");
+        let (f, m) = describe("sign_up_status: unknown variant `hunter2`, expected `before_confirmation` or `final`");
+        assert_eq!(f.as_deref(), Some("sign_up_status"));
+        assert!(!m.contains("hunter2") && m.contains("expected"), "{m}");
     }
 }

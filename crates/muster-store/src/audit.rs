@@ -109,7 +109,7 @@ impl Store {
                 "SELECT id, at, cid, actor, current_app, remote_addr, action, target, outcome, reason, details FROM audit_log",
             );
             push_audit_filters!(page, q);
-            page.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit).push(" OFFSET ").push_bind(q.offset);
+            page.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit.max(0)).push(" OFFSET ").push_bind(q.offset.max(0));
             (total, page.build_query_as().fetch_all(pool).await?)
         }))
     }

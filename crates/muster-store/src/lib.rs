@@ -44,9 +44,17 @@ pub enum StoreError {
 
 impl StoreError {
     /// Maps a unique violation to [`StoreError::Duplicate`] naming `subject`.
-    fn unique_as(e: sqlx::Error, subject: &'static str) -> Self {
+    /// Only a violation of the constraint on `column` is reported as a duplicate `subject`;
+    /// any other (a clashing primary key, say) stays a database error.
+    fn unique_as(e: sqlx::Error, column: &str, subject: &'static str) -> Self {
         match &e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate(subject),
+            sqlx::Error::Database(d)
+                if d.is_unique_violation()
+                    // PostgreSQL names the constraint; SQLite names the column in the message.
+                    && (d.constraint().is_some_and(|c| c.contains(column)) || d.message().contains(column)) =>
+            {
+                StoreError::Duplicate(subject)
+            }
             _ => StoreError::Database(e),
         }
     }
@@ -121,7 +129,23 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 impl Store {
     /// Connects to `url`: `sqlite:PATH` (created if missing) or `postgres://…`.
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self> {
-        if url.starts_with("sqlite:") {
+        if url.starts_with("sqlite:") && (url.contains(":memory:") || url.contains("mode=memory")) {
+            // Each connection to an in-memory database is a database of its own: one pool, one
+            // connection, for both reading and writing.
+            let opts = SqliteConnectOptions::from_str(url)?.foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(opts)
+                .await?;
+            Ok(Self {
+                inner: Inner::Sqlite {
+                    read: pool.clone(),
+                    write: pool,
+                },
+            })
+        } else if url.starts_with("sqlite:") {
             let base = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)

@@ -178,8 +178,10 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            crate::audit::insert!(&mut *tx, audit);
-            tx.commit().await?;
+            if n == 1 {
+                crate::audit::insert!(&mut *tx, audit);
+                tx.commit().await?;
+            }
             n
         });
         Ok(n == 1)

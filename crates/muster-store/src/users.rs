@@ -225,7 +225,7 @@ impl Store {
             bind_user_columns!(q, user)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| StoreError::unique_as(e, "username"))?;
+                .map_err(|e| StoreError::unique_as(e, "username_key", "username"))?;
             crate::audit::insert!(&mut *tx, audit);
             tx.commit().await?;
         });
@@ -285,7 +285,7 @@ impl Store {
                 .bind(version)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| StoreError::unique_as(e, "username"))?
+                .map_err(|e| StoreError::unique_as(e, "username_key", "username"))?
                 .rows_affected();
             if n == 1 {
                 match revoke {
@@ -347,18 +347,25 @@ impl Store {
 
     /// Users matching `q`, one page, and how many match in all.
     pub async fn search_users(&self, q: &UserQuery) -> Result<(i64, Vec<User>)> {
+        // Byte order on both databases: PostgreSQL would otherwise sort by the database's
+        // collation, and the same query would order names differently on the two backends.
+        let key = match self.backend() {
+            crate::Backend::Sqlite => "username_key",
+            crate::Backend::Postgres => "username_key COLLATE \"C\"",
+        };
+        let order_by = match q.order {
+            UserOrder::Username => format!(" ORDER BY {key}"),
+            UserOrder::SignUpTime => format!(" ORDER BY sign_up_time, {key}"),
+            UserOrder::SignUpTimeDesc => format!(" ORDER BY sign_up_time DESC, {key}"),
+        };
         let (total, rows): (i64, Vec<UserRow>) = on_db!(self, read, pool => {
             let mut count = sqlx::QueryBuilder::new("SELECT COUNT(*) FROM users");
             push_user_filters!(count, q);
             let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
             let mut page = sqlx::QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users"));
             push_user_filters!(page, q);
-            page.push(match q.order {
-                UserOrder::Username => " ORDER BY username_key",
-                UserOrder::SignUpTime => " ORDER BY sign_up_time, username_key",
-                UserOrder::SignUpTimeDesc => " ORDER BY sign_up_time DESC, username_key",
-            });
-            page.push(" LIMIT ").push_bind(q.limit).push(" OFFSET ").push_bind(q.offset);
+            page.push(order_by);
+            page.push(" LIMIT ").push_bind(q.limit.max(0)).push(" OFFSET ").push_bind(q.offset.max(0));
             (total, page.build_query_as().fetch_all(pool).await?)
         });
         let users = rows

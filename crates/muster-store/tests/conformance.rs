@@ -41,7 +41,7 @@ fn ctx() -> RequestCtx {
     }
 }
 
-/// An audit entry as the brief prescribes, with `action`.
+/// An audit entry as the services make them: no actor, correlation id `t`.
 fn entry(action: &'static str, target: Option<String>) -> AuditEntry {
     AuditEntry::new(&ctx(), action, None, target)
 }
@@ -687,6 +687,116 @@ async fn update_user_is_optimistic_and_atomic() {
             "{label}: missing-user update not audited"
         );
         assert_eq!(user_count(&store, label).await, 2, "{label}: no row created");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn update_user_keeping_session_revokes_the_others() {
+    for db in TestDb::all().await {
+        let label = db.label;
+        let store = open(&db).await;
+        let alice = new_user("alice");
+        let bob = new_user("bob");
+        insert(&store, label, &alice).await;
+        insert(&store, label, &bob).await;
+        let mut a = Vec::new();
+        for _ in 0..3 {
+            let (s, h) = fresh_session(&alice);
+            login(&store, label, &s, &h).await;
+            a.push((s, h));
+        }
+        let (b1, b1_hash) = fresh_session(&bob);
+        login(&store, label, &b1, &b1_hash).await;
+        let now = clock::now();
+        let keep = a[1].0.id;
+        let mut changed = alice.clone();
+        changed.password_hash = hash_generated("changed");
+        changed.password_last_set = now;
+        changed.updated_at = now;
+
+        // At a stale version: false, nothing written, nothing revoked, nothing audited.
+        let audits = audit_total(&store, label).await;
+        let ok = store
+            .update_user_keeping_session(&changed, 2, keep, &entry(actions::USER_CHANGE_PASSWORD, None))
+            .await
+            .unwrap_or_else(|e| panic!("{label}: stale update_user_keeping_session: {e}"));
+        assert!(!ok, "{label}: stale version refused");
+        let (got, version) = load_some(&store, label, alice.uuid).await;
+        assert_same_user(&got, &alice, &format!("{label}: unchanged after stale update"));
+        assert_eq!(version, 1, "{label}: version unchanged");
+        assert_eq!(
+            session_ids(&store, label, alice.uuid, now).await.len(),
+            3,
+            "{label}: nothing revoked"
+        );
+        assert_eq!(audit_total(&store, label).await, audits, "{label}: nothing audited");
+
+        // At the current version: written, and every session of the user but `keep` ends.
+        let ok = store
+            .update_user_keeping_session(&changed, 1, keep, &entry(actions::USER_CHANGE_PASSWORD, None))
+            .await
+            .unwrap_or_else(|e| panic!("{label}: update_user_keeping_session: {e}"));
+        assert!(ok, "{label}: current version accepted");
+        let (got, version) = load_some(&store, label, alice.uuid).await;
+        assert_same_user(&got, &changed, &format!("{label}: user written"));
+        assert_eq!(version, 2, "{label}: version bumped");
+        assert_eq!(
+            session_ids(&store, label, alice.uuid, now).await,
+            vec![keep],
+            "{label}: only `keep` left"
+        );
+        assert!(by_token(&store, label, &a[0].1).await.is_none(), "{label}: a0 revoked");
+        assert!(by_token(&store, label, &a[2].1).await.is_none(), "{label}: a2 revoked");
+        assert_eq!(
+            session_ids(&store, label, bob.uuid, now).await,
+            vec![b1.id],
+            "{label}: bob's session kept"
+        );
+        assert_eq!(audit_total(&store, label).await, audits + 1, "{label}: audited once");
+        assert_eq!(
+            newest_audit(&store, label).await.action,
+            actions::USER_CHANGE_PASSWORD,
+            "{label}: audit action"
+        );
+
+        // Keeping a session of another user protects none of this user's, and spares bob's.
+        let ok = store
+            .update_user_keeping_session(&changed, 2, b1.id, &entry(actions::USER_CHANGE_PASSWORD, None))
+            .await
+            .unwrap_or_else(|e| panic!("{label}: update_user_keeping_session: {e}"));
+        assert!(ok, "{label}: second update accepted");
+        assert!(
+            session_ids(&store, label, alice.uuid, now).await.is_empty(),
+            "{label}: all revoked"
+        );
+        assert_eq!(
+            session_ids(&store, label, bob.uuid, now).await,
+            vec![b1.id],
+            "{label}: bob's session kept"
+        );
+
+        // A rename onto another name is Duplicate, and revokes nothing.
+        let (s, h) = fresh_session(&alice);
+        login(&store, label, &s, &h).await;
+        let mut rename = changed.clone();
+        rename.username = "Bob".into();
+        let audits = audit_total(&store, label).await;
+        let r = store
+            .update_user_keeping_session(&rename, 3, Uuid::new_v4(), &entry(actions::USER_UPDATE, None))
+            .await;
+        assert!(
+            matches!(r, Err(StoreError::Duplicate("username"))),
+            "{label}: rename to Bob: {r:?}"
+        );
+        assert_eq!(
+            session_ids(&store, label, alice.uuid, now).await,
+            vec![s.id],
+            "{label}: nothing revoked"
+        );
+        assert_eq!(audit_total(&store, label).await, audits, "{label}: nothing audited");
+        let (_, version) = load_some(&store, label, alice.uuid).await;
+        assert_eq!(version, 3, "{label}: version unchanged");
         store.close().await;
     }
 }

@@ -100,12 +100,15 @@ fn required<T>(field: &'static str, v: Option<T>) -> Result<T, DomainError> {
     v.ok_or_else(|| DomainError::invalid_field(field, codes::INVALID_INPUT, format!("{field} may not be null")))
 }
 
+/// A field's own validation rule.
+type Check = fn(&str) -> Result<(), DomainError>;
+
 fn text_field(
     field: &'static str,
     value: Option<Option<String>>,
     target: &mut Option<String>,
     applied: &mut Applied,
-    check: Option<fn(&str) -> Result<(), DomainError>>,
+    check: Option<Check>,
 ) -> Result<(), DomainError> {
     if let Some(v) = value {
         let v = v.filter(|s| !s.is_empty());
