@@ -6,7 +6,7 @@ use muster_core::clock;
 use muster_core::credentials::{token, totp};
 use muster_core::directory::User;
 use muster_core::directory::login::{check_login, session_usable};
-use muster_core::directory::throttle::{ThrottlePolicy, ThrottleState};
+use muster_core::directory::throttle::ThrottlePolicy;
 use muster_core::error::{DomainError, codes};
 use muster_store::{LoginPassword, SessionRecord};
 use serde::{Deserialize, Serialize};
@@ -108,20 +108,59 @@ impl Directory {
         }
     }
 
-    /// The longest wait any throttle counter imposes now.
-    async fn throttle_wait(
+    /// Counts this attempt on every counter before the password is checked. Err(wait) when
+    /// some counter says the attempt must not be made; nothing stays counted then.
+    async fn claim_attempt(
         &self,
         keys: &[(String, ThrottlePolicy)],
         now: OffsetDateTime,
-    ) -> Result<Option<u64>, DomainError> {
-        let mut wait = None;
-        for (key, policy) in keys {
-            let state: Option<ThrottleState> = self.store.throttle_state(key).await.map_err(store_error)?;
-            if let Some(w) = state.and_then(|s| s.wait(policy, now)) {
-                wait = Some(wait.map_or(w, |x: u64| x.max(w)));
+    ) -> Result<Result<(), u64>, DomainError> {
+        for (i, (key, policy)) in keys.iter().enumerate() {
+            // Sixteen lost races in a row means a burst on this key: treat it as throttled.
+            let mut outcome = Err(1);
+            // Compare-and-swap: a lost race means another attempt was counted first; read again.
+            for _ in 0..16 {
+                let state = self.store.throttle_state(key).await.map_err(store_error)?;
+                match policy.admit(state, now) {
+                    Err(wait) => {
+                        outcome = Err(wait);
+                        break;
+                    }
+                    Ok(next) if self.store.throttle_cas(key, state, next).await.map_err(store_error)? => {
+                        outcome = Ok(());
+                        break;
+                    }
+                    Ok(_) => {}
+                }
+            }
+            if let Err(wait) = outcome {
+                self.release_attempt(&keys[..i]).await;
+                return Ok(Err(wait));
             }
         }
-        Ok(wait)
+        Ok(Ok(()))
+    }
+
+    /// Gives counted attempts back: the credentials were right.
+    async fn release_attempt(&self, keys: &[(String, ThrottlePolicy)]) {
+        for (key, _) in keys {
+            if let Err(e) = self.store.release_throttle(key).await {
+                tracing::warn!(error = %e, "could not release a login attempt");
+            }
+        }
+    }
+
+    /// A refusal after the credentials were verified: the attempt is given back and the
+    /// refusal audited.
+    async fn refuse_verified(
+        &self,
+        entry: AuditEntry,
+        keys: &[(String, ThrottlePolicy)],
+        e: DomainError,
+    ) -> DomainError {
+        self.release_attempt(keys).await;
+        self.audit_refusal(entry, &e).await;
+        e
     }
 
     /// Logs in. Checks run in Zato's order; an unknown user, a wrong password and a wrong TOTP
@@ -152,7 +191,7 @@ impl Directory {
         if let Some(addr) = &ctx.remote_addr {
             keys.push((address_key(addr), self.config.address_throttle));
         }
-        if let Some(wait) = self.throttle_wait(&keys, now).await? {
+        if let Err(wait) = self.claim_attempt(&keys, now).await? {
             let e = DomainError::throttled(wait);
             self.audit_refusal(entry, &e).await;
             return Err(e);
@@ -167,7 +206,9 @@ impl Directory {
         let password_ok = self.hashes.verify(stored_hash, input.password.clone()).await?;
         let user = match found {
             Some((user, _)) if password_ok => user,
-            _ => return Err(self.login_failed(entry, &keys, now).await),
+            // Attempts on an existing account name it, so an attack on it shows in its audit.
+            Some((user, _)) => return Err(self.login_failed(entry.with_target(user.user_id().to_string())).await),
+            None => return Err(self.login_failed(entry).await),
         };
         let entry = entry.with_target(user.user_id().to_string());
 
@@ -179,20 +220,16 @@ impl Directory {
                     codes::TOTP_MISSING,
                     "totp_code is required",
                 );
-                self.audit_refusal(entry, &e).await;
-                return Err(e);
+                return Err(self.refuse_verified(entry, &keys, e).await);
             };
             if !self.check_totp(&user, code, now).await? {
-                return Err(self.login_failed(entry, &keys, now).await);
+                return Err(self.login_failed(entry).await);
             }
         }
 
         let verdict = match check_login(&user, now, &self.config, input.new_password.is_some()) {
             Ok(v) => v,
-            Err(e) => {
-                self.audit_refusal(entry, &e).await;
-                return Err(e);
-            }
+            Err(e) => return Err(self.refuse_verified(entry, &keys, e).await),
         };
 
         let password = if verdict.must_set_new_password {
@@ -213,8 +250,7 @@ impl Directory {
                     }
                 });
             if let Err(e) = checked {
-                self.audit_refusal(entry, &e).await;
-                return Err(e);
+                return Err(self.refuse_verified(entry, &keys, e).await);
             }
             Some(LoginPassword {
                 hash: self.hashes.hash(new_password).await?,
@@ -261,6 +297,8 @@ impl Directory {
             .open_session(&session, &token_hash, password.as_ref(), &keys[0].0, &entry)
             .await
             .map_err(store_error)?;
+        // The account counter was reset with the session; the address gets its attempt back.
+        self.release_attempt(&keys[1..]).await;
         Ok(LoginOutcome {
             token,
             expires_at: self.effective_expiry(&session),
@@ -271,25 +309,10 @@ impl Directory {
         })
     }
 
-    /// Counts a failed login and gives the generic error.
-    async fn login_failed(
-        &self,
-        entry: AuditEntry,
-        keys: &[(String, ThrottlePolicy)],
-        now: OffsetDateTime,
-    ) -> DomainError {
+    /// A failed login (already counted): audit it and give the generic error.
+    async fn login_failed(&self, entry: AuditEntry) -> DomainError {
         let e = DomainError::not_allowed();
-        let windows: Vec<(&str, OffsetDateTime)> = keys
-            .iter()
-            .map(|(k, p)| (k.as_str(), now - Duration::seconds(p.window_secs)))
-            .collect();
-        if let Err(err) = self
-            .store
-            .record_login_failure(&windows, now, &entry.failed(e.code))
-            .await
-        {
-            tracing::error!(error = %err, "could not record a failed login");
-        }
+        self.audit_refusal(entry, &e).await;
         e
     }
 
@@ -316,6 +339,11 @@ impl Directory {
     /// Resolves a session token to its caller. Expired, revoked and unknown tokens, and users
     /// who may no longer hold sessions (locked, rejected, expired password), all give `E007001`.
     pub async fn authenticate(&self, token: &str) -> Result<Auth, DomainError> {
+        self.resolve(token, true).await
+    }
+
+    /// `touch`: count this as a use of the session (restarts its idle clock).
+    async fn resolve(&self, token: &str, touch: bool) -> Result<Auth, DomainError> {
         let hash = token::hash_token(token);
         let Some((session, user, _)) = self.store.session_by_token_hash(&hash).await.map_err(store_error)? else {
             return Err(DomainError::no_session());
@@ -324,9 +352,8 @@ impl Directory {
         if now >= self.effective_expiry(&session) || !session_usable(&user, now) {
             return Err(DomainError::no_session());
         }
-        if now - session.last_seen_at
-            >= Duration::seconds(TOUCH_INTERVAL_SECS.min(self.config.session_idle_secs / 2).max(1))
-        {
+        let interval = Duration::seconds(TOUCH_INTERVAL_SECS.min(self.config.session_idle_secs / 2).max(1));
+        if touch && now - session.last_seen_at >= interval {
             self.store.touch_session(session.id, now).await.map_err(store_error)?;
         }
         Ok(Auth {
@@ -447,7 +474,8 @@ impl Directory {
     /// token itself.
     pub async fn verify_token(&self, auth: &Auth, token: &str) -> Result<bool, DomainError> {
         auth.require_super_user()?;
-        match self.authenticate(token).await {
+        // Checking someone's token is not a use of their session: no touch.
+        match self.resolve(token, false).await {
             Ok(_) => Ok(true),
             Err(e) if e.kind == muster_core::ErrorKind::Internal => Err(e),
             Err(_) => Ok(false),

@@ -1,8 +1,8 @@
-//! Counters of failed logins, per account name and per client address. Kept in the database
-//! so that every node sees the same counts.
+//! Counters of login attempts, per account name and per client address. Kept in the database
+//! so that every node sees the same counts; the policy (how many, how long to wait) is the
+//! domain's, in `muster_core::directory::throttle`.
 
 use crate::{Result, Store, Ts, on_db};
-use muster_core::audit::AuditEntry;
 use muster_core::directory::throttle::ThrottleState;
 use time::OffsetDateTime;
 
@@ -21,31 +21,46 @@ impl Store {
         }))
     }
 
-    /// Counts a failed login against each `(key, window start)`, and writes its audit record, in
-    /// one transaction. A counter whose last failure is before its window start restarts at one.
-    pub async fn record_login_failure(
-        &self,
-        keys: &[(&str, OffsetDateTime)],
-        now: OffsetDateTime,
-        audit: &AuditEntry,
-    ) -> Result<()> {
-        on_db!(self, write, pool => {
-            let mut tx = pool.begin().await?;
-            for (key, window_start) in keys {
-                sqlx::query(
-                    "INSERT INTO login_throttle (key, failures, last_failure) VALUES ($1, 1, $2) \
-                     ON CONFLICT (key) DO UPDATE SET \
-                       failures = CASE WHEN login_throttle.last_failure < $3 THEN 1 ELSE login_throttle.failures + 1 END, \
-                       last_failure = $2",
+    /// Replaces the counter under `key` if it still is `expected` (None: absent). False when
+    /// another attempt changed it first; the caller reads it again and decides again. This is
+    /// how concurrent login attempts are counted without losing any and without letting more
+    /// through than the policy allows.
+    pub async fn throttle_cas(&self, key: &str, expected: Option<ThrottleState>, new: ThrottleState) -> Result<bool> {
+        let n = on_db!(self, write, pool => {
+            match expected {
+                None => sqlx::query(
+                    "INSERT INTO login_throttle (key, failures, last_failure) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
                 )
-                .bind(*key)
-                .bind(Ts(now))
-                .bind(Ts(*window_start))
-                .execute(&mut *tx)
-                .await?;
+                .bind(key)
+                .bind(i64::from(new.failures))
+                .bind(Ts(new.last_failure))
+                .execute(pool)
+                .await?
+                .rows_affected(),
+                Some(old) => sqlx::query(
+                    "UPDATE login_throttle SET failures = $2, last_failure = $3 \
+                     WHERE key = $1 AND failures = $4 AND last_failure = $5",
+                )
+                .bind(key)
+                .bind(i64::from(new.failures))
+                .bind(Ts(new.last_failure))
+                .bind(i64::from(old.failures))
+                .bind(Ts(old.last_failure))
+                .execute(pool)
+                .await?
+                .rows_affected(),
             }
-            crate::audit::insert!(&mut *tx, audit);
-            tx.commit().await?;
+        });
+        Ok(n == 1)
+    }
+
+    /// Gives back one counted attempt (the credentials turned out to be right).
+    pub async fn release_throttle(&self, key: &str) -> Result<()> {
+        on_db!(self, write, pool => {
+            sqlx::query("UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0")
+                .bind(key)
+                .execute(pool)
+                .await?;
         });
         Ok(())
     }

@@ -8,6 +8,7 @@ use muster_core::clock;
 use muster_core::credentials::password::hash_generated;
 use muster_core::credentials::random_bytes;
 use muster_core::directory::create::{self, CreateUserInput, Creator, PasswordPlan};
+use muster_core::directory::throttle::ThrottleState;
 use muster_core::directory::{ApprovalStatus, DirectoryConfig, SignUpStatus, User};
 use muster_store::testing::TestDb;
 use muster_store::{
@@ -1069,20 +1070,14 @@ async fn concurrent_writers_do_not_lose_or_duplicate_work() {
                 let (store, barrier) = (store.clone(), barrier.clone());
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    store
-                        .record_login_failure(
-                            &[("account:carol", now - Duration::minutes(15))],
-                            now,
-                            &entry(actions::SESSION_LOGIN, None).failed("E005001"),
-                        )
-                        .await
+                    count_failures(&store, &[("account:carol", now - Duration::minutes(15))], now).await
                 })
             })
             .collect();
         for t in tasks {
             t.await
                 .unwrap_or_else(|e| panic!("{label}: task: {e}"))
-                .unwrap_or_else(|e| panic!("{label}: concurrent record_login_failure: {e}"));
+                .unwrap_or_else(|e| panic!("{label}: concurrent count_failures: {e}"));
         }
         let state = store
             .throttle_state("account:carol")
@@ -1091,8 +1086,8 @@ async fn concurrent_writers_do_not_lose_or_duplicate_work() {
         assert_eq!(state.map(|s| s.failures), Some(8), "{label}: no failure lost");
         assert_eq!(
             audit_total(&store, label).await,
-            audits + 10,
-            "{label}: each failure audited"
+            audits + 2,
+            "{label}: counting attempts writes no audit of its own"
         );
         store.close().await;
     }
@@ -1631,10 +1626,34 @@ async fn search_users_pages_and_orders() {
 
 async fn fail_login(store: &Store, label: &str, keys: &[&str], now: OffsetDateTime) {
     let keyed: Vec<(&str, OffsetDateTime)> = keys.iter().map(|k| (*k, now - Duration::minutes(15))).collect();
-    store
-        .record_login_failure(&keyed, now, &entry(actions::SESSION_LOGIN, None).failed("E005001"))
+    count_failures(store, &keyed, now)
         .await
-        .unwrap_or_else(|e| panic!("{label}: record_login_failure: {e}"));
+        .unwrap_or_else(|e| panic!("{label}: count_failures: {e}"));
+}
+
+/// Counts one attempt on each key as the directory does: read the counter, decide (a counter
+/// whose last failure is before its window start restarts at one), compare-and-swap, and
+/// read again after a lost race.
+async fn count_failures(store: &Store, keys: &[(&str, OffsetDateTime)], now: OffsetDateTime) -> Result<(), StoreError> {
+    for (key, window_start) in keys {
+        loop {
+            let state = store.throttle_state(key).await?;
+            let next = match state {
+                Some(s) if s.last_failure >= *window_start => ThrottleState {
+                    failures: s.failures + 1,
+                    last_failure: now,
+                },
+                _ => ThrottleState {
+                    failures: 1,
+                    last_failure: now,
+                },
+            };
+            if store.throttle_cas(key, state, next).await? {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn throttle_failures(store: &Store, label: &str, key: &str) -> Option<u32> {
@@ -2250,10 +2269,9 @@ async fn login_failures_count_within_the_window() {
         let fail = |keys: Vec<(&'static str, OffsetDateTime)>, now: OffsetDateTime| {
             let store = store.clone();
             async move {
-                store
-                    .record_login_failure(&keys, now, &entry(actions::SESSION_LOGIN, None).failed("E005001"))
+                count_failures(&store, &keys, now)
                     .await
-                    .unwrap_or_else(|e| panic!("{label}: record_login_failure: {e}"));
+                    .unwrap_or_else(|e| panic!("{label}: count_failures: {e}"));
             }
         };
         let state = |key: &'static str| {
@@ -2286,14 +2304,8 @@ async fn login_failures_count_within_the_window() {
         );
         assert_eq!(
             audit_total(&store, label).await,
-            audits + 1,
-            "{label}: failure audited once per call"
-        );
-        let rec = newest_audit(&store, label).await;
-        assert_eq!(
-            (rec.outcome.as_str(), rec.reason.as_deref()),
-            ("failure", Some("E005001")),
-            "{label}: audit"
+            audits,
+            "{label}: counting is not audited"
         );
 
         // Within the window: counted up.
@@ -2337,8 +2349,8 @@ async fn login_failures_count_within_the_window() {
         );
         assert_eq!(
             audit_total(&store, label).await,
-            audits + 5,
-            "{label}: every call audited"
+            audits,
+            "{label}: counting is not audited"
         );
 
         // Keys are exact (no case folding, no prefix matching).
@@ -2369,14 +2381,9 @@ async fn purge_throttle_forgets_old_counters() {
             ("recent", now),
             ("just-after", cutoff + Duration::microseconds(1)),
         ] {
-            store
-                .record_login_failure(
-                    &[(key, at - Duration::minutes(15))],
-                    at,
-                    &entry(actions::SESSION_LOGIN, None),
-                )
+            count_failures(&store, &[(key, at - Duration::minutes(15))], at)
                 .await
-                .unwrap_or_else(|e| panic!("{label}: record_login_failure: {e}"));
+                .unwrap_or_else(|e| panic!("{label}: count_failures: {e}"));
         }
         let audits = audit_total(&store, label).await;
         let purged = store
@@ -2408,14 +2415,9 @@ async fn purge_throttle_forgets_old_counters() {
         );
 
         // A purged key starts again at one.
-        store
-            .record_login_failure(
-                &[("old", now - Duration::minutes(15))],
-                now,
-                &entry(actions::SESSION_LOGIN, None),
-            )
+        count_failures(&store, &[("old", now - Duration::minutes(15))], now)
             .await
-            .unwrap_or_else(|e| panic!("{label}: record_login_failure: {e}"));
+            .unwrap_or_else(|e| panic!("{label}: count_failures: {e}"));
         let s = store
             .throttle_state("old")
             .await
@@ -2744,6 +2746,72 @@ async fn audit_details_round_trip() {
         let parsed = OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
             .unwrap_or_else(|e| panic!("{label}: at {at:?} is RFC 3339: {e}"));
         assert_eq!(parsed, rec.at.0, "{label}: serialised time");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn throttle_cas_refuses_stale_expectations_and_release_gives_back() {
+    for db in TestDb::all().await {
+        let label = db.label;
+        let store = open(&db).await;
+        let now = clock::now();
+        let one = ThrottleState {
+            failures: 1,
+            last_failure: now,
+        };
+        let two = ThrottleState {
+            failures: 2,
+            last_failure: now + Duration::seconds(1),
+        };
+        let cas = |expected, new| {
+            let store = store.clone();
+            async move {
+                store
+                    .throttle_cas("account:dora", expected, new)
+                    .await
+                    .unwrap_or_else(|e| panic!("{label}: throttle_cas: {e}"))
+            }
+        };
+        assert!(cas(None, one).await, "{label}: insert when absent");
+        assert!(!cas(None, one).await, "{label}: insert refused when present");
+        assert!(!cas(Some(two), one).await, "{label}: stale expectation refused");
+        assert!(cas(Some(one), two).await, "{label}: swap from the current value");
+        assert!(!cas(Some(one), two).await, "{label}: the same swap twice is refused");
+        let state = || {
+            let store = store.clone();
+            async move {
+                store
+                    .throttle_state("account:dora")
+                    .await
+                    .unwrap_or_else(|e| panic!("{label}: {e}"))
+            }
+        };
+        assert_eq!(state().await, Some(two), "{label}: stored");
+        store
+            .release_throttle("account:dora")
+            .await
+            .unwrap_or_else(|e| panic!("{label}: release: {e}"));
+        assert_eq!(state().await.map(|s| s.failures), Some(1), "{label}: one given back");
+        for _ in 0..3 {
+            store
+                .release_throttle("account:dora")
+                .await
+                .unwrap_or_else(|e| panic!("{label}: release: {e}"));
+        }
+        assert_eq!(state().await.map(|s| s.failures), Some(0), "{label}: never below zero");
+        store
+            .release_throttle("account:nobody")
+            .await
+            .unwrap_or_else(|e| panic!("{label}: release of nothing: {e}"));
+        assert_eq!(
+            store
+                .throttle_state("account:nobody")
+                .await
+                .unwrap_or_else(|e| panic!("{label}: {e}")),
+            None,
+            "{label}: releasing creates nothing"
+        );
         store.close().await;
     }
 }

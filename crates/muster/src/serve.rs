@@ -32,6 +32,16 @@ pub async fn run(resolved: Resolved) -> Result<()> {
     }
 
     let metrics = muster_server::install_metrics();
+    if let Some(handle) = metrics.clone() {
+        // Without upkeep, histogram samples would accumulate in memory between scrapes.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
     let state = AppState {
         directory: directory.clone(),
         trusted_proxies: Arc::new(resolved.trusted_proxies.clone()),

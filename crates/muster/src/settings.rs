@@ -42,7 +42,7 @@ pub struct Settings {
     /// Database: `sqlite:PATH` or `postgres://…` [default: sqlite:<data dir>/muster.db].
     #[arg(long, env = "MUSTER_DATABASE_URL", help_heading = "Storage")]
     pub database_url: Option<String>,
-    /// Connections to PostgreSQL, or SQLite readers [default: 16].
+    /// Connections to PostgreSQL, or SQLite readers [default: 8].
     #[arg(long, env = "MUSTER_DB_MAX_CONNECTIONS", help_heading = "Storage")]
     pub db_max_connections: Option<u32>,
     /// Directory for the SQLite database and the generated server key [default: .].
@@ -222,7 +222,7 @@ impl Settings {
             trusted_proxies: self.trusted_proxies.unwrap_or_default(),
             json_logs: log_format == "json",
             database_url,
-            db_max_connections: self.db_max_connections.unwrap_or(16).max(1),
+            db_max_connections: self.db_max_connections.unwrap_or(8).max(1),
             data_dir,
             secret_key: self.secret_key,
             admin_username: self.admin_username.unwrap_or_else(|| "admin".into()),

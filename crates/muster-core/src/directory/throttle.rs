@@ -69,8 +69,30 @@ impl ThrottleState {
             return None;
         }
         let until = policy.blocked_until(self.failures, self.last_failure)?;
-        let left = (until - now).whole_seconds();
-        (until > now).then_some(left.max(1) as u64)
+        // Rounded up: a client that waits exactly Retry-After must not be refused again.
+        let left = (until - now).as_seconds_f64().ceil();
+        (until > now).then_some((left as u64).max(1))
+    }
+}
+
+impl ThrottlePolicy {
+    /// Counts one attempt at `now` against `state`: the counter to store, or the seconds to
+    /// wait when the attempt must not be made at all. Attempts are counted *before* the
+    /// password is checked, so concurrent guesses cannot all slip through one window.
+    pub fn admit(&self, state: Option<ThrottleState>, now: OffsetDateTime) -> Result<ThrottleState, u64> {
+        match state {
+            Some(s) if !self.expired(s.last_failure, now) => match s.wait(self, now) {
+                Some(wait) => Err(wait),
+                None => Ok(ThrottleState {
+                    failures: s.failures.saturating_add(1),
+                    last_failure: now,
+                }),
+            },
+            _ => Ok(ThrottleState {
+                failures: 1,
+                last_failure: now,
+            }),
+        }
     }
 }
 
@@ -101,5 +123,32 @@ mod tests {
             None,
             "lapses after the window"
         );
+    }
+}
+
+#[cfg(test)]
+mod admit_tests {
+    use super::*;
+
+    #[test]
+    fn admits_the_free_attempts_then_makes_callers_wait() {
+        let p = ThrottlePolicy::per_account();
+        let t0 = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+        let mut state = None;
+        for n in 1..=5 {
+            let next = p.admit(state, t0).expect("free attempt");
+            assert_eq!(next.failures, n);
+            state = Some(next);
+        }
+        assert_eq!(p.admit(state, t0), Err(2), "the sixth waits");
+        let later = p.admit(state, t0 + Duration::seconds(2)).expect("after the wait");
+        assert_eq!(later.failures, 6);
+        assert_eq!(
+            p.admit(Some(later), t0 + Duration::seconds(2)),
+            Err(4),
+            "then twice as long"
+        );
+        let lapsed = p.admit(Some(later), t0 + Duration::minutes(20)).expect("lapsed");
+        assert_eq!(lapsed.failures, 1, "a lapsed counter starts again");
     }
 }
