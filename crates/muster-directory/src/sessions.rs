@@ -348,6 +348,28 @@ impl Directory {
         let Some((session, user, _)) = self.store.session_by_token_hash(&hash).await.map_err(store_error)? else {
             return Err(DomainError::no_session());
         };
+        self.admit_session(session, user, touch).await
+    }
+
+    /// Authenticates `token` and loads the user `target` in the same round trip (reading a
+    /// user by id is the directory's hottest path). The target is None when it does not exist.
+    pub async fn authenticate_with(&self, token: &str, target: Uuid) -> Result<(Auth, Option<User>), DomainError> {
+        let hash = token::hash_token(token);
+        let Some((session, user, _, other)) = self
+            .store
+            .session_by_token_hash_with(&hash, target)
+            .await
+            .map_err(store_error)?
+        else {
+            return Err(DomainError::no_session());
+        };
+        let auth = self.admit_session(session, user, true).await?;
+        Ok((auth, other.map(|(u, _)| u)))
+    }
+
+    /// The checks every use of a session passes: not expired (idle or absolute), and the user
+    /// may still hold sessions. Restarts the idle clock when `touch` and it is due.
+    async fn admit_session(&self, session: SessionRecord, user: User, touch: bool) -> Result<Auth, DomainError> {
         let now = clock::now();
         if now >= self.effective_expiry(&session) || !session_usable(&user, now) {
             return Err(DomainError::no_session());

@@ -214,6 +214,18 @@ impl Directory {
             .ok_or_else(|| DomainError::not_found("user"))
     }
 
+    /// `GET /api/users/{id}` in one round trip: authenticates `token` and reads `id` together.
+    /// The same visibility rule as [`Directory::get_user`]: a regular user sees only themself.
+    pub async fn get_user_with_token(&self, token: &str, id: UserId) -> Result<UserView, DomainError> {
+        let (auth, target) = self.authenticate_with(token, id.uuid()).await?;
+        match target {
+            Some(user) if auth.is_super_user() || user.uuid == auth.user.uuid => {
+                Ok(UserView::of(&user, auth.is_super_user()))
+            }
+            _ => Err(DomainError::not_found("user")),
+        }
+    }
+
     pub async fn get_user(&self, auth: &Auth, target: UserTarget) -> Result<UserView, DomainError> {
         let (user, _) = self.load_target(auth, target).await?;
         Ok(UserView::of(&user, auth.is_super_user()))

@@ -201,6 +201,30 @@ impl FromRequestParts<AppState> for Ctx {
     }
 }
 
+/// The bearer token, not yet checked: for handlers that authenticate and read in one round trip.
+pub struct BearerToken(pub String);
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for BearerToken {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match bearer(parts) {
+            Some(t) => Ok(BearerToken(t.to_owned())),
+            None => Err(ApiError(DomainError::no_session()).into_response()),
+        }
+    }
+}
+
 /// The caller, authenticated by `Authorization: Bearer <session token>`.
 pub struct AuthUser(pub Auth);
 
@@ -208,14 +232,7 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|t| !t.is_empty());
-        let Some(token) = token else {
+        let Some(token) = bearer(parts) else {
             return Err(ApiError(DomainError::no_session()).into_response());
         };
         match state.directory.authenticate(token).await {

@@ -17,7 +17,7 @@ mod ts;
 mod users;
 
 pub use audit::{AuditQuery, AuditRecord};
-pub use sessions::{LoginPassword, SessionRecord};
+pub use sessions::{LoginPassword, SessionAndTarget, SessionRecord};
 pub use ts::Ts;
 pub use users::{UserOrder, UserQuery};
 

@@ -78,6 +78,45 @@ static SESSION_WITH_USER: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The same session and user as [`SESSION_WITH_USER`], plus one more user (`$2`) in a second row
+/// whose session columns are NULL: authentication and the lookup of the user a request is about
+/// cost one round trip instead of two.
+static SESSION_WITH_USER_AND_TARGET: LazyLock<String> = LazyLock::new(|| {
+    let user = USER_COLUMNS
+        .split(',')
+        .map(|c| c.trim())
+        .filter(|c| *c != "uuid")
+        .collect::<Vec<_>>();
+    let target = user.iter().map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ");
+    let nulls = SESSION_COLUMNS
+        .split(", ")
+        .map(|_| "NULL")
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{} UNION ALL SELECT {nulls}, t.uuid, {target} FROM users t WHERE t.uuid = $2",
+        SESSION_WITH_USER.as_str()
+    )
+});
+
+/// A row of [`SESSION_WITH_USER_AND_TARGET`]: the session columns are NULL on the target's row.
+#[derive(sqlx::FromRow)]
+struct MaybeSessionUserRow {
+    id: Option<Uuid>,
+    user_uuid: Option<Uuid>,
+    created_at: Option<Ts>,
+    last_seen_at: Option<Ts>,
+    expires_at: Option<Ts>,
+    current_app: Option<String>,
+    remote_addr: Option<String>,
+    user_agent: Option<String>,
+    #[sqlx(flatten)]
+    user: crate::users::UserRow,
+}
+
+/// A session with its user, and (when asked for) another user.
+pub type SessionAndTarget = (SessionRecord, User, i64, Option<(User, i64)>);
+
 /// A password written as part of a login (must-change, expired, or a rehash).
 #[derive(Debug, Clone)]
 pub struct LoginPassword {
@@ -153,6 +192,45 @@ impl Store {
                 Ok(Some((r.session.into(), user, version)))
             }
         }
+    }
+
+    /// Like [`Store::session_by_token_hash`], and also the user `target`, in one round trip (the
+    /// hot path of reading a user by id). The target is None when it does not exist; nothing at
+    /// all is returned when the token matches no session.
+    pub async fn session_by_token_hash_with(
+        &self,
+        token_hash: &[u8; 32],
+        target: Uuid,
+    ) -> Result<Option<SessionAndTarget>> {
+        let rows: Vec<MaybeSessionUserRow> = on_db!(self, read, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(SESSION_WITH_USER_AND_TARGET.as_str()))
+                .bind(&token_hash[..])
+                .bind(target)
+                .fetch_all(pool)
+                .await?
+        });
+        let mut session = None;
+        let mut other = None;
+        for r in rows {
+            let (user, version) = r.user.into_user()?;
+            match (r.id, r.user_uuid, r.created_at, r.last_seen_at, r.expires_at) {
+                (Some(id), Some(user_uuid), Some(created_at), Some(last_seen_at), Some(expires_at)) => {
+                    let record = SessionRecord {
+                        id,
+                        user_uuid,
+                        created_at: created_at.0,
+                        last_seen_at: last_seen_at.0,
+                        expires_at: expires_at.0,
+                        current_app: r.current_app,
+                        remote_addr: r.remote_addr,
+                        user_agent: r.user_agent,
+                    };
+                    session = Some((record, user, version));
+                }
+                _ => other = Some((user, version)),
+            }
+        }
+        Ok(session.map(|(s, u, v)| (s, u, v, other)))
     }
 
     /// Marks a session used at `now` (resets its idle clock).

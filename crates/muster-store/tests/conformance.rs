@@ -2815,3 +2815,49 @@ async fn throttle_cas_refuses_stale_expectations_and_release_gives_back() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn a_session_and_another_user_resolve_in_one_call() {
+    for db in TestDb::all().await {
+        let label = db.label;
+        let store = open(&db).await;
+        let (alice, bob) = (new_user("alice"), new_user("bob"));
+        insert(&store, label, &alice).await;
+        insert(&store, label, &bob).await;
+        let (s, hash) = fresh_session(&alice);
+        login(&store, label, &s, &hash).await;
+        let with = |hash: [u8; 32], target: Uuid| {
+            let store = store.clone();
+            async move {
+                store
+                    .session_by_token_hash_with(&hash, target)
+                    .await
+                    .unwrap_or_else(|e| panic!("{label}: session_by_token_hash_with: {e}"))
+            }
+        };
+
+        let (session, caller, version, target) = with(hash, bob.uuid).await.expect("the session resolves");
+        assert_eq!(session, s, "{label}: the session");
+        assert_same_user(&caller, &alice, &format!("{label}: the caller"));
+        assert_eq!(version, 1, "{label}: the caller's version");
+        let (target, target_version) = target.expect("bob exists");
+        assert_same_user(&target, &bob, &format!("{label}: the target"));
+        assert_eq!(target_version, 1, "{label}: the target's version");
+
+        let (_, _, _, myself) = with(hash, alice.uuid).await.expect("the session resolves");
+        assert_same_user(
+            &myself.expect("alice exists").0,
+            &alice,
+            &format!("{label}: oneself as target"),
+        );
+
+        let (_, _, _, nobody) = with(hash, Uuid::new_v4()).await.expect("the session resolves");
+        assert!(nobody.is_none(), "{label}: a missing target is None");
+
+        assert!(
+            with(random_bytes::<32>(), bob.uuid).await.is_none(),
+            "{label}: an unknown token resolves nothing"
+        );
+        store.close().await;
+    }
+}

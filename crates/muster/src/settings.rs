@@ -42,7 +42,8 @@ pub struct Settings {
     /// Database: `sqlite:PATH` or `postgres://…` [default: sqlite:<data dir>/muster.db].
     #[arg(long, env = "MUSTER_DATABASE_URL", help_heading = "Storage")]
     pub database_url: Option<String>,
-    /// Connections to PostgreSQL, or SQLite readers [default: 8].
+    /// Connections to PostgreSQL, or SQLite readers [default: twice the number of cores]. More
+    /// connections than cores only add contention: the database is on the same few CPUs.
     #[arg(long, env = "MUSTER_DB_MAX_CONNECTIONS", help_heading = "Storage")]
     pub db_max_connections: Option<u32>,
     /// Directory for the SQLite database and the generated server key [default: .].
@@ -222,19 +223,20 @@ impl Settings {
             trusted_proxies: self.trusted_proxies.unwrap_or_default(),
             json_logs: log_format == "json",
             database_url,
-            db_max_connections: self.db_max_connections.unwrap_or(8).max(1),
+            db_max_connections: self.db_max_connections.unwrap_or_else(|| 2 * cores() as u32).max(1),
             data_dir,
             secret_key: self.secret_key,
             admin_username: self.admin_username.unwrap_or_else(|| "admin".into()),
             admin_password: self.admin_password.filter(|p| !p.is_empty()),
             argon2,
-            hash_workers: self
-                .hash_workers
-                .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
-                .max(1),
+            hash_workers: self.hash_workers.unwrap_or_else(cores).max(1),
             directory,
         })
     }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
 fn positive(name: &str, v: i64) -> Result<i64> {
