@@ -56,6 +56,36 @@ pub struct AuditEntry {
     /// For failures, the error code.
     pub reason: Option<String>,
     pub details: serde_json::Value,
+    /// The event this change publishes, written in the same transaction as this record.
+    pub event: Option<Event>,
+}
+
+/// An event for the event stream: what changed, for followers (agents, consoles, other
+/// systems). Events carry identifiers and non-secret state, never credentials.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Which stream followers read it from (see [`streams`]).
+    pub stream: &'static str,
+    /// What happened, e.g. `user.created`.
+    pub kind: &'static str,
+    /// The id of what changed.
+    pub subject: Option<String>,
+    pub data: serde_json::Value,
+}
+
+/// Event streams.
+pub mod streams {
+    /// Directory users: created, updated, deleted, credentials changed.
+    pub const DIRECTORY: &str = "directory";
+    pub const ALL: &[&str] = &[DIRECTORY];
+}
+
+/// Event kinds.
+pub mod kinds {
+    pub const USER_CREATED: &str = "user.created";
+    pub const USER_UPDATED: &str = "user.updated";
+    pub const USER_DELETED: &str = "user.deleted";
+    pub const USER_PASSWORD_CHANGED: &str = "user.password_changed";
 }
 
 impl AuditEntry {
@@ -71,7 +101,25 @@ impl AuditEntry {
             outcome: Outcome::Success,
             reason: None,
             details: serde_json::Value::Object(Default::default()),
+            event: None,
         }
+    }
+
+    /// Publishes `kind` about `subject` on `stream` together with this record.
+    pub fn with_event(
+        mut self,
+        stream: &'static str,
+        kind: &'static str,
+        subject: impl Into<String>,
+        data: serde_json::Value,
+    ) -> Self {
+        self.event = Some(Event {
+            stream,
+            kind,
+            subject: Some(subject.into()),
+            data,
+        });
+        self
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
@@ -84,7 +132,9 @@ impl AuditEntry {
         self
     }
 
+    /// A refusal: recorded, but nothing changed, so nothing is published.
     pub fn failed(mut self, reason: &str) -> Self {
+        self.event = None;
         self.outcome = Outcome::Failure;
         self.reason = Some(reason.to_owned());
         self

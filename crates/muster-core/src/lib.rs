@@ -9,5 +9,6 @@ pub mod credentials;
 pub mod directory;
 pub mod error;
 pub mod ids;
+pub mod offering;
 
 pub use error::{DomainError, ErrorKind};

@@ -15,7 +15,7 @@ mod users;
 pub use access::Auth;
 pub use hashing::HashPool;
 pub use sessions::{LoginInput, LoginOutcome, SessionView};
-pub use users::{SearchInput, SearchPage, UserTarget};
+pub use users::{SearchInput, SearchPage, UserTarget, password_changed};
 
 use muster_core::audit::{AuditEntry, RequestCtx};
 use muster_core::credentials::secretbox::SecretBox;

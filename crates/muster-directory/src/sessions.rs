@@ -288,11 +288,18 @@ impl Directory {
         } else {
             vec![]
         };
-        let entry = entry.with_details(json!({
+        let mut entry = entry.with_details(json!({
             "session_id": session.id,
             "password_changed": verdict.must_set_new_password,
             "warnings": warnings,
         }));
+        if verdict.must_set_new_password {
+            let changed = User {
+                password_must_change: false,
+                ..user.clone()
+            };
+            entry = crate::users::password_changed(entry, &changed, &user.user_id().to_string());
+        }
         self.store
             .open_session(&session, &token_hash, password.as_ref(), &keys[0].0, &entry)
             .await

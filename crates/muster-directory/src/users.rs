@@ -1,7 +1,7 @@
 //! User operations: create, read, update, delete, lock, approve, passwords, search.
 
 use crate::{Auth, Directory, store_error};
-use muster_core::audit::{AuditEntry, RequestCtx, actions};
+use muster_core::audit::{AuditEntry, RequestCtx, actions, kinds, streams};
 use muster_core::clock;
 use muster_core::credentials::password::hash_generated;
 use muster_core::directory::create::{self, CreateUserInput, Creator, PasswordPlan};
@@ -51,6 +51,13 @@ pub struct SearchPage {
     pub next_page: Option<i64>,
     pub prev_page: Option<i64>,
     pub result: Vec<UserView>,
+}
+
+/// `entry` publishing that `user`'s password was changed by `by` (never the password).
+pub fn password_changed(entry: AuditEntry, user: &User, by: &str) -> AuditEntry {
+    let user_id = user.user_id().to_string();
+    let data = json!({ "user_id": user_id, "by": by, "password_must_change": user.password_must_change });
+    entry.with_event(streams::DIRECTORY, kinds::USER_PASSWORD_CHANGED, user_id, data)
 }
 
 /// Names of the keys present in a create request, for the audit record (never the values).
@@ -160,9 +167,16 @@ impl Directory {
             totp_last_step: None,
             updated_at: now,
         };
+        let user_id = user.user_id().to_string();
         let entry = entry
-            .with_target(user.user_id().to_string())
-            .with_details(json!({ "fields": keys, "password_generated": generated }));
+            .with_target(user_id.clone())
+            .with_details(json!({ "fields": keys, "password_generated": generated }))
+            .with_event(
+                streams::DIRECTORY,
+                kinds::USER_CREATED,
+                user_id,
+                json!(UserView::of(&user, true)),
+            );
         self.store.insert_user(&user, &entry).await.map_err(store_error)?;
         Ok(user)
     }
@@ -252,10 +266,16 @@ impl Directory {
                 };
                 let applied = input.clone().apply(&mut user, caller, clock::now())?;
                 user.updated_at = clock::now();
-                let entry = entry
+                let user_id = user.user_id().to_string();
+                let mut entry = entry
                     .clone()
-                    .with_target(user.user_id().to_string())
+                    .with_target(user_id.clone())
                     .with_details(json!({ "changed": applied.changed }));
+                if !applied.changed.is_empty() {
+                    let data =
+                        json!({ "action": action, "changed": applied.changed, "user": UserView::of(&user, true) });
+                    entry = entry.with_event(streams::DIRECTORY, kinds::USER_UPDATED, user_id, data);
+                }
                 if self
                     .store
                     .update_user(&user, version, applied.revoke_sessions, &entry)
@@ -376,7 +396,18 @@ impl Directory {
                     "a user cannot delete themselves",
                 ));
             }
-            if self.store.delete_user(id.uuid(), &entry).await.map_err(store_error)? {
+            let published = entry.clone().with_event(
+                streams::DIRECTORY,
+                kinds::USER_DELETED,
+                id.to_string(),
+                json!({ "user_id": id.to_string(), "uuid": id.uuid() }),
+            );
+            if self
+                .store
+                .delete_user(id.uuid(), &published)
+                .await
+                .map_err(store_error)?
+            {
                 Ok(())
             } else {
                 Err(DomainError::not_found("user"))
@@ -431,9 +462,10 @@ impl Directory {
             user.password_expiry = now + Duration::days(self.config.password_expiry_days);
             user.password_must_change = false;
             user.updated_at = now;
+            let published = password_changed(entry.clone(), &user, &auth.user_id());
             if self
                 .store
-                .update_user_keeping_session(&user, version, auth.session_id, &entry)
+                .update_user_keeping_session(&user, version, auth.session_id, &published)
                 .await
                 .map_err(store_error)?
             {
@@ -498,9 +530,10 @@ impl Directory {
                     user.password_must_change = m;
                 }
                 user.updated_at = now;
+                let published = password_changed(entry.clone(), &user, &auth.user_id());
                 if self
                     .store
-                    .update_user(&user, version, true, &entry)
+                    .update_user(&user, version, true, &published)
                     .await
                     .map_err(store_error)?
                 {

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod middleware;
 pub mod openapi;
@@ -23,6 +24,8 @@ pub struct AppState {
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: std::sync::Arc<Vec<IpAddr>>,
     pub metrics: Option<PrometheusHandle>,
+    /// Wakes the event sequencer and the stream's followers.
+    pub events: events::EventHub,
 }
 
 /// HTTP-level settings.
@@ -43,6 +46,10 @@ pub fn app(state: AppState, options: &HttpOptions) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::wake_sequencer,
+        ))
         .layer(axum::middleware::from_fn(middleware::track_metrics))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

@@ -78,3 +78,17 @@ pub async fn metrics_endpoint(State(state): State<AppState>) -> Response {
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
+
+/// After a successful write, numbers its events now instead of at the sequencer's next tick,
+/// so followers see changes within milliseconds.
+pub async fn wake_sequencer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let writes = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    let resp = next.run(req).await;
+    if writes && resp.status().is_success() {
+        state.events.wake();
+    }
+    resp
+}

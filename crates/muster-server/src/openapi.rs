@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi};
         (name = "session", description = "Login, logout and sessions"),
         (name = "users", description = "The directory of users (Zato SSO semantics)"),
         (name = "audit", description = "The audit log"),
+        (name = "events", description = "The event stream (JSON pages or Server-Sent Events)"),
         (name = "operations", description = "Health and metrics"),
     )
 )]

@@ -6,9 +6,10 @@ use serde::Serialize;
 use sqlx::types::Json;
 use time::OffsetDateTime;
 
-/// Inserts an [`AuditEntry`] on a connection or transaction (inside another write).
+/// Inserts an [`AuditEntry`] on a connection or transaction (inside another write), and the
+/// event it carries, if any (unsequenced: see `events.rs`).
 macro_rules! insert {
-    ($conn:expr, $a:expr) => {
+    ($conn:expr, $a:expr) => {{
         sqlx::query(
             "INSERT INTO audit_log (at, cid, actor, current_app, remote_addr, action, target, outcome, reason, details) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -24,8 +25,19 @@ macro_rules! insert {
         .bind(&$a.reason)
         .bind(sqlx::types::Json(&$a.details))
         .execute($conn)
-        .await?
-    };
+        .await?;
+        if let Some(event) = &$a.event {
+            sqlx::query("INSERT INTO events (stream, kind, subject, at, cid, data) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(event.stream)
+                .bind(event.kind)
+                .bind(&event.subject)
+                .bind($crate::Ts($a.at))
+                .bind(&$a.cid)
+                .bind(sqlx::types::Json(&event.data))
+                .execute($conn)
+                .await?;
+        }
+    }};
 }
 pub(crate) use insert;
 

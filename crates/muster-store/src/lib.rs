@@ -10,6 +10,7 @@
 //! underneath) as [`StoreError`]s.
 
 mod audit;
+mod events;
 mod sessions;
 pub mod testing;
 mod throttle;
@@ -17,6 +18,7 @@ mod ts;
 mod users;
 
 pub use audit::{AuditQuery, AuditRecord};
+pub use events::EventRecord;
 pub use sessions::{LoginPassword, SessionAndTarget, SessionRecord};
 pub use ts::Ts;
 pub use users::{UserOrder, UserQuery};

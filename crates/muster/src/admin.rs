@@ -112,6 +112,7 @@ pub async fn run(cmd: UserCommand) -> Result<()> {
                 Some("cli".into()),
                 Some(user.user_id().to_string()),
             );
+            let entry = muster_directory::password_changed(entry, &user, "cli");
             if !directory.store().update_user(&user, version, true, &entry).await? {
                 bail!("the user changed concurrently; try again");
             }
@@ -151,7 +152,18 @@ async fn set_lock(
     } else {
         actions::USER_UNLOCK
     };
-    let entry = AuditEntry::new(ctx, action, Some("cli".into()), Some(user.user_id().to_string()));
+    let user_id = user.user_id().to_string();
+    let data = serde_json::json!({
+        "action": action,
+        "changed": ["is_locked"],
+        "user": muster_core::directory::UserView::of(&user, true),
+    });
+    let entry = AuditEntry::new(ctx, action, Some("cli".into()), Some(user_id.clone())).with_event(
+        muster_core::audit::streams::DIRECTORY,
+        muster_core::audit::kinds::USER_UPDATED,
+        user_id,
+        data,
+    );
     if !directory.store().update_user(&user, version, locked, &entry).await? {
         bail!("the user changed concurrently; try again");
     }

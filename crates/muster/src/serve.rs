@@ -42,7 +42,10 @@ pub async fn run(resolved: Resolved) -> Result<()> {
             }
         });
     }
+    let events = muster_server::events::EventHub::default();
+    events.spawn_sequencer(directory.store().clone());
     let state = AppState {
+        events,
         directory: directory.clone(),
         trusted_proxies: Arc::new(resolved.trusted_proxies.clone()),
         metrics,

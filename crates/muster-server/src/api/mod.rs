@@ -1,6 +1,7 @@
 //! The REST API, one module per resource.
 
 pub mod audit;
+pub mod events;
 pub mod health;
 pub mod session;
 pub mod users;
@@ -20,6 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(session::router())
         .merge(users::router())
         .merge(audit::router())
+        .merge(events::router())
 }
 
 pub async fn not_found() -> Response {

@@ -1,0 +1,4 @@
+//! Offering accounts: each person's account on each hosting offering, after Waldur's
+//! marketplace offering users.
+
+pub mod lifecycle;

@@ -1,0 +1,66 @@
+//! The event hub: runs the sequencer and wakes followers.
+//!
+//! Writes anywhere in this process wake the sequencer at once (see `middleware::wake_sequencer`);
+//! a slow tick also picks up events written by other nodes or the command line. Followers of
+//! the stream are woken whenever the sequencer has numbered something, and otherwise look for
+//! themselves every second (events numbered by another node's sequencer).
+
+use muster_store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// How often the sequencer looks without being woken.
+const IDLE_TICK: Duration = Duration::from_millis(500);
+/// Events numbered per sequencer transaction.
+const BATCH: i64 = 1000;
+
+#[derive(Clone)]
+pub struct EventHub {
+    wake_sequencer: Arc<Notify>,
+    numbered: watch::Sender<u64>,
+}
+
+impl Default for EventHub {
+    fn default() -> Self {
+        Self {
+            wake_sequencer: Arc::new(Notify::new()),
+            numbered: watch::Sender::new(0),
+        }
+    }
+}
+
+impl EventHub {
+    /// Something was written: number its events now rather than at the next tick.
+    pub fn wake(&self) {
+        self.wake_sequencer.notify_one();
+    }
+
+    /// Changes whenever the sequencer numbered events.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.numbered.subscribe()
+    }
+
+    /// Runs the sequencer until the process ends.
+    pub fn spawn_sequencer(&self, store: Store) -> tokio::task::JoinHandle<()> {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match store.sequence_events(BATCH).await {
+                    Ok(n) if n > 0 => {
+                        hub.numbered.send_modify(|v| *v = v.wrapping_add(1));
+                        if n as i64 == BATCH {
+                            continue; // more may be waiting
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event sequencer failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                let _ = tokio::time::timeout(IDLE_TICK, hub.wake_sequencer.notified()).await;
+            }
+        })
+    }
+}
