@@ -153,6 +153,9 @@ pub mod actions {
     pub const USER_REJECT: &str = "user.reject";
     pub const USER_CHANGE_PASSWORD: &str = "user.change_password";
     pub const USER_SET_PASSWORD: &str = "user.set_password";
+    pub const USER_TOTP_ENROLL: &str = "user.totp_enroll";
+    pub const USER_TOTP_ENABLE: &str = "user.totp_enable";
+    pub const USER_TOTP_DISABLE: &str = "user.totp_disable";
     pub const SESSION_LOGIN: &str = "session.login";
     pub const SESSION_LOGOUT: &str = "session.logout";
     pub const SESSION_RENEW: &str = "session.renew";

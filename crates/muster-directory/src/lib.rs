@@ -10,11 +10,13 @@ mod access;
 mod audit_log;
 mod hashing;
 mod sessions;
+mod totp;
 mod users;
 
 pub use access::Auth;
 pub use hashing::HashPool;
 pub use sessions::{LoginInput, LoginOutcome, SessionView};
+pub use totp::TotpEnrollment;
 pub use users::{SearchInput, SearchPage, UserTarget, password_changed};
 
 use muster_core::audit::{AuditEntry, RequestCtx};

@@ -108,9 +108,19 @@ impl Directory {
         }
     }
 
+    /// The counters a password check by `username` from `ctx` is throttled on: the account
+    /// name first (a successful login resets it), then the client address.
+    pub(crate) fn throttle_keys(&self, username: &str, ctx: &RequestCtx) -> Vec<(String, ThrottlePolicy)> {
+        let mut keys = vec![(account_key(username), self.config.account_throttle)];
+        if let Some(addr) = &ctx.remote_addr {
+            keys.push((address_key(addr), self.config.address_throttle));
+        }
+        keys
+    }
+
     /// Counts this attempt on every counter before the password is checked. Err(wait) when
     /// some counter says the attempt must not be made; nothing stays counted then.
-    async fn claim_attempt(
+    pub(crate) async fn claim_attempt(
         &self,
         keys: &[(String, ThrottlePolicy)],
         now: OffsetDateTime,
@@ -142,7 +152,7 @@ impl Directory {
     }
 
     /// Gives counted attempts back: the credentials were right.
-    async fn release_attempt(&self, keys: &[(String, ThrottlePolicy)]) {
+    pub(crate) async fn release_attempt(&self, keys: &[(String, ThrottlePolicy)]) {
         for (key, _) in keys {
             if let Err(e) = self.store.release_throttle(key).await {
                 tracing::warn!(error = %e, "could not release a login attempt");
@@ -187,10 +197,7 @@ impl Directory {
         let entry = AuditEntry::new(ctx, actions::SESSION_LOGIN, None, None);
         let now = clock::now();
 
-        let mut keys = vec![(account_key(&input.username), self.config.account_throttle)];
-        if let Some(addr) = &ctx.remote_addr {
-            keys.push((address_key(addr), self.config.address_throttle));
-        }
+        let keys = self.throttle_keys(&input.username, ctx);
         if let Err(wait) = self.claim_attempt(&keys, now).await? {
             let e = DomainError::throttled(wait);
             self.audit_refusal(entry, &e).await;
@@ -324,7 +331,7 @@ impl Directory {
     }
 
     /// Verifies a TOTP code and spends its step, so the same code cannot log in twice.
-    async fn check_totp(&self, user: &User, code: &str, now: OffsetDateTime) -> Result<bool, DomainError> {
+    pub(crate) async fn check_totp(&self, user: &User, code: &str, now: OffsetDateTime) -> Result<bool, DomainError> {
         let key = self
             .secrets
             .open(&user.totp_key_sealed)

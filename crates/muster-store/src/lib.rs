@@ -14,6 +14,7 @@ mod events;
 mod sessions;
 pub mod testing;
 mod throttle;
+mod totp;
 mod ts;
 mod users;
 

@@ -82,7 +82,7 @@ impl UserRow {
 }
 
 /// The lower-cased text that name searches match against.
-fn search_names(u: &User) -> String {
+pub(crate) fn search_names(u: &User) -> String {
     [&u.display_name, &u.first_name, &u.middle_name, &u.last_name]
         .into_iter()
         .flatten()
@@ -91,42 +91,59 @@ fn search_names(u: &User) -> String {
         .join("\u{1f}")
 }
 
+/// Writes every mutable column of `$u` if its row is still at `$version`, on `$conn` (inside
+/// another write); evaluates to the number of rows changed (0 or 1).
+macro_rules! write_user {
+    ($conn:expr, $u:expr, $version:expr) => {{
+        let q = sqlx::query($crate::users::UPDATE_USER).bind($u.uuid);
+        $crate::users::bind_user_columns!(q, $u)
+            .bind($version)
+            .execute($conn)
+            .await
+            .map_err(|e| $crate::StoreError::unique_as(e, "username_key", "username"))?
+            .rows_affected()
+    }};
+}
+pub(crate) use write_user;
+
 /// Binds every mutable column of a user, in the order of [`USER_COLUMNS`] after `uuid`.
 macro_rules! bind_user_columns {
     ($q:expr, $u:expr) => {
         $q.bind(&$u.username)
-            .bind(User::username_key(&$u.username))
+            .bind(muster_core::directory::User::username_key(&$u.username))
             .bind(&$u.email)
             .bind($u.email.as_ref().map(|e| e.to_lowercase()))
             .bind(&$u.display_name)
             .bind(&$u.first_name)
             .bind(&$u.middle_name)
             .bind(&$u.last_name)
-            .bind(search_names($u))
+            .bind($crate::users::search_names($u))
             .bind($u.is_active)
             .bind($u.is_internal)
             .bind($u.is_super_user)
             .bind($u.is_approval_needed)
             .bind($u.approval_status.as_str())
             .bind(&$u.approval_status_mod_by)
-            .bind(Ts($u.approval_status_mod_time))
+            .bind($crate::Ts($u.approval_status_mod_time))
             .bind($u.is_locked)
-            .bind($u.locked_time.map(Ts))
+            .bind($u.locked_time.map($crate::Ts))
             .bind(&$u.locked_by)
             .bind(&$u.password_hash)
             .bind($u.password_is_set)
             .bind($u.password_must_change)
-            .bind(Ts($u.password_last_set))
-            .bind(Ts($u.password_expiry))
+            .bind($crate::Ts($u.password_last_set))
+            .bind($crate::Ts($u.password_expiry))
             .bind($u.sign_up_status.as_str())
-            .bind(Ts($u.sign_up_time))
+            .bind($crate::Ts($u.sign_up_time))
             .bind($u.is_totp_enabled)
             .bind(&$u.totp_key_sealed)
             .bind(&$u.totp_label)
             .bind($u.totp_last_step)
-            .bind(Ts($u.updated_at))
+            .bind($crate::Ts($u.updated_at))
     };
 }
+
+pub(crate) use bind_user_columns;
 
 const INSERT_USER: &str = "INSERT INTO users (uuid, username, username_key, email, email_key, display_name, \
     first_name, middle_name, last_name, search_names, is_active, is_internal, is_super_user, is_approval_needed, \
@@ -137,7 +154,7 @@ const INSERT_USER: &str = "INSERT INTO users (uuid, username, username_key, emai
     $24, $25, $26, $27, $28, $29, $30, $31, $32, 1)";
 
 /// Writes every mutable column and bumps the version, if the version is still `$33`.
-const UPDATE_USER: &str = "UPDATE users SET username = $2, username_key = $3, email = $4, email_key = $5, \
+pub(crate) const UPDATE_USER: &str = "UPDATE users SET username = $2, username_key = $3, email = $4, email_key = $5, \
     display_name = $6, first_name = $7, middle_name = $8, last_name = $9, search_names = $10, is_active = $11, \
     is_internal = $12, is_super_user = $13, is_approval_needed = $14, approval_status = $15, \
     approval_status_mod_by = $16, approval_status_mod_time = $17, is_locked = $18, locked_time = $19, \
@@ -280,13 +297,7 @@ impl Store {
     async fn update_user_with(&self, user: &User, version: i64, revoke: Revoke, audit: &AuditEntry) -> Result<bool> {
         let updated = on_db!(self, write, pool => {
             let mut tx = pool.begin().await?;
-            let q = sqlx::query(UPDATE_USER).bind(user.uuid);
-            let n = bind_user_columns!(q, user)
-                .bind(version)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| StoreError::unique_as(e, "username_key", "username"))?
-                .rows_affected();
+            let n = write_user!(&mut *tx, user, version);
             if n == 1 {
                 match revoke {
                     Revoke::None => {}

@@ -35,6 +35,20 @@ fn totp(key: &[u8]) -> TOTP {
     TOTP::new_unchecked(Algorithm::SHA1, DIGITS, 0, STEP_SECONDS, key.to_vec())
 }
 
+/// The `otpauth://` URI authenticator apps import (usually as a QR code), per Google
+/// Authenticator's key-URI format: `otpauth://totp/ISSUER:ACCOUNT?secret=…&issuer=…`.
+pub fn otpauth_uri(issuer: &str, account: &str, key_base32: &str) -> String {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+    format!(
+        "otpauth://totp/{}:{}?secret={}&issuer={}&algorithm=SHA1&digits={DIGITS}&period={STEP_SECONDS}",
+        enc(issuer),
+        enc(account),
+        key_base32,
+        enc(issuer)
+    )
+}
+
 /// The code for `step`.
 pub fn code_at_step(key: &[u8], step: u64) -> String {
     totp(key).generate(step * STEP_SECONDS)
@@ -80,6 +94,15 @@ mod tests {
         assert_eq!(decode_key(&k.to_lowercase()).map(|b| b.len()), Some(20));
         assert!(decode_key("ABC").is_none());
         assert!(decode_key("not base32!").is_none());
+    }
+
+    #[test]
+    fn otpauth_uris_escape_labels() {
+        let uri = otpauth_uri("muster prod", "élodie@example.org", "JBSWY3DPEHPK3PXP");
+        assert_eq!(
+            uri,
+            "otpauth://totp/muster%20prod:%C3%A9lodie%40example%2Eorg?secret=JBSWY3DPEHPK3PXP&issuer=muster%20prod&algorithm=SHA1&digits=6&period=30"
+        );
     }
 
     #[test]

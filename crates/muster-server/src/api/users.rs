@@ -11,7 +11,7 @@ use muster_core::directory::update::UpdateUserInput;
 use muster_core::directory::{ApprovalStatus, SignUpStatus, UserView};
 use muster_core::error::{DomainError, codes};
 use muster_core::ids::UserId;
-use muster_directory::{SearchInput, SearchPage, SessionView, UserTarget};
+use muster_directory::{SearchInput, SearchPage, SessionView, TotpEnrollment, UserTarget};
 use muster_store::UserOrder;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -24,6 +24,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create, search))
         .routes(routes!(get_me, update_me))
         .routes(routes!(change_own_password))
+        .routes(routes!(begin_totp))
+        .routes(routes!(confirm_totp))
+        .routes(routes!(disable_totp))
         .routes(routes!(get_user, update_user, delete_user))
         .routes(routes!(lock))
         .routes(routes!(unlock))
@@ -166,6 +169,82 @@ pub async fn change_own_password(
         .change_own_password(&auth.ctx(ctx), &auth, input.old_password, input.new_password)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordProof {
+    #[schema(format = Password)]
+    pub password: String,
+}
+
+/// Start enrolling an authenticator app: a new TOTP key, shown once, pending until confirmed.
+///
+/// Needs the password (counted like a login attempt). TOTP stays as it was until the new key
+/// is confirmed, so an abandoned enrolment changes nothing.
+#[utoipa::path(post, path = "/api/users/me/totp", tag = "users", security(("session" = [])), request_body = PasswordProof,
+    responses((status = 201, body = TotpEnrollment), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem, description = "E005001 wrong password"), (status = 429, body = Problem)))]
+pub async fn begin_totp(
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    AuthUser(auth): AuthUser,
+    ApiJson(input): ApiJson<PasswordProof>,
+) -> ApiResult<(StatusCode, Json<TotpEnrollment>)> {
+    let enrollment = state
+        .directory
+        .begin_totp_enrollment(&auth.ctx(ctx), &auth, input.password)
+        .await?;
+    Ok((StatusCode::CREATED, Json(enrollment)))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotpCode {
+    pub totp_code: String,
+}
+
+/// Confirm enrolment with a code from the new key: it becomes the active key and TOTP is on.
+#[utoipa::path(post, path = "/api/users/me/totp/confirm", tag = "users", security(("session" = [])), request_body = TotpCode,
+    responses((status = 200, body = UserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 409, body = Problem)))]
+pub async fn confirm_totp(
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    AuthUser(auth): AuthUser,
+    ApiJson(input): ApiJson<TotpCode>,
+) -> ApiResult<Json<UserView>> {
+    Ok(Json(
+        state
+            .directory
+            .confirm_totp_enrollment(&auth.ctx(ctx), &auth, input.totp_code)
+            .await?,
+    ))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DisableTotpInput {
+    #[schema(format = Password)]
+    pub password: String,
+    pub totp_code: String,
+}
+
+/// Turn TOTP off, proven with the password and a current code.
+#[utoipa::path(post, path = "/api/users/me/totp/disable", tag = "users", security(("session" = [])), request_body = DisableTotpInput,
+    responses((status = 200, body = UserView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem, description = "E005001 wrong password or code"), (status = 429, body = Problem)))]
+pub async fn disable_totp(
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    AuthUser(auth): AuthUser,
+    ApiJson(input): ApiJson<DisableTotpInput>,
+) -> ApiResult<Json<UserView>> {
+    Ok(Json(
+        state
+            .directory
+            .disable_totp(&auth.ctx(ctx), &auth, input.password, input.totp_code)
+            .await?,
+    ))
 }
 
 /// A user by `user_id` (or UUID). Regular users may read only themselves; anyone else is 404.
