@@ -8,7 +8,7 @@ use muster_core::directory::User;
 use muster_core::directory::login::{check_login, session_usable};
 use muster_core::directory::throttle::ThrottlePolicy;
 use muster_core::error::{DomainError, codes};
-use muster_store::{LoginPassword, SessionRecord};
+use muster_store::{LoginGuard, LoginPassword, SessionRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
@@ -125,6 +125,18 @@ impl Directory {
         keys: &[(String, ThrottlePolicy)],
         now: OffsetDateTime,
     ) -> Result<Result<(), u64>, DomainError> {
+        // First look at every counter without writing: a throttled attempt must not bump (and
+        // so keep fresh) the counters of the keys that were not throttled.
+        let mut wait = None;
+        for (key, policy) in keys {
+            let state = self.store.throttle_state(key).await.map_err(store_error)?;
+            if let Err(w) = policy.admit(state, now) {
+                wait = Some(wait.map_or(w, |x: u64| x.max(w)));
+            }
+        }
+        if let Some(w) = wait {
+            return Ok(Err(w));
+        }
         for (i, (key, policy)) in keys.iter().enumerate() {
             // Sixteen lost races in a row means a burst on this key: treat it as throttled.
             let mut outcome = Err(1);
@@ -211,14 +223,15 @@ impl Directory {
             .map_err(store_error)?;
         let stored_hash = found.as_ref().map(|(u, _)| u.password_hash.clone());
         let password_ok = self.hashes.verify(stored_hash, input.password.clone()).await?;
-        let user = match found {
-            Some((user, _)) if password_ok => user,
+        let (user, version) = match found {
+            Some((user, version)) if password_ok => (user, version),
             // Attempts on an existing account name it, so an attack on it shows in its audit.
             Some((user, _)) => return Err(self.login_failed(entry.with_target(user.user_id().to_string())).await),
             None => return Err(self.login_failed(entry).await),
         };
         let entry = entry.with_target(user.user_id().to_string());
 
+        let mut totp_step = None;
         if user.is_totp_enabled {
             let Some(code) = input.totp_code.as_deref() else {
                 // The password was right: say what is missing (Zato: inform_if_totp_missing).
@@ -229,8 +242,11 @@ impl Directory {
                 );
                 return Err(self.refuse_verified(entry, &keys, e).await);
             };
-            if !self.check_totp(&user, code, now).await? {
-                return Err(self.login_failed(entry).await);
+            // Verified now, spent only when the session is opened: a refusal further down
+            // (must-change, a weak new password) must not burn the code.
+            match self.verify_totp(&user, code, now)? {
+                Some(step) => totp_step = Some(step),
+                None => return Err(self.login_failed(entry).await),
             }
         }
 
@@ -307,10 +323,20 @@ impl Directory {
             };
             entry = crate::users::password_changed(entry, &changed, &user.user_id().to_string());
         }
-        self.store
-            .open_session(&session, &token_hash, password.as_ref(), &keys[0].0, &entry)
+        let guard = LoginGuard {
+            user_version: version,
+            totp_step,
+        };
+        let opened = self
+            .store
+            .open_session(&session, &token_hash, guard, password.as_ref(), &keys[0].0, &entry)
             .await
             .map_err(store_error)?;
+        if !opened {
+            // The user changed since it was read (a reset, a lock, …) or the code was spent by
+            // a concurrent login: this login does not stand.
+            return Err(self.login_failed(entry.clone()).await);
+        }
         // The account counter was reset with the session; the address gets its attempt back.
         self.release_attempt(&keys[1..]).await;
         Ok(LoginOutcome {
@@ -331,7 +357,8 @@ impl Directory {
     }
 
     /// Verifies a TOTP code and spends its step, so the same code cannot log in twice.
-    pub(crate) async fn check_totp(&self, user: &User, code: &str, now: OffsetDateTime) -> Result<bool, DomainError> {
+    /// The step `code` matches for `user` (not yet spent), or None.
+    fn verify_totp(&self, user: &User, code: &str, now: OffsetDateTime) -> Result<Option<i64>, DomainError> {
         let key = self
             .secrets
             .open(&user.totp_key_sealed)
@@ -341,11 +368,15 @@ impl Directory {
         };
         let last = user.totp_last_step.and_then(|s| u64::try_from(s).ok());
         let unix = u64::try_from(now.unix_timestamp()).unwrap_or(0);
-        match totp::verify(&key, code, unix, last) {
-            Some(step) => {
-                let step = i64::try_from(step).map_err(DomainError::internal)?;
-                self.store.consume_totp_step(user.uuid, step).await.map_err(store_error)
-            }
+        totp::verify(&key, code, unix, last)
+            .map(|step| i64::try_from(step).map_err(DomainError::internal))
+            .transpose()
+    }
+
+    /// Verifies a TOTP code and spends its step, so the same code cannot be used twice.
+    pub(crate) async fn check_totp(&self, user: &User, code: &str, now: OffsetDateTime) -> Result<bool, DomainError> {
+        match self.verify_totp(user, code, now)? {
+            Some(step) => self.store.consume_totp_step(user.uuid, step).await.map_err(store_error),
             None => Ok(false),
         }
     }

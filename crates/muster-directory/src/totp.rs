@@ -38,15 +38,27 @@ fn wrong_credentials() -> DomainError {
 }
 
 impl Directory {
-    /// Re-authenticates the caller with their password, counted like a login attempt.
-    async fn reauthenticate(&self, ctx: &RequestCtx, auth: &Auth, password: String) -> Result<(), DomainError> {
+    /// Re-authenticates the caller with their password and, when given, a current TOTP code
+    /// (spent), counted like a login attempt: the attempt is given back only when everything
+    /// asked for was right, so neither passwords nor codes can be guessed through these calls.
+    pub(crate) async fn reauthenticate(
+        &self,
+        ctx: &RequestCtx,
+        auth: &Auth,
+        password: String,
+        code: Option<&str>,
+    ) -> Result<(), DomainError> {
         let keys = self.throttle_keys(&auth.user.username, ctx);
         let now = clock::now();
         if let Err(wait) = self.claim_attempt(&keys, now).await? {
             return Err(DomainError::throttled(wait));
         }
         let (user, _) = self.load_self(auth).await?;
-        if self.hashes.verify(Some(user.password_hash), password).await? {
+        let mut ok = self.hashes.verify(Some(user.password_hash.clone()), password).await?;
+        if let (true, Some(code)) = (ok, code) {
+            ok = self.check_totp(&user, code, now).await?;
+        }
+        if ok {
             self.release_attempt(&keys).await;
             Ok(())
         } else {
@@ -70,12 +82,15 @@ impl Directory {
     }
 
     /// Starts enrolment: a new pending key, returned once. The active key (if any) stays in
-    /// force until the new one is confirmed.
+    /// force until the new one is confirmed. Replacing an active key needs a current code from
+    /// it too: otherwise a stolen session plus a phished password would move the second factor
+    /// to an attacker's app.
     pub async fn begin_totp_enrollment(
         &self,
         ctx: &RequestCtx,
         auth: &Auth,
         password: String,
+        code: Option<String>,
     ) -> Result<TotpEnrollment, DomainError> {
         let entry = AuditEntry::new(
             ctx,
@@ -84,7 +99,15 @@ impl Directory {
             Some(auth.user_id()),
         );
         let result = async {
-            self.reauthenticate(ctx, auth, password).await?;
+            if auth.user.is_totp_enabled && code.is_none() {
+                return Err(DomainError::new(
+                    muster_core::ErrorKind::Forbidden,
+                    codes::TOTP_MISSING,
+                    "TOTP is enabled: replacing the key needs a current totp_code",
+                ));
+            }
+            let code = code.filter(|_| auth.user.is_totp_enabled);
+            self.reauthenticate(ctx, auth, password, code.as_deref()).await?;
             let key = totp::generate_key();
             let now = clock::now();
             self.store
@@ -171,13 +194,8 @@ impl Directory {
             if !auth.user.is_totp_enabled {
                 return Err(DomainError::invalid(codes::INVALID_OPERATION, "TOTP is not enabled"));
             }
-            self.reauthenticate(ctx, auth, password).await?;
+            self.reauthenticate(ctx, auth, password, Some(&code)).await?;
             let now = clock::now();
-            let (current, _) = self.load_self(auth).await?;
-            if !self.check_totp(&current, &code, now).await? {
-                return Err(wrong_credentials());
-            }
-            // Reload: spending the code's step bumped nothing else, but the row may have moved.
             let (mut user, version) = self.load_self(auth).await?;
             user.is_totp_enabled = false;
             user.totp_key_sealed = self.secrets.seal(&totp::generate_key());

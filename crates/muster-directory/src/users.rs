@@ -444,17 +444,9 @@ impl Directory {
                     "the new password must differ from the old one",
                 ));
             }
+            // Throttled like a login: a stolen session must not become a password oracle.
+            self.reauthenticate(ctx, auth, old_password, None).await?;
             let (mut user, version) = self.load_target(auth, UserTarget::Me).await?;
-            if !self
-                .hashes
-                .verify(Some(user.password_hash.clone()), old_password)
-                .await?
-            {
-                return Err(DomainError::forbidden(
-                    codes::NOT_ALLOWED,
-                    "old password is not correct",
-                ));
-            }
             let now = clock::now();
             user.password_hash = self.hashes.hash(new_password).await?;
             user.password_is_set = true;

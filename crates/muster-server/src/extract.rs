@@ -32,7 +32,7 @@ fn describe(message: &str) -> (Option<String>, String) {
     };
     let mut inner = inner.to_owned();
     for marker in ["invalid type: ", "invalid value: ", "invalid length "] {
-        if let (Some(start), Some(end)) = (inner.find(marker), inner.find(", expected"))
+        if let (Some(start), Some(end)) = (inner.find(marker), inner.rfind(", expected"))
             && start < end
         {
             inner = format!(
@@ -137,12 +137,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(problem(
-                StatusCode::BAD_REQUEST,
-                codes::INVALID_INPUT,
-                e.body_text(),
-                vec![],
-            )),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                let text = e.body_text();
+                let code = if text.contains("unknown field") {
+                    "unknown_field"
+                } else {
+                    codes::INVALID_INPUT
+                };
+                Err(problem(StatusCode::BAD_REQUEST, code, text, vec![]))
+            }
             Err(other) => Err(problem(other.status(), codes::INVALID_INPUT, other.body_text(), vec![])),
         }
     }
@@ -261,6 +264,8 @@ mod tests {
         assert_eq!(f.as_deref(), Some("password"));
         assert!(!m.contains("123456789"), "{m}");
         assert!(m.contains("expected a string"), "{m}");
+        let (_, m) = describe("is_locked: invalid type: string \"x, expected SECRET\", expected a boolean");
+        assert!(!m.contains("SECRET"), "{m}");
         let (_, m) = describe("is_locked: invalid type: string \"hunter2\", expected a boolean");
         assert!(!m.contains("hunter2"), "{m}");
         let (f, m) = describe("sign_up_status: unknown variant `hunter2`, expected `before_confirmation` or `final`");

@@ -55,6 +55,11 @@ pub fn app(state: AppState, options: &HttpOptions) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             options.request_timeout,
         ))
+        // A panic in a handler (a bug) answers 500 with a problem document instead of
+        // dropping the connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            middleware::panic_response,
+        ))
         .layer(middleware::trace_layer())
         .layer(axum::middleware::from_fn(middleware::request_id))
         .with_state(state)

@@ -92,3 +92,14 @@ pub async fn wake_sequencer(State(state): State<AppState>, req: Request, next: N
     }
     resp
 }
+
+/// The answer when a handler panicked: a generic 500; the panic itself goes to the log.
+pub fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    crate::error::problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        muster_core::error::codes::INTERNAL,
+        "internal error",
+        vec![],
+    )
+}

@@ -20,7 +20,7 @@ mod users;
 
 pub use audit::{AuditQuery, AuditRecord};
 pub use events::EventRecord;
-pub use sessions::{LoginPassword, SessionAndTarget, SessionRecord};
+pub use sessions::{LoginGuard, LoginPassword, SessionAndTarget, SessionRecord};
 pub use ts::Ts;
 pub use users::{UserOrder, UserQuery};
 

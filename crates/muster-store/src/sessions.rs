@@ -117,6 +117,15 @@ struct MaybeSessionUserRow {
 /// A session with its user, and (when asked for) another user.
 pub type SessionAndTarget = (SessionRecord, User, i64, Option<(User, i64)>);
 
+/// What a login's final transaction re-checks: the user row is still the one the login read
+/// (no password reset, lock or rejection committed in between), and the TOTP step it verified
+/// (if any) is still unspent; it is spent in the same transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginGuard {
+    pub user_version: i64,
+    pub totp_step: Option<i64>,
+}
+
 /// A password written as part of a login (must-change, expired, or a rehash).
 #[derive(Debug, Clone)]
 pub struct LoginPassword {
@@ -129,55 +138,75 @@ pub struct LoginPassword {
 }
 
 impl Store {
-    /// Opens a session after a successful login, in one transaction with: the password the login
-    /// carried (if any), the reset of the account's throttle counter, and the audit record.
+    /// Opens a session after a successful login, in one transaction with: the guard's checks
+    /// (see [`LoginGuard`]), the password the login carried (if any), the reset of the
+    /// account's throttle counter, and the audit record. Returns false, writing nothing, when
+    /// the guard fails.
     pub async fn open_session(
         &self,
         session: &SessionRecord,
         token_hash: &[u8; 32],
+        guard: LoginGuard,
         password: Option<&LoginPassword>,
         clear_throttle_key: &str,
         audit: &AuditEntry,
-    ) -> Result<()> {
-        on_db!(self, write, pool => {
+    ) -> Result<bool> {
+        Ok(on_db!(self, write, pool => {
             let mut tx = pool.begin().await?;
-            if let Some(p) = password {
+            // Locks the row (PostgreSQL) until commit: a concurrent reset waits, then revokes
+            // this session too. Spending a step bumps the version, so no writer holding an
+            // older copy of the row can put an earlier step back.
+            let held = sqlx::query(
+                "UPDATE users SET totp_last_step = COALESCE($3, totp_last_step), \
+                 version = version + CASE WHEN $3 IS NULL THEN 0 ELSE 1 END \
+                 WHERE uuid = $1 AND version = $2 AND ($3 IS NULL OR totp_last_step IS NULL OR totp_last_step < $3)",
+            )
+            .bind(session.user_uuid)
+            .bind(guard.user_version)
+            .bind(guard.totp_step)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if held {
+                if let Some(p) = password {
+                    sqlx::query(
+                        "UPDATE users SET password_hash = $2, password_is_set = $3, password_last_set = $4, \
+                         password_expiry = $5, password_must_change = $6, version = version + 1, updated_at = $4 WHERE uuid = $1",
+                    )
+                    .bind(session.user_uuid)
+                    .bind(&p.hash)
+                    .bind(true)
+                    .bind(Ts(p.last_set))
+                    .bind(Ts(p.expiry))
+                    .bind(p.must_change)
+                    .execute(&mut *tx)
+                    .await?;
+                    if p.revoke_other_sessions {
+                        sqlx::query("DELETE FROM sessions WHERE user_uuid = $1").bind(session.user_uuid).execute(&mut *tx).await?;
+                    }
+                }
                 sqlx::query(
-                    "UPDATE users SET password_hash = $2, password_is_set = $3, password_last_set = $4, \
-                     password_expiry = $5, password_must_change = $6, version = version + 1, updated_at = $4 WHERE uuid = $1",
+                    "INSERT INTO sessions (id, token_hash, user_uuid, created_at, last_seen_at, expires_at, current_app, remote_addr, user_agent) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
+                .bind(session.id)
+                .bind(&token_hash[..])
                 .bind(session.user_uuid)
-                .bind(&p.hash)
-                .bind(true)
-                .bind(Ts(p.last_set))
-                .bind(Ts(p.expiry))
-                .bind(p.must_change)
+                .bind(Ts(session.created_at))
+                .bind(Ts(session.last_seen_at))
+                .bind(Ts(session.expires_at))
+                .bind(&session.current_app)
+                .bind(&session.remote_addr)
+                .bind(&session.user_agent)
                 .execute(&mut *tx)
                 .await?;
-                if p.revoke_other_sessions {
-                    sqlx::query("DELETE FROM sessions WHERE user_uuid = $1").bind(session.user_uuid).execute(&mut *tx).await?;
-                }
+                sqlx::query("DELETE FROM login_throttle WHERE key = $1").bind(clear_throttle_key).execute(&mut *tx).await?;
+                crate::audit::insert!(&mut *tx, audit);
+                tx.commit().await?;
             }
-            sqlx::query(
-                "INSERT INTO sessions (id, token_hash, user_uuid, created_at, last_seen_at, expires_at, current_app, remote_addr, user_agent) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(session.id)
-            .bind(&token_hash[..])
-            .bind(session.user_uuid)
-            .bind(Ts(session.created_at))
-            .bind(Ts(session.last_seen_at))
-            .bind(Ts(session.expires_at))
-            .bind(&session.current_app)
-            .bind(&session.remote_addr)
-            .bind(&session.user_agent)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM login_throttle WHERE key = $1").bind(clear_throttle_key).execute(&mut *tx).await?;
-            crate::audit::insert!(&mut *tx, audit);
-            tx.commit().await?;
-        });
-        Ok(())
+            held
+        }))
     }
 
     /// The session whose token hashes to `token_hash`, with its user (and the user's version).

@@ -54,13 +54,17 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Gives back one counted attempt (the credentials turned out to be right).
+    /// Gives back one counted attempt (the credentials turned out to be right). A counter
+    /// that drops to zero is removed, so a refused burst leaves no rows behind.
     pub async fn release_throttle(&self, key: &str) -> Result<()> {
         on_db!(self, write, pool => {
+            let mut tx = pool.begin().await?;
             sqlx::query("UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0")
                 .bind(key)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+            sqlx::query("DELETE FROM login_throttle WHERE key = $1 AND failures <= 0").bind(key).execute(&mut *tx).await?;
+            tx.commit().await?;
         });
         Ok(())
     }

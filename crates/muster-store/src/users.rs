@@ -339,7 +339,10 @@ impl Store {
     pub async fn consume_totp_step(&self, uuid: Uuid, step: i64) -> Result<bool> {
         let n = on_db!(self, write, pool => {
             sqlx::query(
-                "UPDATE users SET totp_last_step = $2 WHERE uuid = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)",
+                // The version moves too: a writer holding an older copy of the row must not put
+                // an earlier step back (that would let a spent code log in again).
+                "UPDATE users SET totp_last_step = $2, version = version + 1 \
+                 WHERE uuid = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)",
             )
             .bind(uuid)
             .bind(step)

@@ -228,7 +228,14 @@ impl UpdateUserInput {
             }
         }
         if let Some(v) = self.password_expiry {
-            let v = crate::clock::truncate(required("password_expiry", v)?);
+            let v = required("password_expiry", v)?;
+            let v = crate::clock::to_utc(v).map(crate::clock::truncate).ok_or_else(|| {
+                DomainError::invalid_field(
+                    "password_expiry",
+                    codes::INVALID_INPUT,
+                    "password_expiry is out of range",
+                )
+            })?;
             if user.password_expiry != v {
                 user.password_expiry = v;
                 applied.changed.push("password_expiry");

@@ -50,14 +50,17 @@ pub struct AuditPage {
 }
 
 fn when(field: &str, v: Option<String>) -> Result<Option<OffsetDateTime>, ApiError> {
+    let bad = || {
+        ApiError(DomainError::invalid_field(
+            field,
+            codes::INVALID_INPUT,
+            format!("{field} must be an RFC 3339 time"),
+        ))
+    };
     v.map(|s| {
-        OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339).map_err(|_| {
-            ApiError(DomainError::invalid_field(
-                field,
-                codes::INVALID_INPUT,
-                format!("{field} must be an RFC 3339 time"),
-            ))
-        })
+        let t = OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339).map_err(|_| bad())?;
+        // Offsets that push the time past what UTC can hold would panic further down.
+        muster_core::clock::to_utc(t).ok_or_else(bad)
     })
     .transpose()
 }

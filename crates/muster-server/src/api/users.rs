@@ -176,6 +176,8 @@ pub async fn change_own_password(
 pub struct PasswordProof {
     #[schema(format = Password)]
     pub password: String,
+    /// A current code from the active key; required when TOTP is already enabled.
+    pub totp_code: Option<String>,
 }
 
 /// Start enrolling an authenticator app: a new TOTP key, shown once, pending until confirmed.
@@ -193,7 +195,7 @@ pub async fn begin_totp(
 ) -> ApiResult<(StatusCode, Json<TotpEnrollment>)> {
     let enrollment = state
         .directory
-        .begin_totp_enrollment(&auth.ctx(ctx), &auth, input.password)
+        .begin_totp_enrollment(&auth.ctx(ctx), &auth, input.password, input.totp_code)
         .await?;
     Ok((StatusCode::CREATED, Json(enrollment)))
 }
