@@ -10,5 +10,6 @@ pub mod directory;
 pub mod error;
 pub mod ids;
 pub mod offering;
+pub mod redact;
 
 pub use error::{DomainError, ErrorKind};

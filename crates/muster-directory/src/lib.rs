@@ -8,6 +8,7 @@
 
 mod access;
 mod audit_log;
+mod events;
 mod hashing;
 mod sessions;
 mod totp;

@@ -15,7 +15,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 /// `POST /api/session`.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginInput {
     pub username: String,
@@ -30,8 +30,10 @@ pub struct LoginInput {
     pub new_password: Option<String>,
 }
 
+muster_core::debug_redacted!(LoginInput { username, current_app } redact { password, totp_code, new_password });
+
 /// A successful login. The token is shown here and never again.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct LoginOutcome {
     pub token: String,
     /// When the session ends if unused (idle expiry, capped by the absolute expiry).
@@ -45,6 +47,10 @@ pub struct LoginOutcome {
     /// Zato warning codes, e.g. `W003005` (password about to expire).
     pub warnings: Vec<String>,
 }
+
+muster_core::debug_redacted!(LoginOutcome {
+    expires_at, absolute_expires_at, session_id, user_id, warnings
+} redact { token });
 
 /// A session as its owner sees it: never the token.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

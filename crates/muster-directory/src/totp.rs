@@ -21,7 +21,7 @@ use time::{Duration, OffsetDateTime};
 const ENROLLMENT_TTL: Duration = Duration::minutes(10);
 
 /// A pending key, shown once.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TotpEnrollment {
     /// Base32; enter it in an authenticator app, or use `otpauth_uri`.
     pub totp_key: String,
@@ -31,6 +31,8 @@ pub struct TotpEnrollment {
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
 }
+
+muster_core::debug_redacted!(TotpEnrollment { expires_at } redact { totp_key, otpauth_uri });
 
 fn wrong_credentials() -> DomainError {
     // 403, not 401: the session is fine; the proof of presence is not.

@@ -254,35 +254,79 @@ impl Directory {
         action: &'static str,
         input: UpdateUserInput,
     ) -> Result<UserView, DomainError> {
-        let entry = AuditEntry::new(ctx, action, Some(auth.user_id()), None);
+        let uuid = match self.target_uuid(auth, target) {
+            Ok(uuid) => uuid,
+            Err(e) => {
+                let target_id = match target {
+                    UserTarget::Me => auth.user_id(),
+                    UserTarget::Id(id) => id.to_string(),
+                };
+                let entry = AuditEntry::new(ctx, action, Some(auth.user_id()), Some(target_id));
+                self.audit_refusal(entry, &e).await;
+                return Err(e);
+            }
+        };
+        let user = self
+            .update_by(ctx, &auth.user_id(), auth.is_super_user(), uuid, action, input)
+            .await?;
+        Ok(UserView::of(&user, auth.is_super_user()))
+    }
+
+    /// The uuid of a target the caller may see (no lookup): a regular user asking about anyone
+    /// else gets the same 404 as for a user that does not exist.
+    fn target_uuid(&self, auth: &Auth, target: UserTarget) -> Result<uuid::Uuid, DomainError> {
+        match target {
+            UserTarget::Me => Ok(auth.user.uuid),
+            UserTarget::Id(id) if id.uuid() == auth.user.uuid || auth.is_super_user() => Ok(id.uuid()),
+            UserTarget::Id(_) => Err(DomainError::not_found("user")),
+        }
+    }
+
+    /// Applies `input` to the user `uuid` on behalf of `actor`, with the update rules, the audit
+    /// record and the event; refusals are audited too. A call that changes nothing writes
+    /// nothing.
+    async fn update_by(
+        &self,
+        ctx: &RequestCtx,
+        actor: &str,
+        actor_is_super_user: bool,
+        uuid: uuid::Uuid,
+        action: &'static str,
+        input: UpdateUserInput,
+    ) -> Result<User, DomainError> {
+        let entry = AuditEntry::new(
+            ctx,
+            action,
+            Some(actor.to_owned()),
+            Some(UserId::from_uuid(uuid).to_string()),
+        );
         let result = async {
             // Optimistic concurrency: if the row changes between read and write, read again and
             // re-apply the rules to the fresh row (a few times at most).
             for _ in 0..5 {
-                let (mut user, version) = self.load_target(auth, target).await?;
+                let (mut user, version) = self.load_uuid(uuid).await?;
                 let caller = Caller {
-                    user_id: &auth.user_id(),
-                    is_super_user: auth.is_super_user(),
+                    user_id: actor,
+                    is_super_user: actor_is_super_user,
                 };
                 let applied = input.clone().apply(&mut user, caller, clock::now())?;
+                if applied.changed.is_empty() {
+                    return Ok(user);
+                }
                 user.updated_at = clock::now();
                 let user_id = user.user_id().to_string();
-                let mut entry = entry
+                let data = json!({ "action": action, "changed": applied.changed, "user": UserView::of(&user, true) });
+                let entry = entry
                     .clone()
-                    .with_target(user_id.clone())
-                    .with_details(json!({ "changed": applied.changed }));
-                if !applied.changed.is_empty() {
-                    let data =
-                        json!({ "action": action, "changed": applied.changed, "user": UserView::of(&user, true) });
-                    entry = entry.with_event(streams::DIRECTORY, kinds::USER_UPDATED, user_id, data);
-                }
+                    .with_details(json!({ "changed": applied.changed }))
+                    .with_event(streams::DIRECTORY, kinds::USER_UPDATED, user_id, data);
                 if self
                     .store
                     .update_user(&user, version, applied.revoke_sessions, &entry)
                     .await
                     .map_err(store_error)?
                 {
-                    return Ok(UserView::of(&user, auth.is_super_user()));
+                    return Ok(user);
                 }
             }
             Err(DomainError::conflict(
@@ -292,13 +336,110 @@ impl Directory {
         }
         .await;
         if let Err(e) = &result {
-            let target_id = match target {
-                UserTarget::Me => auth.user_id(),
-                UserTarget::Id(id) => id.to_string(),
-            };
-            self.audit_refusal(entry.with_target(target_id), e).await;
+            self.audit_refusal(entry, e).await;
         }
         result
+    }
+
+    async fn load_uuid(&self, uuid: uuid::Uuid) -> Result<(User, i64), DomainError> {
+        self.store
+            .user_by_uuid(uuid)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| DomainError::not_found("user"))
+    }
+
+    async fn load_username(&self, username: &str) -> Result<(User, i64), DomainError> {
+        self.store
+            .user_by_username(username)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| DomainError::not_found("user"))
+    }
+
+    /// Lock or unlock from the command line (actor `cli`), with the same rules and records as
+    /// the API.
+    pub async fn cli_set_locked(&self, ctx: &RequestCtx, username: &str, locked: bool) -> Result<User, DomainError> {
+        let (user, _) = self.load_username(username).await?;
+        let action = if locked {
+            actions::USER_LOCK
+        } else {
+            actions::USER_UNLOCK
+        };
+        let input = UpdateUserInput {
+            is_locked: Some(Some(locked)),
+            ..Default::default()
+        };
+        self.update_by(ctx, "cli", true, user.uuid, action, input).await
+    }
+
+    /// Sets a password from the command line: the one given (checked against the policy), or a
+    /// generated one that is returned (to be shown once) and must be changed at next login.
+    /// Ends the user's sessions.
+    pub async fn cli_set_password(
+        &self,
+        ctx: &RequestCtx,
+        username: &str,
+        password: Option<String>,
+    ) -> Result<Option<String>, DomainError> {
+        let (user, _) = self.load_username(username).await?;
+        let entry = AuditEntry::new(
+            ctx,
+            actions::USER_SET_PASSWORD,
+            Some("cli".into()),
+            Some(user.user_id().to_string()),
+        );
+        let (hash, shown) = match password {
+            Some(p) => {
+                self.config.password_policy.check("password", &p)?;
+                (self.hashes.hash(p).await?, None)
+            }
+            None => {
+                let p = muster_core::credentials::password::generate_password();
+                (hash_generated(&p), Some(p))
+            }
+        };
+        self.write_password(entry, user.uuid, hash, Some(shown.is_some()), None, "cli")
+            .await?;
+        Ok(shown)
+    }
+
+    /// Stores a new password hash for `uuid` and ends all their sessions, retrying on
+    /// concurrent changes.
+    async fn write_password(
+        &self,
+        entry: AuditEntry,
+        uuid: uuid::Uuid,
+        hash: String,
+        must_change: Option<bool>,
+        expiry_days: Option<i64>,
+        by: &str,
+    ) -> Result<(), DomainError> {
+        for _ in 0..5 {
+            let (mut user, version) = self.load_uuid(uuid).await?;
+            let now = clock::now();
+            user.password_hash = hash.clone();
+            user.password_is_set = true;
+            user.password_last_set = now;
+            user.password_expiry = now + Duration::days(expiry_days.unwrap_or(self.config.password_expiry_days));
+            if let Some(m) = must_change {
+                user.password_must_change = m;
+            }
+            user.updated_at = now;
+            let published = password_changed(entry.clone(), &user, by);
+            if self
+                .store
+                .update_user(&user, version, true, &published)
+                .await
+                .map_err(store_error)?
+            {
+                return Ok(());
+            }
+        }
+        Err(DomainError::conflict(
+            codes::CONFLICT,
+            "the user changed concurrently; try again",
+        ))
     }
 
     pub async fn update_user(
@@ -511,31 +652,15 @@ impl Directory {
             }
             self.config.password_policy.check("new_password", &new_password)?;
             let hash = self.hashes.hash(new_password).await?;
-            for _ in 0..5 {
-                let (mut user, version) = self.load_target(auth, UserTarget::Id(id)).await?;
-                let now = clock::now();
-                user.password_hash = hash.clone();
-                user.password_is_set = true;
-                user.password_last_set = now;
-                user.password_expiry = now + Duration::days(expiry_days.unwrap_or(self.config.password_expiry_days));
-                if let Some(m) = must_change {
-                    user.password_must_change = m;
-                }
-                user.updated_at = now;
-                let published = password_changed(entry.clone(), &user, &auth.user_id());
-                if self
-                    .store
-                    .update_user(&user, version, true, &published)
-                    .await
-                    .map_err(store_error)?
-                {
-                    return Ok(());
-                }
-            }
-            Err(DomainError::conflict(
-                codes::CONFLICT,
-                "the user changed concurrently; try again",
-            ))
+            self.write_password(
+                entry.clone(),
+                id.uuid(),
+                hash,
+                must_change,
+                expiry_days,
+                &auth.user_id(),
+            )
+            .await
         }
         .await;
         if let Err(e) = &result {

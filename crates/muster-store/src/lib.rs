@@ -4,10 +4,14 @@
 //! PostgreSQL (many nodes sharing one database) with the same methods and the same behaviour;
 //! the conformance tests in `tests/` run every method against both.
 //!
-//! Each method that changes something is one transaction, and takes the audit record that
-//! describes the change so the two commit together or not at all. The store decides nothing:
-//! it writes what the services hand it and reports conflicts (a taken username, a row changed
-//! underneath) as [`StoreError`]s.
+//! Each method that changes the directory on someone's behalf is one transaction and takes the
+//! audit record (and the event it publishes) that describes the change, so they commit together
+//! or not at all. Bookkeeping that is not such a change writes alone and is not audited: spending
+//! a TOTP step (`consume_totp_step`), a session's idle clock (`touch_session`), login throttle
+//! counters (`throttle_*`), housekeeping (`purge_*`) and numbering events (`sequence_events`).
+//!
+//! The store decides nothing: it writes what the services hand it and reports conflicts (a
+//! taken username, a row changed underneath) as [`StoreError`]s.
 
 mod audit;
 mod events;

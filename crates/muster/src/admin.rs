@@ -6,8 +6,7 @@ use crate::runtime;
 use crate::settings::Settings;
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use muster_core::audit::{AuditEntry, actions};
-use muster_core::credentials::password::{generate_password, hash_generated};
+use muster_core::credentials::password::generate_password;
 use muster_core::directory::create::CreateUserInput;
 use std::io::BufRead as _;
 
@@ -80,95 +79,42 @@ pub async fn run(cmd: UserCommand) -> Result<()> {
             username,
             password_stdin,
         } => {
-            let (mut user, version) = find(&directory, &username).await?;
-            let now = muster_core::clock::now();
-            let (hash, shown) = if password_stdin {
-                let pw = read_password()?;
-                directory
-                    .config()
-                    .password_policy
-                    .check("password", &pw)
-                    .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
-                (
-                    directory
-                        .hashes()
-                        .hash(pw)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{}", e.message))?,
-                    None,
-                )
-            } else {
-                let pw = generate_password();
-                (hash_generated(&pw), Some(pw))
-            };
-            user.password_hash = hash;
-            user.password_last_set = now;
-            user.password_expiry = now + time::Duration::days(directory.config().password_expiry_days);
-            user.password_must_change = shown.is_some();
-            user.updated_at = now;
-            let entry = AuditEntry::new(
-                &ctx,
-                actions::USER_SET_PASSWORD,
-                Some("cli".into()),
-                Some(user.user_id().to_string()),
-            );
-            let entry = muster_directory::password_changed(entry, &user, "cli");
-            if !directory.store().update_user(&user, version, true, &entry).await? {
-                bail!("the user changed concurrently; try again");
-            }
-            match shown {
+            let password = if password_stdin { Some(read_password()?) } else { None };
+            match directory
+                .cli_set_password(&ctx, &username, password)
+                .await
+                .map_err(refused)?
+            {
                 Some(pw) => println!("one-time password for '{username}': {pw}\nit must be changed at next login."),
                 None => println!("password set for '{username}'"),
             }
             Ok(())
         }
-        UserAction::Lock { username } => set_lock(&directory, &ctx, &username, true).await,
-        UserAction::Unlock { username } => set_lock(&directory, &ctx, &username, false).await,
+        UserAction::Lock { username } => {
+            directory.cli_set_locked(&ctx, &username, true).await.map_err(refused)?;
+            println!("locked '{username}'");
+            Ok(())
+        }
+        UserAction::Unlock { username } => {
+            directory
+                .cli_set_locked(&ctx, &username, false)
+                .await
+                .map_err(refused)?;
+            println!("unlocked '{username}'");
+            Ok(())
+        }
     };
     directory.store().close().await;
     result
 }
 
-async fn find(directory: &muster_directory::Directory, username: &str) -> Result<(muster_core::directory::User, i64)> {
-    match directory.store().user_by_username(username).await? {
-        Some(found) => Ok(found),
-        None => bail!("no user named '{username}'"),
-    }
-}
-
-async fn set_lock(
-    directory: &muster_directory::Directory,
-    ctx: &muster_core::audit::RequestCtx,
-    username: &str,
-    locked: bool,
-) -> Result<()> {
-    let (mut user, version) = find(directory, username).await?;
-    user.is_locked = locked;
-    user.locked_time = Some(muster_core::clock::now());
-    user.locked_by = Some("cli".into());
-    user.updated_at = muster_core::clock::now();
-    let action = if locked {
-        actions::USER_LOCK
+/// A refusal as the command line shows it.
+fn refused(e: muster_core::error::DomainError) -> anyhow::Error {
+    if e.code == muster_core::error::codes::NOT_FOUND {
+        anyhow::anyhow!("no such user")
     } else {
-        actions::USER_UNLOCK
-    };
-    let user_id = user.user_id().to_string();
-    let data = serde_json::json!({
-        "action": action,
-        "changed": ["is_locked"],
-        "user": muster_core::directory::UserView::of(&user, true),
-    });
-    let entry = AuditEntry::new(ctx, action, Some("cli".into()), Some(user_id.clone())).with_event(
-        muster_core::audit::streams::DIRECTORY,
-        muster_core::audit::kinds::USER_UPDATED,
-        user_id,
-        data,
-    );
-    if !directory.store().update_user(&user, version, locked, &entry).await? {
-        bail!("the user changed concurrently; try again");
+        anyhow::anyhow!("{}: {}", e.code, e.message)
     }
-    println!("{} '{username}'", if locked { "locked" } else { "unlocked" });
-    Ok(())
 }
 
 async fn create(
@@ -197,7 +143,7 @@ async fn create(
     let user = directory
         .create_user_cli(ctx, input, super_user)
         .await
-        .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
+        .map_err(refused)?;
     println!(
         "created {}'{}' with user_id {}",
         if super_user { "super-user " } else { "" },

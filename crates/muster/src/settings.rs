@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[derive(Clone, Default, Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// TOML file with any of these settings (keys as the long flag names, with underscores).
@@ -130,8 +130,22 @@ pub struct Settings {
     pub login_max_delay_secs: Option<i64>,
 }
 
+impl std::fmt::Debug for Settings {
+    /// Only whether the secrets are set; the rest is not interesting enough to print.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use muster_core::redact::Redacted as _;
+        f.debug_struct("Settings")
+            .field("config", &self.config)
+            .field("listen", &self.listen)
+            .field("database_url", &self.database_url.redacted())
+            .field("secret_key", &self.secret_key.redacted())
+            .field("admin_password", &self.admin_password.redacted())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Settings with every default applied and every value checked.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Resolved {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
@@ -147,6 +161,22 @@ pub struct Resolved {
     pub argon2: Argon2Params,
     pub hash_workers: usize,
     pub directory: DirectoryConfig,
+}
+
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use muster_core::redact::Redacted as _;
+        f.debug_struct("Resolved")
+            .field("listen", &self.listen)
+            .field("database_url", &self.database_url.redacted())
+            .field("data_dir", &self.data_dir)
+            .field("secret_key", &self.secret_key.redacted())
+            .field("admin_username", &self.admin_username)
+            .field("admin_password", &self.admin_password.redacted())
+            .field("argon2", &self.argon2)
+            .field("directory", &self.directory)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Settings {

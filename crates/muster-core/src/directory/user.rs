@@ -37,8 +37,9 @@ macro_rules! str_enum {
 str_enum!(ApprovalStatus { BeforeDecision => "before_decision", Approved => "approved", Rejected => "rejected" });
 str_enum!(SignUpStatus { BeforeConfirmation => "before_confirmation", Final => "final" });
 
-/// A user as stored. Holds secrets (hash, sealed TOTP key): never serialised as is.
-#[derive(Debug, Clone)]
+/// A user as stored. Holds secrets (hash, sealed TOTP key): never serialised as is, and its
+/// `Debug` shows neither.
+#[derive(Clone)]
 pub struct User {
     pub uuid: Uuid,
     pub username: String,
@@ -72,6 +73,13 @@ pub struct User {
     pub totp_last_step: Option<i64>,
     pub updated_at: OffsetDateTime,
 }
+
+crate::debug_redacted!(User {
+    uuid, username, email, display_name, first_name, middle_name, last_name, is_active, is_internal, is_super_user,
+    is_approval_needed, approval_status, approval_status_mod_by, approval_status_mod_time, is_locked, locked_time,
+    locked_by, password_is_set, password_must_change, password_last_set, password_expiry, sign_up_status,
+    sign_up_time, is_totp_enabled, totp_label, totp_last_step, updated_at
+} redact { password_hash, totp_key_sealed });
 
 impl User {
     pub fn user_id(&self) -> UserId {

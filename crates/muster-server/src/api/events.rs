@@ -1,15 +1,13 @@
 //! `GET /api/events`: the event stream, as a JSON page or as Server-Sent Events.
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiResult, Problem};
 use crate::extract::{ApiQuery, BearerToken};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use muster_core::audit::streams;
-use muster_core::error::{DomainError, codes};
 use muster_store::EventRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -73,28 +71,15 @@ pub async fn events(
     ApiQuery(p): ApiQuery<EventParams>,
 ) -> ApiResult<Response> {
     let auth = state.directory.authenticate(&token).await?;
-    if !streams::ALL.contains(&p.stream.as_str()) {
-        return Err(ApiError(DomainError::invalid_field(
-            "stream",
-            codes::INVALID_INPUT,
-            "unknown stream; known: directory",
-        )));
-    }
-    auth.require_super_user()?;
-    let store = state.directory.store().clone();
-    let stream: &'static str = streams::ALL
-        .iter()
-        .copied()
-        .find(|s| *s == p.stream)
-        .unwrap_or(streams::DIRECTORY);
+    let stream = state.directory.readable_stream(&auth, &p.stream)?;
 
     if !wants_sse(&headers) {
         let limit = p.limit.unwrap_or(100).clamp(1, 1000);
-        let events = store
-            .events_after(stream, p.after.unwrap_or(0), limit)
-            .await
-            .map_err(to_api)?;
-        let last_seq = store.last_event_seq(stream).await.map_err(to_api)?;
+        let events = state
+            .directory
+            .read_events(&auth, stream, p.after.unwrap_or(0), limit)
+            .await?;
+        let last_seq = state.directory.last_event_seq(&auth, stream).await?;
         return Ok(Json(EventPage {
             stream: stream.to_owned(),
             events,
@@ -109,11 +94,12 @@ pub async fn events(
         .and_then(|v| v.trim().parse::<i64>().ok());
     let cursor = match resume.or(p.after) {
         Some(c) => c,
-        None => store.last_event_seq(stream).await.map_err(to_api)?,
+        None => state.directory.last_event_seq(&auth, stream).await?,
     };
     let follower = Follower {
         state: state.clone(),
         token,
+        auth,
         stream,
         cursor,
         buffer: VecDeque::new(),
@@ -126,14 +112,11 @@ pub async fn events(
     Ok(Sse::new(sse).keep_alive(KeepAlive::default()).into_response())
 }
 
-fn to_api(e: muster_store::StoreError) -> ApiError {
-    ApiError(DomainError::internal(e))
-}
-
 /// One SSE client's position in a stream.
 struct Follower {
     state: AppState,
     token: String,
+    auth: muster_directory::Auth,
     stream: &'static str,
     cursor: i64,
     buffer: VecDeque<EventRecord>,
@@ -151,14 +134,14 @@ impl Follower {
                 return Some(Event::default().id(e.seq.to_string()).event(e.kind.clone()).data(data));
             }
             if self.checked.elapsed() >= REAUTH {
-                self.state.directory.authenticate(&self.token).await.ok()?;
+                // The session (and the user's right to this stream) is checked again now and then.
+                self.auth = self.state.directory.authenticate(&self.token).await.ok()?;
                 self.checked = Instant::now();
             }
             match self
                 .state
                 .directory
-                .store()
-                .events_after(self.stream, self.cursor, 100)
+                .read_events(&self.auth, self.stream, self.cursor, 100)
                 .await
             {
                 Ok(batch) if !batch.is_empty() => self.buffer.extend(batch),
@@ -166,7 +149,7 @@ impl Follower {
                     let _ = tokio::time::timeout(POLL, self.numbered.changed()).await;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "event follower stopped: database error");
+                    tracing::warn!(code = e.code, "event follower stopped");
                     return None;
                 }
             }
