@@ -69,11 +69,7 @@ impl Directory {
     }
 
     async fn load_self(&self, auth: &Auth) -> Result<(muster_core::directory::User, i64), DomainError> {
-        self.store
-            .user_by_uuid(auth.user.uuid)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| DomainError::not_found("user"))
+        self.load_uuid(auth.user.uuid).await
     }
 
     async fn audited<T>(&self, entry: AuditEntry, result: Result<T, DomainError>) -> Result<T, DomainError> {

@@ -53,6 +53,22 @@ pub struct SearchPage {
     pub result: Vec<UserView>,
 }
 
+/// The audit action and the update that lock (true) or unlock (false) a user.
+fn lock_update(locked: bool) -> (&'static str, UpdateUserInput) {
+    let action = if locked {
+        actions::USER_LOCK
+    } else {
+        actions::USER_UNLOCK
+    };
+    (
+        action,
+        UpdateUserInput {
+            is_locked: Some(Some(locked)),
+            ..Default::default()
+        },
+    )
+}
+
 /// `entry` publishing that `user`'s password was changed by `by` (never the password).
 pub fn password_changed(entry: AuditEntry, user: &User, by: &str) -> AuditEntry {
     let user_id = user.user_id().to_string();
@@ -216,16 +232,7 @@ impl Directory {
     /// Resolves a target the caller may see. A regular user asking about anyone else gets the
     /// same 404 as for a user that does not exist: no enumeration.
     async fn load_target(&self, auth: &Auth, target: UserTarget) -> Result<(User, i64), DomainError> {
-        let uuid = match target {
-            UserTarget::Me => auth.user.uuid,
-            UserTarget::Id(id) if id.uuid() == auth.user.uuid || auth.is_super_user() => id.uuid(),
-            UserTarget::Id(_) => return Err(DomainError::not_found("user")),
-        };
-        self.store
-            .user_by_uuid(uuid)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| DomainError::not_found("user"))
+        self.load_uuid(self.target_uuid(auth, target)?).await
     }
 
     /// `GET /api/users/{id}` in one round trip: authenticates `token` and reads `id` together.
@@ -341,7 +348,7 @@ impl Directory {
         result
     }
 
-    async fn load_uuid(&self, uuid: uuid::Uuid) -> Result<(User, i64), DomainError> {
+    pub(crate) async fn load_uuid(&self, uuid: uuid::Uuid) -> Result<(User, i64), DomainError> {
         self.store
             .user_by_uuid(uuid)
             .await
@@ -361,15 +368,7 @@ impl Directory {
     /// the API.
     pub async fn cli_set_locked(&self, ctx: &RequestCtx, username: &str, locked: bool) -> Result<User, DomainError> {
         let (user, _) = self.load_username(username).await?;
-        let action = if locked {
-            actions::USER_LOCK
-        } else {
-            actions::USER_UNLOCK
-        };
-        let input = UpdateUserInput {
-            is_locked: Some(Some(locked)),
-            ..Default::default()
-        };
+        let (action, input) = lock_update(locked);
         self.update_by(ctx, "cli", true, user.uuid, action, input).await
     }
 
@@ -460,15 +459,7 @@ impl Directory {
         id: UserId,
         locked: bool,
     ) -> Result<UserView, DomainError> {
-        let action = if locked {
-            actions::USER_LOCK
-        } else {
-            actions::USER_UNLOCK
-        };
-        let input = UpdateUserInput {
-            is_locked: Some(Some(locked)),
-            ..Default::default()
-        };
+        let (action, input) = lock_update(locked);
         self.apply_update(
             ctx,
             auth,

@@ -4,44 +4,15 @@
 
 mod common;
 
-use common::Server;
-use muster_core::credentials::totp::{code_at_step, decode_key, step_of};
+use common::{Server, totp_code as code};
 use serde_json::json;
 
 const PW: &str = "H4rdening-s3cret";
 
-fn step_now() -> u64 {
-    step_of(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    )
-}
-
-fn code(key: &str, step: u64) -> String {
-    code_at_step(&decode_key(key).expect("key"), step)
-}
-
 /// A user with TOTP on (key known to the test) and a session: (token, key, step spent).
 async fn totp_user(s: &Server, name: &str) -> (String, String, u64) {
     let (_, token) = s.user_with_session(name, PW).await;
-    let key = s
-        .post("/api/users/me/totp", &token, json!({"password": PW}))
-        .await
-        .expect(201)
-        .body["totp_key"]
-        .as_str()
-        .expect("key")
-        .to_owned();
-    let step = step_now();
-    s.post(
-        "/api/users/me/totp/confirm",
-        &token,
-        json!({"totp_code": code(&key, step)}),
-    )
-    .await
-    .expect(200);
+    let (key, step) = s.enrol_totp(&token, PW).await;
     (token, key, step)
 }
 

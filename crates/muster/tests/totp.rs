@@ -3,23 +3,10 @@
 
 mod common;
 
-use common::Server;
-use muster_core::credentials::totp::{code_at_step, decode_key, step_of};
+use common::{Server, totp_code as code, totp_step_now as now_step};
 use serde_json::json;
 
 const PW: &str = "T0tp-enrol-s3cret";
-
-fn now_step() -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    step_of(now)
-}
-
-fn code(key: &str, step: u64) -> String {
-    code_at_step(&decode_key(key).expect("base32 key"), step)
-}
 
 #[tokio::test]
 async fn enrolment_is_pending_until_a_code_confirms_it() {
@@ -120,22 +107,7 @@ async fn disabling_needs_the_password_and_a_current_code() {
         )
         .await
         .expect_problem(400, "E008001");
-        let key = s
-            .post("/api/users/me/totp", &token, json!({"password": PW}))
-            .await
-            .expect(201)
-            .body["totp_key"]
-            .as_str()
-            .expect("key")
-            .to_owned();
-        let step = now_step();
-        s.post(
-            "/api/users/me/totp/confirm",
-            &token,
-            json!({"totp_code": code(&key, step)}),
-        )
-        .await
-        .expect(200);
+        let (key, step) = s.enrol_totp(&token, PW).await;
 
         s.post(
             "/api/users/me/totp/disable",

@@ -278,8 +278,42 @@ impl Server {
             .body
     }
 
+    /// Enrols and confirms a TOTP key for the session's user (password `password`): returns the
+    /// key and the step the confirmation spent.
+    pub async fn enrol_totp(&self, token: &str, password: &str) -> (String, u64) {
+        let started = self
+            .post("/api/users/me/totp", token, json!({"password": password}))
+            .await
+            .expect(201);
+        let key = started.body["totp_key"].as_str().expect("totp_key").to_owned();
+        let step = totp_step_now();
+        self.post(
+            "/api/users/me/totp/confirm",
+            token,
+            json!({"totp_code": totp_code(&key, step)}),
+        )
+        .await
+        .expect(200);
+        (key, step)
+    }
+
     /// Kills the server (SIGKILL).
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// The TOTP step of the current time.
+pub fn totp_step_now() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    muster_core::credentials::totp::step_of(now)
+}
+
+/// The code of base32 `key` at `step`.
+pub fn totp_code(key: &str, step: u64) -> String {
+    use muster_core::credentials::totp::{code_at_step, decode_key};
+    code_at_step(&decode_key(key).expect("base32 key"), step)
 }
