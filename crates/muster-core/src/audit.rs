@@ -77,7 +77,11 @@ pub struct Event {
 pub mod streams {
     /// Directory users: created, updated, deleted, credentials changed.
     pub const DIRECTORY: &str = "directory";
-    pub const ALL: &[&str] = &[DIRECTORY];
+    /// Workflow runs: started, each step's outcome, resumed, aborted.
+    pub const PROCESSES: &str = "processes";
+    /// Subscriptions: created, changed (status, sync, attributes), deleted.
+    pub const SUBSCRIPTIONS: &str = "subscriptions";
+    pub const ALL: &[&str] = &[DIRECTORY, PROCESSES, SUBSCRIPTIONS];
 }
 
 /// Event kinds.
@@ -86,6 +90,12 @@ pub mod kinds {
     pub const USER_UPDATED: &str = "user.updated";
     pub const USER_DELETED: &str = "user.deleted";
     pub const USER_PASSWORD_CHANGED: &str = "user.password_changed";
+    pub const PROCESS_CREATED: &str = "process.created";
+    /// A step ran (or the process was resumed, aborted, failed): `data` has the new status.
+    pub const PROCESS_UPDATED: &str = "process.updated";
+    pub const SUBSCRIPTION_CREATED: &str = "subscription.created";
+    pub const SUBSCRIPTION_UPDATED: &str = "subscription.updated";
+    pub const SUBSCRIPTION_DELETED: &str = "subscription.deleted";
 }
 
 impl AuditEntry {
@@ -161,4 +171,10 @@ pub mod actions {
     pub const SESSION_RENEW: &str = "session.renew";
     pub const SESSION_REVOKE: &str = "session.revoke";
     pub const SESSION_REVOKE_ALL: &str = "session.revoke_all";
+    pub const PROCESS_START: &str = "process.start";
+    pub const PROCESS_RESUME: &str = "process.resume";
+    pub const PROCESS_ABORT: &str = "process.abort";
+    pub const PROCESS_CALLBACK: &str = "process.callback";
+    pub const SUBSCRIPTION_SET_IN_SYNC: &str = "subscription.set_in_sync";
+    pub const ENGINE_SET_STATUS: &str = "engine.set_status";
 }

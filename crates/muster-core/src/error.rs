@@ -40,6 +40,9 @@ pub mod codes {
     pub const NOT_FOUND: &str = "not_found";
     pub const THROTTLED: &str = "throttled";
     pub const CONFLICT: &str = "conflict";
+    pub const ENGINE_PAUSED: &str = "engine_paused";
+    pub const WORKFLOW_BLOCKED: &str = "workflow_blocked";
+    pub const INVALID_TRANSITION: &str = "invalid_transition";
 }
 
 /// What kind of refusal this is; the HTTP layer turns it into a status code.
@@ -58,6 +61,8 @@ pub enum ErrorKind {
     Conflict,
     /// Too many attempts; try again later (429).
     Throttled,
+    /// Not now: the engine is paused (503).
+    Unavailable,
     /// Something broke on our side (500). The message is never shown to the caller.
     Internal,
 }

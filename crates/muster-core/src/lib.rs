@@ -11,5 +11,6 @@ pub mod error;
 pub mod ids;
 pub mod offering;
 pub mod redact;
+pub mod workflow;
 
 pub use error::{DomainError, ErrorKind};

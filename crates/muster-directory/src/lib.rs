@@ -13,6 +13,7 @@ mod hashing;
 mod sessions;
 mod totp;
 mod users;
+mod workflow_ops;
 
 pub use access::Auth;
 pub use hashing::HashPool;

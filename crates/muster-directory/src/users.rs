@@ -145,12 +145,29 @@ impl Directory {
         creator: Creator<'_>,
         super_user: bool,
     ) -> Result<User, DomainError> {
+        let (user, entry) = self.build_new_user(entry, input, creator, super_user, None).await?;
+        self.store.insert_user(&user, &entry).await.map_err(store_error)?;
+        Ok(user)
+    }
+
+    /// Applies `create_user`'s rules and defaults to `input` and returns the user to insert
+    /// with its audit record (and event). `chosen_hash`: a password hashed beforehand (a
+    /// workflow hashes outside its step's transaction), used instead of hashing here.
+    pub(crate) async fn build_new_user(
+        &self,
+        entry: AuditEntry,
+        input: CreateUserInput,
+        creator: Creator<'_>,
+        super_user: bool,
+        chosen_hash: Option<String>,
+    ) -> Result<(User, AuditEntry), DomainError> {
         let keys = present_keys(&input);
         let now = clock::now();
         let plan = create::plan(input, creator, super_user, &self.config, now)?;
-        let (password_hash, generated) = match plan.password {
-            PasswordPlan::Chosen(p) => (self.hashes.hash(p).await?, false),
-            PasswordPlan::Generated(p) => (hash_generated(&p), true),
+        let (password_hash, generated) = match (plan.password, chosen_hash) {
+            (_, Some(h)) => (h, false),
+            (PasswordPlan::Chosen(p), None) => (self.hashes.hash(p).await?, false),
+            (PasswordPlan::Generated(p), None) => (hash_generated(&p), true),
         };
         let user = User {
             uuid: plan.uuid,
@@ -193,8 +210,7 @@ impl Directory {
                 user_id,
                 json!(UserView::of(&user, true)),
             );
-        self.store.insert_user(&user, &entry).await.map_err(store_error)?;
-        Ok(user)
+        Ok((user, entry))
     }
 
     /// Creates the first super-user when the directory is empty. Returns the generated

@@ -26,6 +26,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Wakes the event sequencer and the stream's followers.
     pub events: events::EventHub,
+    pub engine: muster_engine::Engine<muster_workflows::Deps>,
+    pub subscriptions: muster_workflows::Subscriptions,
 }
 
 /// HTTP-level settings.

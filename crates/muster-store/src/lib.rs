@@ -14,18 +14,29 @@
 //! taken username, a row changed underneath) as [`StoreError`]s.
 
 mod audit;
+mod catalogue;
 mod events;
+mod processes;
 mod sessions;
+mod subscriptions;
 pub mod testing;
 mod throttle;
 mod totp;
 mod ts;
+mod tx;
 mod users;
 
 pub use audit::{AuditQuery, AuditRecord};
+pub use catalogue::{CatalogueRows, FixedInputRow, ProductBlockRow, ProductRow, ResourceTypeRow, WorkflowRow};
 pub use events::EventRecord;
+pub use processes::{
+    Fence, NewProcess, ProcessQuery, ProcessRow, ProcessSort, ProcessUpdate, ScheduleRow, StepLog, StepRow,
+    WorkListener,
+};
 pub use sessions::{LoginGuard, LoginPassword, SessionAndTarget, SessionRecord};
+pub use subscriptions::{Subscription, SubscriptionListRow, SubscriptionQuery, SubscriptionSort};
 pub use ts::Ts;
+pub use tx::StoreTx;
 pub use users::{UserOrder, UserQuery};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};

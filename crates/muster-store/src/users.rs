@@ -106,6 +106,18 @@ macro_rules! write_user {
 }
 pub(crate) use write_user;
 
+/// Inserts `$u` on `$conn` (inside another write).
+macro_rules! insert_user_on {
+    ($conn:expr, $u:expr) => {{
+        let q = sqlx::query($crate::users::INSERT_USER).bind($u.uuid);
+        $crate::users::bind_user_columns!(q, $u)
+            .execute($conn)
+            .await
+            .map_err(|e| $crate::StoreError::unique_as(e, "username_key", "username"))?;
+    }};
+}
+pub(crate) use insert_user_on;
+
 /// Binds every mutable column of a user, in the order of [`USER_COLUMNS`] after `uuid`.
 macro_rules! bind_user_columns {
     ($q:expr, $u:expr) => {
@@ -145,7 +157,7 @@ macro_rules! bind_user_columns {
 
 pub(crate) use bind_user_columns;
 
-const INSERT_USER: &str = "INSERT INTO users (uuid, username, username_key, email, email_key, display_name, \
+pub(crate) const INSERT_USER: &str = "INSERT INTO users (uuid, username, username_key, email, email_key, display_name, \
     first_name, middle_name, last_name, search_names, is_active, is_internal, is_super_user, is_approval_needed, \
     approval_status, approval_status_mod_by, approval_status_mod_time, is_locked, locked_time, locked_by, \
     password_hash, password_is_set, password_must_change, password_last_set, password_expiry, sign_up_status, \
@@ -238,11 +250,7 @@ impl Store {
     pub async fn insert_user(&self, user: &User, audit: &AuditEntry) -> Result<()> {
         on_db!(self, write, pool => {
             let mut tx = pool.begin().await?;
-            let q = sqlx::query(INSERT_USER).bind(user.uuid);
-            bind_user_columns!(q, user)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| StoreError::unique_as(e, "username_key", "username"))?;
+            insert_user_on!(&mut *tx, user);
             crate::audit::insert!(&mut *tx, audit);
             tx.commit().await?;
         });

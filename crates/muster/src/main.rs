@@ -4,6 +4,7 @@ mod admin;
 mod runtime;
 mod serve;
 mod settings;
+mod worker;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +31,9 @@ struct Cli {
 enum Command {
     /// Run the HTTP API (SQLite in ./muster.db unless told otherwise).
     Serve(Box<Settings>),
+    /// Run only the workflow engine: workers and the scheduler, no HTTP. Any number of these
+    /// share one PostgreSQL database with `serve` nodes.
+    Worker(Box<Settings>),
     /// Apply database migrations, then exit.
     Migrate(Box<Settings>),
     /// Print the OpenAPI document (JSON) to standard output.
@@ -44,6 +48,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Serve(settings) => serve::run(settings.resolve()?).await,
+            Command::Worker(settings) => worker::run(settings.resolve()?).await,
             Command::Migrate(settings) => {
                 let resolved = settings.resolve()?;
                 runtime::init_logging(resolved.json_logs);

@@ -96,3 +96,28 @@ pub async fn directory(resolved: &Resolved) -> Result<Directory> {
     let hashes = HashPool::new(hasher, resolved.hash_workers);
     Ok(Directory::new(store, resolved.directory.clone(), hashes, secrets))
 }
+
+/// The workflow engine over the shipped workflows, and the subscription reader.
+pub async fn engine(
+    resolved: &Resolved,
+    directory: &Directory,
+    concurrency: usize,
+) -> Result<(
+    muster_engine::Engine<muster_workflows::Deps>,
+    muster_workflows::Subscriptions,
+)> {
+    let store = directory.store().clone();
+    let catalogue = std::sync::Arc::new(
+        muster_workflows::Catalogue::load(&store)
+            .await
+            .context("loading the product catalogue")?,
+    );
+    let config = muster_engine::EngineConfig {
+        lease: std::time::Duration::from_secs(resolved.lease_secs),
+        concurrency,
+        retry_base: std::time::Duration::from_secs(resolved.retry_base_secs),
+        ..Default::default()
+    };
+    let engine = muster_workflows::engine(store.clone(), directory.clone(), catalogue.clone(), config);
+    Ok((engine, muster_workflows::Subscriptions::new(store, catalogue)))
+}

@@ -44,7 +44,25 @@ pub async fn run(resolved: Resolved) -> Result<()> {
     }
     let events = muster_server::events::EventHub::default();
     events.spawn_sequencer(directory.store().clone());
+    let (engine, subscriptions) = runtime::engine(&resolved, &directory, resolved.worker_concurrency.max(1)).await?;
+    let hub = events.clone();
+    let engine = engine.with_event_hook(move || hub.wake());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut background = Vec::new();
+    if resolved.worker_concurrency > 0 {
+        background.push(tokio::spawn(muster_engine::worker::run(
+            engine.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    background.push(tokio::spawn(muster_engine::scheduler::run(
+        engine.clone(),
+        Duration::from_secs(resolved.scheduler_tick_secs),
+        stop_rx,
+    )));
     let state = AppState {
+        engine,
+        subscriptions,
         events,
         directory: directory.clone(),
         trusted_proxies: Arc::new(resolved.trusted_proxies.clone()),
@@ -80,6 +98,10 @@ pub async fn run(resolved: Resolved) -> Result<()> {
     });
 
     muster_server::serve(listener, app, shutdown()).await?;
+    let _ = stop_tx.send(true);
+    for task in background {
+        let _ = task.await;
+    }
     directory.store().close().await;
     Ok(())
 }
@@ -98,7 +120,7 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn shutdown() {
+pub(crate) async fn shutdown() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -32,6 +32,19 @@ pub struct Settings {
     /// Requests taking longer are answered 408 [default: 30].
     #[arg(long, env = "MUSTER_REQUEST_TIMEOUT_SECS", help_heading = "Server")]
     pub request_timeout_secs: Option<u64>,
+    /// Processes this node's worker runs at once; 0 runs no worker in `serve` [default: 16].
+    #[arg(long, env = "MUSTER_WORKER_CONCURRENCY", help_heading = "Engine")]
+    pub worker_concurrency: Option<usize>,
+    /// Seconds a worker's claim on a process lasts without a heartbeat; a crashed worker's
+    /// processes are taken over after this [default: 30].
+    #[arg(long, env = "MUSTER_LEASE_SECS", help_heading = "Engine")]
+    pub lease_secs: Option<u64>,
+    /// Seconds before the first retry of a failed retry step; doubles per retry [default: 5].
+    #[arg(long, env = "MUSTER_RETRY_BASE_SECS", help_heading = "Engine")]
+    pub retry_base_secs: Option<u64>,
+    /// Seconds between scheduler ticks [default: 10].
+    #[arg(long, env = "MUSTER_SCHEDULER_TICK_SECS", help_heading = "Engine")]
+    pub scheduler_tick_secs: Option<u64>,
     /// Proxies whose X-Forwarded-For is believed (comma-separated IPs) [default: none].
     #[arg(long, env = "MUSTER_TRUSTED_PROXIES", value_delimiter = ',', help_heading = "Server")]
     pub trusted_proxies: Option<Vec<IpAddr>>,
@@ -150,6 +163,10 @@ pub struct Resolved {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub request_timeout_secs: u64,
+    pub worker_concurrency: usize,
+    pub lease_secs: u64,
+    pub retry_base_secs: u64,
+    pub scheduler_tick_secs: u64,
     pub trusted_proxies: Vec<IpAddr>,
     pub json_logs: bool,
     pub database_url: String,
@@ -250,6 +267,10 @@ impl Settings {
             listen: self.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             max_body_bytes: self.max_body_bytes.unwrap_or(64 * 1024),
             request_timeout_secs: self.request_timeout_secs.unwrap_or(30).max(1),
+            worker_concurrency: self.worker_concurrency.unwrap_or(16),
+            lease_secs: self.lease_secs.unwrap_or(30).max(1),
+            retry_base_secs: self.retry_base_secs.unwrap_or(5).max(1),
+            scheduler_tick_secs: self.scheduler_tick_secs.unwrap_or(10).max(1),
             trusted_proxies: self.trusted_proxies.unwrap_or_default(),
             json_logs: log_format == "json",
             database_url,

@@ -3,7 +3,10 @@
 pub mod audit;
 pub mod events;
 pub mod health;
+pub mod processes;
+pub mod products;
 pub mod session;
+pub mod subscriptions;
 pub mod users;
 
 use crate::AppState;
@@ -22,6 +25,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(users::router())
         .merge(audit::router())
         .merge(events::router())
+        .merge(processes::router())
+        .merge(subscriptions::router())
+        .merge(products::router())
 }
 
 pub async fn not_found() -> Response {

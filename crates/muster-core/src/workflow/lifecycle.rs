@@ -1,0 +1,241 @@
+//! Subscription lifecycle (reference §1.3, §2.5): statuses, the transitions between them, which
+//! workflow targets a status allows, and which statuses the subscriptions *using* a subscription
+//! may have when it changes (orchestrator-core's `SAFE_USED_BY_TRANSITIONS_FOR_STATUS`).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    Initial,
+    Provisioning,
+    Active,
+    Disabled,
+    Terminated,
+    Migrating,
+}
+
+impl SubscriptionStatus {
+    pub const ALL: [SubscriptionStatus; 6] = [
+        Self::Initial,
+        Self::Provisioning,
+        Self::Active,
+        Self::Disabled,
+        Self::Terminated,
+        Self::Migrating,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Initial => "initial",
+            Self::Provisioning => "provisioning",
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+            Self::Terminated => "terminated",
+            Self::Migrating => "migrating",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// The statuses this one may move to.
+    pub fn next(self) -> &'static [SubscriptionStatus] {
+        use SubscriptionStatus::*;
+        match self {
+            Initial => &[Provisioning, Active, Terminated],
+            Provisioning => &[Active, Terminated],
+            Active => &[Provisioning, Disabled, Migrating, Terminated],
+            Disabled => &[Active, Terminated],
+            Migrating => &[Active, Terminated],
+            Terminated => &[],
+        }
+    }
+
+    pub fn can_move_to(self, to: SubscriptionStatus) -> bool {
+        self == to || self.next().contains(&to)
+    }
+
+    /// When a subscription moves to this status, the subscriptions that use it (`in_use_by`)
+    /// must all be in one of these statuses: a UserGroup may not terminate while a User in it
+    /// is still active.
+    pub fn safe_for_users(self) -> &'static [SubscriptionStatus] {
+        use SubscriptionStatus::*;
+        match self {
+            Initial => &[Initial],
+            Provisioning => &[Initial, Provisioning, Active, Terminated],
+            Active => &[Initial, Provisioning, Active, Disabled, Migrating, Terminated],
+            Disabled => &[Initial, Disabled, Terminated],
+            Migrating => &[Initial, Migrating, Terminated],
+            Terminated => &[Initial, Terminated],
+        }
+    }
+}
+
+/// What a workflow does to its subscription (orchestrator-core's `Target`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Target {
+    Create,
+    Modify,
+    Terminate,
+    System,
+    Validate,
+}
+
+impl Target {
+    pub const ALL: [Target; 5] = [
+        Self::Create,
+        Self::Modify,
+        Self::Terminate,
+        Self::System,
+        Self::Validate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "CREATE",
+            Self::Modify => "MODIFY",
+            Self::Terminate => "TERMINATE",
+            Self::System => "SYSTEM",
+            Self::Validate => "VALIDATE",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// The subscription statuses in which a workflow of this target may start
+    /// (`TARGET_DEFAULT_USABLE_MAP`). Create workflows make their subscription.
+    pub fn usable_when(self) -> &'static [SubscriptionStatus] {
+        use SubscriptionStatus::*;
+        match self {
+            Self::Create => &[],
+            Self::Modify | Self::System | Self::Validate => &[Active],
+            Self::Terminate => &[Active, Provisioning],
+        }
+    }
+
+    /// Terminate workflows wait until no subscription that is not terminated uses this one.
+    pub fn blocked_by_users(self) -> bool {
+        self == Self::Terminate
+    }
+}
+
+/// Why a workflow may not start on a subscription now (orchestrator-core's reason strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum BlockReason {
+    #[serde(rename = "subscription.not_in_sync")]
+    NotInSync,
+    #[serde(rename = "subscription.no_modify_invalid_status")]
+    InvalidStatus,
+    #[serde(rename = "subscription.no_modify_subscription_in_use_by_others")]
+    InUseByOthers,
+    #[serde(rename = "subscription.relations_not_in_sync")]
+    RelationsNotInSync,
+}
+
+impl BlockReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotInSync => "subscription.not_in_sync",
+            Self::InvalidStatus => "subscription.no_modify_invalid_status",
+            Self::InUseByOthers => "subscription.no_modify_subscription_in_use_by_others",
+            Self::RelationsNotInSync => "subscription.relations_not_in_sync",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::NotInSync => "the subscription is out of sync: another workflow holds it",
+            Self::InvalidStatus => "the workflow cannot run on a subscription in this status",
+            Self::InUseByOthers => "other subscriptions that are not terminated use this subscription",
+            Self::RelationsNotInSync => "a subscription this one depends on is out of sync",
+        }
+    }
+}
+
+/// Whether a workflow of `target` may start on a subscription in `status` with `insync`, used by
+/// subscriptions in `users_statuses`. The first reason that applies, or None.
+pub fn start_blocked(
+    target: Target,
+    status: SubscriptionStatus,
+    insync: bool,
+    users_statuses: &[SubscriptionStatus],
+) -> Option<BlockReason> {
+    if target == Target::Create {
+        return Some(BlockReason::InvalidStatus);
+    }
+    if !target.usable_when().contains(&status) {
+        return Some(BlockReason::InvalidStatus);
+    }
+    // Validate workflows run on whatever is stored (unsync_unchecked) but still one at a time.
+    if !insync {
+        return Some(BlockReason::NotInSync);
+    }
+    if target.blocked_by_users()
+        && users_statuses
+            .iter()
+            .any(|s| !SubscriptionStatus::Terminated.safe_for_users().contains(s))
+    {
+        return Some(BlockReason::InUseByOthers);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SubscriptionStatus::*;
+    use super::*;
+
+    #[test]
+    fn strings_round_trip() {
+        for s in SubscriptionStatus::ALL {
+            assert_eq!(SubscriptionStatus::parse(s.as_str()), Some(s));
+        }
+        for t in Target::ALL {
+            assert_eq!(Target::parse(t.as_str()), Some(t));
+        }
+    }
+
+    #[test]
+    fn terminated_is_final() {
+        assert!(Terminated.next().is_empty());
+        assert!(!Terminated.can_move_to(Active));
+        assert!(Initial.can_move_to(Provisioning));
+        assert!(!Initial.can_move_to(Disabled));
+    }
+
+    #[test]
+    fn a_group_with_active_users_cannot_terminate() {
+        assert_eq!(
+            start_blocked(Target::Terminate, Active, true, &[Active]),
+            Some(BlockReason::InUseByOthers)
+        );
+        assert_eq!(
+            start_blocked(Target::Terminate, Active, true, &[Terminated, Initial]),
+            None
+        );
+        // Modify is not blocked by users.
+        assert_eq!(start_blocked(Target::Modify, Active, true, &[Active]), None);
+    }
+
+    #[test]
+    fn status_and_sync_block_starts() {
+        assert_eq!(
+            start_blocked(Target::Modify, Terminated, true, &[]),
+            Some(BlockReason::InvalidStatus)
+        );
+        assert_eq!(
+            start_blocked(Target::Modify, Active, false, &[]),
+            Some(BlockReason::NotInSync)
+        );
+        assert_eq!(start_blocked(Target::Terminate, Provisioning, true, &[]), None);
+        assert_eq!(
+            start_blocked(Target::Create, Active, true, &[]),
+            Some(BlockReason::InvalidStatus)
+        );
+    }
+}

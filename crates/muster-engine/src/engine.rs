@@ -1,0 +1,752 @@
+//! The engine's service side: start, resume, abort, callbacks, status; what the API calls.
+
+use crate::definition::{FormFail, INIT, State, StepKind, Workflow};
+use crate::view::{self, ProcessList, ProcessView};
+use muster_core::audit::{AuditEntry, Event, RequestCtx, actions, kinds, streams};
+use muster_core::clock;
+use muster_core::error::{DomainError, ErrorKind, codes};
+use muster_core::workflow::form::{FormRun, FormStop};
+use muster_core::workflow::lifecycle::{BlockReason, start_blocked};
+use muster_core::workflow::{ProcessStatus, StepStatus, Target};
+use muster_store::{NewProcess, ProcessQuery, StepLog, Store, StoreError, StoreTx};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How long a claim lasts without a heartbeat; a dead worker's processes are picked up
+    /// after this.
+    pub lease: Duration,
+    /// Processes one node runs at once.
+    pub concurrency: usize,
+    /// Longest sleep between looks at the queue when nothing wakes the worker.
+    pub poll: Duration,
+    /// First back-off of a retry step; doubles with each retry up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// This node's name in leases.
+    pub worker_name: String,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(30),
+            concurrency: 16,
+            poll: Duration::from_secs(1),
+            retry_base: Duration::from_secs(5),
+            retry_max: Duration::from_secs(3600),
+            worker_name: format!("worker-{}", Uuid::new_v4().simple()),
+        }
+    }
+}
+
+/// Why a start (or a resume with input) did not happen.
+#[derive(Debug)]
+pub enum StartError {
+    /// The form protocol's answer: 510 with the next page, or 400 with validation errors.
+    Form(FormStop),
+    Domain(DomainError),
+}
+
+impl From<DomainError> for StartError {
+    fn from(e: DomainError) -> Self {
+        Self::Domain(e)
+    }
+}
+
+impl From<StoreError> for StartError {
+    fn from(e: StoreError) -> Self {
+        Self::Domain(DomainError::internal(e))
+    }
+}
+
+impl From<FormFail> for StartError {
+    fn from(f: FormFail) -> Self {
+        match f {
+            FormFail::Stop(s) => Self::Form(s),
+            FormFail::Error(e) => Self::Domain(e),
+        }
+    }
+}
+
+pub(crate) fn internal(e: StoreError) -> DomainError {
+    DomainError::internal(e)
+}
+
+/// The engine. Cheap to clone.
+pub struct Engine<D> {
+    pub(crate) inner: Arc<Inner<D>>,
+}
+
+impl<D> Clone for Engine<D> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+pub(crate) struct Inner<D> {
+    pub(crate) store: Store,
+    pub(crate) deps: Arc<D>,
+    /// Every registered version of every workflow, by name; the last is the newest.
+    pub(crate) workflows: HashMap<&'static str, Vec<Arc<Workflow<D>>>>,
+    pub(crate) config: EngineConfig,
+    pub(crate) wake: Notify,
+    pub(crate) on_event: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+/// `GET /api/settings/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EngineStatus {
+    pub global_lock: bool,
+    /// RUNNING, PAUSING (locked, processes still finishing a step) or PAUSED.
+    pub global_status: &'static str,
+    pub running_processes: i64,
+}
+
+impl<D: Send + Sync + 'static> Engine<D> {
+    /// `workflows` may hold several versions of one name; new processes use the highest.
+    pub fn new(store: Store, deps: Arc<D>, workflows: Vec<Workflow<D>>, config: EngineConfig) -> Self {
+        let mut map: HashMap<&'static str, Vec<Arc<Workflow<D>>>> = HashMap::new();
+        for wf in workflows {
+            map.entry(wf.name).or_default().push(Arc::new(wf));
+        }
+        for versions in map.values_mut() {
+            versions.sort_by_key(|w| w.version);
+        }
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                deps,
+                workflows: map,
+                config,
+                wake: Notify::new(),
+                on_event: None,
+            }),
+        }
+    }
+
+    /// Called after every commit that wrote events (to wake the event sequencer).
+    pub fn with_event_hook(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.on_event = Some(Box::new(hook));
+        }
+        self
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn deps(&self) -> &Arc<D> {
+        &self.inner.deps
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn events_written(&self) {
+        if let Some(h) = &self.inner.on_event {
+            h();
+        }
+    }
+
+    /// Wakes this node's workers (work was queued here).
+    pub fn wake(&self) {
+        self.inner.wake.notify_waiters();
+        self.inner.wake.notify_one();
+    }
+
+    /// The newest version of a workflow.
+    pub fn workflow(&self, name: &str) -> Option<&Arc<Workflow<D>>> {
+        self.inner.workflows.get(name).and_then(|v| v.last())
+    }
+
+    /// A given version of a workflow.
+    pub(crate) fn workflow_version(&self, name: &str, version: i32) -> Option<&Arc<Workflow<D>>> {
+        self.inner
+            .workflows
+            .get(name)
+            .and_then(|v| v.iter().find(|w| w.version == version))
+    }
+
+    pub fn workflow_names(&self) -> Vec<&'static str> {
+        let mut v: Vec<_> = self.inner.workflows.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    async fn refuse_when_paused(&self) -> Result<(), DomainError> {
+        if self.inner.store.engine_locked().await.map_err(internal)? {
+            return Err(DomainError::new(
+                ErrorKind::Unavailable,
+                codes::ENGINE_PAUSED,
+                "the engine is paused; try again when it runs",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs a start form over `inputs` without starting anything: the next page, the
+    /// validation errors, or the complete input.
+    pub async fn run_start_form(&self, name: &str, inputs: Vec<Value>) -> Result<State, StartError> {
+        let wf = self
+            .workflow(name)
+            .ok_or_else(|| DomainError::not_found("workflow"))?
+            .clone();
+        let mut run = FormRun::new(inputs);
+        if let Some(form) = wf.form {
+            form(&self.inner.deps, &State::new(), &mut run).await?;
+        }
+        run.finish().map_err(StartError::Form)
+    }
+
+    /// `POST /api/processes/{workflow}`: validates the form, stores the process (holding its
+    /// subscription for modify/terminate/validate workflows) and queues it.
+    pub async fn start(
+        &self,
+        ctx: &RequestCtx,
+        actor: &str,
+        name: &str,
+        inputs: Vec<Value>,
+    ) -> Result<Uuid, StartError> {
+        self.refuse_when_paused().await?;
+        let state = self.run_start_form(name, inputs).await?;
+        let wf = self
+            .workflow(name)
+            .ok_or_else(|| DomainError::not_found("workflow"))?
+            .clone();
+        let state = match wf.prepare {
+            Some(p) => p(&self.inner.deps, state).await?,
+            None => state,
+        };
+        let mut tx = self.inner.store.begin().await?;
+        let pid = self.start_in(&mut tx, ctx, actor, &wf, state).await?;
+        tx.commit().await?;
+        self.events_written();
+        self.wake();
+        Ok(pid)
+    }
+
+    /// Stores and queues a process inside `tx` (also used by the scheduler).
+    pub(crate) async fn start_in(
+        &self,
+        tx: &mut StoreTx,
+        ctx: &RequestCtx,
+        actor: &str,
+        wf: &Workflow<D>,
+        mut state: State,
+    ) -> Result<Uuid, StartError> {
+        let pid = Uuid::new_v4();
+        let now = clock::now();
+        state.insert("process_id".into(), json!(pid));
+        state.insert("reporter".into(), json!(actor));
+        state.insert("workflow_name".into(), json!(wf.name));
+        state.insert("workflow_target".into(), json!(wf.target.as_str()));
+        let first = wf.steps.first().map(|s| s.name).unwrap_or(INIT);
+        tx.insert_process(&NewProcess {
+            process_id: pid,
+            workflow_name: wf.name.to_owned(),
+            workflow_version: wf.version,
+            target: wf.target.as_str().to_owned(),
+            is_task: wf.is_task,
+            created_by: actor.to_owned(),
+            assignee: "SYSTEM".to_owned(),
+            state: Value::Object(state.clone()),
+            next_step: first.to_owned(),
+            now,
+        })
+        .await?;
+        if matches!(wf.target, Target::Modify | Target::Terminate | Target::Validate)
+            && let Some(sid) = state.get("subscription_id").and_then(Value::as_str)
+        {
+            let sid: Uuid = sid
+                .parse()
+                .map_err(|_| DomainError::invalid_field("subscription_id", codes::INVALID_INPUT, "not a uuid"))?;
+            let version = state.get("version").and_then(Value::as_i64);
+            let held = tx
+                .hold_subscription(
+                    sid,
+                    pid,
+                    wf.target.usable_when(),
+                    wf.target.blocked_by_users(),
+                    version,
+                    now,
+                )
+                .await?;
+            if !held {
+                let reason = self.why_blocked(tx, sid, wf.target, version).await?;
+                return Err(DomainError::conflict(codes::WORKFLOW_BLOCKED, reason).into());
+            }
+            tx.link_process_subscription(pid, sid, wf.target.as_str(), now).await?;
+        }
+        let entry = AuditEntry::new(
+            ctx,
+            actions::PROCESS_START,
+            Some(actor.to_owned()),
+            Some(pid.to_string()),
+        )
+        .with_details(json!({ "workflow": wf.name, "version": wf.version }))
+        .with_event(
+            streams::PROCESSES,
+            kinds::PROCESS_CREATED,
+            pid.to_string(),
+            json!({ "process_id": pid, "workflow_name": wf.name, "last_status": "created" }),
+        );
+        tx.audit(&entry).await?;
+        tx.notify_work().await?;
+        Ok(pid)
+    }
+
+    /// Explains why a subscription could not be held.
+    async fn why_blocked(
+        &self,
+        tx: &mut StoreTx,
+        sid: Uuid,
+        target: Target,
+        version: Option<i64>,
+    ) -> Result<String, StartError> {
+        let Some(sub) = tx.subscription(sid).await? else {
+            return Err(DomainError::not_found("subscription").into());
+        };
+        if let Some(v) = version
+            && v != sub.version
+        {
+            return Ok(format!(
+                "stale data: the subscription is at version {}, the form was filled at version {v}",
+                sub.version
+            ));
+        }
+        let users = tx.in_use_by_statuses(sid).await?;
+        let reason = start_blocked(target, sub.status, sub.insync, &users).unwrap_or(BlockReason::NotInSync);
+        let holder = sub
+            .locked_by_process
+            .map(|p| format!(" (held by process {p})"))
+            .unwrap_or_default();
+        Ok(format!("{}: {}{holder}", reason.as_str(), reason.message()))
+    }
+
+    /// `PUT /api/processes/{id}/resume`: a suspended process with its input step's form, a
+    /// failed or waiting one to retry its step from the last good state.
+    pub async fn resume(&self, ctx: &RequestCtx, actor: &str, pid: Uuid, inputs: Vec<Value>) -> Result<(), StartError> {
+        self.refuse_when_paused().await?;
+        let row = self
+            .inner
+            .store
+            .process(pid)
+            .await?
+            .ok_or_else(|| DomainError::not_found("process"))?;
+        let status = row.status()?;
+        let wf = self
+            .workflow_version(&row.workflow_name, row.workflow_version)
+            .ok_or_else(|| {
+                DomainError::internal(format!(
+                    "workflow {} v{} is not registered",
+                    row.workflow_name, row.workflow_version
+                ))
+            })?
+            .clone();
+        let Value::Object(mut state) = row.state.0.clone() else {
+            return Err(DomainError::internal("process state is not an object").into());
+        };
+        let now = clock::now();
+        let mut tx = self.inner.store.begin().await?;
+        let moved = match status {
+            ProcessStatus::Suspended => {
+                let step_name = row.next_step.clone().unwrap_or_default();
+                let Some(step) = wf.step_named(&step_name) else {
+                    return Err(DomainError::internal(format!("step {step_name} is not in the workflow")).into());
+                };
+                let StepKind::Input { form, .. } = &step.kind else {
+                    return Err(DomainError::internal("a suspended process must wait at an input step").into());
+                };
+                let mut run = FormRun::new(inputs);
+                form(&self.inner.deps, &state, &mut run).await?;
+                let input = run.finish().map_err(StartError::Form)?;
+                state.extend(input.clone());
+                let next = wf.after(&step_name);
+                let ok = tx
+                    .move_process(
+                        pid,
+                        &[ProcessStatus::Suspended],
+                        ProcessStatus::Resumed,
+                        &Value::Object(state.clone()),
+                        next,
+                        Some(now),
+                        None,
+                        now,
+                    )
+                    .await?;
+                if ok {
+                    tx.log_step(
+                        pid,
+                        row.attempt,
+                        &StepLog {
+                            name: step_name,
+                            status: StepStatus::Success,
+                            state_delta: view::public(&Value::Object(input)),
+                            created_by: actor.to_owned(),
+                            started_at: now,
+                            completed_at: now,
+                            retries: 0,
+                        },
+                    )
+                    .await?;
+                }
+                ok
+            }
+            ProcessStatus::Failed | ProcessStatus::Waiting => {
+                tx.move_process(
+                    pid,
+                    &[ProcessStatus::Failed, ProcessStatus::Waiting],
+                    ProcessStatus::Resumed,
+                    &Value::Object(state.clone()),
+                    row.next_step.as_deref(),
+                    Some(now),
+                    None,
+                    now,
+                )
+                .await?
+            }
+            other => {
+                return Err(DomainError::conflict(
+                    codes::INVALID_TRANSITION,
+                    format!(
+                        "the process is {}; only suspended, waiting or failed processes resume",
+                        other.as_str()
+                    ),
+                )
+                .into());
+            }
+        };
+        if !moved {
+            return Err(
+                DomainError::conflict(codes::INVALID_TRANSITION, "the process changed meanwhile; reload it").into(),
+            );
+        }
+        let entry = AuditEntry::new(
+            ctx,
+            actions::PROCESS_RESUME,
+            Some(actor.to_owned()),
+            Some(pid.to_string()),
+        )
+        .with_event(
+            streams::PROCESSES,
+            kinds::PROCESS_UPDATED,
+            pid.to_string(),
+            json!({ "process_id": pid, "workflow_name": row.workflow_name, "last_status": "resumed" }),
+        );
+        tx.audit(&entry).await?;
+        tx.notify_work().await?;
+        tx.commit().await?;
+        self.events_written();
+        self.wake();
+        Ok(())
+    }
+
+    /// `PUT /api/processes/{id}/abort`: stops the process for good and undoes what its steps
+    /// made (the workflow's compensation), releasing its subscriptions, in one transaction.
+    pub async fn abort(&self, ctx: &RequestCtx, actor: &str, pid: Uuid) -> Result<(), DomainError> {
+        let row = self
+            .inner
+            .store
+            .process(pid)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| DomainError::not_found("process"))?;
+        let status = row.status().map_err(internal)?;
+        let wf = self
+            .workflow_version(&row.workflow_name, row.workflow_version)
+            .ok_or_else(|| DomainError::internal("workflow version not registered"))?
+            .clone();
+        let sources = ProcessStatus::sources(ProcessStatus::Aborted);
+        if !sources.contains(&status) {
+            return Err(DomainError::conflict(
+                codes::INVALID_TRANSITION,
+                format!("the process is {}; it cannot be aborted", status.as_str()),
+            ));
+        }
+        let now = clock::now();
+        let mut tx = self.inner.store.begin().await.map_err(internal)?;
+        // Running is listed so that a process whose worker died can be aborted; the store
+        // refuses while a live lease holds it.
+        let mut from = sources.clone();
+        from.push(ProcessStatus::Running);
+        let ok = tx
+            .move_process(
+                pid,
+                &from,
+                ProcessStatus::Aborted,
+                &row.state.0,
+                None,
+                None,
+                Some("aborted"),
+                now,
+            )
+            .await
+            .map_err(internal)?;
+        if !ok {
+            return Err(DomainError::conflict(
+                codes::INVALID_TRANSITION,
+                "the process is running a step; abort it when the step is over",
+            ));
+        }
+        if let (Some(f), Value::Object(state)) = (wf.on_abort, &row.state.0) {
+            f(&self.inner.deps, &mut tx, state, pid)
+                .await
+                .map_err(|e| DomainError::conflict(codes::INVALID_OPERATION, format!("compensation failed: {e}")))?;
+        }
+        tx.release_subscriptions(pid, now).await.map_err(internal)?;
+        tx.log_step(
+            pid,
+            row.attempt,
+            &StepLog {
+                name: "User Aborted".into(),
+                status: StepStatus::Abort,
+                state_delta: json!({}),
+                created_by: actor.to_owned(),
+                started_at: now,
+                completed_at: now,
+                retries: 0,
+            },
+        )
+        .await
+        .map_err(internal)?;
+        let entry = AuditEntry::new(
+            ctx,
+            actions::PROCESS_ABORT,
+            Some(actor.to_owned()),
+            Some(pid.to_string()),
+        )
+        .with_event(
+            streams::PROCESSES,
+            kinds::PROCESS_UPDATED,
+            pid.to_string(),
+            json!({ "process_id": pid, "workflow_name": row.workflow_name, "last_status": "aborted" }),
+        );
+        tx.audit(&entry).await.map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        self.events_written();
+        Ok(())
+    }
+
+    /// `POST /api/processes/{id}/callback/{token}`: an outside system reports back. The token
+    /// is compared in constant time; a wrong token and an unknown process answer alike.
+    pub async fn callback(&self, ctx: &RequestCtx, pid: Uuid, token: &str, data: Value) -> Result<(), DomainError> {
+        use subtle::ConstantTimeEq;
+        let now = clock::now();
+        let mut tx = self.inner.store.begin().await.map_err(internal)?;
+        let stored = tx.callback_token_hash(pid).await.map_err(internal)?;
+        let presented = crate::runner::token_hash(token);
+        let matches = stored
+            .as_deref()
+            .is_some_and(|h| bool::from(h.as_bytes().ct_eq(presented.as_bytes())));
+        if !matches {
+            return Err(DomainError::not_found("callback"));
+        }
+        let row = tx
+            .process(pid)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| DomainError::not_found("callback"))?;
+        let wf = self
+            .workflow_version(&row.workflow_name, row.workflow_version)
+            .ok_or_else(|| DomainError::internal("workflow version not registered"))?
+            .clone();
+        let step_name = row.next_step.clone().unwrap_or_default();
+        let Value::Object(mut state) = row.state.0.clone() else {
+            return Err(DomainError::internal("process state is not an object"));
+        };
+        state.insert("callback_result".into(), data.clone());
+        let ok = tx
+            .move_process(
+                pid,
+                &[ProcessStatus::AwaitingCallback],
+                ProcessStatus::Resumed,
+                &Value::Object(state),
+                wf.after(&step_name),
+                Some(now),
+                None,
+                now,
+            )
+            .await
+            .map_err(internal)?;
+        if !ok {
+            return Err(DomainError::not_found("callback"));
+        }
+        tx.log_step(
+            pid,
+            row.attempt,
+            &StepLog {
+                name: step_name,
+                status: StepStatus::Success,
+                state_delta: json!({ "callback_result": data }),
+                created_by: "callback".into(),
+                started_at: now,
+                completed_at: now,
+                retries: 0,
+            },
+        )
+        .await
+        .map_err(internal)?;
+        let entry = AuditEntry::new(ctx, actions::PROCESS_CALLBACK, None, Some(pid.to_string())).with_event(
+            streams::PROCESSES,
+            kinds::PROCESS_UPDATED,
+            pid.to_string(),
+            json!({ "process_id": pid, "workflow_name": row.workflow_name, "last_status": "resumed" }),
+        );
+        tx.audit(&entry).await.map_err(internal)?;
+        tx.notify_work().await.map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        self.events_written();
+        self.wake();
+        Ok(())
+    }
+
+    /// Fails processes whose callback did not come in time.
+    pub async fn expire_callbacks(&self) -> Result<usize, DomainError> {
+        let now = clock::now();
+        let ids = self.inner.store.expired_callbacks(now, 100).await.map_err(internal)?;
+        let mut n = 0;
+        for pid in ids {
+            let mut tx = self.inner.store.begin().await.map_err(internal)?;
+            let Some(row) = tx.process(pid).await.map_err(internal)? else {
+                continue;
+            };
+            let step = row.next_step.clone().unwrap_or_default();
+            let ok = tx
+                .move_process(
+                    pid,
+                    &[ProcessStatus::AwaitingCallback],
+                    ProcessStatus::Failed,
+                    &row.state.0,
+                    Some(&step),
+                    None,
+                    Some("the callback did not arrive before its timeout"),
+                    now,
+                )
+                .await
+                .map_err(internal)?;
+            if !ok {
+                continue;
+            }
+            tx.log_step(
+                pid,
+                row.attempt,
+                &StepLog {
+                    name: step,
+                    status: StepStatus::Failed,
+                    state_delta: json!({ "error": "the callback did not arrive before its timeout" }),
+                    created_by: "SYSTEM".into(),
+                    started_at: now,
+                    completed_at: now,
+                    retries: row.retries,
+                },
+            )
+            .await
+            .map_err(internal)?;
+            tx.event(
+                &Event {
+                    stream: streams::PROCESSES,
+                    kind: kinds::PROCESS_UPDATED,
+                    subject: Some(pid.to_string()),
+                    data: json!({ "process_id": pid, "workflow_name": row.workflow_name, "last_status": "failed" }),
+                },
+                now,
+                None,
+            )
+            .await
+            .map_err(internal)?;
+            tx.commit().await.map_err(internal)?;
+            n += 1;
+        }
+        if n > 0 {
+            self.events_written();
+        }
+        Ok(n)
+    }
+
+    /// One process with its steps, current state and (when suspended) its form.
+    pub async fn process_view(&self, pid: Uuid) -> Result<ProcessView, DomainError> {
+        let store = &self.inner.store;
+        let row = store
+            .process(pid)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| DomainError::not_found("process"))?;
+        let steps = store.process_steps(pid).await.map_err(internal)?;
+        let subs = store.process_subscriptions(pid).await.map_err(internal)?;
+        let mut form = None;
+        if row.last_status == ProcessStatus::Suspended.as_str()
+            && let Some(wf) = self.workflow_version(&row.workflow_name, row.workflow_version)
+            && let Some(step) = row.next_step.as_deref().and_then(|n| wf.step_named(n))
+            && let StepKind::Input { form: f, .. } = &step.kind
+            && let Value::Object(state) = &row.state.0
+        {
+            let mut run = FormRun::new(vec![]);
+            if let Err(FormFail::Stop(FormStop::NotComplete { form: schema, .. })) =
+                f(&self.inner.deps, state, &mut run).await
+            {
+                form = Some(schema);
+            }
+        }
+        Ok(view::process(&row, &steps, &subs, form))
+    }
+
+    pub async fn list(&self, q: &ProcessQuery) -> Result<ProcessList, DomainError> {
+        let (rows, total) = self.inner.store.list_processes(q).await.map_err(internal)?;
+        Ok(ProcessList {
+            items: rows.iter().map(view::summary).collect(),
+            total,
+        })
+    }
+
+    /// `GET /api/processes/status-counts`.
+    pub async fn status_counts(&self) -> Result<Value, DomainError> {
+        let rows = self.inner.store.process_status_counts().await.map_err(internal)?;
+        let mut processes = serde_json::Map::new();
+        let mut tasks = serde_json::Map::new();
+        for (status, is_task, n) in rows {
+            let m = if is_task { &mut tasks } else { &mut processes };
+            m.insert(status, json!(n));
+        }
+        Ok(json!({ "process_counts": processes, "task_counts": tasks }))
+    }
+
+    pub async fn status(&self) -> Result<EngineStatus, DomainError> {
+        let store = &self.inner.store;
+        let locked = store.engine_locked().await.map_err(internal)?;
+        let running = store.running_processes(clock::now()).await.map_err(internal)?;
+        Ok(EngineStatus {
+            global_lock: locked,
+            global_status: match (locked, running) {
+                (false, _) => "RUNNING",
+                (true, 0) => "PAUSED",
+                (true, _) => "PAUSING",
+            },
+            running_processes: running,
+        })
+    }
+
+    /// Pauses (workers finish their current step and claim nothing new) or resumes.
+    pub async fn set_paused(&self, ctx: &RequestCtx, actor: &str, paused: bool) -> Result<EngineStatus, DomainError> {
+        let entry = AuditEntry::new(ctx, actions::ENGINE_SET_STATUS, Some(actor.to_owned()), None)
+            .with_details(json!({ "global_lock": paused }));
+        self.inner
+            .store
+            .set_engine_lock(paused, &entry)
+            .await
+            .map_err(internal)?;
+        if !paused {
+            self.wake();
+        }
+        self.status().await
+    }
+}

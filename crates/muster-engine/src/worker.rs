@@ -1,0 +1,109 @@
+//! Workers: claim queued processes and run them, woken by new work (this node's starts, other
+//! nodes' `NOTIFY`) or, failing that, by a poll.
+
+use crate::engine::Engine;
+use muster_core::clock;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, watch};
+use tracing::{info, warn};
+
+/// Runs until `shutdown` turns true; then waits for the processes it runs to stop at a step
+/// boundary (their leases are released as each step commits).
+pub async fn run<D: Send + Sync + 'static>(engine: Engine<D>, mut shutdown: watch::Receiver<bool>) {
+    let cfg = engine.config().clone();
+    let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+    spawn_listener(&engine);
+    info!(worker = %cfg.worker_name, concurrency = cfg.concurrency, "worker started");
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let free = slots.available_permits();
+        if free == 0 {
+            // Wait for a running process to finish (or shutdown).
+            tokio::select! {
+                p = slots.clone().acquire_owned() => drop(p),
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        let now = clock::now();
+        let lease_until = now + time::Duration::try_from(cfg.lease).unwrap_or(time::Duration::SECOND * 30);
+        let claimed = match engine
+            .store()
+            .claim_processes(&cfg.worker_name, free as i64, now, lease_until)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "claiming processes failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let full = claimed.len() == free;
+        for row in claimed {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                crate::runner::run(&engine, row).await;
+                drop(permit);
+            });
+        }
+        if full {
+            continue;
+        }
+        let sleep = next_sleep(&engine, cfg.poll).await;
+        tokio::select! {
+            _ = engine.inner.wake.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    // Let running processes reach their next step boundary.
+    let _ = slots.acquire_many(cfg.concurrency.max(1) as u32).await;
+    info!(worker = %cfg.worker_name, "worker stopped");
+}
+
+/// Until the earliest queued process becomes claimable, at most `poll`.
+async fn next_sleep<D: Send + Sync + 'static>(engine: &Engine<D>, poll: Duration) -> Duration {
+    match engine.store().next_run_after().await {
+        Ok(Some(t)) => {
+            let d = t - clock::now();
+            if d <= time::Duration::ZERO {
+                Duration::from_millis(20).min(poll)
+            } else {
+                Duration::try_from(d).unwrap_or(poll).min(poll)
+            }
+        }
+        _ => poll,
+    }
+}
+
+/// On PostgreSQL, wakes the worker when any node announces work.
+fn spawn_listener<D: Send + Sync + 'static>(engine: &Engine<D>) {
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        loop {
+            match engine.store().work_listener().await {
+                Ok(Some(mut l)) => loop {
+                    match l.recv().await {
+                        Ok(()) => {
+                            engine.inner.wake.notify_one();
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "work listener lost its connection; polling until it is back");
+                            break;
+                        }
+                    }
+                },
+                Ok(None) => return,
+                Err(e) => warn!(error = %e, "work listener could not connect"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}

@@ -1,0 +1,355 @@
+//! Processes (workflow runs), with orchestrator-core's paths and form protocol:
+//! `POST /api/processes/{workflow}` answers 510 with the next page while the form is
+//! incomplete, 400 with `validation_errors` when a page is invalid, 201 `{"id"}` once started.
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{ApiJson, ApiQuery, AuthUser, Ctx};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use muster_core::error::{DomainError, codes};
+use muster_core::workflow::ProcessStatus;
+use muster_core::workflow::form::FormStop;
+use muster_engine::StartError;
+use muster_store::{ProcessQuery, ProcessSort};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(status_counts))
+        .routes(routes!(start, get_process))
+        .routes(routes!(resume))
+        .routes(routes!(abort))
+        .routes(routes!(callback))
+        .routes(routes!(engine_status, set_engine_status))
+}
+
+/// The form protocol's answers, as orchestrator-core (pydantic-forms) sends them.
+pub(crate) fn form_response(stop: FormStop) -> Response {
+    match stop {
+        FormStop::NotComplete { form, meta } => (
+            StatusCode::NOT_EXTENDED,
+            Json(json!({
+                "type": "FormNotCompleteError",
+                "title": "Form not complete",
+                "status": 510,
+                "detail": form.get("title").cloned().unwrap_or(Value::Null),
+                "form": form,
+                "meta": meta,
+            })),
+        )
+            .into_response(),
+        FormStop::Invalid { title, errors } => {
+            let n = errors.len();
+            let noun = if n == 1 { "error" } else { "errors" };
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({
+                    "type": "FormValidationError",
+                    "title": "Form not valid",
+                    "status": 400,
+                    "detail": format!("{n} validation {noun} for {title}"),
+                    "code": codes::INVALID_INPUT,
+                    "validation_errors": errors,
+                })),
+            )
+                .into_response()
+        }
+        FormStop::Overflow => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({
+                "type": "FormOverflowError",
+                "title": "Form overflow",
+                "status": 400,
+                "detail": "more pages were posted than the form has",
+                "code": codes::INVALID_INPUT,
+            })),
+        )
+            .into_response(),
+    }
+}
+
+fn start_error(e: StartError) -> Response {
+    match e {
+        StartError::Form(stop) => form_response(stop),
+        StartError::Domain(d) => ApiError(d).into_response(),
+    }
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    id.parse().map_err(|_| ApiError(DomainError::not_found("process")))
+}
+
+/// Starts a workflow. The body is the list of form pages filled so far (`[]` to get page 1).
+#[utoipa::path(post, path = "/api/processes/{id}", tag = "processes", security(("session" = [])),
+    params(("id" = String, Path, description = "The workflow name, e.g. create_user")),
+    request_body(content = Vec<Object>),
+    responses((status = 201, description = "started: {\"id\": process_id}"), (status = 400, description = "FormValidationError"),
+        (status = 510, description = "FormNotCompleteError with the next page's JSON Schema"), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 503, body = Problem)))]
+pub async fn start(
+    State(state): State<AppState>,
+    AuthUser(auth): AuthUser,
+    Ctx(ctx): Ctx,
+    Path(workflow): Path<String>,
+    ApiJson(inputs): ApiJson<Vec<Value>>,
+) -> Response {
+    if let Err(e) = auth.require_super_user() {
+        return ApiError(e).into_response();
+    }
+    match state.engine.start(&ctx, &auth.user_id(), &workflow, inputs).await {
+        Ok(id) => (StatusCode::CREATED, Json(json!({ "id": id }))).into_response(),
+        Err(e) => start_error(e),
+    }
+}
+
+/// One process: steps, current state, subscriptions, and its form while suspended.
+#[utoipa::path(get, path = "/api/processes/{id}", tag = "processes", security(("session" = [])),
+    params(("id" = Uuid, Path)), responses((status = 200, body = Object), (status = 404, body = Problem)))]
+pub async fn get_process(
+    State(state): State<AppState>,
+    AuthUser(auth): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    auth.require_super_user()?;
+    let id = parse_id(&id)?;
+    let view = state.engine.process_view(id).await?;
+    Ok(Json(serde_json::to_value(view).map_err(DomainError::internal)?))
+}
+
+/// Resumes a suspended (with its input form), failed or waiting process.
+#[utoipa::path(put, path = "/api/processes/{id}/resume", tag = "processes", security(("session" = [])),
+    params(("id" = Uuid, Path)), request_body(content = Vec<Object>),
+    responses((status = 204), (status = 400, description = "FormValidationError"), (status = 409, body = Problem), (status = 404, body = Problem)))]
+pub async fn resume(
+    State(state): State<AppState>,
+    AuthUser(auth): AuthUser,
+    Ctx(ctx): Ctx,
+    Path(id): Path<Uuid>,
+    ApiJson(inputs): ApiJson<Vec<Value>>,
+) -> Response {
+    if let Err(e) = auth.require_super_user() {
+        return ApiError(e).into_response();
+    }
+    match state.engine.resume(&ctx, &auth.user_id(), id, inputs).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => start_error(e),
+    }
+}
+
+/// Aborts a process and undoes what it made (an aborted create leaves no subscription or
+/// directory user behind; held subscriptions are released).
+#[utoipa::path(put, path = "/api/processes/{id}/abort", tag = "processes", security(("session" = [])),
+    params(("id" = Uuid, Path)), responses((status = 204), (status = 409, body = Problem), (status = 404, body = Problem)))]
+pub async fn abort(
+    State(state): State<AppState>,
+    AuthUser(auth): AuthUser,
+    Ctx(ctx): Ctx,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
+    auth.require_super_user()?;
+    state.engine.abort(&ctx, &auth.user_id(), id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An outside system reports back to a callback step. The token in the path is the credential.
+#[utoipa::path(post, path = "/api/processes/{id}/callback/{token}", tag = "processes",
+    params(("id" = Uuid, Path), ("token" = String, Path)), request_body(content = Object),
+    responses((status = 200), (status = 404, body = Problem)))]
+pub async fn callback(
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    Path((id, token)): Path<(Uuid, String)>,
+    ApiJson(data): ApiJson<Value>,
+) -> ApiResult<Json<Value>> {
+    state.engine.callback(&ctx, id, &token, data).await?;
+    Ok(Json(json!({ "process_id": id })))
+}
+
+/// `{"process_counts": {status: n}, "task_counts": {status: n}}`
+#[utoipa::path(get, path = "/api/processes/status-counts", tag = "processes", security(("session" = [])),
+    responses((status = 200, body = Object)))]
+pub async fn status_counts(State(state): State<AppState>, AuthUser(auth): AuthUser) -> ApiResult<Json<Value>> {
+    auth.require_super_user()?;
+    Ok(Json(state.engine.status_counts().await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// `start,end` (end exclusive). Default `0,20`; at most 1000 per page.
+    pub range: Option<String>,
+    /// `field,ASC|DESC[,field,DESC…]`: started, modified, status, workflow, creator, assignee.
+    pub sort: Option<String>,
+    /// `key,value[,key,value…]`; values may be `a|b` (any of). Keys: status, workflow_name,
+    /// target, subscription_id, created_by, is_task, started_after, started_before.
+    pub filter: Option<String>,
+}
+
+fn bad(field: &str, msg: impl Into<String>) -> ApiError {
+    ApiError(DomainError::invalid_field(field, codes::INVALID_INPUT, msg))
+}
+
+pub(crate) fn parse_range(range: Option<&str>) -> Result<(i64, i64), ApiError> {
+    let Some(r) = range else { return Ok((0, 20)) };
+    let (a, b) = r.split_once(',').ok_or_else(|| bad("range", "range is start,end"))?;
+    let start: i64 = a
+        .trim()
+        .parse()
+        .map_err(|_| bad("range", "range start is not a number"))?;
+    let end: i64 = b
+        .trim()
+        .parse()
+        .map_err(|_| bad("range", "range end is not a number"))?;
+    if start < 0 || end <= start || end - start > 1000 {
+        return Err(bad("range", "range needs 0 <= start < end and at most 1000 items"));
+    }
+    Ok((start, end))
+}
+
+pub(crate) fn parse_sort<T>(sort: Option<&str>, parse: impl Fn(&str) -> Option<T>) -> Result<Vec<(T, bool)>, ApiError> {
+    let Some(s) = sort else { return Ok(vec![]) };
+    let parts: Vec<&str> = s.split(',').collect();
+    if !parts.len().is_multiple_of(2) {
+        return Err(bad("sort", "sort takes field,ASC|DESC pairs"));
+    }
+    parts
+        .chunks(2)
+        .map(|c| {
+            let col = parse(c[0].trim()).ok_or_else(|| bad("sort", format!("cannot sort by {:?}", c[0])))?;
+            let desc = match c[1].trim().to_ascii_uppercase().as_str() {
+                "ASC" => false,
+                "DESC" => true,
+                _ => return Err(bad("sort", "the direction is ASC or DESC")),
+            };
+            Ok((col, desc))
+        })
+        .collect()
+}
+
+pub(crate) fn filter_pairs(filter: Option<&str>) -> Result<Vec<(String, Vec<String>)>, ApiError> {
+    let Some(f) = filter else { return Ok(vec![]) };
+    let parts: Vec<&str> = f.split(',').collect();
+    if !parts.len().is_multiple_of(2) {
+        return Err(bad("filter", "filter takes key,value pairs"));
+    }
+    Ok(parts
+        .chunks(2)
+        .map(|c| {
+            (
+                c[0].trim().to_owned(),
+                c[1].split('|').map(|v| v.trim().to_owned()).collect(),
+            )
+        })
+        .collect())
+}
+
+pub(crate) fn time_value(field: &str, v: &str) -> Result<time::OffsetDateTime, ApiError> {
+    let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| bad(field, format!("{field} must be an RFC 3339 time")))?;
+    muster_core::clock::to_utc(t).ok_or_else(|| bad(field, format!("{field} is out of range")))
+}
+
+pub(crate) fn content_range(kind: &str, start: i64, count: usize, total: i64) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let end = start + count as i64;
+    if let Ok(v) = HeaderValue::from_str(&format!("{kind} {start}-{end}/{total}")) {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    h
+}
+
+/// Processes, newest first unless sorted otherwise; `Content-Range: processes 0-20/1234`.
+#[utoipa::path(get, path = "/api/processes", tag = "processes", security(("session" = [])), params(ListParams),
+    responses((status = 200, body = Vec<Object>), (status = 400, body = Problem)))]
+pub async fn list(
+    State(state): State<AppState>,
+    AuthUser(auth): AuthUser,
+    ApiQuery(p): ApiQuery<ListParams>,
+) -> ApiResult<(HeaderMap, Json<Value>)> {
+    auth.require_super_user()?;
+    let (start, end) = parse_range(p.range.as_deref())?;
+    let mut sort = parse_sort(p.sort.as_deref(), ProcessSort::parse)?;
+    if sort.is_empty() {
+        sort.push((ProcessSort::Started, true));
+    }
+    let mut q = ProcessQuery {
+        sort,
+        offset: start,
+        limit: end - start,
+        ..Default::default()
+    };
+    for (key, values) in filter_pairs(p.filter.as_deref())? {
+        match key.as_str() {
+            "status" | "last_status" => {
+                for v in &values {
+                    q.statuses
+                        .push(ProcessStatus::parse(v).ok_or_else(|| bad("filter", format!("unknown status {v:?}")))?);
+                }
+            }
+            "workflow" | "workflow_name" => q.workflow_names.extend(values),
+            "target" => q.targets.extend(values.iter().map(|v| v.to_ascii_uppercase())),
+            "subscription" | "subscription_id" => {
+                let v = values.first().cloned().unwrap_or_default();
+                q.subscription_id = Some(v.parse().map_err(|_| bad("filter", "subscription_id is not a uuid"))?);
+            }
+            "created_by" | "creator" => q.created_by = values.first().cloned(),
+            "is_task" => {
+                q.is_task = Some(match values.first().map(String::as_str) {
+                    Some("true") => true,
+                    Some("false") => false,
+                    _ => return Err(bad("filter", "is_task is true or false")),
+                })
+            }
+            "started_after" => q.started_after = Some(time_value("started_after", values.first().map_or("", |s| s))?),
+            "started_before" => {
+                q.started_before = Some(time_value("started_before", values.first().map_or("", |s| s))?)
+            }
+            other => return Err(bad("filter", format!("cannot filter by {other:?}"))),
+        }
+    }
+    let page = state.engine.list(&q).await?;
+    let headers = content_range("processes", start, page.items.len(), page.total);
+    Ok((
+        headers,
+        Json(serde_json::to_value(page.items).map_err(DomainError::internal)?),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSettings {
+    /// true pauses the engine: workers finish their current step and claim nothing new.
+    pub global_lock: bool,
+}
+
+/// `{"global_lock", "global_status": RUNNING|PAUSING|PAUSED, "running_processes"}`
+#[utoipa::path(get, path = "/api/settings/status", tag = "processes", security(("session" = [])),
+    responses((status = 200, body = Object)))]
+pub async fn engine_status(State(state): State<AppState>, AuthUser(auth): AuthUser) -> ApiResult<Json<Value>> {
+    auth.require_super_user()?;
+    Ok(Json(
+        serde_json::to_value(state.engine.status().await?).map_err(DomainError::internal)?,
+    ))
+}
+
+/// Pauses or resumes the engine.
+#[utoipa::path(put, path = "/api/settings/status", tag = "processes", security(("session" = [])),
+    request_body = EngineSettings, responses((status = 200, body = Object), (status = 400, body = Problem)))]
+pub async fn set_engine_status(
+    State(state): State<AppState>,
+    AuthUser(auth): AuthUser,
+    Ctx(ctx): Ctx,
+    ApiJson(body): ApiJson<EngineSettings>,
+) -> ApiResult<Json<Value>> {
+    auth.require_super_user()?;
+    let s = state.engine.set_paused(&ctx, &auth.user_id(), body.global_lock).await?;
+    Ok(Json(serde_json::to_value(s).map_err(DomainError::internal)?))
+}

@@ -1,0 +1,134 @@
+//! Subscriptions: list, domain model, startable workflows, set in sync.
+
+use crate::AppState;
+use crate::api::processes::{content_range, filter_pairs, parse_range, parse_sort};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{ApiQuery, AuthUser, Ctx};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use muster_core::error::{DomainError, codes};
+use muster_core::workflow::SubscriptionStatus;
+use muster_store::{SubscriptionQuery, SubscriptionSort};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(domain_model))
+        .routes(routes!(workflows))
+        .routes(routes!(set_in_sync))
+}
+
+fn bad(field: &str, msg: impl Into<String>) -> ApiError {
+    ApiError(DomainError::invalid_field(field, codes::INVALID_INPUT, msg))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// `start,end` (end exclusive). Default `0,20`.
+    pub range: Option<String>,
+    /// `field,ASC|DESC[,…]`: start_date, end_date, description, status, product, customer_id, created_at.
+    pub sort: Option<String>,
+    /// `key,value[,key,value…]`, values `a|b` for any of. Keys: product (id), product_type,
+    /// status, insync, customer_id.
+    pub filter: Option<String>,
+    /// Free text, matched against the description.
+    pub query: Option<String>,
+}
+
+/// Subscriptions with filters, sorting and paging; `Content-Range: subscriptions 0-20/57`.
+#[utoipa::path(get, path = "/api/subscriptions", tag = "subscriptions", security(("session" = [])), params(ListParams),
+    responses((status = 200, body = Vec<Object>), (status = 400, body = Problem)))]
+pub async fn list(
+    State(state): State<AppState>,
+    AuthUser(auth): AuthUser,
+    ApiQuery(p): ApiQuery<ListParams>,
+) -> ApiResult<(HeaderMap, Json<Vec<Value>>)> {
+    auth.require_super_user()?;
+    let (start, end) = parse_range(p.range.as_deref())?;
+    let mut sort = parse_sort(p.sort.as_deref(), SubscriptionSort::parse)?;
+    if sort.is_empty() {
+        sort.push((SubscriptionSort::Created, true));
+    }
+    let mut q = SubscriptionQuery {
+        sort,
+        offset: start,
+        limit: end - start,
+        text: p.query.filter(|s| !s.is_empty()),
+        ..Default::default()
+    };
+    for (key, values) in filter_pairs(p.filter.as_deref())? {
+        match key.as_str() {
+            "product" | "product_id" => {
+                for v in &values {
+                    q.product_ids
+                        .push(v.parse().map_err(|_| bad("filter", "product is a product id"))?);
+                }
+            }
+            "product_type" => q.product_types.extend(values),
+            "status" => {
+                for v in &values {
+                    q.statuses.push(
+                        SubscriptionStatus::parse(v).ok_or_else(|| bad("filter", format!("unknown status {v:?}")))?,
+                    );
+                }
+            }
+            "insync" => {
+                q.insync = Some(match values.first().map(String::as_str) {
+                    Some("true") => true,
+                    Some("false") => false,
+                    _ => return Err(bad("filter", "insync is true or false")),
+                })
+            }
+            "customer_id" | "customer" => q.customer_id = values.first().cloned(),
+            other => return Err(bad("filter", format!("cannot filter by {other:?}"))),
+        }
+    }
+    let (items, total) = state.subscriptions.list(&q).await?;
+    Ok((content_range("subscriptions", start, items.len(), total), Json(items)))
+}
+
+/// The subscription's domain model: fields, fixed inputs, blocks (a User's group nested),
+/// `in_use_by_ids` / `depends_on_ids`.
+#[utoipa::path(get, path = "/api/subscriptions/domain-model/{id}", tag = "subscriptions", security(("session" = [])),
+    params(("id" = Uuid, Path)), responses((status = 200, body = Object), (status = 404, body = Problem)))]
+pub async fn domain_model(
+    State(state): State<AppState>,
+    AuthUser(auth): AuthUser,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Value>> {
+    auth.require_super_user()?;
+    Ok(Json(state.subscriptions.domain_model(id).await?))
+}
+
+/// The workflows per target, each with a `reason` when it may not start now.
+#[utoipa::path(get, path = "/api/subscriptions/workflows/{id}", tag = "subscriptions", security(("session" = [])),
+    params(("id" = Uuid, Path)), responses((status = 200, body = Object), (status = 404, body = Problem)))]
+pub async fn workflows(
+    State(state): State<AppState>,
+    AuthUser(auth): AuthUser,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Value>> {
+    auth.require_super_user()?;
+    Ok(Json(state.subscriptions.workflows(id).await?))
+}
+
+/// Marks a subscription in sync (recovery); 409 while an unfinished process holds it.
+#[utoipa::path(put, path = "/api/subscriptions/{id}/set_in_sync", tag = "subscriptions", security(("session" = [])),
+    params(("id" = Uuid, Path)), responses((status = 200), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn set_in_sync(
+    State(state): State<AppState>,
+    AuthUser(auth): AuthUser,
+    Ctx(ctx): Ctx,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
+    auth.require_super_user()?;
+    state.subscriptions.set_in_sync(&ctx, &auth.user_id(), id).await?;
+    Ok(StatusCode::OK)
+}

@@ -1,0 +1,672 @@
+//! Processes: workflow runs, their step log, the queue, claims and leases.
+//!
+//! The `processes` row is at once the run's record, its queue entry (`run_after`: claimable
+//! from then on) and its claim (`lease_owner`, `lease_until`, `attempt`). A worker claims a
+//! batch with one conditional UPDATE (PostgreSQL picks rows with `FOR UPDATE SKIP LOCKED`, so
+//! workers on many nodes never wait on each other) and bumps `attempt`. Every later write of
+//! that worker names the attempt it holds ([`Fence`]): once a lease expired and another worker
+//! claimed the process, the first worker's writes match no row and its transaction rolls back.
+
+use crate::tx::on_tx;
+use crate::{Backend, Result, Store, StoreError, StoreTx, Ts, on_db};
+use muster_core::workflow::{ProcessStatus, StepStatus};
+use serde_json::Value;
+use sqlx::types::Json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// What a worker holds: the process, its attempt and the worker's name.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    pub process_id: Uuid,
+    pub attempt: i64,
+    pub worker: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewProcess {
+    pub process_id: Uuid,
+    pub workflow_name: String,
+    pub workflow_version: i32,
+    pub target: String,
+    pub is_task: bool,
+    pub created_by: String,
+    pub assignee: String,
+    pub state: Value,
+    pub next_step: String,
+    pub now: OffsetDateTime,
+}
+
+/// A process row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProcessRow {
+    pub process_id: Uuid,
+    pub workflow_name: String,
+    pub workflow_version: i32,
+    pub target: String,
+    pub is_task: bool,
+    pub last_status: String,
+    pub last_step: Option<String>,
+    pub next_step: Option<String>,
+    pub assignee: String,
+    pub failed_reason: Option<String>,
+    pub traceback: Option<String>,
+    pub created_by: String,
+    pub started_at: Ts,
+    pub last_modified_at: Ts,
+    pub state: Json<Value>,
+    pub run_after: Option<Ts>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<Ts>,
+    pub attempt: i64,
+    pub retries: i32,
+    pub callback_deadline: Option<Ts>,
+    pub note: Option<String>,
+}
+
+impl ProcessRow {
+    pub fn status(&self) -> Result<ProcessStatus> {
+        ProcessStatus::parse(&self.last_status)
+            .ok_or_else(|| StoreError::Corrupt(format!("process status {:?}", self.last_status)))
+    }
+}
+
+const PROCESS_COLUMNS: &str = "process_id, workflow_name, workflow_version, target, is_task, last_status, last_step, \
+     next_step, assignee, failed_reason, traceback, created_by, started_at, last_modified_at, state, run_after, \
+     lease_owner, lease_until, attempt, retries, callback_deadline, note";
+
+/// A step-log row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StepRow {
+    pub step_id: i64,
+    pub name: String,
+    pub status: String,
+    pub state_delta: Json<Value>,
+    pub created_by: String,
+    pub started_at: Ts,
+    pub completed_at: Ts,
+    pub attempt: i64,
+    pub retries: i32,
+}
+
+/// One step's log entry.
+#[derive(Debug, Clone)]
+pub struct StepLog {
+    pub name: String,
+    pub status: StepStatus,
+    pub state_delta: Value,
+    pub created_by: String,
+    pub started_at: OffsetDateTime,
+    pub completed_at: OffsetDateTime,
+    pub retries: i32,
+}
+
+/// How a step leaves its process.
+#[derive(Debug, Clone)]
+pub struct ProcessUpdate {
+    pub status: ProcessStatus,
+    pub last_step: String,
+    pub next_step: Option<String>,
+    pub state: Value,
+    /// Queued again from then on (None: not queued).
+    pub run_after: Option<OffsetDateTime>,
+    /// Keep the lease until then (None: release it).
+    pub lease_until: Option<OffsetDateTime>,
+    pub failed_reason: Option<String>,
+    pub traceback: Option<String>,
+    pub retries: i32,
+    pub assignee: String,
+    pub callback_token_hash: Option<String>,
+    pub callback_deadline: Option<OffsetDateTime>,
+    pub now: OffsetDateTime,
+}
+
+/// Order and filters of [`Store::list_processes`].
+#[derive(Debug, Clone, Default)]
+pub struct ProcessQuery {
+    pub statuses: Vec<ProcessStatus>,
+    pub workflow_names: Vec<String>,
+    pub targets: Vec<String>,
+    pub subscription_id: Option<Uuid>,
+    pub created_by: Option<String>,
+    pub is_task: Option<bool>,
+    pub started_after: Option<OffsetDateTime>,
+    pub started_before: Option<OffsetDateTime>,
+    pub sort: Vec<(ProcessSort, bool)>,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessSort {
+    Started,
+    Modified,
+    Status,
+    Workflow,
+    Creator,
+    Assignee,
+}
+
+impl ProcessSort {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "started" | "started_at" => Self::Started,
+            "modified" | "last_modified_at" => Self::Modified,
+            "status" | "last_status" => Self::Status,
+            "workflow" | "workflow_name" => Self::Workflow,
+            "creator" | "created_by" => Self::Creator,
+            "assignee" => Self::Assignee,
+            _ => return None,
+        })
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Self::Started => "started_at",
+            Self::Modified => "last_modified_at",
+            Self::Status => "last_status",
+            Self::Workflow => "workflow_name",
+            Self::Creator => "created_by",
+            Self::Assignee => "assignee",
+        }
+    }
+}
+
+macro_rules! push_process_filters {
+    ($qb:expr, $q:expr) => {{
+        $qb.push(" WHERE 1 = 1");
+        if !$q.statuses.is_empty() {
+            $qb.push(" AND last_status IN (");
+            let mut sep = $qb.separated(", ");
+            for s in &$q.statuses {
+                sep.push_bind(s.as_str());
+            }
+            $qb.push(")");
+        }
+        if !$q.workflow_names.is_empty() {
+            $qb.push(" AND workflow_name IN (");
+            let mut sep = $qb.separated(", ");
+            for s in &$q.workflow_names {
+                sep.push_bind(s.clone());
+            }
+            $qb.push(")");
+        }
+        if !$q.targets.is_empty() {
+            $qb.push(" AND target IN (");
+            let mut sep = $qb.separated(", ");
+            for s in &$q.targets {
+                sep.push_bind(s.clone());
+            }
+            $qb.push(")");
+        }
+        if let Some(sid) = $q.subscription_id {
+            $qb.push(" AND process_id IN (SELECT process_id FROM processes_subscriptions WHERE subscription_id = ")
+                .push_bind(sid)
+                .push(")");
+        }
+        if let Some(c) = &$q.created_by {
+            $qb.push(" AND created_by = ").push_bind(c.clone());
+        }
+        if let Some(t) = $q.is_task {
+            $qb.push(" AND is_task = ").push_bind(t);
+        }
+        if let Some(t) = $q.started_after {
+            $qb.push(" AND started_at >= ").push_bind(Ts(t));
+        }
+        if let Some(t) = $q.started_before {
+            $qb.push(" AND started_at < ").push_bind(Ts(t));
+        }
+    }};
+}
+
+fn statuses_sql(statuses: &[ProcessStatus]) -> String {
+    statuses
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Store {
+    pub async fn process(&self, id: Uuid) -> Result<Option<ProcessRow>> {
+        let sql = format!("SELECT {PROCESS_COLUMNS} FROM processes WHERE process_id = $1");
+        Ok(on_db!(self, read, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?
+        }))
+    }
+
+    pub async fn process_steps(&self, id: Uuid) -> Result<Vec<StepRow>> {
+        Ok(on_db!(self, read, pool => {
+            sqlx::query_as(
+                "SELECT step_id, name, status, state_delta, created_by, started_at, completed_at, attempt, retries \
+                 FROM process_steps WHERE process_id = $1 ORDER BY step_id",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// The subscriptions a process works on.
+    pub async fn process_subscriptions(&self, id: Uuid) -> Result<Vec<Uuid>> {
+        Ok(on_db!(self, read, pool => {
+            sqlx::query_scalar("SELECT subscription_id FROM processes_subscriptions WHERE process_id = $1 ORDER BY created_at")
+                .bind(id)
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    pub async fn list_processes(&self, q: &ProcessQuery) -> Result<(Vec<ProcessRow>, i64)> {
+        Ok(on_db!(self, read, pool => {
+            let mut qb = sqlx::QueryBuilder::new(format!("SELECT {PROCESS_COLUMNS} FROM processes"));
+            push_process_filters!(qb, q);
+            qb.push(" ORDER BY ");
+            for (col, desc) in &q.sort {
+                qb.push(col.column()).push(if *desc { " DESC, " } else { " ASC, " });
+            }
+            qb.push("process_id ASC LIMIT ").push_bind(q.limit).push(" OFFSET ").push_bind(q.offset);
+            let rows: Vec<ProcessRow> = qb.build_query_as().fetch_all(pool).await?;
+            let mut cq = sqlx::QueryBuilder::new("SELECT COUNT(*) FROM processes");
+            push_process_filters!(cq, q);
+            let total: i64 = cq.build_query_scalar().fetch_one(pool).await?;
+            (rows, total)
+        }))
+    }
+
+    /// (status, is_task, count) over all processes.
+    pub async fn process_status_counts(&self) -> Result<Vec<(String, bool, i64)>> {
+        Ok(on_db!(self, read, pool => {
+            sqlx::query_as("SELECT last_status, is_task, COUNT(*) FROM processes GROUP BY last_status, is_task")
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// Claims up to `limit` queued processes for `worker` until `lease_until`, unless the
+    /// engine is paused. Each claim bumps the process's attempt (its fencing token).
+    pub async fn claim_processes(
+        &self,
+        worker: &str,
+        limit: i64,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<Vec<ProcessRow>> {
+        let pick = "SELECT process_id FROM processes WHERE run_after <= $3 \
+             AND (lease_until IS NULL OR lease_until < $3) \
+             AND NOT EXISTS (SELECT 1 FROM engine_settings WHERE global_lock) \
+             ORDER BY run_after LIMIT $4";
+        let sql = match self.backend() {
+            Backend::Postgres => format!(
+                "UPDATE processes SET lease_owner = $1, lease_until = $2, attempt = attempt + 1, \
+                 last_status = 'running', last_modified_at = $3 \
+                 WHERE process_id IN ({pick} FOR UPDATE SKIP LOCKED) RETURNING {PROCESS_COLUMNS}"
+            ),
+            Backend::Sqlite => format!(
+                "UPDATE processes SET lease_owner = $1, lease_until = $2, attempt = attempt + 1, \
+                 last_status = 'running', last_modified_at = $3 \
+                 WHERE process_id IN ({pick}) RETURNING {PROCESS_COLUMNS}"
+            ),
+        };
+        Ok(on_db!(self, write, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(worker)
+                .bind(Ts(lease_until))
+                .bind(Ts(now))
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// Extends a held lease (a heartbeat). False: the lease was lost.
+    pub async fn extend_lease(&self, fence: &Fence, until: OffsetDateTime) -> Result<bool> {
+        let n = on_db!(self, write, pool => {
+            sqlx::query("UPDATE processes SET lease_until = $4 WHERE process_id = $1 AND attempt = $2 AND lease_owner = $3")
+                .bind(fence.process_id)
+                .bind(fence.attempt)
+                .bind(&fence.worker)
+                .bind(Ts(until))
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Releases a lease without changing anything else (a worker stopping, the engine paused).
+    pub async fn release_lease(&self, fence: &Fence) -> Result<bool> {
+        let n = on_db!(self, write, pool => {
+            sqlx::query("UPDATE processes SET lease_owner = NULL, lease_until = NULL WHERE process_id = $1 AND attempt = $2 AND lease_owner = $3")
+                .bind(fence.process_id)
+                .bind(fence.attempt)
+                .bind(&fence.worker)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// The earliest time a queued process becomes claimable (for the worker's sleep).
+    pub async fn next_run_after(&self) -> Result<Option<OffsetDateTime>> {
+        let t: Option<Option<Ts>> = on_db!(self, read, pool => {
+            sqlx::query_scalar("SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < run_after THEN run_after ELSE lease_until END) FROM processes WHERE run_after IS NOT NULL")
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(t.flatten().map(|t| t.0))
+    }
+
+    /// Processes awaiting a callback whose deadline passed.
+    pub async fn expired_callbacks(&self, now: OffsetDateTime, limit: i64) -> Result<Vec<Uuid>> {
+        Ok(on_db!(self, read, pool => {
+            sqlx::query_scalar(
+                "SELECT process_id FROM processes WHERE callback_deadline < $1 AND last_status = 'awaiting_callback' LIMIT $2",
+            )
+            .bind(Ts(now))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    pub async fn engine_locked(&self) -> Result<bool> {
+        Ok(on_db!(self, read, pool => {
+            sqlx::query_scalar("SELECT global_lock FROM engine_settings WHERE id = 1").fetch_one(pool).await?
+        }))
+    }
+
+    pub async fn set_engine_lock(&self, locked: bool, audit: &muster_core::audit::AuditEntry) -> Result<()> {
+        on_db!(self, write, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE engine_settings SET global_lock = $1 WHERE id = 1").bind(locked).execute(&mut *tx).await?;
+            crate::audit::insert!(&mut *tx, audit);
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Processes a worker is running now (an unexpired lease).
+    pub async fn running_processes(&self, now: OffsetDateTime) -> Result<i64> {
+        Ok(on_db!(self, read, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM processes WHERE last_status = 'running' AND lease_until >= $1")
+                .bind(Ts(now))
+                .fetch_one(pool)
+                .await?
+        }))
+    }
+
+    /// Deletes finished task processes that started before `before` (`task_clean_up_tasks`).
+    pub async fn delete_finished_tasks(&self, before: OffsetDateTime) -> Result<u64> {
+        Ok(on_db!(self, write, pool => {
+            sqlx::query("DELETE FROM processes WHERE is_task AND last_status IN ('completed', 'aborted') AND started_at < $1")
+                .bind(Ts(before))
+                .execute(pool)
+                .await?
+                .rows_affected()
+        }))
+    }
+
+    /// Moves waiting processes to the front of the queue (`task_resume_workflows`).
+    pub async fn requeue_waiting(&self, now: OffsetDateTime) -> Result<u64> {
+        Ok(on_db!(self, write, pool => {
+            sqlx::query("UPDATE processes SET run_after = $1 WHERE last_status = 'waiting' AND run_after > $1")
+                .bind(Ts(now))
+                .execute(pool)
+                .await?
+                .rows_affected()
+        }))
+    }
+}
+
+impl StoreTx {
+    pub async fn insert_process(&mut self, p: &NewProcess) -> Result<()> {
+        on_tx!(self, conn => {
+            sqlx::query(
+                "INSERT INTO processes (process_id, workflow_name, workflow_version, target, is_task, last_status, \
+                 next_step, assignee, created_by, started_at, last_modified_at, state, run_after) \
+                 VALUES ($1, $2, $3, $4, $5, 'created', $6, $7, $8, $9, $9, $10, $9)",
+            )
+            .bind(p.process_id)
+            .bind(&p.workflow_name)
+            .bind(p.workflow_version)
+            .bind(&p.target)
+            .bind(p.is_task)
+            .bind(&p.next_step)
+            .bind(&p.assignee)
+            .bind(&p.created_by)
+            .bind(Ts(p.now))
+            .bind(Json(&p.state))
+            .execute(&mut *conn)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Reads a process inside this transaction, locking its row on PostgreSQL.
+    pub async fn process(&mut self, id: Uuid) -> Result<Option<ProcessRow>> {
+        let lock = if self.backend() == Backend::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        let sql = format!("SELECT {PROCESS_COLUMNS} FROM processes WHERE process_id = $1{lock}");
+        Ok(on_tx!(self, conn => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *conn).await?
+        }))
+    }
+
+    /// The callback token hash of a process awaiting a callback.
+    pub async fn callback_token_hash(&mut self, id: Uuid) -> Result<Option<String>> {
+        let h: Option<Option<String>> = on_tx!(self, conn => {
+            sqlx::query_scalar("SELECT callback_token_hash FROM processes WHERE process_id = $1 AND last_status = 'awaiting_callback'")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+        });
+        Ok(h.flatten())
+    }
+
+    /// Ends a step: writes its log row and moves the process on, if `fence` still holds the
+    /// process. False: the lease was lost (another worker owns the process now) and the
+    /// caller must roll back.
+    pub async fn finish_step(&mut self, fence: &Fence, log: &StepLog, up: &ProcessUpdate) -> Result<bool> {
+        let n = on_tx!(self, conn => {
+            sqlx::query(
+                "UPDATE processes SET last_status = $4, last_step = $5, next_step = $6, state = $7, run_after = $8, \
+                 lease_owner = CASE WHEN $9 IS NULL THEN NULL ELSE lease_owner END, lease_until = $9, \
+                 failed_reason = $10, traceback = $11, retries = $12, assignee = $13, callback_token_hash = $14, \
+                 callback_deadline = $15, last_modified_at = $16 \
+                 WHERE process_id = $1 AND attempt = $2 AND lease_owner = $3",
+            )
+            .bind(fence.process_id)
+            .bind(fence.attempt)
+            .bind(&fence.worker)
+            .bind(up.status.as_str())
+            .bind(&up.last_step)
+            .bind(&up.next_step)
+            .bind(Json(&up.state))
+            .bind(up.run_after.map(Ts))
+            .bind(up.lease_until.map(Ts))
+            .bind(&up.failed_reason)
+            .bind(&up.traceback)
+            .bind(up.retries)
+            .bind(&up.assignee)
+            .bind(&up.callback_token_hash)
+            .bind(up.callback_deadline.map(Ts))
+            .bind(Ts(up.now))
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+        });
+        if n != 1 {
+            return Ok(false);
+        }
+        self.log_step(fence.process_id, fence.attempt, log).await?;
+        Ok(true)
+    }
+
+    pub async fn log_step(&mut self, pid: Uuid, attempt: i64, log: &StepLog) -> Result<()> {
+        on_tx!(self, conn => {
+            sqlx::query(
+                "INSERT INTO process_steps (process_id, name, status, state_delta, created_by, started_at, completed_at, attempt, retries) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(pid)
+            .bind(&log.name)
+            .bind(log.status.as_str())
+            .bind(Json(&log.state_delta))
+            .bind(&log.created_by)
+            .bind(Ts(log.started_at))
+            .bind(Ts(log.completed_at))
+            .bind(attempt)
+            .bind(log.retries)
+            .execute(&mut *conn)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Moves a process out of one of `from` (and not held by a live lease) to `to`, with a new
+    /// state and next step, queued from `run_after` (None: not queued). False: refused.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn move_process(
+        &mut self,
+        id: Uuid,
+        from: &[ProcessStatus],
+        to: ProcessStatus,
+        state: &Value,
+        next_step: Option<&str>,
+        run_after: Option<OffsetDateTime>,
+        failed_reason: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let sql = format!(
+            "UPDATE processes SET last_status = $2, state = $3, next_step = $4, run_after = $5, failed_reason = $6, \
+             lease_owner = NULL, lease_until = NULL, callback_token_hash = NULL, callback_deadline = NULL, \
+             retries = CASE WHEN $2 = 'resumed' THEN 0 ELSE retries END, last_modified_at = $7 \
+             WHERE process_id = $1 AND last_status IN ({}) AND (lease_until IS NULL OR lease_until < $7)",
+            statuses_sql(from)
+        );
+        let n = on_tx!(self, conn => {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .bind(to.as_str())
+                .bind(Json(state))
+                .bind(next_step)
+                .bind(run_after.map(Ts))
+                .bind(failed_reason)
+                .bind(Ts(now))
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+        });
+        Ok(n == 1)
+    }
+}
+
+/// Scheduled tasks.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ScheduleRow {
+    pub name: String,
+    pub workflow_name: String,
+    pub interval_seconds: i64,
+    pub offset_seconds: i64,
+    pub next_run_at: Option<Ts>,
+    pub last_run_at: Option<Ts>,
+    pub last_process_id: Option<Uuid>,
+}
+
+impl Store {
+    pub async fn schedules(&self) -> Result<Vec<ScheduleRow>> {
+        Ok(on_db!(self, read, pool => {
+            sqlx::query_as("SELECT name, workflow_name, interval_seconds, offset_seconds, next_run_at, last_run_at, last_process_id FROM schedules ORDER BY name")
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// Sets a schedule's first run time if it has none yet.
+    pub async fn plan_schedule(&self, name: &str, next: OffsetDateTime) -> Result<()> {
+        on_db!(self, write, pool => {
+            sqlx::query("UPDATE schedules SET next_run_at = $2 WHERE name = $1 AND next_run_at IS NULL")
+                .bind(name)
+                .bind(Ts(next))
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+}
+
+impl StoreTx {
+    /// Claims one tick of a schedule: moves `next_run_at` from `due` to `next`. Only one node's
+    /// UPDATE matches, so only that node starts the task.
+    pub async fn fire_schedule(
+        &mut self,
+        name: &str,
+        due: OffsetDateTime,
+        next: OffsetDateTime,
+        pid: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let n = on_tx!(self, conn => {
+            sqlx::query(
+                "UPDATE schedules SET next_run_at = $3, last_run_at = $4, last_process_id = $5 WHERE name = $1 AND next_run_at = $2",
+            )
+            .bind(name)
+            .bind(Ts(due))
+            .bind(Ts(next))
+            .bind(Ts(now))
+            .bind(pid)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+}
+
+/// Wakes workers on other nodes: PostgreSQL `LISTEN`/`NOTIFY` on one channel.
+pub struct WorkListener {
+    inner: sqlx::postgres::PgListener,
+}
+
+/// The channel new and resumed work is announced on.
+const WORK_CHANNEL: &str = "muster_work";
+
+impl WorkListener {
+    /// Waits for the next announcement.
+    pub async fn recv(&mut self) -> Result<()> {
+        self.inner.recv().await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// A listener for work announcements (PostgreSQL only: SQLite has one node).
+    pub async fn work_listener(&self) -> Result<Option<WorkListener>> {
+        match &self.inner {
+            crate::Inner::Postgres(pool) => {
+                let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
+                l.listen(WORK_CHANNEL).await?;
+                Ok(Some(WorkListener { inner: l }))
+            }
+            crate::Inner::Sqlite { .. } => Ok(None),
+        }
+    }
+}
+
+impl StoreTx {
+    /// Announces work to listening workers when this transaction commits.
+    pub async fn notify_work(&mut self) -> Result<()> {
+        if let crate::tx::TxInner::Postgres(t) = &mut self.inner {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(WORK_CHANNEL)
+                .execute(&mut **t)
+                .await?;
+        }
+        Ok(())
+    }
+}

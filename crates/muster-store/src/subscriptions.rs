@@ -1,0 +1,625 @@
+//! Subscriptions, their typed blocks and their relations.
+//!
+//! Attributes live in typed columns (`user_blocks.user_id BIGINT UNIQUE`, …) rather than
+//! orchestrator-core's all-strings EAV, so the database refuses a second user with the same
+//! `user_id` or `username` however the workflows race. Changes are versioned: a save names the
+//! version it read and fails when the row moved on.
+
+use crate::tx::on_tx;
+use crate::{Backend, Result, Store, StoreError, StoreTx, Ts, on_db};
+use muster_core::workflow::SubscriptionStatus;
+use muster_core::workflow::product::{Block, UserBlock, UserGroupBlock};
+use sqlx::types::Json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// A subscription with its root block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    pub subscription_id: Uuid,
+    pub description: String,
+    pub status: SubscriptionStatus,
+    pub product_id: Uuid,
+    pub customer_id: String,
+    pub insync: bool,
+    pub start_date: Option<OffsetDateTime>,
+    pub end_date: Option<OffsetDateTime>,
+    pub note: Option<String>,
+    /// The process holding the subscription (one workflow at a time).
+    pub locked_by_process: Option<Uuid>,
+    pub version: i64,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub block: Block,
+}
+
+#[derive(sqlx::FromRow)]
+struct SubscriptionRow {
+    subscription_id: Uuid,
+    description: String,
+    status: String,
+    product_id: Uuid,
+    customer_id: String,
+    insync: bool,
+    start_date: Option<Ts>,
+    end_date: Option<Ts>,
+    note: Option<String>,
+    locked_by_process: Option<Uuid>,
+    version: i64,
+    created_at: Ts,
+    updated_at: Ts,
+    ug_instance: Option<Uuid>,
+    group_name: Option<String>,
+    group_id: Option<i64>,
+    offerings: Option<Json<Vec<Uuid>>>,
+    u_instance: Option<Uuid>,
+    username: Option<String>,
+    age: Option<i32>,
+    user_id: Option<i64>,
+    directory_user: Option<Uuid>,
+    group_subscription: Option<Uuid>,
+}
+
+impl SubscriptionRow {
+    fn into_subscription(self) -> Result<Subscription> {
+        let status = SubscriptionStatus::parse(&self.status)
+            .ok_or_else(|| StoreError::Corrupt(format!("subscription status {:?}", self.status)))?;
+        let block = match (self.ug_instance, self.u_instance) {
+            (Some(id), None) => Block::UserGroup(UserGroupBlock {
+                subscription_instance_id: id,
+                group_name: self.group_name,
+                group_id: self.group_id,
+                offerings: self.offerings.map(|j| j.0).unwrap_or_default(),
+            }),
+            (None, Some(id)) => Block::User(UserBlock {
+                subscription_instance_id: id,
+                username: self.username,
+                age: self.age,
+                user_id: self.user_id,
+                directory_user: self.directory_user,
+                group: self.group_subscription,
+            }),
+            _ => {
+                return Err(StoreError::Corrupt(format!(
+                    "subscription {} has no single root block",
+                    self.subscription_id
+                )));
+            }
+        };
+        Ok(Subscription {
+            subscription_id: self.subscription_id,
+            description: self.description,
+            status,
+            product_id: self.product_id,
+            customer_id: self.customer_id,
+            insync: self.insync,
+            start_date: self.start_date.map(|t| t.0),
+            end_date: self.end_date.map(|t| t.0),
+            note: self.note,
+            locked_by_process: self.locked_by_process,
+            version: self.version,
+            created_at: self.created_at.0,
+            updated_at: self.updated_at.0,
+            block,
+        })
+    }
+}
+
+const SELECT_SUBSCRIPTION: &str = "SELECT s.subscription_id, s.description, s.status, s.product_id, s.customer_id, \
+     s.insync, s.start_date, s.end_date, s.note, s.locked_by_process, s.version, s.created_at, s.updated_at, \
+     g.subscription_instance_id AS ug_instance, g.group_name, g.group_id, g.offerings, \
+     u.subscription_instance_id AS u_instance, u.username, u.age, u.user_id, u.directory_user, \
+     r.depends_on_id AS group_subscription \
+     FROM subscriptions s \
+     LEFT JOIN user_group_blocks g ON g.subscription_id = s.subscription_id \
+     LEFT JOIN user_blocks u ON u.subscription_id = s.subscription_id \
+     LEFT JOIN subscription_relations r ON r.in_use_by_id = s.subscription_id AND r.attribute = 'group'";
+
+/// A row of the subscription list (no block).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SubscriptionListRow {
+    pub subscription_id: Uuid,
+    pub description: String,
+    pub status: String,
+    pub product_id: Uuid,
+    pub customer_id: String,
+    pub insync: bool,
+    pub start_date: Option<Ts>,
+    pub end_date: Option<Ts>,
+    pub note: Option<String>,
+    pub version: i64,
+}
+
+/// Columns the subscription list may be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionSort {
+    StartDate,
+    EndDate,
+    Description,
+    Status,
+    Product,
+    Customer,
+    Created,
+}
+
+impl SubscriptionSort {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "start_date" => Self::StartDate,
+            "end_date" => Self::EndDate,
+            "description" => Self::Description,
+            "status" => Self::Status,
+            "product" | "product_name" => Self::Product,
+            "customer_id" => Self::Customer,
+            "created_at" => Self::Created,
+            _ => return None,
+        })
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Self::StartDate => "s.start_date",
+            Self::EndDate => "s.end_date",
+            Self::Description => "s.description",
+            Self::Status => "s.status",
+            Self::Product => "p.name",
+            Self::Customer => "s.customer_id",
+            Self::Created => "s.created_at",
+        }
+    }
+}
+
+/// Filters, order and page of [`Store::list_subscriptions`].
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionQuery {
+    pub product_ids: Vec<Uuid>,
+    pub product_types: Vec<String>,
+    pub statuses: Vec<SubscriptionStatus>,
+    pub insync: Option<bool>,
+    pub customer_id: Option<String>,
+    /// Case-insensitive substring of the description.
+    pub text: Option<String>,
+    pub sort: Vec<(SubscriptionSort, bool)>,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+macro_rules! push_subscription_filters {
+    ($qb:expr, $q:expr) => {{
+        $qb.push(" WHERE 1 = 1");
+        if !$q.product_ids.is_empty() {
+            $qb.push(" AND s.product_id IN (");
+            let mut sep = $qb.separated(", ");
+            for id in &$q.product_ids {
+                sep.push_bind(*id);
+            }
+            $qb.push(")");
+        }
+        if !$q.product_types.is_empty() {
+            $qb.push(" AND p.product_type IN (");
+            let mut sep = $qb.separated(", ");
+            for t in &$q.product_types {
+                sep.push_bind(t.clone());
+            }
+            $qb.push(")");
+        }
+        if !$q.statuses.is_empty() {
+            $qb.push(" AND s.status IN (");
+            let mut sep = $qb.separated(", ");
+            for s in &$q.statuses {
+                sep.push_bind(s.as_str());
+            }
+            $qb.push(")");
+        }
+        if let Some(v) = $q.insync {
+            $qb.push(" AND s.insync = ").push_bind(v);
+        }
+        if let Some(c) = &$q.customer_id {
+            $qb.push(" AND s.customer_id = ").push_bind(c.clone());
+        }
+        if let Some(t) = &$q.text {
+            let pattern = format!(
+                "%{}%",
+                t.to_lowercase()
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            );
+            $qb.push(" AND LOWER(s.description) LIKE ")
+                .push_bind(pattern)
+                .push(" ESCAPE '\\'");
+        }
+    }};
+}
+
+fn statuses_sql(statuses: &[SubscriptionStatus]) -> String {
+    // Literal enum strings, never user input.
+    statuses
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Store {
+    pub async fn subscription(&self, id: Uuid) -> Result<Option<Subscription>> {
+        let sql = format!("{SELECT_SUBSCRIPTION} WHERE s.subscription_id = $1");
+        let row: Option<SubscriptionRow> = on_db!(self, read, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?
+        });
+        row.map(SubscriptionRow::into_subscription).transpose()
+    }
+
+    /// Subscriptions matching `q`, and how many match in all.
+    pub async fn list_subscriptions(&self, q: &SubscriptionQuery) -> Result<(Vec<SubscriptionListRow>, i64)> {
+        Ok(on_db!(self, read, pool => {
+            let mut qb = sqlx::QueryBuilder::new(
+                "SELECT s.subscription_id, s.description, s.status, s.product_id, s.customer_id, s.insync, \
+                 s.start_date, s.end_date, s.note, s.version FROM subscriptions s JOIN products p ON p.product_id = s.product_id",
+            );
+            push_subscription_filters!(qb, q);
+            qb.push(" ORDER BY ");
+            for (col, desc) in &q.sort {
+                qb.push(col.column()).push(if *desc { " DESC, " } else { " ASC, " });
+            }
+            qb.push("s.subscription_id ASC LIMIT ").push_bind(q.limit).push(" OFFSET ").push_bind(q.offset);
+            let rows: Vec<SubscriptionListRow> = qb.build_query_as().fetch_all(pool).await?;
+            let mut cq = sqlx::QueryBuilder::new("SELECT COUNT(*) FROM subscriptions s JOIN products p ON p.product_id = s.product_id");
+            push_subscription_filters!(cq, q);
+            let total: i64 = cq.build_query_scalar().fetch_one(pool).await?;
+            (rows, total)
+        }))
+    }
+
+    /// The subscriptions that use `id` (`in_use_by`), with their statuses.
+    pub async fn in_use_by(&self, id: Uuid) -> Result<Vec<(Uuid, SubscriptionStatus)>> {
+        let rows: Vec<(Uuid, String)> = on_db!(self, read, pool => {
+            sqlx::query_as(
+                "SELECT s.subscription_id, s.status FROM subscription_relations r \
+                 JOIN subscriptions s ON s.subscription_id = r.in_use_by_id WHERE r.depends_on_id = $1 ORDER BY s.created_at",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|(id, s)| {
+                SubscriptionStatus::parse(&s)
+                    .map(|st| (id, st))
+                    .ok_or_else(|| StoreError::Corrupt(format!("subscription status {s:?}")))
+            })
+            .collect()
+    }
+
+    /// Subscriptions of `product_type` in `status`: (id, description), for dropdowns.
+    pub async fn subscriptions_of_type(
+        &self,
+        product_type: &str,
+        status: SubscriptionStatus,
+    ) -> Result<Vec<(Uuid, String)>> {
+        Ok(on_db!(self, read, pool => {
+            sqlx::query_as(
+                "SELECT s.subscription_id, s.description FROM subscriptions s JOIN products p ON p.product_id = s.product_id \
+                 WHERE p.product_type = $1 AND s.status = $2 ORDER BY s.description, s.subscription_id",
+            )
+            .bind(product_type)
+            .bind(status.as_str())
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Ids of subscriptions in `status` that no workflow holds, oldest first.
+    pub async fn subscription_ids_in(&self, status: SubscriptionStatus, limit: i64) -> Result<Vec<Uuid>> {
+        Ok(on_db!(self, read, pool => {
+            sqlx::query_scalar(
+                "SELECT subscription_id FROM subscriptions WHERE status = $1 AND insync ORDER BY created_at LIMIT $2",
+            )
+            .bind(status.as_str())
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// `PUT /set_in_sync`: marks the subscription in sync unless a process that is neither
+    /// completed nor aborted holds it. False when one does (or the subscription is unknown).
+    pub async fn set_in_sync(&self, id: Uuid, audit: &muster_core::audit::AuditEntry) -> Result<bool> {
+        Ok(on_db!(self, write, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(
+                "UPDATE subscriptions SET insync = TRUE, locked_by_process = NULL, version = version + 1, updated_at = $2 \
+                 WHERE subscription_id = $1 AND (locked_by_process IS NULL OR EXISTS ( \
+                   SELECT 1 FROM processes p WHERE p.process_id = subscriptions.locked_by_process \
+                   AND p.last_status IN ('completed', 'aborted')))",
+            )
+            .bind(id)
+            .bind(Ts(audit.at))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 1 {
+                crate::audit::insert!(&mut *tx, audit);
+                tx.commit().await?;
+            }
+            n == 1
+        }))
+    }
+}
+
+fn unique(e: sqlx::Error) -> StoreError {
+    for (column, subject) in [
+        ("username", "username"),
+        ("user_id", "user_id"),
+        ("group_id", "group_id"),
+    ] {
+        if let sqlx::Error::Database(d) = &e
+            && d.is_unique_violation()
+            && (d.constraint().is_some_and(|c| c.contains(column)) || d.message().contains(column))
+        {
+            return StoreError::Duplicate(subject);
+        }
+    }
+    StoreError::Database(e)
+}
+
+impl StoreTx {
+    /// Reads a subscription inside this transaction; on PostgreSQL the row stays locked until
+    /// the transaction ends (SQLite has one writer anyway).
+    pub async fn subscription(&mut self, id: Uuid) -> Result<Option<Subscription>> {
+        let lock = if self.backend() == Backend::Postgres {
+            " FOR UPDATE OF s"
+        } else {
+            ""
+        };
+        let sql = format!("{SELECT_SUBSCRIPTION} WHERE s.subscription_id = $1{lock}");
+        let row: Option<SubscriptionRow> = on_tx!(self, conn => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *conn).await?
+        });
+        row.map(SubscriptionRow::into_subscription).transpose()
+    }
+
+    pub async fn insert_subscription(&mut self, s: &Subscription) -> Result<()> {
+        on_tx!(self, conn => {
+            sqlx::query(
+                "INSERT INTO subscriptions (subscription_id, description, status, product_id, customer_id, insync, \
+                 start_date, end_date, note, locked_by_process, version, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(s.subscription_id)
+            .bind(&s.description)
+            .bind(s.status.as_str())
+            .bind(s.product_id)
+            .bind(&s.customer_id)
+            .bind(s.insync)
+            .bind(s.start_date.map(Ts))
+            .bind(s.end_date.map(Ts))
+            .bind(&s.note)
+            .bind(s.locked_by_process)
+            .bind(s.version)
+            .bind(Ts(s.created_at))
+            .bind(Ts(s.updated_at))
+            .execute(&mut *conn)
+            .await?;
+            match &s.block {
+                Block::UserGroup(b) => {
+                    sqlx::query(
+                        "INSERT INTO user_group_blocks (subscription_instance_id, subscription_id, group_name, group_id, offerings) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(b.subscription_instance_id)
+                    .bind(s.subscription_id)
+                    .bind(&b.group_name)
+                    .bind(b.group_id)
+                    .bind(Json(&b.offerings))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(unique)?;
+                }
+                Block::User(b) => {
+                    sqlx::query(
+                        "INSERT INTO user_blocks (subscription_instance_id, subscription_id, username, age, user_id, directory_user) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(b.subscription_instance_id)
+                    .bind(s.subscription_id)
+                    .bind(&b.username)
+                    .bind(b.age)
+                    .bind(b.user_id)
+                    .bind(b.directory_user)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(unique)?;
+                    if let Some(g) = b.group {
+                        sqlx::query("INSERT INTO subscription_relations (in_use_by_id, attribute, depends_on_id) VALUES ($1, 'group', $2)")
+                            .bind(s.subscription_id)
+                            .bind(g)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Writes every field of `s` if the row is still at `s.version`; returns the new version,
+    /// or None when the row moved on (or is gone).
+    pub async fn save_subscription(&mut self, s: &Subscription, now: OffsetDateTime) -> Result<Option<i64>> {
+        on_tx!(self, conn => {
+            let n = sqlx::query(
+                "UPDATE subscriptions SET description = $2, status = $3, customer_id = $4, insync = $5, start_date = $6, \
+                 end_date = $7, note = $8, locked_by_process = $9, version = version + 1, updated_at = $10 \
+                 WHERE subscription_id = $1 AND version = $11",
+            )
+            .bind(s.subscription_id)
+            .bind(&s.description)
+            .bind(s.status.as_str())
+            .bind(&s.customer_id)
+            .bind(s.insync)
+            .bind(s.start_date.map(Ts))
+            .bind(s.end_date.map(Ts))
+            .bind(&s.note)
+            .bind(s.locked_by_process)
+            .bind(Ts(now))
+            .bind(s.version)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if n != 1 {
+                return Ok(None);
+            }
+            match &s.block {
+                Block::UserGroup(b) => {
+                    sqlx::query("UPDATE user_group_blocks SET group_name = $2, group_id = $3, offerings = $4 WHERE subscription_id = $1")
+                        .bind(s.subscription_id)
+                        .bind(&b.group_name)
+                        .bind(b.group_id)
+                        .bind(Json(&b.offerings))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(unique)?;
+                }
+                Block::User(b) => {
+                    sqlx::query("UPDATE user_blocks SET username = $2, age = $3, user_id = $4, directory_user = $5 WHERE subscription_id = $1")
+                        .bind(s.subscription_id)
+                        .bind(&b.username)
+                        .bind(b.age)
+                        .bind(b.user_id)
+                        .bind(b.directory_user)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(unique)?;
+                    sqlx::query("DELETE FROM subscription_relations WHERE in_use_by_id = $1 AND attribute = 'group'")
+                        .bind(s.subscription_id)
+                        .execute(&mut *conn)
+                        .await?;
+                    if let Some(g) = b.group {
+                        sqlx::query("INSERT INTO subscription_relations (in_use_by_id, attribute, depends_on_id) VALUES ($1, 'group', $2)")
+                            .bind(s.subscription_id)
+                            .bind(g)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                }
+            }
+        });
+        Ok(Some(s.version + 1))
+    }
+
+    /// Takes the subscription for process `pid` (one workflow at a time): a conditional
+    /// UPDATE that only matches an in-sync, unheld subscription in one of `usable` statuses
+    /// and, when `no_active_users`, one that no live subscription uses. False: refused.
+    pub async fn hold_subscription(
+        &mut self,
+        id: Uuid,
+        pid: Uuid,
+        usable: &[SubscriptionStatus],
+        no_active_users: bool,
+        expected_version: Option<i64>,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let users = if no_active_users {
+            " AND NOT EXISTS (SELECT 1 FROM subscription_relations r JOIN subscriptions u ON u.subscription_id = r.in_use_by_id \
+              WHERE r.depends_on_id = $1 AND u.status NOT IN ('initial', 'terminated'))"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE subscriptions SET insync = FALSE, locked_by_process = $2, version = version + 1, updated_at = $3 \
+             WHERE subscription_id = $1 AND insync AND locked_by_process IS NULL AND status IN ({}) \
+             AND ($4 IS NULL OR version = $4){users}",
+            statuses_sql(usable)
+        );
+        let n = on_tx!(self, conn => {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .bind(pid)
+                .bind(Ts(now))
+                .bind(expected_version)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Releases the subscriptions process `pid` holds (`resync`, or abort), marking them in sync.
+    pub async fn release_subscriptions(&mut self, pid: Uuid, now: OffsetDateTime) -> Result<u64> {
+        Ok(on_tx!(self, conn => {
+            sqlx::query(
+                "UPDATE subscriptions SET insync = TRUE, locked_by_process = NULL, version = version + 1, updated_at = $2 \
+                 WHERE locked_by_process = $1",
+            )
+            .bind(pid)
+            .bind(Ts(now))
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+        }))
+    }
+
+    /// Deletes a subscription (an aborted create's orphan). Only `initial`/`provisioning` ones.
+    pub async fn delete_unfinished_subscription(&mut self, id: Uuid) -> Result<bool> {
+        Ok(on_tx!(self, conn => {
+            sqlx::query("DELETE FROM subscriptions WHERE subscription_id = $1 AND status IN ('initial', 'provisioning')")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+        }) == 1)
+    }
+
+    /// The statuses of the subscriptions that use `id`.
+    pub async fn in_use_by_statuses(&mut self, id: Uuid) -> Result<Vec<SubscriptionStatus>> {
+        let rows: Vec<String> = on_tx!(self, conn => {
+            sqlx::query_scalar(
+                "SELECT s.status FROM subscription_relations r JOIN subscriptions s ON s.subscription_id = r.in_use_by_id \
+                 WHERE r.depends_on_id = $1",
+            )
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?
+        });
+        rows.iter()
+            .map(|s| {
+                SubscriptionStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("subscription status {s:?}")))
+            })
+            .collect()
+    }
+
+    /// The next number of allocator `name` (`user_id`, `group_id`). The row lock serialises
+    /// concurrent allocations; numbers are never handed out twice (a rolled-back allocation
+    /// is reused, which is fine: it was never visible).
+    pub async fn allocate(&mut self, name: &str) -> Result<i64> {
+        Ok(on_tx!(self, conn => {
+            sqlx::query_scalar("UPDATE id_allocators SET next_value = next_value + 1 WHERE name = $1 RETURNING next_value - 1")
+                .bind(name)
+                .fetch_one(&mut *conn)
+                .await?
+        }))
+    }
+
+    /// Records that process `pid` works on subscription `sid` (`store_process_subscription`).
+    pub async fn link_process_subscription(
+        &mut self,
+        pid: Uuid,
+        sid: Uuid,
+        target: &str,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        on_tx!(self, conn => {
+            sqlx::query(
+                "INSERT INTO processes_subscriptions (process_id, subscription_id, workflow_target, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (process_id, subscription_id) DO NOTHING",
+            )
+            .bind(pid)
+            .bind(sid)
+            .bind(target)
+            .bind(Ts(now))
+            .execute(&mut *conn)
+            .await?;
+        });
+        Ok(())
+    }
+}

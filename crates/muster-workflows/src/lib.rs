@@ -1,0 +1,86 @@
+//! The products User Group, User internal and User external, and their workflows
+//! (reference/orchestrator-core.md §6), written on `muster-engine`.
+//!
+//! - [`catalogue`]: the product catalogue, loaded once (it is seeded by migration);
+//! - [`subscriptions`]: reading subscriptions (domain model, lists, which workflows may start);
+//! - [`model`]: changing a subscription inside a step, with the lifecycle rules;
+//! - [`forms`]: the pages the workflows share (product choice, subscription choice, groups);
+//! - [`user_group`], [`user`]: the eight workflows; [`tasks`]: the scheduled tasks.
+
+pub mod catalogue;
+pub mod forms;
+pub mod model;
+pub mod subscriptions;
+pub mod tasks;
+pub mod user;
+pub mod user_group;
+
+use muster_directory::Directory;
+use muster_engine::{Engine, Workflow};
+use std::sync::{Arc, OnceLock};
+
+pub use catalogue::Catalogue;
+pub use subscriptions::Subscriptions;
+
+/// What the workflows' steps and forms use.
+pub struct Deps {
+    pub directory: Directory,
+    pub catalogue: Arc<Catalogue>,
+    /// The engine itself, for tasks that start other workflows. Set once, after the engine
+    /// is built (the engine owns these deps).
+    engine: OnceLock<Engine<Deps>>,
+}
+
+impl Deps {
+    pub fn new(directory: Directory, catalogue: Arc<Catalogue>) -> Self {
+        Self {
+            directory,
+            catalogue,
+            engine: OnceLock::new(),
+        }
+    }
+
+    pub fn engine(&self) -> Option<&Engine<Deps>> {
+        self.engine.get()
+    }
+}
+
+/// Every workflow muster ships.
+pub fn workflows() -> Vec<Workflow<Deps>> {
+    vec![
+        user_group::create(),
+        user_group::modify(),
+        user_group::terminate(),
+        user_group::validate(),
+        user::create(),
+        user::modify(),
+        user::terminate(),
+        user::validate(),
+        tasks::validate_subscriptions(),
+        tasks::resume_workflows(),
+        tasks::clean_up_tasks(),
+    ]
+}
+
+/// Builds the engine over the shipped workflows.
+pub fn engine(
+    store: muster_store::Store,
+    directory: Directory,
+    catalogue: Arc<Catalogue>,
+    config: muster_engine::EngineConfig,
+) -> Engine<Deps> {
+    let deps = Arc::new(Deps::new(directory, catalogue));
+    let engine = Engine::new(store, deps.clone(), workflows(), config);
+    let _ = deps.engine.set(engine.clone());
+    engine
+}
+
+/// Shorthand for writing a step: `step!(name, |ctx| { … })`.
+#[macro_export]
+macro_rules! step {
+    ($name:ident, |$ctx:ident| $body:block) => {
+        pub fn $name($ctx: &mut muster_engine::StepCtx<$crate::Deps>) -> muster_engine::StepFuture<'_> {
+            Box::pin(async move { $body })
+        }
+    };
+}

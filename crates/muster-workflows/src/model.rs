@@ -1,0 +1,131 @@
+//! Changing subscriptions inside a step, with the lifecycle rules: a status moves only along
+//! the table in `muster_core::workflow::lifecycle`, only with the fields it requires, and only
+//! when the subscriptions that use this one can live with it. Every change is an event.
+
+use crate::Deps;
+use muster_core::audit::{Event, kinds, streams};
+use muster_core::workflow::SubscriptionStatus;
+use muster_engine::{StepCtx, StepError};
+use muster_store::{StoreError, Subscription};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// The subscription `id`, read (and on PostgreSQL locked) in the step's transaction.
+pub async fn load(ctx: &mut StepCtx<Deps>, id: Uuid) -> Result<Subscription, StepError> {
+    ctx.tx()
+        .await?
+        .subscription(id)
+        .await?
+        .ok_or_else(|| StepError::new(format!("subscription {id} does not exist")))
+}
+
+/// The subscription named by the state's `subscription_id`.
+pub async fn load_own(ctx: &mut StepCtx<Deps>) -> Result<Subscription, StepError> {
+    let id = ctx.uuid("subscription_id")?;
+    load(ctx, id).await
+}
+
+fn duplicate(e: StoreError) -> StepError {
+    match e {
+        StoreError::Duplicate(what) => StepError::new(format!("{what} is already taken by another subscription")),
+        other => other.into(),
+    }
+}
+
+/// A short JSON of the subscription for events and state.
+pub fn summary(s: &Subscription) -> Value {
+    json!({
+        "subscription_id": s.subscription_id,
+        "description": s.description,
+        "status": s.status.as_str(),
+        "insync": s.insync,
+        "product_id": s.product_id,
+        "customer_id": s.customer_id,
+        "version": s.version,
+    })
+}
+
+/// Saves `s` (checking the fields its status requires), publishing `subscription.updated`.
+pub async fn save(ctx: &mut StepCtx<Deps>, mut s: Subscription) -> Result<Subscription, StepError> {
+    let missing = s.block.missing_for(s.status);
+    if !missing.is_empty() {
+        return Err(StepError::new(format!(
+            "a {} subscription in status {} needs {}",
+            s.block.product_type().as_str(),
+            s.status.as_str(),
+            missing.join(", ")
+        )));
+    }
+    let now = ctx.now();
+    let tx = ctx.tx().await?;
+    let version = tx
+        .save_subscription(&s, now)
+        .await
+        .map_err(duplicate)?
+        .ok_or_else(|| StepError::new("the subscription changed underneath this step"))?;
+    s.version = version;
+    s.updated_at = now;
+    publish(ctx, &s, kinds::SUBSCRIPTION_UPDATED).await?;
+    Ok(s)
+}
+
+pub async fn insert(ctx: &mut StepCtx<Deps>, s: &Subscription) -> Result<(), StepError> {
+    ctx.tx().await?.insert_subscription(s).await.map_err(duplicate)?;
+    publish(ctx, s, kinds::SUBSCRIPTION_CREATED).await
+}
+
+pub async fn publish(ctx: &mut StepCtx<Deps>, s: &Subscription, kind: &'static str) -> Result<(), StepError> {
+    let now = ctx.now();
+    let event = Event {
+        stream: streams::SUBSCRIPTIONS,
+        kind,
+        subject: Some(s.subscription_id.to_string()),
+        data: summary(s),
+    };
+    ctx.tx().await?.event(&event, now, None).await?;
+    Ok(())
+}
+
+/// Moves `s` to `to`: along the lifecycle table, with the required fields, and only when
+/// every subscription using it is in a status that `to` allows. Sets `start_date` on becoming
+/// active and `end_date` on termination, as orchestrator-core does.
+pub async fn set_status(
+    ctx: &mut StepCtx<Deps>,
+    mut s: Subscription,
+    to: SubscriptionStatus,
+) -> Result<Subscription, StepError> {
+    if !s.status.can_move_to(to) {
+        return Err(StepError::new(format!(
+            "a subscription cannot move from {} to {}",
+            s.status.as_str(),
+            to.as_str()
+        )));
+    }
+    let users = ctx.tx().await?.in_use_by_statuses(s.subscription_id).await?;
+    if let Some(bad) = users.iter().find(|u| !to.safe_for_users().contains(u)) {
+        return Err(StepError::new(format!(
+            "a subscription in status {} uses this one, which therefore cannot become {}",
+            bad.as_str(),
+            to.as_str()
+        )));
+    }
+    let now = ctx.now();
+    if to == SubscriptionStatus::Active && s.start_date.is_none() {
+        s.start_date = Some(now);
+    }
+    if to == SubscriptionStatus::Terminated && s.end_date.is_none() {
+        s.end_date = Some(now);
+    }
+    s.status = to;
+    save(ctx, s).await
+}
+
+/// Fails unless this process holds the subscription (taken when the process started).
+pub fn ensure_held(ctx: &StepCtx<Deps>, s: &Subscription) -> Result<(), StepError> {
+    if s.locked_by_process != Some(ctx.process_id) {
+        return Err(StepError::new(
+            "Subscription is already out of sync, cannot continue! (another process holds it)",
+        ));
+    }
+    Ok(())
+}

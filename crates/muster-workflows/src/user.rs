@@ -1,0 +1,544 @@
+//! User workflows (create, modify, terminate, validate) and the steps every workflow shares
+//! (`store_process_subscription`, `unsync`, `set_status`, `resync`).
+
+use crate::forms::{self, field_error, str_of, subscription_page, summary_page};
+use crate::{Deps, model, step};
+use muster_core::audit::RequestCtx;
+use muster_core::directory::create::CreateUserInput;
+use muster_core::error::DomainError;
+use muster_core::workflow::form::{Field, FormRun, Page};
+use muster_core::workflow::product::{Block, UserBlock};
+use muster_core::workflow::{SubscriptionStatus, Target};
+use muster_engine::{FormFuture, State, StepError, StepOutcome, Workflow};
+use muster_store::{StoreTx, Subscription};
+use serde_json::{Value, json};
+use std::future::Future;
+use std::pin::Pin;
+use uuid::Uuid;
+
+const TYPE: &str = "User";
+/// The sealed argon2id hash of a chosen password: carried from the form to the step that
+/// creates the user, never shown (`__` keys are not public) and never in plain text.
+const SEALED_HASH: &str = "__password_hash";
+
+fn step_ctx(ctx: &muster_engine::StepCtx<Deps>) -> RequestCtx {
+    RequestCtx {
+        cid: format!("process-{}", ctx.process_id),
+        ..Default::default()
+    }
+}
+
+fn actor(pid: Uuid) -> String {
+    format!("process:{pid}")
+}
+
+// ---- shared steps ----
+
+step!(store_process_subscription, |ctx| {
+    let sid = ctx.uuid("subscription_id")?;
+    let target = ctx.str("workflow_target").unwrap_or("CREATE").to_owned();
+    let (pid, now) = (ctx.process_id, ctx.now());
+    ctx.tx()
+        .await?
+        .link_process_subscription(pid, sid, &target, now)
+        .await?;
+    Ok(StepOutcome::nothing())
+});
+
+// "Lock subscription": the process took the subscription when it started (a conditional
+// UPDATE, so two workflows can never both hold it); this step checks that and keeps a copy
+// of the subscription as it was.
+step!(unsync, |ctx| {
+    let s = model::load_own(ctx).await?;
+    model::ensure_held(ctx, &s)?;
+    let old = json!({ s.subscription_id.to_string(): model::summary(&s) });
+    Ok(StepOutcome::merge([("__old_subscriptions__", old)]))
+});
+
+// "Unlock subscription": releases what this process holds and marks it in sync.
+step!(resync, |ctx| {
+    let (pid, now) = (ctx.process_id, ctx.now());
+    ctx.tx().await?.release_subscriptions(pid, now).await?;
+    let s = model::load_own(ctx).await?;
+    model::publish(ctx, &s, muster_core::audit::kinds::SUBSCRIPTION_UPDATED).await?;
+    Ok(StepOutcome::merge([("subscription", model::summary(&s))]))
+});
+
+step!(set_status_active, |ctx| {
+    let s = model::load_own(ctx).await?;
+    let s = model::set_status(ctx, s, SubscriptionStatus::Active).await?;
+    Ok(StepOutcome::merge([("subscription", model::summary(&s))]))
+});
+
+step!(set_status_terminated, |ctx| {
+    let s = model::load_own(ctx).await?;
+    model::ensure_held(ctx, &s)?;
+    let s = model::set_status(ctx, s, SubscriptionStatus::Terminated).await?;
+    Ok(StepOutcome::merge([("subscription", model::summary(&s))]))
+});
+
+/// Compensation of an aborted create: removes the subscription it made (while it is still
+/// `initial` or `provisioning`) and the directory user it made for it.
+pub fn remove_unfinished<'a>(
+    deps: &'a Deps,
+    tx: &'a mut StoreTx,
+    state: &'a State,
+    pid: Uuid,
+) -> Pin<Box<dyn Future<Output = Result<(), StepError>> + Send + 'a>> {
+    Box::pin(async move {
+        let Some(sid) = state
+            .get("subscription_id")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+        else {
+            return Ok(());
+        };
+        let Some(sub) = tx.subscription(sid).await? else {
+            return Ok(());
+        };
+        if !matches!(
+            sub.status,
+            SubscriptionStatus::Initial | SubscriptionStatus::Provisioning
+        ) {
+            // The create got far enough to make a live subscription: nothing is orphaned.
+            return Ok(());
+        }
+        tx.delete_unfinished_subscription(sid).await?;
+        if let Block::User(UserBlock {
+            directory_user: Some(uuid),
+            ..
+        }) = sub.block
+        {
+            let ctx = RequestCtx {
+                cid: format!("process-{pid}"),
+                ..Default::default()
+            };
+            deps.directory.delete_user_in(tx, &ctx, &actor(pid), uuid).await?;
+        }
+        Ok(())
+    })
+}
+
+// ---- create_user ----
+
+fn user_page(groups: Vec<muster_core::workflow::form::Choice>) -> Page {
+    Page::new("New user")
+        .field(Field::text("username").length(1, 128))
+        .field(Field::integer("age").optional().range(Some(0), Some(150)))
+        .field(Field::choice_list("user_group_ids", groups, 1, 1).title("User group"))
+        .field(Field::text("first_name").optional().length(0, 255))
+        .field(Field::text("middle_name").optional().length(0, 255))
+        .field(Field::text("last_name").optional().length(0, 255))
+        .field(Field::text("email").optional().length(0, 254))
+        .field(Field::text("password").optional().secret().length(0, 4096))
+        .last()
+}
+
+fn directory_input(v: &serde_json::Map<String, Value>, with_password: bool) -> CreateUserInput {
+    let s = |k: &str| str_of(v, k).filter(|x| !x.is_empty()).map(str::to_owned);
+    CreateUserInput {
+        username: s("username"),
+        password: if with_password { s("password") } else { None },
+        first_name: s("first_name"),
+        middle_name: s("middle_name"),
+        last_name: s("last_name"),
+        email: s("email"),
+        ..Default::default()
+    }
+}
+
+fn create_form<'a>(deps: &'a Deps, _: &'a State, run: &'a mut FormRun) -> FormFuture<'a> {
+    Box::pin(async move {
+        forms::product_page(deps, TYPE, run)?;
+        let groups = forms::active_choices(deps, "UserGroup").await?;
+        let page = user_page(groups);
+        let title = page.title.clone();
+        let v = run.page(page)?;
+        // The directory's create_user rules, checked now so that a bad email or password is a
+        // form error, not a failed step.
+        if let Err(e) = deps.directory.check_new_user(&directory_input(&v, true)) {
+            let field = e
+                .errors
+                .first()
+                .map(|f| f.field.clone())
+                .unwrap_or_else(|| "username".into());
+            return Err(field_error(&title, &field, &e.message));
+        }
+        let username = str_of(&v, "username").unwrap_or_default();
+        if deps.directory.store().user_by_username(username).await?.is_some() {
+            return Err(field_error(&title, "username", "this username is taken"));
+        }
+        Ok(())
+    })
+}
+
+/// Hashes a chosen password before the process exists, and seals the hash: the password
+/// itself is never stored, and the step that creates the user does no slow work while it
+/// holds its transaction.
+fn prepare_create<'a>(
+    deps: &'a Deps,
+    mut state: State,
+) -> Pin<Box<dyn Future<Output = Result<State, DomainError>> + Send + 'a>> {
+    Box::pin(async move {
+        if let Some(Value::String(p)) = state.remove("password")
+            && !p.is_empty()
+        {
+            let hash = deps.directory.hash_password(p).await?;
+            state.insert(SEALED_HASH.into(), json!(deps.directory.secrets().seal(&hash)));
+        }
+        Ok(state)
+    })
+}
+
+pub fn create() -> Workflow<Deps> {
+    Workflow::new("create_user", 1, Target::Create, "Create user")
+        .form(create_form)
+        .prepare(prepare_create)
+        .on_abort(remove_unfinished)
+        .then("create_subscription", create_subscription)
+        .then("store_process_subscription", store_process_subscription)
+        .then("initialize_subscription", initialize_subscription)
+        .then("provision_user", provision_user)
+        .then("set_status", set_status_active)
+        .then("resync", resync)
+        .done()
+}
+
+fn first_group(ctx: &muster_engine::StepCtx<Deps>) -> Result<Uuid, StepError> {
+    ctx.state
+        .get("user_group_ids")
+        .and_then(Value::as_array)
+        .and_then(|a| a.first())
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| StepError::new("no user group was chosen"))
+}
+
+step!(create_subscription, |ctx| {
+    let product: Uuid = ctx.uuid("product")?;
+    let description = ctx
+        .deps
+        .catalogue
+        .product(product)
+        .map(|p| format!("Initial subscription of {}", p.description))
+        .ok_or_else(|| StepError::new("unknown product"))?;
+    let now = ctx.now();
+    let s = Subscription {
+        subscription_id: Uuid::new_v4(),
+        description,
+        status: SubscriptionStatus::Initial,
+        product_id: product,
+        customer_id: Uuid::new_v4().to_string(),
+        insync: false,
+        start_date: None,
+        end_date: None,
+        note: None,
+        locked_by_process: Some(ctx.process_id),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+        block: Block::User(UserBlock {
+            subscription_instance_id: Uuid::new_v4(),
+            username: None,
+            age: None,
+            user_id: None,
+            directory_user: None,
+            group: None,
+        }),
+    };
+    model::insert(ctx, &s).await?;
+    Ok(StepOutcome::merge([
+        ("subscription_id", json!(s.subscription_id)),
+        ("subscription", model::summary(&s)),
+    ]))
+});
+
+/// Links the chosen group (which must still be active: it is read under a row lock) and
+/// creates the directory user with `create_user`'s rules.
+async fn link_group(ctx: &mut muster_engine::StepCtx<Deps>, gid: Uuid) -> Result<Subscription, StepError> {
+    let group = model::load(ctx, gid).await?;
+    if group.status != SubscriptionStatus::Active || group.block.product_type().as_str() != "UserGroup" {
+        return Err(StepError::new(format!(
+            "the user group {gid} is {} (not an active UserGroup)",
+            group.status.as_str()
+        )));
+    }
+    Ok(group)
+}
+
+fn group_name(g: &Subscription) -> String {
+    match &g.block {
+        Block::UserGroup(b) => b.group_name.clone().unwrap_or_default(),
+        Block::User(_) => String::new(),
+    }
+}
+
+step!(initialize_subscription, |ctx| {
+    let mut s = model::load_own(ctx).await?;
+    let gid = first_group(ctx)?;
+    let group = link_group(ctx, gid).await?;
+    let username = ctx.str("username")?.to_owned();
+    let affiliation = ctx
+        .deps
+        .catalogue
+        .fixed_input(s.product_id, "affiliation")
+        .unwrap_or("internal")
+        .to_owned();
+    let sealed = ctx.state.get(SEALED_HASH).and_then(Value::as_str).map(str::to_owned);
+    let chosen_hash = match sealed {
+        Some(sealed) => Some(
+            ctx.deps
+                .directory
+                .secrets()
+                .open(&sealed)
+                .map_err(|_| StepError::new("the sealed password cannot be opened with this server key"))?,
+        ),
+        None => None,
+    };
+    let input = directory_input(&ctx.state, false);
+    let rctx = step_ctx(ctx);
+    let who = actor(ctx.process_id);
+    let deps = ctx.deps.clone();
+    let user = deps
+        .directory
+        .create_user_in(ctx.tx().await?, &rctx, &who, input, chosen_hash)
+        .await?;
+    if let Block::User(b) = &mut s.block {
+        b.username = Some(username.clone());
+        b.age = ctx.opt_i64("age").and_then(|a| i32::try_from(a).ok());
+        b.group = Some(gid);
+        b.directory_user = Some(user.uuid);
+    }
+    s.description = format!("User {username} from group {} ({affiliation})", group_name(&group));
+    let s = model::set_status(ctx, s, SubscriptionStatus::Provisioning).await?;
+    Ok(StepOutcome::merge([
+        ("user_uuid", json!(user.uuid)),
+        ("directory_user_id", json!(user.user_id().to_string())),
+        ("subscription", model::summary(&s)),
+    ]))
+});
+
+// Allocates the numeric `user_id`: the allocator's row lock serialises concurrent creates and
+// the UNIQUE column refuses a duplicate whatever happens.
+step!(provision_user, |ctx| {
+    let mut s = model::load_own(ctx).await?;
+    let id = ctx.tx().await?.allocate("user_id").await?;
+    if let Block::User(b) = &mut s.block {
+        b.user_id = Some(id);
+    }
+    let s = model::save(ctx, s).await?;
+    Ok(StepOutcome::merge([
+        ("user_id", json!(id)),
+        ("subscription", model::summary(&s)),
+    ]))
+});
+
+// ---- modify_user ----
+
+fn user_of(s: &Subscription) -> Option<&UserBlock> {
+    match &s.block {
+        Block::User(b) => Some(b),
+        Block::UserGroup(_) => None,
+    }
+}
+
+fn modify_form<'a>(deps: &'a Deps, _: &'a State, run: &'a mut FormRun) -> FormFuture<'a> {
+    Box::pin(async move {
+        let sub = subscription_page(deps, TYPE, run).await?;
+        let Some(u) = user_of(&sub) else {
+            return Err(field_error("Subscription", "subscription_id", "not a user"));
+        };
+        let groups = forms::active_choices(deps, "UserGroup").await?;
+        let mut group = Field::choice_list("user_group_ids", groups, 1, 1).title("User group");
+        if let Some(g) = u.group {
+            group = group.default(json!([g.to_string()]));
+        }
+        let page = Page::new("Modify user")
+            .field(Field::text("username").length(1, 128).default(json!(u.username)))
+            .field(
+                Field::integer("age")
+                    .optional()
+                    .range(Some(0), Some(150))
+                    .default(json!(u.age)),
+            )
+            .field(group)
+            .field(Field::read_only("user_id", json!(u.user_id)))
+            .last();
+        let title = page.title.clone();
+        let v = run.page(page)?;
+        let new_name = str_of(&v, "username").unwrap_or_default();
+        if Some(new_name) != u.username.as_deref() && deps.directory.store().user_by_username(new_name).await?.is_some()
+        {
+            return Err(field_error(&title, "username", "this username is taken"));
+        }
+        Ok(())
+    })
+}
+
+pub fn modify() -> Workflow<Deps> {
+    Workflow::new("modify_user", 1, Target::Modify, "Modify user")
+        .form(modify_form)
+        .then("store_process_subscription", store_process_subscription)
+        .then("unsync", unsync)
+        .then("modify_user_subscription", modify_subscription)
+        .then("resync", resync)
+        .done()
+}
+
+step!(modify_subscription, |ctx| {
+    let mut s = model::load_own(ctx).await?;
+    model::ensure_held(ctx, &s)?;
+    let gid = first_group(ctx)?;
+    let group = link_group(ctx, gid).await?;
+    let username = ctx.str("username")?.to_owned();
+    let affiliation = ctx
+        .deps
+        .catalogue
+        .fixed_input(s.product_id, "affiliation")
+        .unwrap_or("internal")
+        .to_owned();
+    let age = ctx.opt_i64("age").and_then(|a| i32::try_from(a).ok());
+    let (rctx, who) = (step_ctx(ctx), actor(ctx.process_id));
+    if let Block::User(b) = &mut s.block {
+        if b.username.as_deref() != Some(&username)
+            && let Some(uuid) = b.directory_user
+        {
+            // The directory user is renamed with the subscription, in the same transaction.
+            let now = ctx.now();
+            let tx = ctx.tx().await?;
+            if let Some((mut user, version)) = tx.user_by_uuid(uuid).await? {
+                user.username = username.clone();
+                user.updated_at = now;
+                let id = user.user_id().to_string();
+                let entry = muster_core::audit::AuditEntry::new(
+                    &rctx,
+                    muster_core::audit::actions::USER_UPDATE,
+                    Some(who.clone()),
+                    Some(id.clone()),
+                )
+                .with_event(
+                    muster_core::audit::streams::DIRECTORY,
+                    muster_core::audit::kinds::USER_UPDATED,
+                    id,
+                    json!(muster_core::directory::UserView::of(&user, true)),
+                );
+                if !tx
+                    .update_user(&user, version, false, &entry)
+                    .await
+                    .map_err(|e| match e {
+                        muster_store::StoreError::Duplicate(_) => {
+                            StepError::new("the username is taken in the directory")
+                        }
+                        other => other.into(),
+                    })?
+                {
+                    return Err(StepError::new("the directory user changed underneath this step"));
+                }
+            }
+        }
+        b.username = Some(username.clone());
+        b.age = age;
+        b.group = Some(gid);
+    }
+    s.description = format!("User {username} from group {} ({affiliation})", group_name(&group));
+    let s = model::save(ctx, s).await?;
+    Ok(StepOutcome::merge([("subscription", model::summary(&s))]))
+});
+
+// ---- terminate_user ----
+
+fn terminate_form<'a>(deps: &'a Deps, _: &'a State, run: &'a mut FormRun) -> FormFuture<'a> {
+    Box::pin(async move {
+        let sub = subscription_page(deps, TYPE, run).await?;
+        run.page(summary_page(
+            "Terminate user",
+            json!({ "question": format!("Are you sure you want to remove {}?", sub.description) }),
+        ))?;
+        Ok(())
+    })
+}
+
+pub fn terminate() -> Workflow<Deps> {
+    Workflow::new("terminate_user", 1, Target::Terminate, "Terminate user")
+        .form(terminate_form)
+        .then("store_process_subscription", store_process_subscription)
+        .then("unsync", unsync)
+        .then("deprovision_user", deprovision_user)
+        .then("set_status", set_status_terminated)
+        .then("resync", resync)
+        .done()
+}
+
+// Locks the directory user (and ends their sessions); the account stays for the record.
+step!(deprovision_user, |ctx| {
+    let s = model::load_own(ctx).await?;
+    let Some(uuid) = user_of(&s).and_then(|u| u.directory_user) else {
+        return Ok(StepOutcome::merge([("directory_user_locked", json!(false))]));
+    };
+    let (rctx, who) = (step_ctx(ctx), actor(ctx.process_id));
+    let deps = ctx.deps.clone();
+    let locked = deps.directory.lock_user_in(ctx.tx().await?, &rctx, &who, uuid).await?;
+    Ok(StepOutcome::merge([("directory_user_locked", json!(locked))]))
+});
+
+// ---- validate_user ----
+
+fn validate_form<'a>(deps: &'a Deps, _: &'a State, run: &'a mut FormRun) -> FormFuture<'a> {
+    Box::pin(async move {
+        subscription_page(deps, TYPE, run).await?;
+        Ok(())
+    })
+}
+
+pub fn validate() -> Workflow<Deps> {
+    Workflow::new("validate_user", 1, Target::Validate, "Validate user")
+        .form(validate_form)
+        .then("store_process_subscription", store_process_subscription)
+        .then("unsync_unchecked", unsync)
+        .then("validate_user_subscription", validate_subscription)
+        .then("resync", resync)
+        .done()
+}
+
+// The subscription, the directory and the relations must agree.
+step!(validate_subscription, |ctx| {
+    let s = model::load_own(ctx).await?;
+    let missing = s.block.missing_for(s.status);
+    if !missing.is_empty() {
+        return Err(StepError::new(format!(
+            "the user is {} but lacks {}",
+            s.status.as_str(),
+            missing.join(", ")
+        )));
+    }
+    let Some(u) = user_of(&s).cloned() else {
+        return Err(StepError::new("the subscription's block is not a UserBlock"));
+    };
+    let Some(uuid) = u.directory_user else {
+        return Err(StepError::new("the subscription names no directory user"));
+    };
+    let Some((user, _)) = ctx.tx().await?.user_by_uuid(uuid).await? else {
+        return Err(StepError::new(format!("the directory user {uuid} does not exist")));
+    };
+    if Some(user.username.as_str()) != u.username.as_deref() {
+        return Err(StepError::new(format!(
+            "the subscription's username {:?} differs from the directory's {:?}",
+            u.username.as_deref().unwrap_or_default(),
+            user.username
+        )));
+    }
+    if s.status == SubscriptionStatus::Active && user.is_locked {
+        return Err(StepError::new("the user is active but the directory user is locked"));
+    }
+    let Some(gid) = u.group else {
+        return Err(StepError::new("the user belongs to no group"));
+    };
+    let group = model::load(ctx, gid).await?;
+    if s.status == SubscriptionStatus::Active && group.status != SubscriptionStatus::Active {
+        return Err(StepError::new(format!(
+            "the user is active but its group is {}",
+            group.status.as_str()
+        )));
+    }
+    Ok(StepOutcome::merge([("validated", json!(true))]))
+});

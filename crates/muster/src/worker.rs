@@ -1,0 +1,26 @@
+//! `muster worker`: the engine without HTTP.
+
+use crate::runtime;
+use crate::settings::Resolved;
+use anyhow::Result;
+use std::time::Duration;
+
+pub async fn run(resolved: Resolved) -> Result<()> {
+    runtime::init_logging(resolved.json_logs);
+    let directory = runtime::directory(&resolved).await?;
+    let (engine, _) = runtime::engine(&resolved, &directory, resolved.worker_concurrency.max(1)).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(muster_engine::worker::run(engine.clone(), stop_rx.clone()));
+    let scheduler = tokio::spawn(muster_engine::scheduler::run(
+        engine,
+        Duration::from_secs(resolved.scheduler_tick_secs),
+        stop_rx,
+    ));
+    println!("muster worker running");
+    crate::serve::shutdown().await;
+    let _ = stop_tx.send(true);
+    let _ = worker.await;
+    let _ = scheduler.await;
+    directory.store().close().await;
+    Ok(())
+}
