@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+mod workflows;
+
 #[derive(Parser)]
 #[command(about = "Load generator for muster")]
 struct Args {
@@ -28,7 +30,7 @@ struct Args {
     /// `sqlite`, or `postgres` (a fresh schema on MUSTER_TEST_DATABASE_URL).
     #[arg(long, default_value = "sqlite")]
     db: String,
-    /// Which scenarios: create, get (comma-separated).
+    /// Which scenarios: create, get, workflows, drain (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "create,get")]
     scenarios: Vec<String>,
     /// Seconds each measured phase runs.
@@ -43,6 +45,12 @@ struct Args {
     /// Concurrent clients creating users with passwords.
     #[arg(long, default_value_t = 4)]
     create_clients: usize,
+    /// Concurrent clients starting and awaiting create_user workflows.
+    #[arg(long, default_value_t = 32)]
+    workflow_clients: usize,
+    /// Processes queued at once in the drain scenario.
+    #[arg(long, default_value_t = 10_000)]
+    drain: u64,
 }
 
 const ADMIN_PASSWORD: &str = "bench-Adm1n-s3cret";
@@ -51,11 +59,19 @@ struct Server {
     child: tokio::process::Child,
     base: String,
     pid: u32,
+    db_url: String,
+    data_dir: std::path::PathBuf,
     _data: tempfile::TempDir,
     _db: muster_store::testing::TestDb,
 }
 
 async fn start_server(args: &Args) -> Result<Server> {
+    // The drain scenario queues with no worker in `serve`, then starts `muster worker`.
+    let worker = if args.scenarios.iter().any(|s| s == "drain") {
+        "0"
+    } else {
+        "16"
+    };
     let db = match args.db.as_str() {
         "sqlite" => muster_store::testing::TestDb::sqlite(),
         "postgres" => muster_store::testing::TestDb::postgres()
@@ -71,6 +87,7 @@ async fn start_server(args: &Args) -> Result<Server> {
         .env("MUSTER_DATA_DIR", data.path())
         .env("MUSTER_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("MUSTER_LOG", "warn")
+        .env("MUSTER_WORKER_CONCURRENCY", worker)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -93,6 +110,8 @@ async fn start_server(args: &Args) -> Result<Server> {
         child,
         base,
         pid,
+        db_url: db.url.clone(),
+        data_dir: data.path().to_owned(),
         _data: data,
         _db: db,
     })
@@ -342,6 +361,8 @@ async fn main() -> Result<()> {
         match s.as_str() {
             "create" => scenario_create(&args, &server, &token).await?,
             "get" => scenario_get(&args, &server, &token).await?,
+            "workflows" => workflows::throughput(&server, &token, args.workflow_clients, args.duration).await?,
+            "drain" => workflows::drain(&server, &token, args.drain, &args.muster).await?,
             other => bail!("unknown scenario {other}"),
         }
     }

@@ -286,6 +286,13 @@ impl<D: Send + Sync + 'static> Engine<D> {
                 return Err(DomainError::conflict(codes::WORKFLOW_BLOCKED, reason).into());
             }
             tx.link_process_subscription(pid, sid, wf.target.as_str(), now).await?;
+            let event = Event {
+                stream: streams::SUBSCRIPTIONS,
+                kind: kinds::SUBSCRIPTION_UPDATED,
+                subject: Some(sid.to_string()),
+                data: json!({ "subscription_id": sid, "insync": false, "locked_by_process": pid }),
+            };
+            tx.event(&event, now, Some(&ctx.cid)).await?;
         }
         let entry = AuditEntry::new(
             ctx,
@@ -503,7 +510,20 @@ impl<D: Send + Sync + 'static> Engine<D> {
                 .await
                 .map_err(|e| DomainError::conflict(codes::INVALID_OPERATION, format!("compensation failed: {e}")))?;
         }
-        tx.release_subscriptions(pid, now).await.map_err(internal)?;
+        for sid in tx.release_subscriptions(pid, now).await.map_err(internal)? {
+            tx.event(
+                &Event {
+                    stream: streams::SUBSCRIPTIONS,
+                    kind: kinds::SUBSCRIPTION_UPDATED,
+                    subject: Some(sid.to_string()),
+                    data: json!({ "subscription_id": sid, "insync": true, "released_by_abort_of": pid }),
+                },
+                now,
+                Some(&ctx.cid),
+            )
+            .await
+            .map_err(internal)?;
+        }
         tx.log_step(
             pid,
             row.attempt,

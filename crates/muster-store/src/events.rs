@@ -55,39 +55,52 @@ impl Store {
                     return Ok(0);
                 }
             }
+            // Which streams have committed, unnumbered events, and up to which id this pass
+            // numbers (a bounded batch).
             let pending: Vec<(i64, String)> =
                 sqlx::query_as("SELECT id, stream FROM events WHERE seq IS NULL ORDER BY id LIMIT $1")
                     .bind(limit.max(1))
                     .fetch_all(&mut *tx)
                     .await?;
-            // Group by stream, keeping insertion order within each.
-            let mut streams: Vec<(String, Vec<i64>)> = Vec::new();
-            for (id, stream) in pending.iter().cloned() {
-                match streams.iter_mut().find(|(s, _)| *s == stream) {
-                    Some((_, ids)) => ids.push(id),
-                    None => streams.push((stream, vec![id])),
-                }
-            }
-            for (stream, ids) in &streams {
-                let n = ids.len() as i64;
-                let last: i64 = sqlx::query_scalar(
-                    "INSERT INTO event_streams (stream, last_seq) VALUES ($1, $2) \
-                     ON CONFLICT (stream) DO UPDATE SET last_seq = event_streams.last_seq + $2 RETURNING last_seq",
+            let Some(max_id) = pending.last().map(|(id, _)| *id) else {
+                return Ok(0);
+            };
+            let mut streams: Vec<&str> = pending.iter().map(|(_, s)| s.as_str()).collect();
+            streams.sort_unstable();
+            streams.dedup();
+            let mut numbered = 0u64;
+            for stream in streams {
+                let base: i64 = sqlx::query_scalar(
+                    "INSERT INTO event_streams (stream, last_seq) VALUES ($1, 0) \
+                     ON CONFLICT (stream) DO UPDATE SET last_seq = event_streams.last_seq RETURNING last_seq",
                 )
                 .bind(stream)
-                .bind(n)
                 .fetch_one(&mut *tx)
                 .await?;
-                for (i, id) in ids.iter().enumerate() {
-                    sqlx::query("UPDATE events SET seq = $2 WHERE id = $1")
-                        .bind(id)
-                        .bind(last - n + 1 + i as i64)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                // One statement numbers the whole batch of the stream in id order. Only
+                // committed rows are visible to it, and it counts what it numbered, so a row
+                // that committed since the SELECT above is simply numbered too.
+                let n = sqlx::query(
+                    "UPDATE events SET seq = numbered.seq FROM ( \
+                       SELECT id, $2 + ROW_NUMBER() OVER (ORDER BY id) AS seq FROM events \
+                       WHERE stream = $1 AND seq IS NULL AND id <= $3 \
+                     ) AS numbered WHERE events.id = numbered.id",
+                )
+                .bind(stream)
+                .bind(base)
+                .bind(max_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                sqlx::query("UPDATE event_streams SET last_seq = $2 WHERE stream = $1")
+                    .bind(stream)
+                    .bind(base + n as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                numbered += n;
             }
             tx.commit().await?;
-            pending.len() as u64
+            numbered
         }))
     }
 

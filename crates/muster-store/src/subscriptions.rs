@@ -544,18 +544,18 @@ impl StoreTx {
         Ok(n == 1)
     }
 
-    /// Releases the subscriptions process `pid` holds (`resync`, or abort), marking them in sync.
-    pub async fn release_subscriptions(&mut self, pid: Uuid, now: OffsetDateTime) -> Result<u64> {
+    /// Releases the subscriptions process `pid` holds (`resync`, or abort), marking them in
+    /// sync; returns their ids.
+    pub async fn release_subscriptions(&mut self, pid: Uuid, now: OffsetDateTime) -> Result<Vec<Uuid>> {
         Ok(on_tx!(self, conn => {
-            sqlx::query(
+            sqlx::query_scalar(
                 "UPDATE subscriptions SET insync = TRUE, locked_by_process = NULL, version = version + 1, updated_at = $2 \
-                 WHERE locked_by_process = $1",
+                 WHERE locked_by_process = $1 RETURNING subscription_id",
             )
             .bind(pid)
             .bind(Ts(now))
-            .execute(&mut *conn)
+            .fetch_all(&mut *conn)
             .await?
-            .rows_affected()
         }))
     }
 

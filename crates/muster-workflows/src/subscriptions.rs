@@ -1,7 +1,7 @@
 //! Reading subscriptions: the domain model, lists, and which workflows may start.
 
 use crate::Catalogue;
-use muster_core::audit::{AuditEntry, RequestCtx, actions};
+use muster_core::audit::{AuditEntry, RequestCtx, actions, kinds, streams};
 use muster_core::error::{DomainError, codes};
 use muster_core::workflow::lifecycle::start_blocked;
 use muster_core::workflow::product::Block;
@@ -219,6 +219,12 @@ impl Subscriptions {
             actions::SUBSCRIPTION_SET_IN_SYNC,
             Some(actor.to_owned()),
             Some(id.to_string()),
+        )
+        .with_event(
+            streams::SUBSCRIPTIONS,
+            kinds::SUBSCRIPTION_UPDATED,
+            id.to_string(),
+            json!({ "subscription_id": id, "insync": true }),
         );
         if !self
             .store

@@ -103,7 +103,15 @@ pub fn remove_unfinished<'a>(
             // The create got far enough to make a live subscription: nothing is orphaned.
             return Ok(());
         }
-        tx.delete_unfinished_subscription(sid).await?;
+        if tx.delete_unfinished_subscription(sid).await? {
+            let event = muster_core::audit::Event {
+                stream: muster_core::audit::streams::SUBSCRIPTIONS,
+                kind: muster_core::audit::kinds::SUBSCRIPTION_DELETED,
+                subject: Some(sid.to_string()),
+                data: json!({ "subscription_id": sid, "reason": "the create workflow was aborted" }),
+            };
+            tx.event(&event, muster_core::clock::now(), None).await?;
+        }
         if let Block::User(UserBlock {
             directory_user: Some(uuid),
             ..

@@ -1,0 +1,247 @@
+//! Workflow scenarios: `create_user` throughput end to end, engine overhead per step, and a
+//! 10,000-process queue draining with flat memory.
+
+use crate::{Server, rss_kib};
+use anyhow::{Context, Result, bail};
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const USER_INTERNAL: &str = "091035e7-95a1-5997-8286-74a4ad1cc551";
+const USER_GROUP: &str = "31892964-6ad1-52eb-8c09-77fba68b51b6";
+
+async fn post(c: &reqwest::Client, base: &str, token: &str, path: &str, body: Value) -> Result<(u16, Value)> {
+    let r = c
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await?;
+    let status = r.status().as_u16();
+    Ok((status, r.json().await.unwrap_or(Value::Null)))
+}
+
+async fn get(c: &reqwest::Client, base: &str, token: &str, path: &str) -> Result<Value> {
+    Ok(c.get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
+async fn start(c: &reqwest::Client, base: &str, token: &str, wf: &str, pages: Value) -> Result<String> {
+    let (status, body) = post(c, base, token, &format!("/api/processes/{wf}"), pages).await?;
+    if status != 201 {
+        bail!("starting {wf}: {status} {body}");
+    }
+    Ok(body["id"].as_str().context("process id")?.to_owned())
+}
+
+/// Polls until the process is final; returns its last status.
+async fn wait(c: &reqwest::Client, base: &str, token: &str, pid: &str, every: Duration) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let p = get(c, base, token, &format!("/api/processes/{pid}")).await?;
+        match p["last_status"].as_str() {
+            Some("completed" | "failed" | "aborted" | "suspended") => return Ok(p),
+            _ if Instant::now() > deadline => bail!("process {pid} did not finish: {p}"),
+            _ => tokio::time::sleep(every).await,
+        }
+    }
+}
+
+async fn make_group(c: &reqwest::Client, base: &str, token: &str) -> Result<String> {
+    let pid = start(
+        c,
+        base,
+        token,
+        "create_user_group",
+        json!([{"product": USER_GROUP}, {"group_name": "Benchmark group"}]),
+    )
+    .await?;
+    let p = wait(c, base, token, &pid, Duration::from_millis(20)).await?;
+    let sid = p["current_state"]["subscription_id"].as_str().context("group id")?;
+    Ok(sid.to_owned())
+}
+
+fn user_pages(group: &str, n: u64, tag: &str) -> Value {
+    json!([{"product": USER_INTERNAL}, {
+        "username": format!("b{tag}{n}"), "age": 30, "user_group_ids": [group],
+        "first_name": "Bench", "last_name": format!("User {n}"),
+    }])
+}
+
+fn parse_ts(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// Microseconds between consecutive step completions of a finished process.
+fn step_gaps_us(p: &Value) -> Vec<u64> {
+    let steps = p["steps"].as_array().cloned().unwrap_or_default();
+    let times: Vec<time::OffsetDateTime> = steps
+        .iter()
+        .filter_map(|s| s["completed"].as_str().and_then(parse_ts))
+        .collect();
+    times
+        .windows(2)
+        .map(|w| ((w[1] - w[0]).whole_microseconds().max(0)) as u64)
+        .collect()
+}
+
+/// `create_user` (no password) started and awaited by `clients` concurrent clients.
+pub async fn throughput(server: &Server, token: &str, clients: usize, secs: u64) -> Result<()> {
+    let c = crate::client()?;
+    let base = server.base.clone();
+    let group = make_group(&c, &base, token).await?;
+    // Warm up.
+    for i in 0..20 {
+        let pid = start(&c, &base, token, "create_user", user_pages(&group, i, "warm")).await?;
+        wait(&c, &base, token, &pid, Duration::from_millis(5)).await?;
+    }
+    // Engine overhead per step, measured without load: one process at a time.
+    let mut quiet = Histogram::<u64>::new(3)?;
+    for i in 0..200 {
+        let pid = start(&c, &base, token, "create_user", user_pages(&group, i, "q")).await?;
+        let p = wait(&c, &base, token, &pid, Duration::from_millis(2)).await?;
+        for g in step_gaps_us(&p) {
+            quiet.record(g.max(1))?;
+        }
+    }
+    println!(
+        "workflows: per-step time, one process at a time (step completion to next completion, incl. its commit): p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms",
+        quiet.value_at_quantile(0.5) as f64 / 1000.0,
+        quiet.value_at_quantile(0.9) as f64 / 1000.0,
+        quiet.value_at_quantile(0.99) as f64 / 1000.0
+    );
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let began = Instant::now();
+    let peak = Arc::new(AtomicU64::new(0));
+    let pid = server.pid;
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            while Instant::now() < stop {
+                if let Some(r) = rss_kib(pid) {
+                    peak.fetch_max(r, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (c, base, token, group) = (c.clone(), base.clone(), token.to_owned(), group.clone());
+        let (done, failed, next) = (done.clone(), failed.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < stop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let Ok(pid) = start(&c, &base, &token, "create_user", user_pages(&group, n, "t")).await else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                match wait(&c, &base, &token, &pid, Duration::from_millis(5)).await {
+                    Ok(p) if p["last_status"] == "completed" => done.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    sampler.await?;
+    let elapsed = began.elapsed().as_secs_f64();
+    let n = done.load(Ordering::Relaxed);
+    println!(
+        "workflows: create_user completed end to end: {n} in {elapsed:.1} s = {:.0}/s with {clients} clients ({} failed); server peak RSS {:.1} MiB",
+        n as f64 / elapsed,
+        failed.load(Ordering::Relaxed),
+        peak.load(Ordering::Relaxed) as f64 / 1024.0
+    );
+    Ok(())
+}
+
+/// Queues `count` processes with no worker running (the server runs with worker
+/// concurrency 0), then starts one `muster worker` on the same database and times the drain,
+/// sampling the worker's memory.
+pub async fn drain(server: &Server, token: &str, count: u64, muster: &str) -> Result<()> {
+    let c = crate::client()?;
+    let base = server.base.clone();
+    // A group needs a worker; make it with a short-lived one.
+    let mut w = spawn_worker(server, muster)?;
+    let group = make_group(&c, &base, token).await?;
+    w.kill().await.ok();
+    let queued = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (c, base, token, group, next) = (c.clone(), base.clone(), token.to_owned(), group.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= count {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                start(&c, &base, &token, "create_user", user_pages(&group, n, "d")).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    println!(
+        "workflows: queued {count} create_user in {:.1} s (no worker running)",
+        queued.elapsed().as_secs_f64()
+    );
+    let began = Instant::now();
+    let mut w = spawn_worker(server, muster)?;
+    let wpid = w.id().context("worker pid")?;
+    let mut samples: Vec<u64> = Vec::new();
+    loop {
+        let counts = get(&c, &base, token, "/api/processes/status-counts").await?;
+        let completed = counts["process_counts"]["completed"].as_u64().unwrap_or(0);
+        let failed = counts["process_counts"]["failed"].as_u64().unwrap_or(0);
+        if let Some(r) = rss_kib(wpid) {
+            samples.push(r);
+        }
+        // +1: the group's own create process.
+        if completed + failed > count {
+            let n = samples.len();
+            let mid = samples.get(n / 2).copied().unwrap_or(0);
+            println!(
+                "workflows: drained {count} in {:.1} s ({:.0}/s), failed {failed}; worker RSS: first {:.1} MiB, middle {:.1} MiB, last {:.1} MiB, peak {:.1} MiB",
+                began.elapsed().as_secs_f64(),
+                count as f64 / began.elapsed().as_secs_f64(),
+                samples.first().copied().unwrap_or(0) as f64 / 1024.0,
+                mid as f64 / 1024.0,
+                samples.last().copied().unwrap_or(0) as f64 / 1024.0,
+                samples.iter().max().copied().unwrap_or(0) as f64 / 1024.0,
+            );
+            w.kill().await.ok();
+            return Ok(());
+        }
+        if began.elapsed() > Duration::from_secs(900) {
+            bail!("drain did not finish: {counts}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn spawn_worker(server: &Server, muster: &str) -> Result<tokio::process::Child> {
+    tokio::process::Command::new(muster)
+        .arg("worker")
+        .env("MUSTER_DATABASE_URL", &server.db_url)
+        .env("MUSTER_DATA_DIR", &server.data_dir)
+        .env("MUSTER_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting muster worker")
+}
