@@ -317,3 +317,81 @@ pub fn totp_code(key: &str, step: u64) -> String {
     use muster_core::credentials::totp::{code_at_step, decode_key};
     code_at_step(&decode_key(key).expect("base32 key"), step)
 }
+
+// ---- Engine durability helpers (tests/durability.rs): `muster worker` processes ----
+
+/// A running `muster worker` (the engine without HTTP).
+pub struct WorkerProcess {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl WorkerProcess {
+    /// Starts `muster worker` on `db_url` with `env` on top of the defaults; returns once it
+    /// reports that it runs.
+    pub async fn start(db_url: &str, env: &[(&str, &str)]) -> WorkerProcess {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
+        cmd.arg("worker")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("MUSTER_DATABASE_URL", db_url)
+            .env("MUSTER_DATA_DIR", data_dir.path())
+            .env("MUSTER_DB_MAX_CONNECTIONS", "4")
+            .env("MUSTER_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn muster worker");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        drain(child.stdout.take().expect("stdout"), stdout.clone());
+        drain(child.stderr.take().expect("stderr"), stderr.clone());
+        tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let running = stdout
+                    .lock()
+                    .map(|v| v.iter().any(|l| l.starts_with("muster worker running")))
+                    .unwrap_or(false);
+                if running {
+                    return;
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "muster worker exited with {status}; stderr: {:?}",
+                        stderr.lock().map(|v| v.join("\n"))
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("muster worker did not start within 60 s");
+        WorkerProcess {
+            child,
+            stdout,
+            stderr,
+            _data_dir: data_dir,
+        }
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().map(|v| v.join("\n")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().map(|v| v.join("\n")).unwrap_or_default()
+    }
+
+    /// Kills the worker (SIGKILL): no shutdown, no lease given back.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+// ---- end of engine durability helpers ----
