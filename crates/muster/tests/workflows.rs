@@ -1392,6 +1392,11 @@ async fn a_failed_create_is_aborted_without_leftovers_or_resumed_to_completion()
         a.get(&format!("/api/subscriptions/domain-model/{sid}"), &a.admin_token)
             .await
             .expect_problem(404, "not_found");
+        events_until(&a, "subscriptions", |evs| {
+            evs.iter()
+                .any(|e| e["subject"] == sid.as_str() && e["kind"] == "subscription.deleted")
+        })
+        .await;
         assert_eq!(
             directory_users(&a, "clash1").await[0]["uuid"],
             squatter1["uuid"],
@@ -1669,6 +1674,27 @@ async fn a_paused_engine_refuses_starts_and_holds_queued_work_until_resumed() {
         assert_eq!(directory_users(&a, "queued").await.len(), 1, "{l}");
         // Running again: starts work.
         create_user(&a, &p, &gid, "after-pause").await;
+
+        // Operators' acts are in the audit log.
+        let log = a.audit("action=engine.set_status").await;
+        let details: Vec<Value> = log["result"]
+            .as_array()
+            .map(|r| r.iter().map(|e| e["details"]["global_lock"].clone()).collect())
+            .unwrap_or_default();
+        assert_eq!(details.len(), 2, "{l}: {log}");
+        assert!(
+            details.contains(&json!(true)) && details.contains(&json!(false)),
+            "{l}: {log}"
+        );
+        let log = a.audit("action=process.abort").await;
+        assert_eq!(log["result"][0]["target"], dropped.as_str(), "{l}: {log}");
+        let log = a.audit("action=process.start").await;
+        assert!(
+            log["result"].as_array().is_some_and(|r| r
+                .iter()
+                .any(|e| e["target"] == queued.as_str() && e["details"]["workflow"] == "create_user")),
+            "{l}: {log}"
+        );
 
         // Bad settings bodies.
         a.put("/api/settings/status", &a.admin_token, json!({"global_lock": "yes"}))
@@ -2783,5 +2809,93 @@ async fn create_user_form_refuses_a_username_a_subscription_holds() {
                 proc["last_step"], proc["failed_reason"]
             );
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Access
+// ---------------------------------------------------------------------------------------------
+
+/// Processes, subscriptions and the engine switch are for super-users; the catalogue is for
+/// anyone signed in; callbacks carry their credential in the path.
+#[tokio::test]
+async fn workflow_endpoints_are_for_super_users() {
+    for s in Server::all(&[]).await {
+        let l = s.label;
+        let p = products(&s).await;
+        let gid = create_group(&s, &p, "Access Group").await;
+        let proc = run_ok(
+            &s,
+            "create_user",
+            json!([{"product": p.internal}, {"username": "access-user", "user_group_ids": [gid]}]),
+        )
+        .await;
+        let pid = str_of(&proc, "process_id").to_owned();
+        let sid = subscription_of(&proc);
+        let (_, regular) = s.user_with_session("access-regular", PASSWORD).await;
+
+        let guarded: Vec<(Method, String, Option<Value>)> = vec![
+            (Method::GET, "/api/processes".into(), None),
+            (Method::GET, format!("/api/processes/{pid}"), None),
+            (Method::GET, "/api/processes/status-counts".into(), None),
+            (Method::POST, "/api/processes/create_user".into(), Some(json!([]))),
+            (Method::PUT, format!("/api/processes/{pid}/resume"), Some(json!([]))),
+            (Method::PUT, format!("/api/processes/{pid}/abort"), None),
+            (Method::GET, "/api/settings/status".into(), None),
+            (
+                Method::PUT,
+                "/api/settings/status".into(),
+                Some(json!({"global_lock": true})),
+            ),
+            (Method::GET, "/api/subscriptions".into(), None),
+            (Method::GET, format!("/api/subscriptions/domain-model/{sid}"), None),
+            (Method::GET, format!("/api/subscriptions/workflows/{sid}"), None),
+            (Method::PUT, format!("/api/subscriptions/{sid}/set_in_sync"), None),
+            (Method::GET, "/api/events?stream=processes".into(), None),
+            (Method::GET, "/api/events?stream=subscriptions".into(), None),
+        ];
+        for (method, path, body) in &guarded {
+            s.call(method.clone(), path, Some(&regular), body.clone())
+                .await
+                .expect_problem(403, "E005005");
+            s.call(method.clone(), path, None, body.clone())
+                .await
+                .expect_problem(401, "E007001");
+        }
+        // Nothing happened: the engine runs, the process is as it was.
+        let st = s.get("/api/settings/status", &s.admin_token).await.expect(200).body;
+        assert_eq!(st["global_lock"], false, "{l}");
+        assert_status(&s, &process(&s, &pid).await, "completed");
+
+        // The catalogue is readable by anyone signed in (not anonymously).
+        for path in [
+            "/api/products",
+            "/api/product_blocks",
+            "/api/workflows",
+            "/api/workflows/create_user",
+        ] {
+            s.get(path, &regular).await.expect(200);
+            s.call(Method::GET, path, None, None)
+                .await
+                .expect_problem(401, "E007001");
+        }
+
+        // A callback with a wrong token, or for a process that awaits none, is simply unknown.
+        s.call(
+            Method::POST,
+            &format!("/api/processes/{pid}/callback/{}", "0".repeat(64)),
+            None,
+            Some(json!({"done": true})),
+        )
+        .await
+        .expect_problem(404, "not_found");
+        s.call(
+            Method::POST,
+            &format!("/api/processes/{}/callback/token", Uuid::new_v4()),
+            None,
+            Some(json!({})),
+        )
+        .await
+        .expect_problem(404, "not_found");
     }
 }
