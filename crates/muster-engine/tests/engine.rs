@@ -256,12 +256,14 @@ step!(step_panics, |ctx| {
     Ok(StepOutcome::nothing())
 });
 
-// Counts in the database inside the step's transaction (allocator `counter`, created by the
-// test) and in memory.
+// Counts in the database inside the step's transaction (a row per process, keyed by the
+// process id, and a number from the `user_id` allocator) and in memory.
 step!(step_count, |ctx| {
-    let (pid, deps) = (ctx.process_id, ctx.deps.clone());
+    let (pid, now, deps) = (ctx.process_id, ctx.now(), ctx.deps.clone());
     deps.ran("count", pid);
-    let n = ctx.tx().await?.allocate("counter").await?;
+    let tx = ctx.tx().await?;
+    tx.insert_subscription(&subscription_of(pid, now)).await?;
+    let n = tx.allocate("user_id").await?;
     Ok(StepOutcome::merge([("n", json!(n))]))
 });
 
@@ -286,6 +288,27 @@ fn flag_form<'a>(_: &'a Deps, _: &'a State, run: &'a mut FormRun) -> FormFuture<
 
 fn flag_set(state: &State) -> bool {
     state.get("flag") == Some(&Value::Bool(true))
+}
+
+/// Compensation as the shipped create workflows write it (`remove_unfinished`): removes the
+/// subscription named by the state's `subscription_id`, if any.
+fn undo_from_state<'a>(
+    deps: &'a Deps,
+    tx: &'a mut StoreTx,
+    state: &'a State,
+    pid: Uuid,
+) -> Pin<Box<dyn Future<Output = Result<(), StepError>> + Send + 'a>> {
+    Box::pin(async move {
+        if let Some(sid) = state
+            .get("subscription_id")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<Uuid>().ok())
+        {
+            tx.delete_unfinished_subscription(sid).await?;
+        }
+        deps.compensated.lock().expect("compensated lock").push(pid);
+        Ok(())
+    })
 }
 
 /// Compensation: removes the subscription the process made, in the abort's transaction; with
@@ -385,6 +408,20 @@ fn wf_versioned_v2() -> Workflow<Deps> {
         .done()
 }
 
+fn wf_make_then_fail() -> Workflow<Deps> {
+    Workflow::new(
+        "make_then_fail",
+        1,
+        Target::Create,
+        "a retry step, a subscription, a step that may fail",
+    )
+    .on_abort(undo_from_state)
+    .step(Step::retry("flaky", step_flaky))
+    .then("make", step_make)
+    .then("b", step_b)
+    .done()
+}
+
 fn wf_compensating() -> Workflow<Deps> {
     Workflow::new(
         "compensating",
@@ -455,6 +492,7 @@ fn all_workflows() -> Vec<Workflow<Deps>> {
         wf_calling_back_at_once(),
         wf_conditional(),
         wf_compensating(),
+        wf_make_then_fail(),
         wf_slow(),
         wf_longer_than_lease(),
         wf_simple(),
@@ -619,6 +657,18 @@ async fn sql_i64(db: &TestDb, sql: &str) -> i64 {
     }
 }
 
+/// Whether numbers come from a counter row (`id_allocators`: a rolled-back allocation is
+/// reused) rather than a sequence (a rolled-back allocation leaves a gap).
+async fn has_allocator_table(db: &TestDb) -> bool {
+    let sql = if db.url.starts_with("sqlite:") {
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'id_allocators'"
+    } else {
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() \
+         AND table_name = 'id_allocators'"
+    };
+    sql_i64(db, sql).await > 0
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1. A step's writes, its log row and the process row commit together.
 // ---------------------------------------------------------------------------------------------
@@ -661,15 +711,18 @@ async fn failed_step_rolls_back(db: &TestDb) {
         "a failed step merges nothing"
     );
 
-    // The failed step's writes were rolled back: its subscription is not there and the
-    // number it allocated was never handed out.
+    // The failed step's writes were rolled back: its subscription is not there and (with a
+    // counter-row allocator; a sequence leaves a gap instead) its number was not used up.
     assert!(store.subscription(pid).await.expect("read").is_none(), "{}", db.label);
-    assert_eq!(
-        sql_i64(db, "SELECT next_value FROM id_allocators WHERE name = 'user_id'").await,
-        10_000,
-        "{}: the allocation was rolled back",
-        db.label
-    );
+    let counter_row = has_allocator_table(db).await;
+    if counter_row {
+        assert_eq!(
+            sql_i64(db, "SELECT next_value FROM id_allocators WHERE name = 'user_id'").await,
+            10_000,
+            "{}: the allocation was rolled back",
+            db.label
+        );
+    }
 
     // Resume: the failed step runs again from the last good state; earlier steps do not.
     deps.set_failing("allocate", false);
@@ -687,19 +740,26 @@ async fn failed_step_rolls_back(db: &TestDb) {
     assert_eq!(deps.count("allocate"), 2, "{}", db.label);
     assert_eq!(deps.count("c"), 1, "{}", db.label);
     let allocated = deps.allocated.lock().expect("lock").clone();
+    assert_eq!(allocated.len(), 2, "{}", db.label);
     assert_eq!(
-        allocated,
-        vec![10_000, 10_000],
-        "{}: the rolled-back number is reused",
-        db.label
+        state_of(&done)["user_id"],
+        allocated[1],
+        "the committed run's number is kept"
     );
-    assert_eq!(state_of(&done)["user_id"], 10_000);
+    if counter_row {
+        assert_eq!(
+            allocated,
+            vec![10_000, 10_000],
+            "{}: the rolled-back number is reused",
+            db.label
+        );
+        assert_eq!(
+            sql_i64(db, "SELECT next_value FROM id_allocators WHERE name = 'user_id'").await,
+            10_001
+        );
+    }
     assert_eq!(state_of(&done)["ran_a"], true);
     assert!(store.subscription(pid).await.expect("read").is_some(), "{}", db.label);
-    assert_eq!(
-        sql_i64(db, "SELECT next_value FROM id_allocators WHERE name = 'user_id'").await,
-        10_001
-    );
     assert_eq!(
         log_of(&store, pid).await,
         pairs(&[
@@ -1613,6 +1673,172 @@ async fn a_step_longer_than_the_lease_does_not_let_the_process_be_claimed_twice(
     }
 }
 
+// `Engine::abort` and `Engine::resume` read the process row outside their transaction
+// (`self.inner.store.process(pid)`) and then write that row's state and next step back with a
+// `move_process` that only checks the status *class*. A process that moved on in between
+// (claimed, ran steps, stopped again in a resumable status) is rewound to the stale row.
+//
+// The window is widened deterministically on SQLite: the acting engine's only write connection
+// is held (a deferred BEGIN, no file lock) so its abort/resume stops between the read and its
+// transaction, while a second engine (its own connection) runs the process. The code path is
+// the same on PostgreSQL, where the window is a pool acquire plus a round trip.
+struct RaceSetup {
+    store_a: Store,
+    a: Engine<Deps>,
+    store_b: Store,
+    deps_b: Arc<Deps>,
+    worker_b: Worker,
+    pid: Uuid,
+}
+
+/// A `make_then_fail` process left `waiting` on its retry step (next run in 1 s), engine B's
+/// worker running (it makes the subscription, then fails at `b`).
+async fn race_setup(db: &TestDb) -> RaceSetup {
+    let store_a = open(db).await;
+    let store_b = open(db).await;
+    let (a, _) = engine(&store_a, all_workflows(), config("w-race-a"));
+    let mut cfg_b = config("w-race-b");
+    cfg_b.retry_base = Duration::from_secs(1);
+    let (b, deps_b) = engine(&store_b, all_workflows(), cfg_b);
+    deps_b.flaky_failures.store(1, Ordering::SeqCst);
+    deps_b.set_failing("b", true);
+    let pid = start(&a, "make_then_fail", vec![]).await;
+    let worker_b = spawn_worker(&b);
+    wait_status(&store_a, pid, ProcessStatus::Waiting).await;
+    RaceSetup {
+        store_a,
+        a,
+        store_b,
+        deps_b,
+        worker_b,
+        pid,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: Engine::abort acts on a process row read outside its transaction; a process that ran on meanwhile is aborted with its old state and its compensation misses what it made"]
+async fn abort_compensates_what_the_process_made_even_if_it_ran_meanwhile() {
+    let db = TestDb::sqlite();
+    let RaceSetup {
+        store_a,
+        a,
+        store_b,
+        deps_b,
+        worker_b,
+        pid,
+    } = race_setup(&db).await;
+
+    // A's abort reads the waiting process (nothing made yet), then waits for its transaction.
+    let hold = store_a.begin().await.expect("hold A's write connection");
+    let aborting = {
+        let a = a.clone();
+        tokio::spawn(async move { a.abort(&ctx(), ACTOR, pid).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Meanwhile B runs the process on: the subscription is made, then `b` fails.
+    let failed = wait_status(&store_b, pid, ProcessStatus::Failed).await;
+    assert_eq!(state_of(&failed)["subscription_id"], json!(pid));
+    assert!(store_b.subscription(pid).await.expect("read").is_some());
+    drop(hold);
+    let aborted = aborting.await.expect("abort task");
+    worker_b.stop().await;
+
+    // Either the abort is refused (the process changed) or it compensates what is there now.
+    if aborted.is_ok() {
+        let r = row(&store_b, pid).await;
+        assert_eq!(
+            state_of(&r).get("subscription_id"),
+            Some(&json!(pid)),
+            "the aborted process lost the state its steps committed"
+        );
+        assert!(
+            store_b.subscription(pid).await.expect("read").is_none(),
+            "the compensation missed the subscription the process made: an orphan"
+        );
+    }
+    let _ = deps_b;
+    store_a.close().await;
+    store_b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: Engine::resume acts on a process row read outside its transaction; a process that ran on meanwhile is rewound and re-runs committed steps"]
+async fn resume_does_not_rewind_a_process_that_ran_meanwhile() {
+    let db = TestDb::sqlite();
+    let RaceSetup {
+        store_a,
+        a,
+        store_b,
+        deps_b,
+        worker_b,
+        pid,
+    } = race_setup(&db).await;
+
+    // An operator's resume of the waiting process reads it, then waits for its transaction.
+    let hold = store_a.begin().await.expect("hold A's write connection");
+    let resuming = {
+        let a = a.clone();
+        tokio::spawn(async move { a.resume(&ctx(), ACTOR, pid, vec![]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Meanwhile B retries the step on schedule, makes the subscription, then fails at `b`.
+    wait_status(&store_b, pid, ProcessStatus::Failed).await;
+    assert_eq!(deps_b.count_for("make", pid), 1);
+    deps_b.set_failing("b", false);
+    drop(hold);
+    let resumed = resuming.await.expect("resume task");
+
+    // Whatever the resume answered, committed steps must not run again.
+    let r = wait_status_for(&store_b, pid, &[ProcessStatus::Completed, ProcessStatus::Failed], 30).await;
+    worker_b.stop().await;
+    assert_eq!(
+        deps_b.count_for("make", pid),
+        1,
+        "resume ({resumed:?}) rewound the process to `{}`: `make` ran again (process {}, {:?}); log {:?}",
+        "flaky",
+        r.last_status,
+        r.failed_reason,
+        log_of(&store_b, pid).await
+    );
+    store_a.close().await;
+    store_b.close().await;
+}
+
+// A step that does slow work without writing holds no transaction (`StepCtx::tx` opens one
+// on first use "so the transaction stays short"): other processes and starts go on meanwhile,
+// also on SQLite, where a held write transaction stops every writer of the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_step_that_does_not_write_blocks_no_other_work() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        let (engine, deps) = engine(&store, all_workflows(), config("w-slow"));
+        let w = spawn_worker(&engine);
+        let slow = start(&engine, "slow", vec![]).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while deps.count_for("slow", slow) == 0 {
+            assert!(Instant::now() < deadline, "the slow step never started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let t0 = Instant::now();
+        let other = start(&engine, "simple", vec![]).await;
+        let started_in = t0.elapsed();
+        wait_status(&store, other, ProcessStatus::Completed).await;
+        let done_in = t0.elapsed();
+        let slow_now = row(&store, slow).await;
+        assert!(
+            started_in < Duration::from_millis(300) && slow_now.last_status == "running",
+            "{}: a start took {started_in:?} and another process completed after {done_in:?} \
+             while a slow step that writes nothing ran (slow process: {}, last step {:?})",
+            db.label,
+            slow_now.last_status,
+            slow_now.last_step
+        );
+        wait_status(&store, slow, ProcessStatus::Completed).await;
+        w.stop().await;
+        store.close().await;
+    }
+}
+
 // A process whose worker died (its lease ran out, nobody claimed it yet) is `running`; the
 // engine means to let it be aborted (engine.rs, `abort`: "Running is listed so that a process
 // whose worker died can be aborted"), but refuses before getting there.
@@ -1686,11 +1912,6 @@ async fn two_engines_on_postgres_run_each_of_1000_processes_exactly_once() {
     const N: usize = 1000;
     let store_a = open_with(&db, 10).await;
     let store_b = open_with(&db, 10).await;
-    sql_exec(
-        &db,
-        "INSERT INTO id_allocators (name, next_value) VALUES ('counter', 0)",
-    )
-    .await;
     let mut cfg_a = config("node-a");
     cfg_a.concurrency = 8;
     let mut cfg_b = config("node-b");
@@ -1730,11 +1951,15 @@ async fn two_engines_on_postgres_run_each_of_1000_processes_exactly_once() {
     wa.stop().await;
     wb.stop().await;
 
-    // Committed exactly once: the counter moved by N, one success row per process.
-    assert_eq!(
-        sql_i64(&db, "SELECT next_value FROM id_allocators WHERE name = 'counter'").await,
-        N as i64
-    );
+    // Committed exactly once: one row per process (keyed by it: a second commit would have
+    // failed), the allocator moved by N, one success row per process.
+    assert_eq!(sql_i64(&db, "SELECT COUNT(*) FROM subscriptions").await, N as i64);
+    if has_allocator_table(&db).await {
+        assert_eq!(
+            sql_i64(&db, "SELECT next_value FROM id_allocators WHERE name = 'user_id'").await,
+            10_000 + N as i64
+        );
+    }
     assert_eq!(
         sql_i64(&db, "SELECT COUNT(*) FROM process_steps WHERE name = 'count'").await,
         N as i64,
