@@ -1887,8 +1887,10 @@ async fn process_and_subscription_lists_filter_sort_and_page() {
         assert_eq!(ids_of(&found, "subscription_id"), vec![bob.clone()], "{l}");
         let (_, n) = list(&s, "/api/subscriptions?query=LISTS%20ONE").await;
         assert_eq!(n, 3, "{l}: the group and its two users");
-        let (_, n) = list(&s, "/api/subscriptions?query=100%25").await;
-        assert_eq!(n, 0, "{l}: % is literal");
+        for (q, what) in [("100%25", "%"), ("_", "_"), ("%5C", "\\"), ("%27", "'")] {
+            let (_, n) = list(&s, &format!("/api/subscriptions?query={q}")).await;
+            assert_eq!(n, 0, "{l}: {what} is literal");
+        }
         // Paging.
         let r = s
             .get("/api/subscriptions?range=1,3&sort=description,ASC", &s.admin_token)
@@ -2524,8 +2526,12 @@ async fn pause_mid_run(a: &Server, p: &Products, prefix: &str, n: usize) -> (Ser
     let w = worker(a).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (running, _) = list(a, "/api/processes?filter=status,running").await;
-        if !running.is_empty() {
+        let (started, _) = list(
+            a,
+            "/api/processes?filter=workflow_name,create_user,status,running|completed",
+        )
+        .await;
+        if !started.is_empty() {
             break;
         }
         assert!(Instant::now() < deadline, "{l}: nothing ran");
