@@ -92,6 +92,80 @@ fn step_gaps_us(p: &Value) -> Vec<u64> {
         .collect()
 }
 
+/// Follows `GET /api/events?stream=processes` as Server-Sent Events and hands each finished
+/// process's status to whoever awaits it: how a client waits for many processes at once
+/// without polling each.
+#[derive(Default)]
+struct Finished {
+    waiting: std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<String>>>,
+    early: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl Finished {
+    fn deliver(&self, pid: &str, status: &str) {
+        let tx = self.waiting.lock().ok().and_then(|mut w| w.remove(pid));
+        match tx {
+            Some(tx) => {
+                let _ = tx.send(status.to_owned());
+            }
+            None => {
+                if let Ok(mut e) = self.early.lock() {
+                    e.insert(pid.to_owned(), status.to_owned());
+                }
+            }
+        }
+    }
+
+    async fn wait(&self, pid: &str) -> Result<String> {
+        let rx = {
+            if let Some(s) = self.early.lock().ok().and_then(|mut e| e.remove(pid)) {
+                return Ok(s);
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if let Ok(mut w) = self.waiting.lock() {
+                w.insert(pid.to_owned(), tx);
+            }
+            // It may have finished between the two looks.
+            if let Some(s) = self.early.lock().ok().and_then(|mut e| e.remove(pid)) {
+                return Ok(s);
+            }
+            rx
+        };
+        Ok(tokio::time::timeout(Duration::from_secs(120), rx).await??)
+    }
+}
+
+async fn follow(c: reqwest::Client, base: String, token: String, finished: Arc<Finished>) -> Result<()> {
+    let mut r = c
+        .get(format!("{base}/api/events?stream=processes"))
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream")
+        .timeout(Duration::from_secs(3600))
+        .send()
+        .await?
+        .error_for_status()?;
+    let mut buf = String::new();
+    while let Some(chunk) = r.chunk().await? {
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find('\n') {
+            let line: String = buf.drain(..=end).collect();
+            let Some(data) = line.trim_end().strip_prefix("data:") else {
+                continue;
+            };
+            let Ok(e) = serde_json::from_str::<Value>(data.trim()) else {
+                continue;
+            };
+            let status = e["data"]["last_status"].as_str().unwrap_or("");
+            if matches!(status, "completed" | "failed" | "aborted" | "suspended")
+                && let Some(pid) = e["subject"].as_str()
+            {
+                finished.deliver(pid, status);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `create_user` (no password) started and awaited by `clients` concurrent clients.
 pub async fn throughput(server: &Server, token: &str, clients: usize, secs: u64) -> Result<()> {
     let c = crate::client()?;
@@ -135,10 +209,12 @@ pub async fn throughput(server: &Server, token: &str, clients: usize, secs: u64)
             }
         })
     };
+    let finished = Arc::new(Finished::default());
+    let follower = tokio::spawn(follow(c.clone(), base.clone(), token.to_owned(), finished.clone()));
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let (c, base, token, group) = (c.clone(), base.clone(), token.to_owned(), group.clone());
-        let (done, failed, next) = (done.clone(), failed.clone(), next.clone());
+        let (done, failed, next, finished) = (done.clone(), failed.clone(), next.clone(), finished.clone());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < stop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
@@ -146,8 +222,8 @@ pub async fn throughput(server: &Server, token: &str, clients: usize, secs: u64)
                     failed.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
-                match wait(&c, &base, &token, &pid, Duration::from_millis(5)).await {
-                    Ok(p) if p["last_status"] == "completed" => done.fetch_add(1, Ordering::Relaxed),
+                match finished.wait(&pid).await {
+                    Ok(s) if s == "completed" => done.fetch_add(1, Ordering::Relaxed),
                     _ => failed.fetch_add(1, Ordering::Relaxed),
                 };
             }
@@ -156,6 +232,7 @@ pub async fn throughput(server: &Server, token: &str, clients: usize, secs: u64)
     for t in tasks {
         t.await?;
     }
+    follower.abort();
     sampler.await?;
     let elapsed = began.elapsed().as_secs_f64();
     let n = done.load(Ordering::Relaxed);

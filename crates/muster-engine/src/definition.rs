@@ -138,8 +138,9 @@ pub struct StepCtx<D> {
 }
 
 impl<D> StepCtx<D> {
-    /// The step's transaction, opened on first use: slow work (hashing, outside calls) should
-    /// happen before, so the transaction stays short.
+    /// The step's transaction. Plain steps get one from the engine (consecutive steps may
+    /// share one, each in a savepoint); retry and callback steps, which may wait on outside
+    /// systems, have it opened on first use, so slow work done before holds no transaction.
     pub async fn tx(&mut self) -> Result<&mut StoreTx, StepError> {
         if self.tx.is_none() {
             self.tx = Some(self.store.begin().await?);

@@ -99,7 +99,13 @@ pub(crate) struct Inner<D> {
     pub(crate) config: EngineConfig,
     pub(crate) wake: Notify,
     pub(crate) on_event: Option<Box<dyn Fn() + Send + Sync>>,
+    /// The engine lock as last read, and when (runners look before every step; the database
+    /// is asked at most every `PAUSE_RECHECK`).
+    pub(crate) paused: std::sync::Mutex<(bool, Option<std::time::Instant>)>,
 }
+
+/// How stale the cached engine lock may be: a pause reaches runners on every node within this.
+const PAUSE_RECHECK: Duration = Duration::from_millis(200);
 
 /// `GET /api/settings/status`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -128,6 +134,7 @@ impl<D: Send + Sync + 'static> Engine<D> {
                 config,
                 wake: Notify::new(),
                 on_event: None,
+                paused: std::sync::Mutex::new((false, None)),
             }),
         }
     }
@@ -156,6 +163,21 @@ impl<D: Send + Sync + 'static> Engine<D> {
         if let Some(h) = &self.inner.on_event {
             h();
         }
+    }
+
+    /// Whether the engine is paused, from a cache at most `PAUSE_RECHECK` old.
+    pub(crate) async fn paused(&self) -> Result<bool, StoreError> {
+        if let Ok(p) = self.inner.paused.lock()
+            && let (v, Some(at)) = *p
+            && at.elapsed() < PAUSE_RECHECK
+        {
+            return Ok(v);
+        }
+        let v = self.inner.store.engine_locked().await?;
+        if let Ok(mut p) = self.inner.paused.lock() {
+            *p = (v, Some(std::time::Instant::now()));
+        }
+        Ok(v)
     }
 
     /// Wakes this node's workers (work was queued here).
@@ -275,9 +297,12 @@ impl<D: Send + Sync + 'static> Engine<D> {
                 .hold_subscription(
                     sid,
                     pid,
-                    wf.target.usable_when(),
-                    wf.target.blocked_by_users(),
-                    version,
+                    &muster_store::HoldTerms {
+                        usable: wf.target.usable_when(),
+                        no_active_users: wf.target.blocked_by_users(),
+                        no_held_relations: matches!(wf.target, Target::Modify | Target::Terminate),
+                        expected_version: version,
+                    },
                     now,
                 )
                 .await?;
@@ -332,7 +357,8 @@ impl<D: Send + Sync + 'static> Engine<D> {
             ));
         }
         let users = tx.in_use_by_statuses(sid).await?;
-        let reason = start_blocked(target, sub.status, sub.insync, &users).unwrap_or(BlockReason::NotInSync);
+        let relations = tx.depends_on_insync(sid).await?;
+        let reason = start_blocked(target, sub.status, sub.insync, &users, relations).unwrap_or(BlockReason::NotInSync);
         let holder = sub
             .locked_by_process
             .map(|p| format!(" (held by process {p})"))
@@ -377,6 +403,7 @@ impl<D: Send + Sync + 'static> Engine<D> {
                 let mut run = FormRun::new(inputs);
                 form(&self.inner.deps, &state, &mut run).await?;
                 let input = run.finish().map_err(StartError::Form)?;
+                self.check_unchanged(&mut tx, &row).await?;
                 state.extend(input.clone());
                 let next = wf.after(&step_name);
                 let ok = tx
@@ -410,6 +437,7 @@ impl<D: Send + Sync + 'static> Engine<D> {
                 ok
             }
             ProcessStatus::Failed | ProcessStatus::Waiting => {
+                self.check_unchanged(&mut tx, &row).await?;
                 tx.move_process(
                     pid,
                     &[ProcessStatus::Failed, ProcessStatus::Waiting],
@@ -458,6 +486,26 @@ impl<D: Send + Sync + 'static> Engine<D> {
         Ok(())
     }
 
+    /// Re-reads the process inside `tx` (locking its row on PostgreSQL; SQLite has one writer)
+    /// and refuses when it moved on since `seen` was read: a resume or abort decided on a stale
+    /// row would rewind the process.
+    async fn check_unchanged(&self, tx: &mut StoreTx, seen: &muster_store::ProcessRow) -> Result<(), DomainError> {
+        let now = tx.process(seen.process_id).await.map_err(internal)?;
+        let same = now.as_ref().is_some_and(|p| {
+            p.attempt == seen.attempt
+                && p.last_status == seen.last_status
+                && p.next_step == seen.next_step
+                && p.last_modified_at == seen.last_modified_at
+        });
+        if !same {
+            return Err(DomainError::conflict(
+                codes::INVALID_TRANSITION,
+                "the process changed meanwhile; reload it",
+            ));
+        }
+        Ok(())
+    }
+
     /// `PUT /api/processes/{id}/abort`: stops the process for good and undoes what its steps
     /// made (the workflow's compensation), releasing its subscriptions, in one transaction.
     pub async fn abort(&self, ctx: &RequestCtx, actor: &str, pid: Uuid) -> Result<(), DomainError> {
@@ -474,7 +522,9 @@ impl<D: Send + Sync + 'static> Engine<D> {
             .ok_or_else(|| DomainError::internal("workflow version not registered"))?
             .clone();
         let sources = ProcessStatus::sources(ProcessStatus::Aborted);
-        if !sources.contains(&status) {
+        // Running is listed so that a process whose worker died can be aborted; the store
+        // refuses while a live lease holds it.
+        if !sources.contains(&status) && status != ProcessStatus::Running {
             return Err(DomainError::conflict(
                 codes::INVALID_TRANSITION,
                 format!("the process is {}; it cannot be aborted", status.as_str()),
@@ -482,8 +532,7 @@ impl<D: Send + Sync + 'static> Engine<D> {
         }
         let now = clock::now();
         let mut tx = self.inner.store.begin().await.map_err(internal)?;
-        // Running is listed so that a process whose worker died can be aborted; the store
-        // refuses while a live lease holds it.
+        self.check_unchanged(&mut tx, &row).await?;
         let mut from = sources.clone();
         from.push(ProcessStatus::Running);
         let ok = tx
@@ -561,6 +610,7 @@ impl<D: Send + Sync + 'static> Engine<D> {
     /// is compared in constant time; a wrong token and an unknown process answer alike.
     pub async fn callback(&self, ctx: &RequestCtx, pid: Uuid, token: &str, data: Value) -> Result<(), DomainError> {
         use subtle::ConstantTimeEq;
+        self.refuse_when_paused().await?;
         let now = clock::now();
         let mut tx = self.inner.store.begin().await.map_err(internal)?;
         let stored = tx.callback_token_hash(pid).await.map_err(internal)?;
@@ -640,6 +690,13 @@ impl<D: Send + Sync + 'static> Engine<D> {
             let Some(row) = tx.process(pid).await.map_err(internal)? else {
                 continue;
             };
+            // It may have been called back, and be waiting at a later callback, since the
+            // expired ones were listed.
+            let expired = row.last_status == ProcessStatus::AwaitingCallback.as_str()
+                && row.callback_deadline.is_some_and(|d| d.0 < now);
+            if !expired {
+                continue;
+            }
             let step = row.next_step.clone().unwrap_or_default();
             let ok = tx
                 .move_process(

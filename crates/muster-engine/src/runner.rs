@@ -28,19 +28,48 @@ fn later(now: time::OffsetDateTime, d: Duration) -> time::OffsetDateTime {
     now + time::Duration::try_from(d).unwrap_or(time::Duration::HOUR)
 }
 
-/// Runs `row`'s steps until the process stops (done, suspended, waiting, failed, lost lease).
-pub(crate) async fn run<D: Send + Sync + 'static>(engine: &Engine<D>, row: ProcessRow) {
+/// Stops the lease heartbeat however the run ends (a panic included).
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs `row`'s steps until the process stops (done, suspended, waiting, failed, lost lease,
+/// or `stop`: the worker shutting down, which ends the run at the next step boundary).
+pub(crate) async fn run<D: Send + Sync + 'static>(
+    engine: &Engine<D>,
+    row: ProcessRow,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
     let pid = row.process_id;
     let fence = Fence {
         process_id: pid,
         attempt: row.attempt,
         worker: engine.inner.config.worker_name.clone(),
     };
-    let heartbeat = spawn_heartbeat(engine, fence.clone());
-    if let Err(e) = run_steps(engine, &row, &fence).await {
-        warn!(process_id = %pid, error = %e, "process run stopped");
+    let heartbeat = Heartbeat(spawn_heartbeat(engine, fence.clone()));
+    // The steps run in a task of their own so that a panicking step fails its process instead
+    // of leaving it claimed.
+    let task = {
+        let (engine, row, fence) = (engine.clone(), row.clone(), fence.clone());
+        tokio::spawn(async move { run_steps(&engine, &row, &fence, &stop).await })
+    };
+    match task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(process_id = %pid, error = %e, "process run stopped"),
+        Err(e) if e.is_panic() => {
+            warn!(process_id = %pid, "a step panicked; the process fails");
+            let reason = "a step panicked (a bug in the workflow); resume retries it";
+            if let Err(e) = fail_definition(engine, &row, &fence, reason).await {
+                warn!(process_id = %pid, error = %e, "recording the panic failed");
+            }
+        }
+        Err(_) => {}
     }
-    heartbeat.abort();
+    drop(heartbeat);
 }
 
 fn spawn_heartbeat<D: Send + Sync + 'static>(engine: &Engine<D>, fence: Fence) -> tokio::task::JoinHandle<()> {
@@ -70,10 +99,24 @@ enum RunError {
     Definition(String),
 }
 
+/// How many consecutive steps may share one transaction, and for how long (see `run_steps`).
+const CHAIN_STEPS: usize = 16;
+const CHAIN_TIME: Duration = Duration::from_millis(50);
+
+/// Runs the process's steps from its next one.
+///
+/// Consecutive plain steps share a transaction ("a chain"), each inside its own savepoint:
+/// every step's writes, its log row and the fenced process update still commit together, and a
+/// failing step is rolled back to its savepoint alone, its predecessors committing with the
+/// record of its failure. Chaining saves a commit per step; a chain ends at a step that talks to
+/// the outside world (retry, callback), at an input step, at `done`, after `CHAIN_STEPS` steps
+/// or `CHAIN_TIME`. A crash loses the uncommitted chain, which the next claimant re-runs from
+/// the last committed step: each step still commits exactly once.
 async fn run_steps<D: Send + Sync + 'static>(
     engine: &Engine<D>,
     row: &ProcessRow,
     fence: &Fence,
+    stop: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), RunError> {
     let Some(wf) = engine
         .workflow_version(&row.workflow_name, row.workflow_version)
@@ -93,9 +136,15 @@ async fn run_steps<D: Send + Sync + 'static>(
     let mut next = row.next_step.clone();
     let mut retries = row.retries;
     let actor = row.created_by.clone();
+    let wf_name = row.workflow_name.as_str();
+    // The open chain: its transaction, how many steps it holds, since when.
+    let mut chain: Option<(StoreTx, usize, std::time::Instant)> = None;
     loop {
-        if engine.store().engine_locked().await? {
-            // Paused between steps: give the process back; it is claimed again on resume.
+        if *stop.borrow() || engine.paused().await? {
+            // Paused (or the worker stopping) between steps: commit what ran, give it back.
+            if let Some((tx, _, _)) = chain.take() {
+                commit_tx(engine, tx).await?;
+            }
             engine.store().release_lease(fence).await?;
             return Ok(());
         }
@@ -112,7 +161,7 @@ async fn run_steps<D: Send + Sync + 'static>(
             .await;
         };
         let started = clock::now();
-        let lease_until = later(started, engine.inner.config.lease);
+        let lease = engine.inner.config.lease;
         let base = |status: ProcessStatus, next_step: Option<String>, state: &State| ProcessUpdate {
             status,
             last_step: name.clone(),
@@ -137,54 +186,69 @@ async fn run_steps<D: Send + Sync + 'static>(
             completed_at: clock::now(),
             retries,
         };
+        let chainable = matches!(step.kind, StepKind::Run(_) | StepKind::Done | StepKind::Input { .. });
+        // A step that is not chainable starts on a transaction of its own.
+        if !chainable && let Some((tx, _, _)) = chain.take() {
+            commit_tx(engine, tx).await?;
+        }
+        // Chainable steps get the chain's transaction (or a new one); retry and callback steps,
+        // which may wait on the outside world, open theirs only if they write.
+        let (tx_opt, in_chain) = match chain.take() {
+            Some((mut tx, n, since)) => {
+                tx.savepoint().await?;
+                (Some(tx), Some((n, since)))
+            }
+            None if chainable => (Some(engine.store().begin().await?), None),
+            None => (None, None),
+        };
+        let (n, since) = in_chain.unwrap_or((0, std::time::Instant::now()));
+        // Keeps the chain open after a recorded step, or commits it.
+        let keep_open = |next: Option<&str>| -> bool {
+            let next_chains = next
+                .and_then(|n| wf.step_named(n))
+                .is_some_and(|s| matches!(s.kind, StepKind::Run(_) | StepKind::Done | StepKind::Input { .. }));
+            next_chains && n + 1 < CHAIN_STEPS && since.elapsed() < CHAIN_TIME
+        };
         if let Some(pred) = step.when
             && !pred(&state)
         {
+            let mut tx = match tx_opt {
+                Some(tx) => tx,
+                None => engine.store().begin().await?,
+            };
             let mut up = base(ProcessStatus::Running, wf.after(&name).map(str::to_owned), &state);
             up.run_after = Some(started);
-            up.lease_until = Some(lease_until);
-            let tx = engine.store().begin().await?;
-            commit(
-                engine,
-                tx,
-                fence,
-                &log(StepStatus::Skipped, json!({}), 0),
-                &up,
-                &row.workflow_name,
-            )
-            .await?;
+            up.lease_until = Some(later(clock::now(), lease));
+            record(&mut tx, fence, &log(StepStatus::Skipped, json!({}), 0), &up, wf_name).await?;
             next = up.next_step;
+            if keep_open(next.as_deref()) {
+                chain = Some((tx, n + 1, since));
+            } else {
+                commit_tx(engine, tx).await?;
+            }
             continue;
         }
         match &step.kind {
             StepKind::Done => {
+                let mut tx = match tx_opt {
+                    Some(tx) => tx,
+                    None => engine.store().begin().await?,
+                };
                 let up = base(ProcessStatus::Completed, None, &state);
-                let tx = engine.store().begin().await?;
-                commit(
-                    engine,
-                    tx,
-                    fence,
-                    &log(StepStatus::Complete, json!({}), 0),
-                    &up,
-                    &row.workflow_name,
-                )
-                .await?;
+                record(&mut tx, fence, &log(StepStatus::Complete, json!({}), 0), &up, wf_name).await?;
+                commit_tx(engine, tx).await?;
                 debug!(process_id = %row.process_id, "process completed");
                 return Ok(());
             }
             StepKind::Input { assignee, .. } => {
+                let mut tx = match tx_opt {
+                    Some(tx) => tx,
+                    None => engine.store().begin().await?,
+                };
                 let mut up = base(ProcessStatus::Suspended, Some(name.clone()), &state);
                 up.assignee = (*assignee).to_owned();
-                let tx = engine.store().begin().await?;
-                commit(
-                    engine,
-                    tx,
-                    fence,
-                    &log(StepStatus::Suspend, json!({}), 0),
-                    &up,
-                    &row.workflow_name,
-                )
-                .await?;
+                record(&mut tx, fence, &log(StepStatus::Suspend, json!({}), 0), &up, wf_name).await?;
+                commit_tx(engine, tx).await?;
                 return Ok(());
             }
             StepKind::Run(f) | StepKind::Retry(f) | StepKind::Callback { action: f, .. } => {
@@ -199,17 +263,16 @@ async fn run_steps<D: Send + Sync + 'static>(
                         .as_ref()
                         .map(|t| format!("/api/processes/{}/callback/{t}", row.process_id)),
                     store: engine.store().clone(),
-                    tx: None,
+                    tx: tx_opt,
                     now: started,
                 };
                 let result = f(&mut ctx).await;
-                let tx = ctx.tx.take();
+                let mut tx = match ctx.tx.take() {
+                    Some(tx) => tx,
+                    None => engine.store().begin().await?,
+                };
                 match result {
                     Ok(outcome) => {
-                        let tx = match tx {
-                            Some(tx) => tx,
-                            None => engine.store().begin().await?,
-                        };
                         let (delta, status) = match outcome {
                             StepOutcome::Success(d) => (d, StepStatus::Success),
                             StepOutcome::Skipped => (State::new(), StepStatus::Skipped),
@@ -219,69 +282,64 @@ async fn run_steps<D: Send + Sync + 'static>(
                             let mut up = base(ProcessStatus::AwaitingCallback, Some(name.clone()), &state);
                             up.callback_token_hash = Some(token_hash(token));
                             up.callback_deadline = Some(later(started, *timeout));
-                            commit(
-                                engine,
-                                tx,
+                            record(
+                                &mut tx,
                                 fence,
                                 &log(StepStatus::AwaitingCallback, Value::Object(delta), 0),
                                 &up,
-                                &row.workflow_name,
+                                wf_name,
                             )
                             .await?;
+                            commit_tx(engine, tx).await?;
                             return Ok(());
                         }
                         let mut up = base(ProcessStatus::Running, wf.after(&name).map(str::to_owned), &state);
                         up.run_after = Some(started);
-                        up.lease_until = Some(lease_until);
-                        commit(
-                            engine,
-                            tx,
-                            fence,
-                            &log(status, Value::Object(delta), 0),
-                            &up,
-                            &row.workflow_name,
-                        )
-                        .await?;
+                        up.lease_until = Some(later(clock::now(), lease));
+                        record(&mut tx, fence, &log(status, Value::Object(delta), 0), &up, wf_name).await?;
                         next = up.next_step;
                         retries = 0;
+                        if matches!(step.kind, StepKind::Run(_)) {
+                            if keep_open(next.as_deref()) {
+                                chain = Some((tx, n + 1, since));
+                            } else {
+                                commit_tx(engine, tx).await?;
+                            }
+                        } else {
+                            commit_tx(engine, tx).await?;
+                        }
                     }
                     Err(err) => {
-                        // The step's own writes are discarded; only the failure is recorded.
-                        if let Some(tx) = tx {
+                        // The step's own writes are discarded; what ran before it in the chain
+                        // commits with the record of the failure.
+                        if in_chain.is_some() {
+                            tx.rollback_to_savepoint().await?;
+                        } else {
                             tx.rollback().await?;
+                            tx = engine.store().begin().await?;
                         }
                         let retry = matches!(step.kind, StepKind::Retry(_));
                         let detail = json!({ "error": err.message, "details": err.details });
-                        let tx = engine.store().begin().await?;
                         if retry {
                             let mut up = base(ProcessStatus::Waiting, Some(name.clone()), &state);
                             up.retries = retries + 1;
                             up.run_after = Some(later(clock::now(), backoff(engine, retries)));
                             up.failed_reason = Some(err.message.clone());
-                            commit(
-                                engine,
-                                tx,
+                            record(
+                                &mut tx,
                                 fence,
                                 &log(StepStatus::Waiting, detail, retries + 1),
                                 &up,
-                                &row.workflow_name,
+                                wf_name,
                             )
                             .await?;
                         } else {
                             let mut up = base(ProcessStatus::Failed, Some(name.clone()), &state);
                             up.failed_reason = Some(err.message.clone());
                             up.traceback = err.details.as_ref().map(|d| d.to_string());
-                            up.assignee = "SYSTEM".into();
-                            commit(
-                                engine,
-                                tx,
-                                fence,
-                                &log(StepStatus::Failed, detail, retries),
-                                &up,
-                                &row.workflow_name,
-                            )
-                            .await?;
+                            record(&mut tx, fence, &log(StepStatus::Failed, detail, retries), &up, wf_name).await?;
                         }
+                        commit_tx(engine, tx).await?;
                         return Ok(());
                     }
                 }
@@ -297,19 +355,16 @@ fn backoff<D>(engine: &Engine<D>, retries: i32) -> Duration {
     c.retry_base.saturating_mul(factor).min(c.retry_max)
 }
 
-/// Commits a step: log row, fenced process update and the process event, in `tx`.
-async fn commit<D: Send + Sync + 'static>(
-    engine: &Engine<D>,
-    mut tx: StoreTx,
+/// Records a step in `tx`: its log row, the fenced process update and the process event.
+async fn record(
+    tx: &mut StoreTx,
     fence: &Fence,
     log: &StepLog,
     up: &ProcessUpdate,
     workflow_name: &str,
 ) -> Result<(), RunError> {
-    if !tx.finish_step(fence, log, up).await? {
-        tx.rollback().await?;
-        return Err(RunError::LeaseLost);
-    }
+    // The fenced process update is staged: it runs once, when the transaction commits.
+    tx.stage_step(fence, log, up).await?;
     tx.event(
         &Event {
             stream: streams::PROCESSES,
@@ -327,7 +382,15 @@ async fn commit<D: Send + Sync + 'static>(
         None,
     )
     .await?;
-    tx.commit().await?;
+    Ok(())
+}
+
+async fn commit_tx<D: Send + Sync + 'static>(engine: &Engine<D>, tx: StoreTx) -> Result<(), RunError> {
+    match tx.commit().await {
+        Ok(()) => {}
+        Err(muster_store::StoreError::Fenced) => return Err(RunError::LeaseLost),
+        Err(e) => return Err(e.into()),
+    }
     engine.events_written();
     Ok(())
 }
@@ -364,7 +427,8 @@ async fn fail_definition<D: Send + Sync + 'static>(
         completed_at: now,
         retries: row.retries,
     };
-    let tx = engine.store().begin().await?;
-    commit(engine, tx, fence, &log, &up, &row.workflow_name).await?;
+    let mut tx = engine.store().begin().await?;
+    record(&mut tx, fence, &log, &up, &row.workflow_name).await?;
+    commit_tx(engine, tx).await?;
     Err(RunError::Definition(reason.to_owned()))
 }

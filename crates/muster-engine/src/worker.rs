@@ -47,9 +47,9 @@ pub async fn run<D: Send + Sync + 'static>(engine: Engine<D>, mut shutdown: watc
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
-            let engine = engine.clone();
+            let (engine, stop) = (engine.clone(), shutdown.clone());
             tokio::spawn(async move {
-                crate::runner::run(&engine, row).await;
+                crate::runner::run(&engine, row, stop).await;
                 drop(permit);
             });
         }

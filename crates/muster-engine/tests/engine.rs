@@ -1615,7 +1615,6 @@ async fn pause(db: &TestDb) {
 // step boundary". It runs them to their end instead (the runner never looks at the shutdown
 // signal), so a node's shutdown waits for every step of every process it holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: worker shutdown runs each held process to its end instead of stopping at the next step boundary"]
 async fn worker_shutdown_stops_processes_at_a_step_boundary() {
     for db in TestDb::all().await {
         let store = open(&db).await;
@@ -1656,7 +1655,6 @@ fn engine_on(store: &Store, name: &str) -> (Engine<Deps>, Arc<Deps>) {
 // time already past: the process is claimable while its worker goes on with the next step,
 // so another claim runs that step a second time, concurrently.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a step longer than the lease commits an already expired lease; the next step runs twice concurrently"]
 async fn a_step_longer_than_the_lease_does_not_let_the_process_be_claimed_twice() {
     for db in TestDb::all().await {
         let store = open(&db).await;
@@ -1729,7 +1727,6 @@ async fn race_setup(db: &TestDb) -> RaceSetup {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: Engine::abort acts on a process row read outside its transaction; a process that ran on meanwhile is aborted with its old state and its compensation misses what it made"]
 async fn abort_compensates_what_the_process_made_even_if_it_ran_meanwhile() {
     let db = TestDb::sqlite();
     let RaceSetup {
@@ -1742,7 +1739,8 @@ async fn abort_compensates_what_the_process_made_even_if_it_ran_meanwhile() {
     } = race_setup(&db).await;
 
     // A's abort reads the waiting process (nothing made yet), then waits for its transaction.
-    let hold = store_a.begin().await.expect("hold A's write connection");
+    let mut hold = store_a.begin().await.expect("hold A's write connection");
+    hold.acquire().await.expect("hold A's write connection");
     let aborting = {
         let a = a.clone();
         tokio::spawn(async move { a.abort(&ctx(), ACTOR, pid).await })
@@ -1775,7 +1773,6 @@ async fn abort_compensates_what_the_process_made_even_if_it_ran_meanwhile() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: Engine::resume acts on a process row read outside its transaction; a process that ran on meanwhile is rewound and re-runs committed steps"]
 async fn resume_does_not_rewind_a_process_that_ran_meanwhile() {
     let db = TestDb::sqlite();
     let RaceSetup {
@@ -1788,7 +1785,8 @@ async fn resume_does_not_rewind_a_process_that_ran_meanwhile() {
     } = race_setup(&db).await;
 
     // An operator's resume of the waiting process reads it, then waits for its transaction.
-    let hold = store_a.begin().await.expect("hold A's write connection");
+    let mut hold = store_a.begin().await.expect("hold A's write connection");
+    hold.acquire().await.expect("hold A's write connection");
     let resuming = {
         let a = a.clone();
         tokio::spawn(async move { a.resume(&ctx(), ACTOR, pid, vec![]).await })
@@ -1858,7 +1856,6 @@ async fn a_slow_step_that_does_not_write_blocks_no_other_work() {
 // failed for a timeout it never had. Widened as in the tests above: the expiring engine's
 // write connection is held between its list and its transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: expire_callbacks fails a process that moved on to a new, unexpired callback wait (deadline not re-checked)"]
 async fn expiring_callbacks_spares_a_process_awaiting_its_next_callback() {
     let db = TestDb::sqlite();
     let store_a = open(&db).await;
@@ -1872,7 +1869,8 @@ async fn expiring_callbacks_spares_a_process_awaiting_its_next_callback() {
     tokio::time::sleep(Duration::from_millis(400)).await;
 
     // A lists the expired wait, then waits for its transaction.
-    let hold = store_a.begin().await.expect("hold A's write connection");
+    let mut hold = store_a.begin().await.expect("hold A's write connection");
+    hold.acquire().await.expect("hold A's write connection");
     let expiring = {
         let a = a.clone();
         tokio::spawn(async move { a.expire_callbacks().await })
@@ -1910,7 +1908,6 @@ async fn expiring_callbacks_spares_a_process_awaiting_its_next_callback() {
 // engine means to let it be aborted (engine.rs, `abort`: "Running is listed so that a process
 // whose worker died can be aborted"), but refuses before getting there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: Engine::abort refuses a `running` process whose lease expired (status check before move_process)"]
 async fn a_process_whose_worker_died_can_be_aborted() {
     for db in TestDb::all().await {
         let store = open(&db).await;
@@ -1935,7 +1932,6 @@ async fn a_process_whose_worker_died_can_be_aborted() {
 // keeps extending the lease after the runner's task died, so no worker can ever claim the
 // process again (and abort refuses a running process).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a panicking step leaves its heartbeat running; the process stays `running` under a live lease for ever"]
 async fn a_panicking_step_does_not_hold_its_process_for_ever() {
     for db in TestDb::all().await {
         let store = open(&db).await;

@@ -12,6 +12,8 @@ use tokio::sync::{Notify, watch};
 
 /// How often the sequencer looks without being woken.
 const IDLE_TICK: Duration = Duration::from_millis(500);
+/// How long the sequencer waits after a wake-up before numbering.
+const GATHER: Duration = Duration::from_millis(5);
 /// Events numbered per sequencer transaction.
 const BATCH: i64 = 1000;
 
@@ -59,7 +61,14 @@ impl EventHub {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
-                let _ = tokio::time::timeout(IDLE_TICK, hub.wake_sequencer.notified()).await;
+                if tokio::time::timeout(IDLE_TICK, hub.wake_sequencer.notified())
+                    .await
+                    .is_ok()
+                {
+                    // Let a burst of commits gather: one pass numbers them all, instead of one
+                    // writer transaction per commit competing with the writes themselves.
+                    tokio::time::sleep(GATHER).await;
+                }
             }
         })
     }

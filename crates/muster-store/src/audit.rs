@@ -6,9 +6,8 @@ use serde::Serialize;
 use sqlx::types::Json;
 use time::OffsetDateTime;
 
-/// Inserts an [`AuditEntry`] on a connection or transaction (inside another write), and the
-/// event it carries, if any (unsequenced: see `events.rs`).
-macro_rules! insert {
+/// Inserts an [`AuditEntry`]'s record only (its event is the caller's business).
+macro_rules! insert_record {
     ($conn:expr, $a:expr) => {{
         sqlx::query(
             "INSERT INTO audit_log (at, cid, actor, current_app, remote_addr, action, target, outcome, reason, details) \
@@ -26,6 +25,15 @@ macro_rules! insert {
         .bind(sqlx::types::Json(&$a.details))
         .execute($conn)
         .await?;
+    }};
+}
+pub(crate) use insert_record;
+
+/// Inserts an [`AuditEntry`] on a connection or transaction (inside another write), and the
+/// event it carries, if any (unsequenced: see `events.rs`).
+macro_rules! insert {
+    ($conn:expr, $a:expr) => {{
+        $crate::audit::insert_record!($conn, $a);
         if let Some(event) = &$a.event {
             sqlx::query("INSERT INTO events (stream, kind, subject, at, cid, data) VALUES ($1, $2, $3, $4, $5, $6)")
                 .bind(event.stream)

@@ -34,7 +34,7 @@ pub use processes::{
     WorkListener,
 };
 pub use sessions::{LoginGuard, LoginPassword, SessionAndTarget, SessionRecord};
-pub use subscriptions::{Subscription, SubscriptionListRow, SubscriptionQuery, SubscriptionSort};
+pub use subscriptions::{HoldTerms, Subscription, SubscriptionListRow, SubscriptionQuery, SubscriptionSort};
 pub use ts::Ts;
 pub use tx::StoreTx;
 pub use users::{UserOrder, UserQuery};
@@ -52,6 +52,9 @@ pub enum StoreError {
     /// A stored value could not be read back into the domain (a bug or a hand-edited row).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A fenced write matched no row: another worker holds the process now.
+    #[error("the process's lease was lost")]
+    Fenced,
     #[error("unsupported database url (use sqlite:… or postgres://…)")]
     UnsupportedUrl,
     #[error(transparent)]

@@ -472,6 +472,22 @@ impl StoreTx {
     /// process. False: the lease was lost (another worker owns the process now) and the
     /// caller must roll back.
     pub async fn finish_step(&mut self, fence: &Fence, log: &StepLog, up: &ProcessUpdate) -> Result<bool> {
+        if !self.finish_step_now(fence, up).await? {
+            return Ok(false);
+        }
+        self.log_step(fence.process_id, fence.attempt, log).await?;
+        Ok(true)
+    }
+
+    /// Like [`StoreTx::finish_step`], but the process update waits until commit (a later step
+    /// of the same transaction replaces it): one fenced UPDATE per transaction, not per step.
+    /// The commit fails with [`crate::StoreError::Fenced`] if the lease was lost.
+    pub async fn stage_step(&mut self, fence: &Fence, log: &StepLog, up: &ProcessUpdate) -> Result<()> {
+        self.staged = Some((fence.clone(), up.clone()));
+        self.log_step(fence.process_id, fence.attempt, log).await
+    }
+
+    pub(crate) async fn finish_step_now(&mut self, fence: &Fence, up: &ProcessUpdate) -> Result<bool> {
         let n = on_tx!(self, conn => {
             sqlx::query(
                 "UPDATE processes SET last_status = $4, last_step = $5, next_step = $6, state = $7, run_after = $8, \
@@ -500,31 +516,12 @@ impl StoreTx {
             .await?
             .rows_affected()
         });
-        if n != 1 {
-            return Ok(false);
-        }
-        self.log_step(fence.process_id, fence.attempt, log).await?;
-        Ok(true)
+        Ok(n == 1)
     }
 
+    /// Logs a step (inserted at commit, with the other rows held).
     pub async fn log_step(&mut self, pid: Uuid, attempt: i64, log: &StepLog) -> Result<()> {
-        on_tx!(self, conn => {
-            sqlx::query(
-                "INSERT INTO process_steps (process_id, name, status, state_delta, created_by, started_at, completed_at, attempt, retries) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(pid)
-            .bind(&log.name)
-            .bind(log.status.as_str())
-            .bind(Json(&log.state_delta))
-            .bind(&log.created_by)
-            .bind(Ts(log.started_at))
-            .bind(Ts(log.completed_at))
-            .bind(attempt)
-            .bind(log.retries)
-            .execute(&mut *conn)
-            .await?;
-        });
+        self.steps.push((pid, attempt, log.clone()));
         Ok(())
     }
 
@@ -661,7 +658,9 @@ impl Store {
 impl StoreTx {
     /// Announces work to listening workers when this transaction commits.
     pub async fn notify_work(&mut self) -> Result<()> {
-        if let crate::tx::TxInner::Postgres(t) = &mut self.inner {
+        if self.backend() == Backend::Postgres
+            && let crate::tx::TxInner::Postgres(t) = self.conn().await?
+        {
             sqlx::query("SELECT pg_notify($1, '')")
                 .bind(WORK_CHANNEL)
                 .execute(&mut **t)

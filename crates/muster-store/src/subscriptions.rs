@@ -232,6 +232,20 @@ macro_rules! push_subscription_filters {
     }};
 }
 
+/// What [`StoreTx::hold_subscription`] requires of the subscription besides being in sync and
+/// unheld.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldTerms<'a> {
+    /// Its status is one of these.
+    pub usable: &'a [SubscriptionStatus],
+    /// No subscription that uses it is live (neither initial nor terminated).
+    pub no_active_users: bool,
+    /// Every subscription it depends on is in sync.
+    pub no_held_relations: bool,
+    /// Its version is this one (optimistic concurrency from the form).
+    pub expected_version: Option<i64>,
+}
+
 fn statuses_sql(statuses: &[SubscriptionStatus]) -> String {
     // Literal enum strings, never user input.
     statuses
@@ -289,6 +303,31 @@ impl Store {
                     .ok_or_else(|| StoreError::Corrupt(format!("subscription status {s:?}")))
             })
             .collect()
+    }
+
+    /// Whether every subscription `id` depends on is in sync (no workflow holds them).
+    pub async fn depends_on_insync(&self, id: Uuid) -> Result<bool> {
+        let held: i64 = on_db!(self, read, pool => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM subscription_relations r JOIN subscriptions d ON d.subscription_id = r.depends_on_id \
+                 WHERE r.in_use_by_id = $1 AND NOT d.insync",
+            )
+            .bind(id)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(held == 0)
+    }
+
+    /// Whether a User subscription (of any status) holds `username`.
+    pub async fn username_held(&self, username: &str) -> Result<bool> {
+        let n: i64 = on_db!(self, read, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM user_blocks WHERE LOWER(username) = LOWER($1)")
+                .bind(username)
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(n > 0)
     }
 
     /// Subscriptions of `product_type` in `status`: (id, description), for dropdowns.
@@ -490,16 +529,23 @@ impl StoreTx {
                         .execute(&mut *conn)
                         .await
                         .map_err(unique)?;
-                    sqlx::query("DELETE FROM subscription_relations WHERE in_use_by_id = $1 AND attribute = 'group'")
-                        .bind(s.subscription_id)
-                        .execute(&mut *conn)
-                        .await?;
-                    if let Some(g) = b.group {
-                        sqlx::query("INSERT INTO subscription_relations (in_use_by_id, attribute, depends_on_id) VALUES ($1, 'group', $2)")
+                    match b.group {
+                        Some(g) => {
+                            sqlx::query(
+                                "INSERT INTO subscription_relations (in_use_by_id, attribute, depends_on_id) VALUES ($1, 'group', $2) \
+                                 ON CONFLICT (in_use_by_id, attribute) DO UPDATE SET depends_on_id = excluded.depends_on_id",
+                            )
                             .bind(s.subscription_id)
                             .bind(g)
                             .execute(&mut *conn)
                             .await?;
+                        }
+                        None => {
+                            sqlx::query("DELETE FROM subscription_relations WHERE in_use_by_id = $1 AND attribute = 'group'")
+                                .bind(s.subscription_id)
+                                .execute(&mut *conn)
+                                .await?;
+                        }
                     }
                 }
             }
@@ -507,28 +553,64 @@ impl StoreTx {
         Ok(Some(s.version + 1))
     }
 
+    /// Like [`StoreTx::save_subscription`] for changes of the subscription row alone (status,
+    /// dates, sync, description): the block is not rewritten.
+    pub async fn save_subscription_row(&mut self, s: &Subscription, now: OffsetDateTime) -> Result<Option<i64>> {
+        let n = on_tx!(self, conn => {
+            sqlx::query(
+                "UPDATE subscriptions SET description = $2, status = $3, customer_id = $4, insync = $5, start_date = $6, \
+                 end_date = $7, note = $8, locked_by_process = $9, version = version + 1, updated_at = $10 \
+                 WHERE subscription_id = $1 AND version = $11",
+            )
+            .bind(s.subscription_id)
+            .bind(&s.description)
+            .bind(s.status.as_str())
+            .bind(&s.customer_id)
+            .bind(s.insync)
+            .bind(s.start_date.map(Ts))
+            .bind(s.end_date.map(Ts))
+            .bind(&s.note)
+            .bind(s.locked_by_process)
+            .bind(Ts(now))
+            .bind(s.version)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+        });
+        Ok((n == 1).then_some(s.version + 1))
+    }
+
     /// Takes the subscription for process `pid` (one workflow at a time): a conditional
-    /// UPDATE that only matches an in-sync, unheld subscription in one of `usable` statuses
-    /// and, when `no_active_users`, one that no live subscription uses. False: refused.
+    /// UPDATE that only matches an in-sync, unheld subscription meeting `terms`. False: refused.
     pub async fn hold_subscription(
         &mut self,
         id: Uuid,
         pid: Uuid,
-        usable: &[SubscriptionStatus],
-        no_active_users: bool,
-        expected_version: Option<i64>,
+        terms: &HoldTerms<'_>,
         now: OffsetDateTime,
     ) -> Result<bool> {
+        let HoldTerms {
+            usable,
+            no_active_users,
+            no_held_relations,
+            expected_version,
+        } = *terms;
         let users = if no_active_users {
             " AND NOT EXISTS (SELECT 1 FROM subscription_relations r JOIN subscriptions u ON u.subscription_id = r.in_use_by_id \
               WHERE r.depends_on_id = $1 AND u.status NOT IN ('initial', 'terminated'))"
         } else {
             ""
         };
+        let relations = if no_held_relations {
+            " AND NOT EXISTS (SELECT 1 FROM subscription_relations r JOIN subscriptions d ON d.subscription_id = r.depends_on_id \
+              WHERE r.in_use_by_id = $1 AND NOT d.insync)"
+        } else {
+            ""
+        };
         let sql = format!(
             "UPDATE subscriptions SET insync = FALSE, locked_by_process = $2, version = version + 1, updated_at = $3 \
              WHERE subscription_id = $1 AND insync AND locked_by_process IS NULL AND status IN ({}) \
-             AND ($4 IS NULL OR version = $4){users}",
+             AND ($4 IS NULL OR version = $4){users}{relations}",
             statuses_sql(usable)
         );
         let n = on_tx!(self, conn => {
@@ -570,6 +652,20 @@ impl StoreTx {
         }) == 1)
     }
 
+    /// Whether every subscription `id` depends on is in sync, inside this transaction.
+    pub async fn depends_on_insync(&mut self, id: Uuid) -> Result<bool> {
+        let held: i64 = on_tx!(self, conn => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM subscription_relations r JOIN subscriptions d ON d.subscription_id = r.depends_on_id \
+                 WHERE r.in_use_by_id = $1 AND NOT d.insync",
+            )
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?
+        });
+        Ok(held == 0)
+    }
+
     /// The statuses of the subscriptions that use `id`.
     pub async fn in_use_by_statuses(&mut self, id: Uuid) -> Result<Vec<SubscriptionStatus>> {
         let rows: Vec<String> = on_tx!(self, conn => {
@@ -588,16 +684,46 @@ impl StoreTx {
             .collect()
     }
 
-    /// The next number of allocator `name` (`user_id`, `group_id`). The row lock serialises
-    /// concurrent allocations; numbers are never handed out twice (a rolled-back allocation
-    /// is reused, which is fine: it was never visible).
+    /// The next number of allocator `name` (`user_id`, `group_id`); never handed out twice.
+    /// PostgreSQL: a sequence (no lock held until commit). SQLite: a counter row (one writer).
     pub async fn allocate(&mut self, name: &str) -> Result<i64> {
-        Ok(on_tx!(self, conn => {
-            sqlx::query_scalar("UPDATE id_allocators SET next_value = next_value + 1 WHERE name = $1 RETURNING next_value - 1")
+        let sequence = match name {
+            "user_id" => "user_id_seq",
+            "group_id" => "group_id_seq",
+            other => return Err(StoreError::Corrupt(format!("no allocator named {other}"))),
+        };
+        Ok(match self.conn().await? {
+            crate::tx::TxInner::Postgres(t) => {
+                sqlx::query_scalar("SELECT nextval($1::regclass)")
+                    .bind(sequence)
+                    .fetch_one(&mut **t)
+                    .await?
+            }
+            crate::tx::TxInner::Sqlite(t) => {
+                sqlx::query_scalar(
+                    "UPDATE id_allocators SET next_value = next_value + 1 WHERE name = $1 RETURNING next_value - 1",
+                )
                 .bind(name)
-                .fetch_one(&mut *conn)
+                .fetch_one(&mut **t)
                 .await?
-        }))
+            }
+        })
+    }
+
+    /// Reads a subscription that this transaction depends on but does not change (a User's
+    /// group): on PostgreSQL under a share lock, so it cannot be terminated meanwhile while
+    /// concurrent readers (other users joining the group) are not held up.
+    pub async fn subscription_shared(&mut self, id: Uuid) -> Result<Option<Subscription>> {
+        let lock = if self.backend() == Backend::Postgres {
+            " FOR SHARE OF s"
+        } else {
+            ""
+        };
+        let sql = format!("{SELECT_SUBSCRIPTION} WHERE s.subscription_id = $1{lock}");
+        let row: Option<SubscriptionRow> = on_tx!(self, conn => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *conn).await?
+        });
+        row.map(SubscriptionRow::into_subscription).transpose()
     }
 
     /// Records that process `pid` works on subscription `sid` (`store_process_subscription`).

@@ -46,7 +46,11 @@ pub fn summary(s: &Subscription) -> Value {
 }
 
 /// Saves `s` (checking the fields its status requires), publishing `subscription.updated`.
-pub async fn save(ctx: &mut StepCtx<Deps>, mut s: Subscription) -> Result<Subscription, StepError> {
+pub async fn save(ctx: &mut StepCtx<Deps>, s: Subscription) -> Result<Subscription, StepError> {
+    write(ctx, s, true).await
+}
+
+async fn write(ctx: &mut StepCtx<Deps>, mut s: Subscription, block_changed: bool) -> Result<Subscription, StepError> {
     let missing = s.block.missing_for(s.status);
     if !missing.is_empty() {
         return Err(StepError::new(format!(
@@ -58,9 +62,12 @@ pub async fn save(ctx: &mut StepCtx<Deps>, mut s: Subscription) -> Result<Subscr
     }
     let now = ctx.now();
     let tx = ctx.tx().await?;
-    let version = tx
-        .save_subscription(&s, now)
-        .await
+    let saved = if block_changed {
+        tx.save_subscription(&s, now).await
+    } else {
+        tx.save_subscription_row(&s, now).await
+    };
+    let version = saved
         .map_err(duplicate)?
         .ok_or_else(|| StepError::new("the subscription changed underneath this step"))?;
     s.version = version;
@@ -91,8 +98,26 @@ pub async fn publish(ctx: &mut StepCtx<Deps>, s: &Subscription, kind: &'static s
 /// active and `end_date` on termination, as orchestrator-core does.
 pub async fn set_status(
     ctx: &mut StepCtx<Deps>,
+    s: Subscription,
+    to: SubscriptionStatus,
+) -> Result<Subscription, StepError> {
+    change_status(ctx, s, to, true).await
+}
+
+/// [`set_status`] for a subscription whose block this step did not change.
+pub async fn move_status(
+    ctx: &mut StepCtx<Deps>,
+    s: Subscription,
+    to: SubscriptionStatus,
+) -> Result<Subscription, StepError> {
+    change_status(ctx, s, to, false).await
+}
+
+async fn change_status(
+    ctx: &mut StepCtx<Deps>,
     mut s: Subscription,
     to: SubscriptionStatus,
+    block_changed: bool,
 ) -> Result<Subscription, StepError> {
     if !s.status.can_move_to(to) {
         return Err(StepError::new(format!(
@@ -117,7 +142,7 @@ pub async fn set_status(
         s.end_date = Some(now);
     }
     s.status = to;
-    save(ctx, s).await
+    write(ctx, s, block_changed).await
 }
 
 /// Fails unless this process holds the subscription (taken when the process started).

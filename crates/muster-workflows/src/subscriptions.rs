@@ -181,6 +181,7 @@ impl Subscriptions {
             .into_iter()
             .map(|(_, st)| st)
             .collect();
+        let relations = self.store.depends_on_insync(id).await.map_err(DomainError::internal)?;
         let product_type = s.block.product_type().as_str();
         let mut out = serde_json::Map::new();
         for key in ["create", "modify", "terminate", "system", "validate"] {
@@ -188,7 +189,7 @@ impl Subscriptions {
         }
         for w in self.catalogue.workflows_for(product_type) {
             let mut entry = json!({ "name": w.name, "description": w.description });
-            if let Some(reason) = start_blocked(w.target, s.status, s.insync, &users) {
+            if let Some(reason) = start_blocked(w.target, s.status, s.insync, &users, relations) {
                 entry["reason"] = json!(reason.as_str());
                 entry["message"] = json!(reason.message());
                 if let Some(p) = s.locked_by_process {

@@ -66,14 +66,14 @@ step!(resync, |ctx| {
 
 step!(set_status_active, |ctx| {
     let s = model::load_own(ctx).await?;
-    let s = model::set_status(ctx, s, SubscriptionStatus::Active).await?;
+    let s = model::move_status(ctx, s, SubscriptionStatus::Active).await?;
     Ok(StepOutcome::merge([("subscription", model::summary(&s))]))
 });
 
 step!(set_status_terminated, |ctx| {
     let s = model::load_own(ctx).await?;
     model::ensure_held(ctx, &s)?;
-    let s = model::set_status(ctx, s, SubscriptionStatus::Terminated).await?;
+    let s = model::move_status(ctx, s, SubscriptionStatus::Terminated).await?;
     Ok(StepOutcome::merge([("subscription", model::summary(&s))]))
 });
 
@@ -173,7 +173,8 @@ fn create_form<'a>(deps: &'a Deps, _: &'a State, run: &'a mut FormRun) -> FormFu
             return Err(field_error(&title, &field, &e.message));
         }
         let username = str_of(&v, "username").unwrap_or_default();
-        if deps.directory.store().user_by_username(username).await?.is_some() {
+        let store = deps.directory.store();
+        if store.user_by_username(username).await?.is_some() || store.username_held(username).await? {
             return Err(field_error(&title, "username", "this username is taken"));
         }
         Ok(())
@@ -264,7 +265,12 @@ step!(create_subscription, |ctx| {
 /// Links the chosen group (which must still be active: it is read under a row lock) and
 /// creates the directory user with `create_user`'s rules.
 async fn link_group(ctx: &mut muster_engine::StepCtx<Deps>, gid: Uuid) -> Result<Subscription, StepError> {
-    let group = model::load(ctx, gid).await?;
+    let group = ctx
+        .tx()
+        .await?
+        .subscription_shared(gid)
+        .await?
+        .ok_or_else(|| StepError::new(format!("the user group {gid} does not exist")))?;
     if group.status != SubscriptionStatus::Active || group.block.product_type().as_str() != "UserGroup" {
         return Err(StepError::new(format!(
             "the user group {gid} is {} (not an active UserGroup)",
@@ -375,9 +381,21 @@ fn modify_form<'a>(deps: &'a Deps, _: &'a State, run: &'a mut FormRun) -> FormFu
         let title = page.title.clone();
         let v = run.page(page)?;
         let new_name = str_of(&v, "username").unwrap_or_default();
-        if Some(new_name) != u.username.as_deref() && deps.directory.store().user_by_username(new_name).await?.is_some()
-        {
-            return Err(field_error(&title, "username", "this username is taken"));
+        if Some(new_name) != u.username.as_deref() {
+            // Taken by someone else: another directory user, or another User subscription. A
+            // change of case of one's own name is no clash.
+            let store = deps.directory.store();
+            let other_user = store
+                .user_by_username(new_name)
+                .await?
+                .is_some_and(|(found, _)| Some(found.uuid) != u.directory_user);
+            let same_name = u
+                .username
+                .as_deref()
+                .is_some_and(|old| old.eq_ignore_ascii_case(new_name));
+            if other_user || (!same_name && store.username_held(new_name).await?) {
+                return Err(field_error(&title, "username", "this username is taken"));
+            }
         }
         Ok(())
     })

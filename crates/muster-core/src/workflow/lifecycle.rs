@@ -158,12 +158,14 @@ impl BlockReason {
 }
 
 /// Whether a workflow of `target` may start on a subscription in `status` with `insync`, used by
-/// subscriptions in `users_statuses`. The first reason that applies, or None.
+/// subscriptions in `users_statuses`, depending on subscriptions that are all in sync
+/// (`relations_insync`). The first reason that applies, or None.
 pub fn start_blocked(
     target: Target,
     status: SubscriptionStatus,
     insync: bool,
     users_statuses: &[SubscriptionStatus],
+    relations_insync: bool,
 ) -> Option<BlockReason> {
     if target == Target::Create {
         return Some(BlockReason::InvalidStatus);
@@ -174,6 +176,11 @@ pub fn start_blocked(
     // Validate workflows run on whatever is stored (unsync_unchecked) but still one at a time.
     if !insync {
         return Some(BlockReason::NotInSync);
+    }
+    // A subscription whose dependency (a User's group) is held by a workflow that changes it
+    // waits: orchestrator-core's `locked_relations`.
+    if matches!(target, Target::Modify | Target::Terminate) && !relations_insync {
+        return Some(BlockReason::RelationsNotInSync);
     }
     if target.blocked_by_users()
         && users_statuses
@@ -211,30 +218,35 @@ mod tests {
     #[test]
     fn a_group_with_active_users_cannot_terminate() {
         assert_eq!(
-            start_blocked(Target::Terminate, Active, true, &[Active]),
+            start_blocked(Target::Terminate, Active, true, &[Active], true),
             Some(BlockReason::InUseByOthers)
         );
         assert_eq!(
-            start_blocked(Target::Terminate, Active, true, &[Terminated, Initial]),
+            start_blocked(Target::Terminate, Active, true, &[Terminated, Initial], true),
             None
         );
         // Modify is not blocked by users.
-        assert_eq!(start_blocked(Target::Modify, Active, true, &[Active]), None);
+        assert_eq!(start_blocked(Target::Modify, Active, true, &[Active], true), None);
     }
 
     #[test]
     fn status_and_sync_block_starts() {
         assert_eq!(
-            start_blocked(Target::Modify, Terminated, true, &[]),
+            start_blocked(Target::Modify, Terminated, true, &[], true),
             Some(BlockReason::InvalidStatus)
         );
         assert_eq!(
-            start_blocked(Target::Modify, Active, false, &[]),
+            start_blocked(Target::Modify, Active, false, &[], true),
             Some(BlockReason::NotInSync)
         );
-        assert_eq!(start_blocked(Target::Terminate, Provisioning, true, &[]), None);
+        assert_eq!(start_blocked(Target::Terminate, Provisioning, true, &[], true), None);
         assert_eq!(
-            start_blocked(Target::Create, Active, true, &[]),
+            start_blocked(Target::Modify, Active, true, &[], false),
+            Some(BlockReason::RelationsNotInSync)
+        );
+        assert_eq!(start_blocked(Target::Validate, Active, true, &[], false), None);
+        assert_eq!(
+            start_blocked(Target::Create, Active, true, &[], true),
             Some(BlockReason::InvalidStatus)
         );
     }

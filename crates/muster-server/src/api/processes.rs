@@ -83,8 +83,13 @@ fn start_error(e: StartError) -> Response {
     }
 }
 
+/// A path id: a malformed one names nothing, so it is a 404 problem like an unknown one.
+pub(crate) fn uuid_of(id: &str, what: &str) -> Result<Uuid, ApiError> {
+    id.parse().map_err(|_| ApiError(DomainError::not_found(what)))
+}
+
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    id.parse().map_err(|_| ApiError(DomainError::not_found("process")))
+    uuid_of(id, "process")
 }
 
 /// Starts a workflow. The body is the list of form pages filled so far (`[]` to get page 1).
@@ -132,12 +137,16 @@ pub async fn resume(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,
     Ctx(ctx): Ctx,
-    Path(id): Path<Uuid>,
+    Path(id): Path<String>,
     ApiJson(inputs): ApiJson<Vec<Value>>,
 ) -> Response {
     if let Err(e) = auth.require_super_user() {
         return ApiError(e).into_response();
     }
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
     match state.engine.resume(&ctx, &auth.user_id(), id, inputs).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => start_error(e),
@@ -152,9 +161,10 @@ pub async fn abort(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,
     Ctx(ctx): Ctx,
-    Path(id): Path<Uuid>,
+    Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     auth.require_super_user()?;
+    let id = parse_id(&id)?;
     state.engine.abort(&ctx, &auth.user_id(), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -166,9 +176,10 @@ pub async fn abort(
 pub async fn callback(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
-    Path((id, token)): Path<(Uuid, String)>,
+    Path((id, token)): Path<(String, String)>,
     ApiJson(data): ApiJson<Value>,
 ) -> ApiResult<Json<Value>> {
+    let id = uuid_of(&id, "callback")?;
     state.engine.callback(&ctx, id, &token, data).await?;
     Ok(Json(json!({ "process_id": id })))
 }

@@ -74,9 +74,9 @@ pub async fn list_blocks(State(state): State<AppState>, AuthUser(_auth): AuthUse
 pub async fn get_block(
     State(state): State<AppState>,
     AuthUser(_auth): AuthUser,
-    Path(id): Path<Uuid>,
+    Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let id = id.to_string();
+    let id = crate::api::processes::uuid_of(&id, "product block")?.to_string();
     state
         .subscriptions
         .catalogue()

@@ -14,7 +14,6 @@ use serde::Deserialize;
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -101,9 +100,10 @@ pub async fn list(
 pub async fn domain_model(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,
-    Path(id): Path<Uuid>,
+    Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     auth.require_super_user()?;
+    let id = crate::api::processes::uuid_of(&id, "subscription")?;
     Ok(Json(state.subscriptions.domain_model(id).await?))
 }
 
@@ -113,9 +113,10 @@ pub async fn domain_model(
 pub async fn workflows(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,
-    Path(id): Path<Uuid>,
+    Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     auth.require_super_user()?;
+    let id = crate::api::processes::uuid_of(&id, "subscription")?;
     Ok(Json(state.subscriptions.workflows(id).await?))
 }
 
@@ -126,9 +127,10 @@ pub async fn set_in_sync(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,
     Ctx(ctx): Ctx,
-    Path(id): Path<Uuid>,
+    Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     auth.require_super_user()?;
+    let id = crate::api::processes::uuid_of(&id, "subscription")?;
     state.subscriptions.set_in_sync(&ctx, &auth.user_id(), id).await?;
     Ok(StatusCode::OK)
 }

@@ -109,13 +109,11 @@ CREATE TABLE subscription_relations (
 );
 CREATE INDEX subscription_relations_depends_on ON subscription_relations (depends_on_id);
 
--- Unique numbers handed out to workflows (user_id, group_id): UPDATE … RETURNING takes the
--- row lock, so concurrent allocations serialise and never repeat.
-CREATE TABLE id_allocators (
-    name        TEXT PRIMARY KEY,
-    next_value  BIGINT NOT NULL
-);
-INSERT INTO id_allocators (name, next_value) VALUES ('user_id', 10000), ('group_id', 1000);
+-- Unique numbers handed out to workflows (user_id, group_id): sequences never hand out a
+-- number twice and, unlike a counter row, take no lock that concurrent workflows would queue
+-- on until commit (a rolled-back allocation leaves a gap; the UNIQUE columns back them up).
+CREATE SEQUENCE user_id_seq START 10000;
+CREATE SEQUENCE group_id_seq START 1000;
 
 -- Processes: workflow runs. The row is also the queue entry (run_after) and the claim (lease).
 CREATE TABLE processes (
