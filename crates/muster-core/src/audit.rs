@@ -77,7 +77,10 @@ pub struct Event {
 pub mod streams {
     /// Directory users: created, updated, deleted, credentials changed.
     pub const DIRECTORY: &str = "directory";
-    pub const ALL: &[&str] = &[DIRECTORY];
+    /// Offering accounts: created, every transition and field change, deleted. Each event's
+    /// data carries `provider_uuid`, which decides who may read it.
+    pub const OFFERING_USERS: &str = "offering_users";
+    pub const ALL: &[&str] = &[DIRECTORY, OFFERING_USERS];
 }
 
 /// Event kinds.
@@ -86,6 +89,9 @@ pub mod kinds {
     pub const USER_UPDATED: &str = "user.updated";
     pub const USER_DELETED: &str = "user.deleted";
     pub const USER_PASSWORD_CHANGED: &str = "user.password_changed";
+    pub const OFFERING_USER_CREATED: &str = "offering_user.created";
+    pub const OFFERING_USER_UPDATED: &str = "offering_user.updated";
+    pub const OFFERING_USER_DELETED: &str = "offering_user.deleted";
 }
 
 impl AuditEntry {
@@ -161,4 +167,19 @@ pub mod actions {
     pub const SESSION_RENEW: &str = "session.renew";
     pub const SESSION_REVOKE: &str = "session.revoke";
     pub const SESSION_REVOKE_ALL: &str = "session.revoke_all";
+    pub const PROVIDER_CREATE: &str = "provider.create";
+    pub const PROVIDER_UPDATE: &str = "provider.update";
+    pub const PROVIDER_DELETE: &str = "provider.delete";
+    pub const PROVIDER_ADD_MANAGER: &str = "provider.add_manager";
+    pub const PROVIDER_REMOVE_MANAGER: &str = "provider.remove_manager";
+    pub const OFFERING_CREATE: &str = "offering.create";
+    pub const OFFERING_UPDATE: &str = "offering.update";
+    pub const OFFERING_DELETE: &str = "offering.delete";
+    pub const API_TOKEN_CREATE: &str = "api_token.create";
+    pub const API_TOKEN_REVOKE: &str = "api_token.revoke";
+    pub const OFFERING_USER_CREATE: &str = "offering_user.create";
+    /// A lifecycle transition; the action name is in the details.
+    pub const OFFERING_USER_TRANSITION: &str = "offering_user.transition";
+    pub const OFFERING_USER_UPDATE: &str = "offering_user.update";
+    pub const OFFERING_USER_DELETE: &str = "offering_user.delete";
 }

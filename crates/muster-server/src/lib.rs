@@ -26,6 +26,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Wakes the event sequencer and the stream's followers.
     pub events: events::EventHub,
+    /// Providers, offerings and offering accounts.
+    pub offerings: muster_offerings::Offerings,
 }
 
 /// HTTP-level settings.

@@ -15,6 +15,7 @@
 
 mod audit;
 mod events;
+mod offerings;
 mod sessions;
 pub mod testing;
 mod throttle;
@@ -24,6 +25,7 @@ mod users;
 
 pub use audit::{AuditQuery, AuditRecord};
 pub use events::EventRecord;
+pub use offerings::{AccountChange, AccountOrder, AccountQuery, ChangeOutcome, Visibility};
 pub use sessions::{LoginGuard, LoginPassword, SessionAndTarget, SessionRecord};
 pub use ts::Ts;
 pub use users::{UserOrder, UserQuery};

@@ -46,6 +46,7 @@ pub async fn run(resolved: Resolved) -> Result<()> {
     events.spawn_sequencer(directory.store().clone());
     let state = AppState {
         events,
+        offerings: muster_offerings::Offerings::new(directory.store().clone()),
         directory: directory.clone(),
         trusted_proxies: Arc::new(resolved.trusted_proxies.clone()),
         metrics,

@@ -3,6 +3,8 @@
 pub mod audit;
 pub mod events;
 pub mod health;
+pub mod offering_users;
+pub mod providers;
 pub mod session;
 pub mod users;
 
@@ -22,6 +24,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(users::router())
         .merge(audit::router())
         .merge(events::router())
+        .merge(providers::router())
+        .merge(offering_users::router())
 }
 
 pub async fn not_found() -> Response {
