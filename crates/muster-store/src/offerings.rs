@@ -2,6 +2,9 @@
 //! and provider API tokens.
 //!
 //! Every change commits with its audit record (and the event it carries) in one transaction.
+//! Every path that does not commit rolls back explicitly: a dropped sqlx transaction only
+//! sends its ROLLBACK when the connection is next used, and until then it would keep its locks
+//! (a refused transition's row lock, say) on an idle pooled connection.
 //! A change to an account locks its row, hands it to the service's rule (a closure: the store
 //! decides nothing), and writes the result with a conditional update (`… WHERE uuid = $1 AND
 //! state IN (allowed sources)`) checked by its row count, so of any number of concurrent
@@ -487,6 +490,8 @@ impl Store {
             if n == 1 {
                 crate::audit::insert!(&mut *tx, audit);
                 tx.commit().await?;
+            } else {
+                tx.rollback().await?;
             }
             n == 1
         }))
@@ -506,6 +511,7 @@ impl Store {
                     .bind(uuid.0)
                     .fetch_optional(&mut *tx)
                     .await?;
+                tx.rollback().await?;
                 return Ok(exists.map(|_| false));
             }
             let n = sqlx::query("DELETE FROM service_providers WHERE uuid = $1")
@@ -518,6 +524,7 @@ impl Store {
                 tx.commit().await?;
                 Some(true)
             } else {
+                tx.rollback().await?;
                 None
             }
         }))
@@ -546,6 +553,8 @@ impl Store {
             if n == 1 {
                 crate::audit::insert!(&mut *tx, audit);
                 tx.commit().await?;
+            } else {
+                tx.rollback().await?;
             }
             n == 1
         }))
@@ -569,6 +578,8 @@ impl Store {
             if n == 1 {
                 crate::audit::insert!(&mut *tx, audit);
                 tx.commit().await?;
+            } else {
+                tx.rollback().await?;
             }
             n == 1
         }))
@@ -600,7 +611,7 @@ impl Store {
     pub async fn insert_offering(&self, o: &Offering, audit: &AuditEntry) -> Result<()> {
         on_db!(self, write, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query(
+            let inserted = sqlx::query(
                 "INSERT INTO offerings (uuid, provider_uuid, name, slug, type, provider_can_create, username_policy, \
                  created, modified) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
@@ -614,8 +625,11 @@ impl Store {
             .bind(Ts(o.created))
             .bind(Ts(o.modified))
             .execute(&mut *tx)
-            .await
-            .map_err(|e| StoreError::unique_as(e, "slug", "slug"))?;
+            .await;
+            if let Err(e) = inserted {
+                tx.rollback().await?;
+                return Err(StoreError::unique_as(e, "slug", "slug"));
+            }
             crate::audit::insert!(&mut *tx, audit);
             tx.commit().await?;
         });
@@ -652,7 +666,7 @@ impl Store {
     pub async fn update_offering(&self, o: &Offering, audit: &AuditEntry) -> Result<bool> {
         Ok(on_db!(self, write, pool => {
             let mut tx = pool.begin().await?;
-            let n = sqlx::query(
+            let updated = sqlx::query(
                 "UPDATE offerings SET name = $2, slug = $3, type = $4, provider_can_create = $5, username_policy = $6, \
                  modified = $7 WHERE uuid = $1",
             )
@@ -664,12 +678,19 @@ impl Store {
             .bind(o.username_policy.as_str())
             .bind(Ts(o.modified))
             .execute(&mut *tx)
-            .await
-            .map_err(|e| StoreError::unique_as(e, "slug", "slug"))?
-            .rows_affected();
+            .await;
+            let n = match updated {
+                Ok(done) => done.rows_affected(),
+                Err(e) => {
+                    tx.rollback().await?;
+                    return Err(StoreError::unique_as(e, "slug", "slug"));
+                }
+            };
             if n == 1 {
                 crate::audit::insert!(&mut *tx, audit);
                 tx.commit().await?;
+            } else {
+                tx.rollback().await?;
             }
             n == 1
         }))
@@ -685,6 +706,7 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
             if accounts > 0 {
+                tx.rollback().await?;
                 return Ok(Some(false));
             }
             let n = sqlx::query("DELETE FROM offerings WHERE uuid = $1")
@@ -697,6 +719,7 @@ impl Store {
                 tx.commit().await?;
                 Some(true)
             } else {
+                tx.rollback().await?;
                 None
             }
         }))
@@ -776,6 +799,8 @@ impl Store {
             if n == 1 {
                 crate::audit::insert!(&mut *tx, audit);
                 tx.commit().await?;
+            } else {
+                tx.rollback().await?;
             }
             n == 1
         }))
@@ -799,7 +824,7 @@ impl Store {
         let at = audit.at;
         on_db!(self, write, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query(
+            let inserted = sqlx::query(
                 "INSERT INTO offering_users (uuid, offering_uuid, provider_uuid, user_uuid, username, state, \
                  runtime_state, is_restricted, service_provider_comment, service_provider_comment_url, version, \
                  created, modified) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11)",
@@ -816,11 +841,14 @@ impl Store {
             .bind(&fields.comment_url)
             .bind(Ts(at))
             .execute(&mut *tx)
-            .await
-            .map_err(|e| match StoreError::unique_as(e, "user_uuid", "offering user") {
-                StoreError::Database(e) => StoreError::unique_as(e, "username", "username"),
-                other => other,
-            })?;
+            .await;
+            if let Err(e) = inserted {
+                tx.rollback().await?;
+                return Err(match StoreError::unique_as(e, "user_uuid", "offering user") {
+                    StoreError::Database(e) => StoreError::unique_as(e, "username", "username"),
+                    other => other,
+                });
+            }
             insert_history!(&mut *tx, uuid.0, history);
             crate::audit::insert!(&mut *tx, audit);
             tx.commit().await?;
@@ -868,12 +896,19 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(row) = row else {
+                tx.rollback().await?;
                 return Ok(ChangeOutcome::NotFound);
             };
             let before = row.into_account()?;
             let change = match rule(&before) {
-                Err(e) => return Ok(ChangeOutcome::Refused(e)),
-                Ok(None) => return Ok(ChangeOutcome::Unchanged(before)),
+                Err(e) => {
+                    tx.rollback().await?;
+                    return Ok(ChangeOutcome::Refused(e));
+                }
+                Ok(None) => {
+                    tx.rollback().await?;
+                    return Ok(ChangeOutcome::Unchanged(before));
+                }
                 Ok(Some(change)) => change,
             };
             let f = &change.fields;
@@ -900,13 +935,16 @@ impl Store {
                 sep.push_bind(s.as_db());
             }
             qb.push(")");
-            let n = qb
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| StoreError::unique_as(e, "username", "username"))?
-                .rows_affected();
+            let n = match qb.build().execute(&mut *tx).await {
+                Ok(done) => done.rows_affected(),
+                Err(e) => {
+                    // Ended at once, so the row lock is not held until the connection's next use.
+                    tx.rollback().await?;
+                    return Err(StoreError::unique_as(e, "username", "username"));
+                }
+            };
             if n != 1 {
+                tx.rollback().await?;
                 // Unreachable while the row is locked; if it ever happens the change did not
                 // apply and the caller must not be told it did.
                 return Ok(ChangeOutcome::Refused(DomainError::conflict(
@@ -936,6 +974,8 @@ impl Store {
             if n == 1 {
                 crate::audit::insert!(&mut *tx, audit);
                 tx.commit().await?;
+            } else {
+                tx.rollback().await?;
             }
             n == 1
         }))
@@ -1004,6 +1044,31 @@ impl Store {
             }
             qb.push(") ORDER BY seq LIMIT ").push_bind(limit.max(0));
             qb.build_query_as().fetch_all(pool).await?
+        }))
+    }
+}
+
+impl Store {
+    /// The query plan of the page query for `q` (PostgreSQL `EXPLAIN`, SQLite `EXPLAIN QUERY
+    /// PLAN`), one line per row: for checking that list queries are answered from indexes.
+    pub async fn explain_offering_users(&self, q: &AccountQuery) -> Result<String> {
+        let order = self.order_by(&q.order);
+        let postgres = self.backend() == Backend::Postgres;
+        Ok(on_db!(self, read, pool => {
+            let mut qb = sqlx::QueryBuilder::new(if postgres { "EXPLAIN " } else { "EXPLAIN QUERY PLAN " });
+            qb.push(ACCOUNT_SELECT);
+            push_account_filters!(qb, q);
+            qb.push(order.clone());
+            qb.push(" LIMIT ").push_bind(q.limit.max(0)).push(" OFFSET ").push_bind(q.offset.max(0));
+            let rows = qb.build().fetch_all(pool).await?;
+            let mut out = Vec::new();
+            for row in rows {
+                use sqlx::Row as _;
+                // PostgreSQL: one text column; SQLite: (id, parent, notused, detail).
+                let line: String = if postgres { row.try_get(0)? } else { row.try_get(3)? };
+                out.push(line);
+            }
+            out.join("\n")
         }))
     }
 }
