@@ -6,6 +6,12 @@
 //!   (same parameters, same cores) measured in this process while the server is idle;
 //! - `get`: `GET /api/users/{user_id}` with N users stored and C concurrent clients: latency
 //!   percentiles, and the server's resident memory while under that load.
+//! - `offerings`: offering accounts (not in the default set). Bulk-loads `--accounts` accounts
+//!   with SQL (setup only), then measures (a) the dashboard list — one provider, two states,
+//!   `page_size=100` — and (b) lifecycle transitions driven over HTTP by `--agents` concurrent
+//!   agents with provider API tokens.
+
+mod offerings;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -43,11 +49,21 @@ struct Args {
     /// Concurrent clients creating users with passwords.
     #[arg(long, default_value_t = 4)]
     create_clients: usize,
+    /// Offering accounts bulk-loaded for the `offerings` scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    accounts: usize,
+    /// Concurrent clients of the dashboard list in the `offerings` scenario.
+    #[arg(long, default_value_t = 4)]
+    list_clients: usize,
+    /// Concurrent agents (provider tokens) driving transitions in the `offerings` scenario.
+    #[arg(long, default_value_t = 16)]
+    agents: usize,
 }
 
 const ADMIN_PASSWORD: &str = "bench-Adm1n-s3cret";
 
 struct Server {
+    db_url: String,
     child: tokio::process::Child,
     base: String,
     pid: u32,
@@ -90,6 +106,7 @@ async fn start_server(args: &Args) -> Result<Server> {
     };
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok(Server {
+        db_url: db.url.clone(),
         child,
         base,
         pid,
@@ -342,6 +359,7 @@ async fn main() -> Result<()> {
         match s.as_str() {
             "create" => scenario_create(&args, &server, &token).await?,
             "get" => scenario_get(&args, &server, &token).await?,
+            "offerings" => offerings::scenario(&args, &server, &token).await?,
             other => bail!("unknown scenario {other}"),
         }
     }
