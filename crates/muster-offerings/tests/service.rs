@@ -139,8 +139,7 @@ async fn request_deletion_follows_the_table() {
         let e = svc
             .request_deletion(&ctx(), id)
             .await
-            .err()
-            .expect("a second request is refused");
+            .expect_err("a second request is refused");
         assert!(is_invalid_transition(&e), "{}: {e:?}", db.label);
         assert!(
             svc.request_deletion(&ctx(), OfferingUserUuid::new_random())
