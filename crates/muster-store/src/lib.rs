@@ -161,9 +161,12 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
+            // The one writer keeps the upper levels of every index it updates in its own cache
+            // (32 MiB rather than SQLite's 2 MiB): with large tables, re-reading them through
+            // the OS on every write transaction cost more than the writes.
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
-                .connect_with(base.clone())
+                .connect_with(base.clone().pragma("cache_size", "-32768"))
                 .await?;
             // Readers do not set pragmas that write (journal mode); the writer already did.
             let read_opts = SqliteConnectOptions::from_str(url)?

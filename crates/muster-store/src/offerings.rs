@@ -410,7 +410,46 @@ macro_rules! page_query {
     ($prefix:expr, $q:expr, $order:expr) => {{
         let mut qb = sqlx::QueryBuilder::new($prefix);
         qb.push(ACCOUNT_SELECT);
-        if Store::page_from_accounts_alone($q) {
+        if Store::page_from_accounts_alone($q) && $q.states.len() > 1 {
+            // Several states: the first `offset + limit` of each state (one ordered index range
+            // each), merged. The page of the union is the page of those tops, so the database
+            // never reads more than `offset + limit` entries per state however many match.
+            let top = $q.offset.max(0).saturating_add($q.limit.max(0));
+            // Only the sort keys, so that an index holding them answers each state alone.
+            let mut columns = String::from("ou.uuid, ou.username");
+            for (key, _) in &$q.order {
+                let column = match key {
+                    AccountOrder::Created => ", ou.created",
+                    AccountOrder::Modified => ", ou.modified",
+                    _ => continue,
+                };
+                if !columns.contains(column) {
+                    columns.push_str(column);
+                }
+            }
+            qb.push(" WHERE ou.uuid IN (SELECT uuid FROM (");
+            for (i, state) in $q.states.iter().enumerate() {
+                if i > 0 {
+                    qb.push(" UNION ALL ");
+                }
+                let one = AccountQuery {
+                    states: vec![*state],
+                    ..$q.clone()
+                };
+                qb.push(format!("SELECT * FROM (SELECT {columns} FROM offering_users ou"));
+                push_account_filters!(qb, one);
+                qb.push($order.clone());
+                qb.push(" LIMIT ").push_bind(top).push(format!(") AS s{i}"));
+            }
+            qb.push(") AS per_state");
+            qb.push($order.replace("ou.", ""));
+            qb.push(" LIMIT ")
+                .push_bind($q.limit.max(0))
+                .push(" OFFSET ")
+                .push_bind($q.offset.max(0));
+            qb.push(")");
+            qb.push($order.clone());
+        } else if Store::page_from_accounts_alone($q) {
             qb.push(" WHERE ou.uuid IN (SELECT ou.uuid FROM offering_users ou");
             push_account_filters!(qb, $q);
             qb.push($order.clone());

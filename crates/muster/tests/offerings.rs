@@ -1185,6 +1185,20 @@ async fn listing_filters_paging_and_headers() {
             .into_iter()
             .collect()
         );
+        // Paging through several states gives the same accounts in the same order.
+        let all_q = format!(
+            "{BASE}?state=Pending%20additional%20validation&state=Pending%20account%20linking&o=-created&page_size=100"
+        );
+        let whole = call(&s, Method::GET, &all_q, agent, None).await.expect(200);
+        let whole: Vec<Value> = whole.body.as_array().cloned().unwrap_or_default();
+        let mut paged = Vec::new();
+        for page in 1..=3 {
+            let q = all_q.replace("page_size=100", &format!("page_size=2&page={page}"));
+            let r = call(&s, Method::GET, &q, agent, None).await.expect(200);
+            paged.extend(r.body.as_array().cloned().unwrap_or_default());
+        }
+        assert_eq!(whole.len(), 5, "{}", s.label);
+        assert_eq!(paged, whole, "{}", s.label);
         let r = call(&s, Method::GET, &format!("{BASE}?offering_uuid={other}"), agent, None)
             .await
             .expect(200);

@@ -401,7 +401,7 @@ async fn offering_lists_filter_order_and_respect_visibility() {
         let (_, o2) = setup(&store, label, "list-b").await;
         let a1 = account(&store, label, &o1, "b-user", AccountState::Requested).await;
         let a2 = account(&store, label, &o1, "a-user", AccountState::PendingAccountLinking).await;
-        let _a3 = account(&store, label, &o1, "c-user", AccountState::ErrorCreating).await;
+        let a3 = account(&store, label, &o1, "c-user", AccountState::ErrorCreating).await;
         let b1 = account(&store, label, &o2, "", AccountState::PendingAccountLinking).await;
         let b1_user = store.offering_user(b1).await.ok().flatten().map(|x| x.user_uuid);
 
@@ -463,7 +463,25 @@ async fn offering_lists_filter_order_and_respect_visibility() {
             .await
             .unwrap_or_default();
         assert_eq!(page.iter().map(|a| a.uuid).collect::<Vec<_>>(), [a1], "{label}");
-        let _ = a2;
+        // Several states: each page of the merged per-state tops is the page of the whole.
+        let two = [AccountState::PendingAccountLinking, AccountState::ErrorCreating];
+        for (offset, desc, want) in [(0, false, a2), (1, false, a3), (0, true, a3), (1, true, a2)] {
+            let page = store
+                .list_offering_users(&q(&|q| {
+                    q.provider_uuids = vec![p1.uuid.0];
+                    q.states = two.to_vec();
+                    q.order = vec![(AccountOrder::Username, desc)];
+                    q.offset = offset;
+                    q.limit = 1;
+                }))
+                .await
+                .unwrap_or_else(|e| panic!("{label}: {e}"));
+            assert_eq!(
+                page.iter().map(|a| a.uuid).collect::<Vec<_>>(),
+                [want],
+                "{label}: {offset} {desc}"
+            );
+        }
 
         // The dashboard query is answered from the provider/state index.
         let plan = store
