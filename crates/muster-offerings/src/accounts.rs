@@ -586,11 +586,11 @@ impl Offerings {
                         fields.comment_url.clear();
                     }
                     CommentEffect::SetIfGiven => {
-                        if let Some(c) = comment {
-                            fields.comment = c;
+                        if let Some(c) = &comment {
+                            fields.comment = c.clone();
                         }
-                        if let Some(u) = comment_url {
-                            fields.comment_url = u;
+                        if let Some(u) = &comment_url {
+                            fields.comment_url = u.clone();
                         }
                     }
                     CommentEffect::Keep => {}
@@ -629,7 +629,7 @@ impl Offerings {
         rule: F,
     ) -> Result<Account, DomainError>
     where
-        F: FnOnce(&Account) -> Result<Option<AccountFields>, DomainError>,
+        F: Fn(&Account) -> Result<Option<AccountFields>, DomainError>,
     {
         let uuid = OfferingUserUuid::parse(uuid).ok_or_else(account_not_found)?;
         let scope = self.scope(Actor::Caller(caller)).await?;
@@ -698,9 +698,9 @@ impl Offerings {
                             "the username of a deleted account cannot change",
                         ));
                     }
-                    UsernameChange::Changed => fields.username = new,
+                    UsernameChange::Changed => fields.username = new.clone(),
                     UsernameChange::ChangedAndOk => {
-                        fields.username = new;
+                        fields.username = new.clone();
                         fields.state = AccountState::Ok;
                         fields.comment.clear();
                         fields.comment_url.clear();
@@ -740,11 +740,11 @@ impl Offerings {
                     ));
                 }
                 let mut fields = before.fields();
-                if let Some(c) = comment {
-                    fields.comment = c;
+                if let Some(c) = &comment {
+                    fields.comment = c.clone();
                 }
-                if let Some(u) = url {
-                    fields.comment_url = u;
+                if let Some(u) = &url {
+                    fields.comment_url = u.clone();
                 }
                 Ok(Some(fields))
             })
@@ -802,11 +802,11 @@ impl Offerings {
                 }
                 let mut fields = before.fields();
                 fields.runtime_state = input.runtime_state;
-                if let Some(c) = comment {
-                    fields.comment = c;
+                if let Some(c) = &comment {
+                    fields.comment = c.clone();
                 }
-                if let Some(u) = url {
-                    fields.comment_url = u;
+                if let Some(u) = &url {
+                    fields.comment_url = u.clone();
                 }
                 Ok(Some(fields))
             })

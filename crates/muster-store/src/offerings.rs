@@ -5,12 +5,13 @@
 //! Every path that does not commit rolls back explicitly: a dropped sqlx transaction only
 //! sends its ROLLBACK when the connection is next used, and until then it would keep its locks
 //! (a refused transition's row lock, say) on an idle pooled connection.
-//! A change to an account locks its row, hands it to the service's rule (a closure: the store
+//! A change to an account reads the row, hands it to the service's rule (a closure: the store
 //! decides nothing), and writes the result with a conditional update (`… WHERE uuid = $1 AND
-//! state IN (allowed sources)`) checked by its row count, so of any number of concurrent
-//! conflicting calls exactly one wins.
+//! version = $2 AND state IN (allowed sources)`) checked by its row count, so of any number of
+//! concurrent conflicting calls exactly one wins; a caller that lost re-reads and its rule
+//! decides again.
 
-use crate::{Backend, Result, Store, StoreError, Ts, on_db};
+use crate::{Backend, Inner, Result, Store, StoreError, Ts, on_db};
 use muster_core::audit::AuditEntry;
 use muster_core::error::DomainError;
 use muster_core::offering::lifecycle::{AccountState, RuntimeState};
@@ -946,93 +947,177 @@ impl Store {
         row.map(AccountRow::into_account).transpose()
     }
 
-    /// Changes an account under its row lock.
+    /// Changes an account: read, decide, conditional write, checked by row count.
     ///
-    /// `rule` sees the locked account and decides: refuse, change nothing, or write an
-    /// [`AccountChange`]. The write is conditional on the state still being one of
-    /// `allowed_from` and is checked by its row count; the history entry, the audit record and
-    /// its event commit with it. (On SQLite the single writer already serialises the read and
-    /// the write; on PostgreSQL the row is read `FOR UPDATE`.)
+    /// `rule` sees the account and decides: refuse, change nothing, or write an
+    /// [`AccountChange`]. The write applies only if the row is still at the version that was
+    /// read *and* its state is still one of `allowed_from` (`UPDATE … WHERE uuid = $1 AND
+    /// version = $2 AND state IN (…)`); its history entry, audit record and event are written
+    /// only together with it, in the same transaction (on PostgreSQL: the same statement). When
+    /// another writer got there first the row is read again and `rule` decides again: of any
+    /// number of racing callers exactly one wins, and the others see the new state (for a
+    /// transition, the table then refuses them). Reading outside the write keeps the write
+    /// short: on PostgreSQL one round trip, on SQLite no read on the single writer.
     pub async fn change_offering_user<F>(&self, uuid: OfferingUserUuid, rule: F) -> Result<ChangeOutcome>
     where
-        F: FnOnce(&Account) -> std::result::Result<Option<AccountChange>, DomainError>,
+        F: Fn(&Account) -> std::result::Result<Option<AccountChange>, DomainError>,
     {
-        let lock = match self.backend() {
-            Backend::Sqlite => "",
-            Backend::Postgres => " FOR UPDATE OF ou",
-        };
-        let select = format!("{ACCOUNT_SELECT} WHERE ou.uuid = $1{lock}");
-        Ok(on_db!(self, write, pool => {
-            let mut tx = pool.begin().await?;
-            let row: Option<AccountRow> = sqlx::query_as(sqlx::AssertSqlSafe(select))
-                .bind(uuid.0)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(row) = row else {
-                tx.rollback().await?;
+        // Each lost race means another change committed; the bound only stops a pathological
+        // livelock from spinning forever.
+        for _ in 0..64 {
+            let Some(before) = self.offering_user(uuid).await? else {
                 return Ok(ChangeOutcome::NotFound);
             };
-            let before = row.into_account()?;
             let change = match rule(&before) {
-                Err(e) => {
-                    tx.rollback().await?;
-                    return Ok(ChangeOutcome::Refused(e));
-                }
-                Ok(None) => {
-                    tx.rollback().await?;
-                    return Ok(ChangeOutcome::Unchanged(before));
-                }
+                Err(e) => return Ok(ChangeOutcome::Refused(e)),
+                Ok(None) => return Ok(ChangeOutcome::Unchanged(before)),
                 Ok(Some(change)) => change,
             };
-            let f = &change.fields;
-            let at = change.audit.at;
-            let mut qb = sqlx::QueryBuilder::new("UPDATE offering_users SET username = ");
-            qb.push_bind(f.username.clone())
-                .push(", state = ")
-                .push_bind(f.state.as_db())
-                .push(", runtime_state = ")
-                .push_bind(f.runtime_state.as_db())
-                .push(", is_restricted = ")
-                .push_bind(f.is_restricted)
-                .push(", service_provider_comment = ")
-                .push_bind(f.comment.clone())
-                .push(", service_provider_comment_url = ")
-                .push_bind(f.comment_url.clone())
-                .push(", modified = ")
-                .push_bind(Ts(at))
-                .push(", version = version + 1 WHERE uuid = ")
-                .push_bind(uuid.0)
-                .push(" AND state IN (");
-            let mut sep = qb.separated(", ");
-            for s in &change.allowed_from {
-                sep.push_bind(s.as_db());
+            if self.write_change(&before, &change).await? {
+                let after = before.with(&change.fields, change.audit.at);
+                return Ok(ChangeOutcome::Changed { before, after });
             }
-            qb.push(")");
-            let n = match qb.build().execute(&mut *tx).await {
-                Ok(done) => done.rows_affected(),
-                Err(e) => {
-                    // Ended at once, so the row lock is not held until the connection's next use.
-                    tx.rollback().await?;
-                    return Err(StoreError::unique_as(e, "username", "username"));
+        }
+        Ok(ChangeOutcome::Refused(DomainError::conflict(
+            muster_core::error::codes::CONFLICT,
+            "the account keeps changing underneath; try again",
+        )))
+    }
+
+    /// Writes `change` if the row is still as `before` was read. False when it is not.
+    async fn write_change(&self, before: &Account, change: &AccountChange) -> Result<bool> {
+        let f = &change.fields;
+        let at = change.audit.at;
+        let postgres = self.backend() == Backend::Postgres;
+        macro_rules! push_update {
+            ($qb:expr) => {{
+                $qb.push("UPDATE offering_users SET username = ")
+                    .push_bind(f.username.clone())
+                    .push(", state = ")
+                    .push_bind(f.state.as_db())
+                    .push(", runtime_state = ")
+                    .push_bind(f.runtime_state.as_db())
+                    .push(", is_restricted = ")
+                    .push_bind(f.is_restricted)
+                    .push(", service_provider_comment = ")
+                    .push_bind(f.comment.clone())
+                    .push(", service_provider_comment_url = ")
+                    .push_bind(f.comment_url.clone())
+                    .push(", modified = ")
+                    .push_bind(Ts(at))
+                    .push(", version = version + 1 WHERE uuid = ")
+                    .push_bind(before.uuid.0)
+                    .push(" AND version = ")
+                    .push_bind(before.version)
+                    .push(" AND state IN (");
+                let mut sep = $qb.separated(", ");
+                for s in &change.allowed_from {
+                    sep.push_bind(s.as_db());
                 }
+                $qb.push(")");
+            }};
+        }
+        if postgres {
+            let Inner::Postgres(pool) = &self.inner else {
+                return Err(StoreError::UnsupportedUrl);
             };
-            if n != 1 {
-                tx.rollback().await?;
-                // Unreachable while the row is locked; if it ever happens the change did not
-                // apply and the caller must not be told it did.
-                return Ok(ChangeOutcome::Refused(DomainError::conflict(
-                    muster_core::error::codes::CONFLICT,
-                    "the account changed underneath; try again",
-                )));
-            }
+            // One statement: the update, and the records that exist only if it applied.
+            let a = &change.audit;
+            let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("WITH u AS (");
+            push_update!(qb);
+            qb.push(" RETURNING uuid)");
             if let Some(h) = &change.history {
-                insert_history!(&mut *tx, uuid.0, h);
+                qb.push(
+                    ", h AS (INSERT INTO offering_user_history (offering_user_uuid, at, actor, action, from_state, \
+                     to_state, comment, comment_url, cid) SELECT uuid, ",
+                )
+                .push_bind(Ts(h.at))
+                .push(", ")
+                .push_bind(h.actor.clone())
+                .push(", ")
+                .push_bind(h.action.clone())
+                .push(", ")
+                .push_bind(h.from_state.map(|s| s.as_db()))
+                .push(", ")
+                .push_bind(h.to_state.as_db())
+                .push(", ")
+                .push_bind(h.comment.clone())
+                .push(", ")
+                .push_bind(h.comment_url.clone())
+                .push(", ")
+                .push_bind(h.cid.clone())
+                .push(" FROM u)");
             }
-            crate::audit::insert!(&mut *tx, &change.audit);
-            tx.commit().await?;
-            let after = before.with(f, at);
-            ChangeOutcome::Changed { before, after }
-        }))
+            qb.push(
+                ", a AS (INSERT INTO audit_log (at, cid, actor, current_app, remote_addr, action, target, outcome, \
+                 reason, details) SELECT ",
+            )
+            .push_bind(Ts(a.at))
+            .push(", ")
+            .push_bind(a.cid.clone())
+            .push(", ")
+            .push_bind(a.actor.clone())
+            .push(", ")
+            .push_bind(a.current_app.clone())
+            .push(", ")
+            .push_bind(a.remote_addr.clone())
+            .push(", ")
+            .push_bind(a.action)
+            .push(", ")
+            .push_bind(a.target.clone())
+            .push(", ")
+            .push_bind(a.outcome.as_str())
+            .push(", ")
+            .push_bind(a.reason.clone())
+            .push(", ")
+            .push_bind(sqlx::types::Json(a.details.clone()))
+            .push(" FROM u)");
+            if let Some(e) = &a.event {
+                qb.push(", e AS (INSERT INTO events (stream, kind, subject, at, cid, data) SELECT ")
+                    .push_bind(e.stream)
+                    .push(", ")
+                    .push_bind(e.kind)
+                    .push(", ")
+                    .push_bind(e.subject.clone())
+                    .push(", ")
+                    .push_bind(Ts(a.at))
+                    .push(", ")
+                    .push_bind(a.cid.clone())
+                    .push(", ")
+                    .push_bind(sqlx::types::Json(e.data.clone()))
+                    .push(" FROM u)");
+            }
+            qb.push(" SELECT COUNT(*) FROM u");
+            let n: i64 = qb
+                .build_query_scalar()
+                .fetch_one(pool)
+                .await
+                .map_err(|e| StoreError::unique_as(e, "username", "username"))?;
+            return Ok(n == 1);
+        }
+        let Inner::Sqlite { write: pool, .. } = &self.inner else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        let mut tx = pool.begin().await?;
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
+        push_update!(qb);
+        let n = match qb.build().execute(&mut *tx).await {
+            Ok(done) => done.rows_affected(),
+            Err(e) => {
+                tx.rollback().await?;
+                return Err(StoreError::unique_as(e, "username", "username"));
+            }
+        };
+        if n != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if let Some(h) = &change.history {
+            insert_history!(&mut *tx, before.uuid.0, h);
+        }
+        crate::audit::insert!(&mut *tx, &change.audit);
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Deletes an account row (its history goes with it; the audit log keeps the record).

@@ -109,7 +109,7 @@ async fn account(store: &Store, label: &str, o: &Offering, username: &str, state
 /// The rule a transition applies, as the service writes it.
 fn transition_rule(
     action: Action,
-) -> impl FnOnce(&muster_core::offering::model::Account) -> Result<Option<AccountChange>, DomainError> {
+) -> impl Fn(&muster_core::offering::model::Account) -> Result<Option<AccountChange>, DomainError> {
     move |before| {
         let target = lifecycle::transition(action, before.state)?;
         let mut f = before.fields();
