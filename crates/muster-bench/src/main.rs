@@ -6,6 +6,12 @@
 //!   (same parameters, same cores) measured in this process while the server is idle;
 //! - `get`: `GET /api/users/{user_id}` with N users stored and C concurrent clients: latency
 //!   percentiles, and the server's resident memory while under that load.
+//! - `offerings`: offering accounts (not in the default set). Bulk-loads `--accounts` accounts
+//!   with SQL (setup only), then measures (a) the dashboard list — one provider, two states,
+//!   `page_size=100` — and (b) lifecycle transitions driven over HTTP by `--agents` concurrent
+//!   agents with provider API tokens.
+
+mod offerings;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -51,6 +57,15 @@ struct Args {
     /// Processes queued at once in the drain scenario.
     #[arg(long, default_value_t = 10_000)]
     drain: u64,
+    /// Offering accounts bulk-loaded for the `offerings` scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    accounts: usize,
+    /// Concurrent clients of the dashboard list in the `offerings` scenario.
+    #[arg(long, default_value_t = 4)]
+    list_clients: usize,
+    /// Concurrent agents (provider tokens) driving transitions in the `offerings` scenario.
+    #[arg(long, default_value_t = 16)]
+    agents: usize,
 }
 
 const ADMIN_PASSWORD: &str = "bench-Adm1n-s3cret";
@@ -363,6 +378,7 @@ async fn main() -> Result<()> {
             "get" => scenario_get(&args, &server, &token).await?,
             "workflows" => workflows::throughput(&server, &token, args.workflow_clients, args.duration).await?,
             "drain" => workflows::drain(&server, &token, args.drain, &args.muster).await?,
+            "offerings" => offerings::scenario(&args, &server, &token).await?,
             other => bail!("unknown scenario {other}"),
         }
     }

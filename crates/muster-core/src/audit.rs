@@ -81,7 +81,10 @@ pub mod streams {
     pub const PROCESSES: &str = "processes";
     /// Subscriptions: created, changed (status, sync, attributes), deleted.
     pub const SUBSCRIPTIONS: &str = "subscriptions";
-    pub const ALL: &[&str] = &[DIRECTORY, PROCESSES, SUBSCRIPTIONS];
+    /// Offering accounts: created, every transition and field change, deleted. Each event's
+    /// data carries `provider_uuid`, which decides who may read it.
+    pub const OFFERING_USERS: &str = "offering_users";
+    pub const ALL: &[&str] = &[DIRECTORY, PROCESSES, SUBSCRIPTIONS, OFFERING_USERS];
 }
 
 /// Event kinds.
@@ -96,6 +99,9 @@ pub mod kinds {
     pub const SUBSCRIPTION_CREATED: &str = "subscription.created";
     pub const SUBSCRIPTION_UPDATED: &str = "subscription.updated";
     pub const SUBSCRIPTION_DELETED: &str = "subscription.deleted";
+    pub const OFFERING_USER_CREATED: &str = "offering_user.created";
+    pub const OFFERING_USER_UPDATED: &str = "offering_user.updated";
+    pub const OFFERING_USER_DELETED: &str = "offering_user.deleted";
 }
 
 impl AuditEntry {
@@ -177,4 +183,19 @@ pub mod actions {
     pub const PROCESS_CALLBACK: &str = "process.callback";
     pub const SUBSCRIPTION_SET_IN_SYNC: &str = "subscription.set_in_sync";
     pub const ENGINE_SET_STATUS: &str = "engine.set_status";
+    pub const PROVIDER_CREATE: &str = "provider.create";
+    pub const PROVIDER_UPDATE: &str = "provider.update";
+    pub const PROVIDER_DELETE: &str = "provider.delete";
+    pub const PROVIDER_ADD_MANAGER: &str = "provider.add_manager";
+    pub const PROVIDER_REMOVE_MANAGER: &str = "provider.remove_manager";
+    pub const OFFERING_CREATE: &str = "offering.create";
+    pub const OFFERING_UPDATE: &str = "offering.update";
+    pub const OFFERING_DELETE: &str = "offering.delete";
+    pub const API_TOKEN_CREATE: &str = "api_token.create";
+    pub const API_TOKEN_REVOKE: &str = "api_token.revoke";
+    pub const OFFERING_USER_CREATE: &str = "offering_user.create";
+    /// A lifecycle transition; the action name is in the details.
+    pub const OFFERING_USER_TRANSITION: &str = "offering_user.transition";
+    pub const OFFERING_USER_UPDATE: &str = "offering_user.update";
+    pub const OFFERING_USER_DELETE: &str = "offering_user.delete";
 }

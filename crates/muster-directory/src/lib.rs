@@ -7,6 +7,7 @@
 //! with its audit record so both commit in one transaction.
 
 mod access;
+mod api_tokens;
 mod audit_log;
 mod events;
 mod hashing;
@@ -15,7 +16,8 @@ mod totp;
 mod users;
 mod workflow_ops;
 
-pub use access::Auth;
+pub use access::{Auth, Caller, ProviderToken};
+pub use events::StreamAccess;
 pub use hashing::HashPool;
 pub use sessions::{LoginInput, LoginOutcome, SessionView};
 pub use totp::TotpEnrollment;

@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use muster_core::audit::RequestCtx;
 use muster_core::error::{DomainError, FieldError, codes};
-use muster_directory::Auth;
+use muster_directory::{Auth, Caller};
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
 
@@ -208,8 +208,11 @@ impl FromRequestParts<AppState> for Ctx {
 pub struct BearerToken(pub String);
 
 fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
+    bearer_in(&parts.headers)
+}
+
+fn bearer_in(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
@@ -240,6 +243,45 @@ impl FromRequestParts<AppState> for AuthUser {
         };
         match state.directory.authenticate(token).await {
             Ok(auth) => Ok(AuthUser(auth)),
+            Err(e) => Err(ApiError(e).into_response()),
+        }
+    }
+}
+
+/// `Authorization: Token <key>`: a provider API token, as Waldur's agents send it.
+fn api_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Token ").or_else(|| v.strip_prefix("token ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// The caller, authenticated by a session (`Bearer`) or a provider API token (`Token`). Only
+/// the offering-account API and the event stream accept tokens; the directory stays behind
+/// [`AuthUser`].
+pub struct AnyCaller(pub Caller);
+
+impl AnyCaller {
+    /// Authenticates the credentials of `parts`. The key never appears in the error.
+    pub async fn from_headers(headers: &axum::http::HeaderMap, state: &AppState) -> Result<Caller, DomainError> {
+        if let Some(key) = api_token(headers) {
+            return state.directory.authenticate_api_token(key).await.map(Caller::Provider);
+        }
+        let Some(token) = bearer_in(headers) else {
+            return Err(DomainError::no_session());
+        };
+        state.directory.authenticate(token).await.map(Caller::User)
+    }
+}
+
+impl FromRequestParts<AppState> for AnyCaller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match Self::from_headers(&parts.headers, state).await {
+            Ok(c) => Ok(AnyCaller(c)),
             Err(e) => Err(ApiError(e).into_response()),
         }
     }

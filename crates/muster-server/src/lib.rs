@@ -28,6 +28,8 @@ pub struct AppState {
     pub events: events::EventHub,
     pub engine: muster_engine::Engine<muster_workflows::Deps>,
     pub subscriptions: muster_workflows::Subscriptions,
+    /// Providers, offerings and offering accounts.
+    pub offerings: muster_offerings::Offerings,
 }
 
 /// HTTP-level settings.

@@ -17,6 +17,8 @@ use utoipa::{Modify, OpenApi};
         (name = "audit", description = "The audit log"),
         (name = "events", description = "The event stream (JSON pages or Server-Sent Events)"),
         (name = "operations", description = "Health and metrics"),
+        (name = "providers", description = "Service providers, their managers and API tokens, and offerings (Waldur's paths)"),
+        (name = "offering-users", description = "Offering accounts and their lifecycle (Waldur's marketplace-offering-users contract)"),
     )
 )]
 pub struct ApiDoc;
@@ -34,6 +36,15 @@ impl Modify for SecurityAddon {
                     .description(Some("Session token from POST /api/session"))
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "Authorization",
+                    "Provider API token, sent as `Token <key>` (hosting-site agents)",
+                ),
+            )),
         );
     }
 }

@@ -16,6 +16,7 @@
 mod audit;
 mod catalogue;
 mod events;
+mod offerings;
 mod processes;
 mod sessions;
 mod subscriptions;
@@ -29,6 +30,7 @@ mod users;
 pub use audit::{AuditQuery, AuditRecord};
 pub use catalogue::{CatalogueRows, FixedInputRow, ProductBlockRow, ProductRow, ResourceTypeRow, WorkflowRow};
 pub use events::EventRecord;
+pub use offerings::{AccountChange, AccountOrder, AccountQuery, ChangeOutcome, Visibility};
 pub use processes::{
     Fence, NewProcess, ProcessQuery, ProcessRow, ProcessSort, ProcessUpdate, ScheduleRow, StepLog, StepRow,
     WorkListener,
@@ -173,9 +175,12 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
+            // The one writer keeps the upper levels of every index it updates in its own cache
+            // (32 MiB rather than SQLite's 2 MiB): with large tables, re-reading them through
+            // the OS on every write transaction cost more than the writes.
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
-                .connect_with(base.clone())
+                .connect_with(base.clone().pragma("cache_size", "-32768"))
                 .await?;
             // Readers do not set pragmas that write (journal mode); the writer already did.
             let read_opts = SqliteConnectOptions::from_str(url)?

@@ -19,6 +19,10 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+/// Offering accounts (providers, offerings, accounts, history, API tokens).
+#[path = "conformance/offerings.rs"]
+mod offerings;
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ pub async fn run(resolved: Resolved) -> Result<()> {
         engine,
         subscriptions,
         events,
+        offerings: muster_offerings::Offerings::new(directory.store().clone()),
         directory: directory.clone(),
         trusted_proxies: Arc::new(resolved.trusted_proxies.clone()),
         metrics,

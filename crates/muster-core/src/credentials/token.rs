@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 
 /// Prefix of session tokens.
 pub const SESSION_PREFIX: &str = "mst_";
+/// Prefix of provider API tokens (hosting-site agents, `Authorization: Token <key>`).
+pub const API_TOKEN_PREFIX: &str = "mpt_";
 
 /// A fresh token with `prefix`, and its hash.
 pub fn new_token(prefix: &str) -> (String, [u8; 32]) {

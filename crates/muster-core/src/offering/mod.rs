@@ -2,3 +2,4 @@
 //! marketplace offering users.
 
 pub mod lifecycle;
+pub mod model;

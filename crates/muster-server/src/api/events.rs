@@ -2,7 +2,7 @@
 
 use crate::AppState;
 use crate::error::{ApiResult, Problem};
-use crate::extract::{ApiQuery, BearerToken};
+use crate::extract::{AnyCaller, ApiQuery};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
@@ -28,7 +28,8 @@ const REAUTH: Duration = Duration::from_secs(15);
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct EventParams {
-    /// The stream to read: `directory`.
+    /// The stream to read: `directory` (super-users) or `offering_users` (super-users; provider
+    /// managers and provider tokens see their providers' events only).
     pub stream: String,
     /// Events numbered after this. JSON default 0; SSE default: the current end (only new
     /// events), unless `Last-Event-ID` says where to resume.
@@ -53,7 +54,8 @@ fn wants_sse(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("text/event-stream"))
 }
 
-/// Read an event stream (super-user only for `directory`).
+/// Read an event stream (super-user only for `directory`; `offering_users` also for provider
+/// managers and provider tokens, filtered to their providers).
 ///
 /// Every change to the directory appends an event numbered 1, 2, 3, … in its stream, in commit
 /// order. With `Accept: text/event-stream` the answer is a Server-Sent Events stream: each
@@ -66,22 +68,21 @@ fn wants_sse(headers: &HeaderMap) -> bool {
     ))]
 pub async fn events(
     State(state): State<AppState>,
-    BearerToken(token): BearerToken,
     headers: HeaderMap,
     ApiQuery(p): ApiQuery<EventParams>,
 ) -> ApiResult<Response> {
-    let auth = state.directory.authenticate(&token).await?;
-    let stream = state.directory.readable_stream(&auth, &p.stream)?;
+    let caller = AnyCaller::from_headers(&headers, &state).await?;
+    let access = state.directory.stream_access(&caller, &p.stream).await?;
 
     if !wants_sse(&headers) {
         let limit = p.limit.unwrap_or(100).clamp(1, 1000);
         let events = state
             .directory
-            .read_events(&auth, stream, p.after.unwrap_or(0), limit)
+            .read_events_with(&access, p.after.unwrap_or(0), limit)
             .await?;
-        let last_seq = state.directory.last_event_seq(&auth, stream).await?;
+        let last_seq = state.directory.last_event_seq_with(&access).await?;
         return Ok(Json(EventPage {
-            stream: stream.to_owned(),
+            stream: access.stream.to_owned(),
             events,
             last_seq,
         })
@@ -94,13 +95,12 @@ pub async fn events(
         .and_then(|v| v.trim().parse::<i64>().ok());
     let cursor = match resume.or(p.after) {
         Some(c) => c,
-        None => state.directory.last_event_seq(&auth, stream).await?,
+        None => state.directory.last_event_seq_with(&access).await?,
     };
     let follower = Follower {
         state: state.clone(),
-        token,
-        auth,
-        stream,
+        headers,
+        access,
         cursor,
         buffer: VecDeque::new(),
         numbered: state.events.subscribe(),
@@ -115,9 +115,9 @@ pub async fn events(
 /// One SSE client's position in a stream.
 struct Follower {
     state: AppState,
-    token: String,
-    auth: muster_directory::Auth,
-    stream: &'static str,
+    /// The request's credentials, to authenticate again now and then.
+    headers: HeaderMap,
+    access: muster_directory::StreamAccess,
     cursor: i64,
     buffer: VecDeque<EventRecord>,
     numbered: tokio::sync::watch::Receiver<u64>,
@@ -134,14 +134,21 @@ impl Follower {
                 return Some(Event::default().id(e.seq.to_string()).event(e.kind.clone()).data(data));
             }
             if self.checked.elapsed() >= REAUTH {
-                // The session (and the user's right to this stream) is checked again now and then.
-                self.auth = self.state.directory.authenticate(&self.token).await.ok()?;
+                // The credentials (and the caller's right to this stream) are checked again now
+                // and then: a revoked session or token ends the stream.
+                let caller = AnyCaller::from_headers(&self.headers, &self.state).await.ok()?;
+                self.access = self
+                    .state
+                    .directory
+                    .stream_access(&caller, self.access.stream)
+                    .await
+                    .ok()?;
                 self.checked = Instant::now();
             }
             match self
                 .state
                 .directory
-                .read_events(&self.auth, self.stream, self.cursor, 100)
+                .read_events_with(&self.access, self.cursor, 100)
                 .await
             {
                 Ok(batch) if !batch.is_empty() => self.buffer.extend(batch),

@@ -3,8 +3,10 @@
 pub mod audit;
 pub mod events;
 pub mod health;
+pub mod offering_users;
 pub mod processes;
 pub mod products;
+pub mod providers;
 pub mod session;
 pub mod subscriptions;
 pub mod users;
@@ -28,6 +30,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(processes::router())
         .merge(subscriptions::router())
         .merge(products::router())
+        .merge(providers::router())
+        .merge(offering_users::router())
 }
 
 pub async fn not_found() -> Response {

@@ -1,0 +1,223 @@
+//! The offering-account domain: providers, offerings, accounts and their history, as plain data.
+//!
+//! Identifiers are newtypes so that a provider's UUID cannot be passed where an offering's is
+//! expected. On the wire they are written as Waldur writes UUIDs: 32 hex digits without hyphens
+//! (both forms are accepted on input).
+
+use super::lifecycle::{AccountState, RuntimeState};
+use std::fmt;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+macro_rules! uuid_newtype {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            pub fn new_random() -> Self {
+                Self(Uuid::new_v4())
+            }
+
+            /// Parses Waldur's hex form or the hyphenated form.
+            pub fn parse(text: &str) -> Option<Self> {
+                Uuid::parse_str(text.trim()).ok().map(Self)
+            }
+        }
+
+        impl fmt::Display for $name {
+            /// Waldur's form: hex without hyphens.
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0.simple(), f)
+            }
+        }
+    };
+}
+
+uuid_newtype!(
+    /// A service provider (the organisation hosting offerings).
+    ProviderUuid
+);
+uuid_newtype!(
+    /// A hosting offering.
+    OfferingUuid
+);
+uuid_newtype!(
+    /// One person's account on one offering.
+    OfferingUserUuid
+);
+uuid_newtype!(
+    /// A provider API token's public identifier (not the key).
+    ApiTokenUuid
+);
+
+/// Writes a UUID the way Waldur does: 32 hex digits, no hyphens.
+pub fn hex(uuid: Uuid) -> String {
+    uuid.simple().to_string()
+}
+
+/// Who names the local account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UsernamePolicy {
+    /// The hosting site's agent names the account (PATCH of `username`); Waldur's default.
+    #[default]
+    ServiceProvider,
+    /// The account takes the person's directory username when it is requested.
+    WaldurUsername,
+}
+
+impl UsernamePolicy {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ServiceProvider => "service_provider",
+            Self::WaldurUsername => "waldur_username",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::ServiceProvider, Self::WaldurUsername]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provider {
+    pub uuid: ProviderUuid,
+    pub name: String,
+    pub created: OffsetDateTime,
+    pub modified: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offering {
+    pub uuid: OfferingUuid,
+    pub provider_uuid: ProviderUuid,
+    pub name: String,
+    pub slug: String,
+    /// Waldur's offering type, e.g. `Marketplace.Slurm`.
+    pub kind: String,
+    /// Waldur's `service_provider_can_create_offering_user`.
+    pub provider_can_create: bool,
+    pub username_policy: UsernamePolicy,
+    pub created: OffsetDateTime,
+    pub modified: OffsetDateTime,
+}
+
+/// An offering account with the denormalised fields Waldur's API returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub uuid: OfferingUserUuid,
+    pub offering_uuid: OfferingUuid,
+    pub offering_name: String,
+    pub provider_uuid: ProviderUuid,
+    pub provider_name: String,
+    pub user_uuid: Uuid,
+    pub user_username: String,
+    pub user_full_name: String,
+    pub user_email: Option<String>,
+    /// The local account name at the site; empty until named.
+    pub username: String,
+    pub state: AccountState,
+    pub runtime_state: RuntimeState,
+    pub is_restricted: bool,
+    pub comment: String,
+    pub comment_url: String,
+    /// Bumped by every change.
+    pub version: i64,
+    pub created: OffsetDateTime,
+    pub modified: OffsetDateTime,
+}
+
+/// The mutable part of an account: what a change writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountFields {
+    pub username: String,
+    pub state: AccountState,
+    pub runtime_state: RuntimeState,
+    pub is_restricted: bool,
+    pub comment: String,
+    pub comment_url: String,
+}
+
+impl Account {
+    pub fn fields(&self) -> AccountFields {
+        AccountFields {
+            username: self.username.clone(),
+            state: self.state,
+            runtime_state: self.runtime_state,
+            is_restricted: self.is_restricted,
+            comment: self.comment.clone(),
+            comment_url: self.comment_url.clone(),
+        }
+    }
+
+    /// This account with `fields` applied, as of `at`.
+    pub fn with(&self, fields: &AccountFields, at: OffsetDateTime) -> Account {
+        Account {
+            username: fields.username.clone(),
+            state: fields.state,
+            runtime_state: fields.runtime_state,
+            is_restricted: fields.is_restricted,
+            comment: fields.comment.clone(),
+            comment_url: fields.comment_url.clone(),
+            version: self.version + 1,
+            modified: at,
+            ..self.clone()
+        }
+    }
+}
+
+impl AccountFields {
+    /// The names of the fields that differ from `other`, in Waldur's field names.
+    pub fn changed_from(&self, other: &AccountFields) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.username != other.username {
+            out.push("username");
+        }
+        if self.state != other.state {
+            out.push("state");
+        }
+        if self.runtime_state != other.runtime_state {
+            out.push("runtime_state");
+        }
+        if self.is_restricted != other.is_restricted {
+            out.push("is_restricted");
+        }
+        if self.comment != other.comment {
+            out.push("service_provider_comment");
+        }
+        if self.comment_url != other.comment_url {
+            out.push("service_provider_comment_url");
+        }
+        out
+    }
+}
+
+/// One entry of an account's history: who moved it, when, from where to where, and what the
+/// site told the person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub at: OffsetDateTime,
+    /// The actor: a user's `user_id`, `token:<uuid>` for a provider token, or `system`.
+    pub actor: Option<String>,
+    /// The API action or change (`begin_creating`, `create`, `set_username`, …).
+    pub action: String,
+    pub from_state: Option<AccountState>,
+    pub to_state: AccountState,
+    pub comment: String,
+    pub comment_url: String,
+    pub cid: String,
+}
+
+/// A provider API token as stored: never the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub uuid: ApiTokenUuid,
+    pub provider_uuid: ProviderUuid,
+    pub name: String,
+    pub created_by: String,
+    pub created: OffsetDateTime,
+}

@@ -1,0 +1,541 @@
+//! Service providers, their managers, offerings and provider API tokens.
+//!
+//! Providers and offerings are created and changed by super-users. A provider's managers (and
+//! super-users) mint and revoke its API tokens; a token cannot mint tokens.
+
+use crate::views::{ApiTokenView, NewApiToken, OfferingView, ProviderView};
+use crate::{Actor, Offerings, forbidden, store_error};
+use muster_core::audit::{AuditEntry, RequestCtx, actions};
+use muster_core::clock;
+use muster_core::credentials::token;
+use muster_core::error::{DomainError, codes};
+use muster_core::offering::model::{
+    ApiToken, ApiTokenUuid, Offering, OfferingUuid, Provider, ProviderUuid, UsernamePolicy, hex,
+};
+use muster_directory::Caller;
+use serde::Deserialize;
+use serde_json::json;
+
+const MAX_NAME: usize = 150;
+
+/// `POST /api/marketplace-service-providers/`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProviderInput {
+    pub name: String,
+}
+
+/// `PATCH /api/marketplace-service-providers/{uuid}/`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProviderInput {
+    pub name: Option<String>,
+}
+
+/// `POST …/{uuid}/add_manager/` and `…/remove_manager/`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddManagerInput {
+    /// The directory user's UUID.
+    pub user_uuid: String,
+}
+
+/// `POST /api/marketplace-provider-offerings/`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOfferingInput {
+    pub name: String,
+    pub provider_uuid: String,
+    /// Unique; default: derived from the name.
+    pub slug: Option<String>,
+    /// Waldur's offering type; default `Marketplace.Basic`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Whether the provider may create accounts (Waldur's plugin option); default true.
+    pub service_provider_can_create_offering_user: Option<bool>,
+    /// Default `service_provider` (the site's agent names accounts).
+    pub username_generation_policy: Option<UsernamePolicy>,
+}
+
+/// `PATCH /api/marketplace-provider-offerings/{uuid}/`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateOfferingInput {
+    pub name: Option<String>,
+    pub slug: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub service_provider_can_create_offering_user: Option<bool>,
+    pub username_generation_policy: Option<UsernamePolicy>,
+}
+
+/// `POST /api/marketplace-service-providers/{uuid}/api_tokens/`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiTokenInput {
+    /// What the token is for, e.g. `slurm-agent@cluster1`.
+    pub name: String,
+}
+
+fn check_name(field: &str, name: &str) -> Result<String, DomainError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(DomainError::invalid_field(
+            field,
+            codes::INVALID_INPUT,
+            format!("{field} must be 1 to {MAX_NAME} printable characters"),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+fn check_slug(slug: &str) -> Result<String, DomainError> {
+    let ok = !slug.is_empty()
+        && slug.len() <= 100
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(slug.to_owned())
+    } else {
+        Err(DomainError::invalid_field(
+            "slug",
+            codes::INVALID_INPUT,
+            "slug must be 1 to 100 of a-z, 0-9, - and _",
+        ))
+    }
+}
+
+fn slugify(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    let out: String = out.trim_end_matches('-').chars().take(90).collect();
+    if out.is_empty() { "offering".to_owned() } else { out }
+}
+
+pub(crate) fn parse_uuid(field: &str, text: &str) -> Result<uuid::Uuid, DomainError> {
+    uuid::Uuid::parse_str(text.trim())
+        .map_err(|_| DomainError::invalid_field(field, codes::INVALID_INPUT, format!("{field} must be a UUID")))
+}
+
+fn provider_not_found() -> DomainError {
+    DomainError::not_found("service provider")
+}
+
+impl Offerings {
+    fn entry(ctx: &RequestCtx, caller: &Caller, action: &'static str, target: String) -> AuditEntry {
+        AuditEntry::new(&caller.ctx(ctx.clone()), action, Some(caller.actor()), Some(target))
+    }
+
+    // --- providers ---------------------------------------------------------------------------
+
+    pub async fn create_provider(
+        &self,
+        ctx: &RequestCtx,
+        caller: &Caller,
+        input: CreateProviderInput,
+    ) -> Result<ProviderView, DomainError> {
+        if !caller.is_super_user() {
+            return Err(DomainError::super_user_required());
+        }
+        let now = clock::now();
+        let p = Provider {
+            uuid: ProviderUuid::new_random(),
+            name: check_name("name", &input.name)?,
+            created: now,
+            modified: now,
+        };
+        let audit = Self::entry(ctx, caller, actions::PROVIDER_CREATE, p.uuid.to_string())
+            .with_details(json!({"name": p.name}));
+        self.store.insert_provider(&p, &audit).await.map_err(store_error)?;
+        Ok(ProviderView::of(&p, Some(Vec::new())))
+    }
+
+    /// Whether `caller` manages `provider` (super-users manage all).
+    async fn manages(&self, caller: &Caller, provider: ProviderUuid) -> Result<bool, DomainError> {
+        let scope = self.scope(Actor::Caller(caller)).await?;
+        Ok(scope.can_manage(provider.0))
+    }
+
+    /// A provider, for super-users, its managers and its tokens; invisible to others.
+    pub async fn get_provider(&self, caller: &Caller, uuid: &str) -> Result<ProviderView, DomainError> {
+        let uuid = ProviderUuid::parse(uuid).ok_or_else(provider_not_found)?;
+        if !self.manages(caller, uuid).await? {
+            return Err(provider_not_found());
+        }
+        let p = self
+            .store
+            .provider(uuid)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(provider_not_found)?;
+        let managers = self.store.provider_managers(uuid).await.map_err(store_error)?;
+        Ok(ProviderView::of(&p, Some(managers)))
+    }
+
+    /// The providers the caller manages (all for super-users).
+    pub async fn list_providers(&self, caller: &Caller) -> Result<Vec<ProviderView>, DomainError> {
+        let scope = self.scope(Actor::Caller(caller)).await?;
+        let only = (!scope.super_user).then_some(scope.providers.as_slice());
+        let list = self.store.list_providers(only).await.map_err(store_error)?;
+        Ok(list.iter().map(|p| ProviderView::of(p, None)).collect())
+    }
+
+    pub async fn update_provider(
+        &self,
+        ctx: &RequestCtx,
+        caller: &Caller,
+        uuid: &str,
+        input: UpdateProviderInput,
+    ) -> Result<ProviderView, DomainError> {
+        let uuid = ProviderUuid::parse(uuid).ok_or_else(provider_not_found)?;
+        if !caller.is_super_user() {
+            return Err(if self.manages(caller, uuid).await? {
+                DomainError::super_user_required()
+            } else {
+                provider_not_found()
+            });
+        }
+        let mut p = self
+            .store
+            .provider(uuid)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(provider_not_found)?;
+        if let Some(name) = input.name {
+            let name = check_name("name", &name)?;
+            if name != p.name {
+                p.name = name;
+                p.modified = clock::now();
+                let audit = Self::entry(ctx, caller, actions::PROVIDER_UPDATE, p.uuid.to_string())
+                    .with_details(json!({"changed_fields": ["name"]}));
+                if !self.store.update_provider(&p, &audit).await.map_err(store_error)? {
+                    return Err(provider_not_found());
+                }
+            }
+        }
+        let managers = self.store.provider_managers(uuid).await.map_err(store_error)?;
+        Ok(ProviderView::of(&p, Some(managers)))
+    }
+
+    /// Deletes a provider without offerings (super-users).
+    pub async fn delete_provider(&self, ctx: &RequestCtx, caller: &Caller, uuid: &str) -> Result<(), DomainError> {
+        let uuid = ProviderUuid::parse(uuid).ok_or_else(provider_not_found)?;
+        if !caller.is_super_user() {
+            return Err(if self.manages(caller, uuid).await? {
+                DomainError::super_user_required()
+            } else {
+                provider_not_found()
+            });
+        }
+        let audit = Self::entry(ctx, caller, actions::PROVIDER_DELETE, uuid.to_string());
+        match self.store.delete_provider(uuid, &audit).await.map_err(store_error)? {
+            None => Err(provider_not_found()),
+            Some(false) => Err(DomainError::conflict(
+                codes::CONFLICT,
+                "the provider still has offerings; delete them first",
+            )),
+            Some(true) => Ok(()),
+        }
+    }
+
+    /// Makes a directory user a manager of the provider (super-users).
+    pub async fn add_manager(
+        &self,
+        ctx: &RequestCtx,
+        caller: &Caller,
+        uuid: &str,
+        input: AddManagerInput,
+        add: bool,
+    ) -> Result<ProviderView, DomainError> {
+        let provider = ProviderUuid::parse(uuid).ok_or_else(provider_not_found)?;
+        if !caller.is_super_user() {
+            return Err(if self.manages(caller, provider).await? {
+                DomainError::super_user_required()
+            } else {
+                provider_not_found()
+            });
+        }
+        let user = parse_uuid("user_uuid", &input.user_uuid)?;
+        let p = self
+            .store
+            .provider(provider)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(provider_not_found)?;
+        if self.store.user_by_uuid(user).await.map_err(store_error)?.is_none() {
+            return Err(DomainError::invalid_field(
+                "user_uuid",
+                codes::INVALID_INPUT,
+                "no such user",
+            ));
+        }
+        let action = if add {
+            actions::PROVIDER_ADD_MANAGER
+        } else {
+            actions::PROVIDER_REMOVE_MANAGER
+        };
+        let audit =
+            Self::entry(ctx, caller, action, provider.to_string()).with_details(json!({"user_uuid": hex(user)}));
+        if add {
+            self.store
+                .add_provider_manager(provider, user, clock::now(), &audit)
+                .await
+                .map_err(store_error)?;
+        } else {
+            self.store
+                .remove_provider_manager(provider, user, &audit)
+                .await
+                .map_err(store_error)?;
+        }
+        let managers = self.store.provider_managers(provider).await.map_err(store_error)?;
+        Ok(ProviderView::of(&p, Some(managers)))
+    }
+
+    // --- offerings ---------------------------------------------------------------------------
+
+    fn offering_not_found() -> DomainError {
+        DomainError::not_found("offering")
+    }
+
+    pub async fn create_offering(
+        &self,
+        ctx: &RequestCtx,
+        caller: &Caller,
+        input: CreateOfferingInput,
+    ) -> Result<OfferingView, DomainError> {
+        if !caller.is_super_user() {
+            return Err(DomainError::super_user_required());
+        }
+        let name = check_name("name", &input.name)?;
+        let provider = parse_uuid("provider_uuid", &input.provider_uuid)?;
+        let slug = match input.slug {
+            Some(s) => check_slug(&s)?,
+            None => format!("{}-{}", slugify(&name), &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        };
+        let kind = match input.kind {
+            Some(k) => check_name("type", &k)?,
+            None => "Marketplace.Basic".to_owned(),
+        };
+        if self
+            .store
+            .provider(ProviderUuid(provider))
+            .await
+            .map_err(store_error)?
+            .is_none()
+        {
+            return Err(DomainError::invalid_field(
+                "provider_uuid",
+                codes::INVALID_INPUT,
+                "no such service provider",
+            ));
+        }
+        let now = clock::now();
+        let o = Offering {
+            uuid: OfferingUuid::new_random(),
+            provider_uuid: ProviderUuid(provider),
+            name,
+            slug,
+            kind,
+            provider_can_create: input.service_provider_can_create_offering_user.unwrap_or(true),
+            username_policy: input.username_generation_policy.unwrap_or_default(),
+            created: now,
+            modified: now,
+        };
+        let audit = Self::entry(ctx, caller, actions::OFFERING_CREATE, o.uuid.to_string())
+            .with_details(json!({"provider_uuid": o.provider_uuid.to_string(), "slug": o.slug}));
+        self.store.insert_offering(&o, &audit).await.map_err(store_error)?;
+        Ok(OfferingView::from(&o))
+    }
+
+    /// An offering: visible to super-users and to its provider's managers and tokens.
+    pub async fn get_offering(&self, caller: &Caller, uuid: &str) -> Result<OfferingView, DomainError> {
+        let uuid = OfferingUuid::parse(uuid).ok_or_else(Self::offering_not_found)?;
+        let o = self
+            .store
+            .offering(uuid)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(Self::offering_not_found)?;
+        if !self.manages(caller, o.provider_uuid).await? {
+            return Err(Self::offering_not_found());
+        }
+        Ok(OfferingView::from(&o))
+    }
+
+    pub async fn list_offerings(&self, caller: &Caller) -> Result<Vec<OfferingView>, DomainError> {
+        let scope = self.scope(Actor::Caller(caller)).await?;
+        let only = (!scope.super_user).then_some(scope.providers.as_slice());
+        let list = self.store.list_offerings(only).await.map_err(store_error)?;
+        Ok(list.iter().map(OfferingView::from).collect())
+    }
+
+    pub async fn update_offering(
+        &self,
+        ctx: &RequestCtx,
+        caller: &Caller,
+        uuid: &str,
+        input: UpdateOfferingInput,
+    ) -> Result<OfferingView, DomainError> {
+        let uuid = OfferingUuid::parse(uuid).ok_or_else(Self::offering_not_found)?;
+        let mut o = self
+            .store
+            .offering(uuid)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(Self::offering_not_found)?;
+        if !caller.is_super_user() {
+            return Err(if self.manages(caller, o.provider_uuid).await? {
+                DomainError::super_user_required()
+            } else {
+                Self::offering_not_found()
+            });
+        }
+        let before = o.clone();
+        if let Some(v) = input.name {
+            o.name = check_name("name", &v)?;
+        }
+        if let Some(v) = input.slug {
+            o.slug = check_slug(&v)?;
+        }
+        if let Some(v) = input.kind {
+            o.kind = check_name("type", &v)?;
+        }
+        if let Some(v) = input.service_provider_can_create_offering_user {
+            o.provider_can_create = v;
+        }
+        // Changing the policy never renames existing accounts (Waldur renamed even OK ones).
+        if let Some(v) = input.username_generation_policy {
+            o.username_policy = v;
+        }
+        if o != before {
+            o.modified = clock::now();
+            let audit = Self::entry(ctx, caller, actions::OFFERING_UPDATE, o.uuid.to_string());
+            if !self.store.update_offering(&o, &audit).await.map_err(store_error)? {
+                return Err(Self::offering_not_found());
+            }
+        }
+        Ok(OfferingView::from(&o))
+    }
+
+    pub async fn delete_offering(&self, ctx: &RequestCtx, caller: &Caller, uuid: &str) -> Result<(), DomainError> {
+        let uuid = OfferingUuid::parse(uuid).ok_or_else(Self::offering_not_found)?;
+        if !caller.is_super_user() {
+            return Err(DomainError::super_user_required());
+        }
+        let audit = Self::entry(ctx, caller, actions::OFFERING_DELETE, uuid.to_string());
+        match self.store.delete_offering(uuid, &audit).await.map_err(store_error)? {
+            None => Err(Self::offering_not_found()),
+            Some(false) => Err(DomainError::conflict(
+                codes::CONFLICT,
+                "the offering still has accounts; delete them first",
+            )),
+            Some(true) => Ok(()),
+        }
+    }
+
+    // --- API tokens --------------------------------------------------------------------------
+
+    /// Only people mint and revoke tokens: super-users, or the provider's managers.
+    async fn token_admin(&self, caller: &Caller, provider: ProviderUuid) -> Result<(), DomainError> {
+        if let Caller::Provider(t) = caller {
+            return Err(if t.provider_uuid == provider.0 {
+                forbidden()
+            } else {
+                provider_not_found()
+            });
+        }
+        if !self.manages(caller, provider).await? {
+            return Err(provider_not_found());
+        }
+        if self.store.provider(provider).await.map_err(store_error)?.is_none() {
+            return Err(provider_not_found());
+        }
+        Ok(())
+    }
+
+    /// Mints a token for the provider. The key is in the answer and nowhere else.
+    pub async fn create_api_token(
+        &self,
+        ctx: &RequestCtx,
+        caller: &Caller,
+        provider: &str,
+        input: CreateApiTokenInput,
+    ) -> Result<NewApiToken, DomainError> {
+        let provider = ProviderUuid::parse(provider).ok_or_else(provider_not_found)?;
+        self.token_admin(caller, provider).await?;
+        let name = check_name("name", &input.name)?;
+        let (key, hash) = token::new_token(token::API_TOKEN_PREFIX);
+        let t = ApiToken {
+            uuid: ApiTokenUuid::new_random(),
+            provider_uuid: provider,
+            name,
+            created_by: caller.actor(),
+            created: clock::now(),
+        };
+        // The audit record names the token, never the key.
+        let audit = Self::entry(ctx, caller, actions::API_TOKEN_CREATE, provider.to_string())
+            .with_details(json!({"token_uuid": t.uuid.to_string(), "name": t.name}));
+        self.store
+            .insert_api_token(&t, &hash, &audit)
+            .await
+            .map_err(store_error)?;
+        Ok(NewApiToken {
+            token: ApiTokenView::from(&t),
+            key,
+        })
+    }
+
+    pub async fn list_api_tokens(&self, caller: &Caller, provider: &str) -> Result<Vec<ApiTokenView>, DomainError> {
+        let provider = ProviderUuid::parse(provider).ok_or_else(provider_not_found)?;
+        self.token_admin(caller, provider).await?;
+        let list = self.store.list_api_tokens(provider).await.map_err(store_error)?;
+        Ok(list.iter().map(ApiTokenView::from).collect())
+    }
+
+    /// Revokes a token: the next request with its key is a 401.
+    pub async fn revoke_api_token(
+        &self,
+        ctx: &RequestCtx,
+        caller: &Caller,
+        provider: &str,
+        token_uuid: &str,
+    ) -> Result<(), DomainError> {
+        let provider = ProviderUuid::parse(provider).ok_or_else(provider_not_found)?;
+        self.token_admin(caller, provider).await?;
+        let not_found = || DomainError::not_found("API token");
+        let t = ApiTokenUuid::parse(token_uuid).ok_or_else(not_found)?;
+        let audit = Self::entry(ctx, caller, actions::API_TOKEN_REVOKE, provider.to_string())
+            .with_details(json!({"token_uuid": t.to_string()}));
+        if self
+            .store
+            .delete_api_token(provider, t, &audit)
+            .await
+            .map_err(store_error)?
+        {
+            Ok(())
+        } else {
+            Err(not_found())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slugify("HPC Cluster #1"), "hpc-cluster-1");
+        assert_eq!(slugify("***"), "offering");
+        assert!(check_slug("hpc-1").is_ok());
+        assert!(check_slug("HPC").is_err());
+        assert!(check_slug("").is_err());
+    }
+}

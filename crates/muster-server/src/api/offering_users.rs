@@ -1,0 +1,567 @@
+//! `/api/marketplace-offering-users/`: offering accounts, on Waldur's wire contract (trailing
+//! slashes, bare JSON arrays, `Link` and `X-Result-Count`, labels for states, Waldur's 400 for
+//! invalid transitions). Callers authenticate with a session (`Bearer`) or, as hosting-site
+//! agents do, with a provider API token (`Token`).
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{AnyCaller, ApiJson, Ctx};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use muster_core::error::{DomainError, codes};
+use muster_core::offering::lifecycle::{AccountState, Action, RuntimeState};
+use muster_offerings::{
+    AccountFilter, CommentsInput, CommentsView, CreateAccountInput, HistoryView, OfferingUserView, RuntimeStateInput,
+    TransitionInput, UsernameInput,
+};
+use muster_store::AccountOrder;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(retrieve, put_username, patch_username, destroy))
+        .routes(routes!(history))
+        .routes(routes!(begin_creating))
+        .routes(routes!(set_pending_account_linking))
+        .routes(routes!(set_pending_additional_validation))
+        .routes(routes!(set_validation_complete))
+        .routes(routes!(set_ok))
+        .routes(routes!(set_error_creating))
+        .routes(routes!(request_deletion))
+        .routes(routes!(set_deleting))
+        .routes(routes!(set_deleted))
+        .routes(routes!(set_error_deleting))
+        .routes(routes!(update_comments))
+        .routes(routes!(update_restricted))
+        .routes(routes!(update_runtime_state))
+}
+
+/// Default and largest page sizes (Waldur's `PAGE_SIZE` and `max_page_size`).
+const DEFAULT_PAGE_SIZE: i64 = 10;
+const MAX_PAGE_SIZE: i64 = 300;
+const BASE: &str = "/api/marketplace-offering-users/";
+
+/// A JSON body that may be absent: an empty body is `T::default()`; anything else must parse
+/// strictly, like [`ApiJson`].
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        ApiJson::<T>::from_request(req, state)
+            .await
+            .map(|ApiJson(v)| OptionalJson(v))
+    }
+}
+
+fn bad(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError(DomainError::invalid_field(field, codes::INVALID_INPUT, message))
+}
+
+/// `2024-01-01` (midnight UTC) or an RFC 3339 date-time.
+fn parse_time(field: &str, v: &str) -> Result<OffsetDateTime, ApiError> {
+    if let Ok(t) = OffsetDateTime::parse(v, &Rfc3339) {
+        return Ok(t);
+    }
+    let date_format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(v, &date_format)
+        .map(|d| d.midnight().assume_utc())
+        .map_err(|_| bad(field, "expected a date (YYYY-MM-DD) or an RFC 3339 date-time"))
+}
+
+fn parse_bool(field: &str, v: &str) -> Result<bool, ApiError> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(bad(field, "expected true or false")),
+    }
+}
+
+fn parse_uuids(field: &str, v: &str, into: &mut Vec<uuid::Uuid>) -> Result<(), ApiError> {
+    for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        into.push(uuid::Uuid::parse_str(part).map_err(|_| bad(field, format!("{field} must be UUIDs")))?);
+    }
+    Ok(())
+}
+
+/// The parsed query string: filters, paging and the sparse field list.
+struct ListParams {
+    filter: AccountFilter,
+    fields: Vec<String>,
+}
+
+fn parse_list(pairs: &[(String, String)]) -> Result<ListParams, ApiError> {
+    let mut f = AccountFilter {
+        page: 1,
+        page_size: DEFAULT_PAGE_SIZE,
+        ..Default::default()
+    };
+    let mut fields = Vec::new();
+    for (k, v) in pairs {
+        match k.as_str() {
+            "state" => {
+                // Labels, repeatable, OR-ed; an unknown label is the caller's 400.
+                let s = AccountState::parse_label(v).ok_or_else(|| {
+                    let known: Vec<&str> = AccountState::ALL.iter().map(|s| s.label()).collect();
+                    bad(
+                        "state",
+                        format!(
+                            "Select a valid choice. {v:?} is not one of the available choices: {}.",
+                            known.join(", ")
+                        ),
+                    )
+                })?;
+                f.states.push(s);
+            }
+            "runtime_state" => {
+                let s = RuntimeState::parse_label(v)
+                    .ok_or_else(|| bad("runtime_state", "Select a valid choice of runtime state."))?;
+                f.runtime_states.push(s);
+            }
+            "offering_uuid" => parse_uuids("offering_uuid", v, &mut f.offering_uuids)?,
+            "provider_uuid" | "customer_uuid" => parse_uuids(k, v, &mut f.provider_uuids)?,
+            "user_uuid" => {
+                f.user_uuid =
+                    Some(uuid::Uuid::parse_str(v.trim()).map_err(|_| bad("user_uuid", "user_uuid must be a UUID"))?)
+            }
+            "user_username" => f.user_username = Some(v.clone()),
+            "is_restricted" => f.is_restricted = Some(parse_bool("is_restricted", v)?),
+            "query" => f.query = Some(v.clone()),
+            // Waldur's `created` means "created at or after"; `created_after` is muster's alias.
+            "created" | "created_after" => f.created_from = Some(parse_time(k, v)?),
+            "created_before" => f.created_before = Some(parse_time(k, v)?),
+            "modified" | "modified_after" => f.modified_from = Some(parse_time(k, v)?),
+            "modified_before" => f.modified_before = Some(parse_time(k, v)?),
+            "o" => {
+                for key in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let (desc, name) = match key.strip_prefix('-') {
+                        Some(n) => (true, n),
+                        None => (false, key),
+                    };
+                    let order = match name {
+                        "created" => AccountOrder::Created,
+                        "modified" => AccountOrder::Modified,
+                        "username" => AccountOrder::Username,
+                        "user_first_name" => AccountOrder::UserFirstName,
+                        "user_last_name" => AccountOrder::UserLastName,
+                        _ => {
+                            return Err(bad(
+                                "o",
+                                "o must be created, modified, username, user_first_name or user_last_name (- for descending)",
+                            ));
+                        }
+                    };
+                    f.order.push((order, desc));
+                }
+            }
+            "page" => {
+                f.page = v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|p| *p >= 1)
+                    .ok_or_else(|| bad("page", "page must be a positive integer"))?
+            }
+            "page_size" => {
+                let n = v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|p| *p >= 1)
+                    .ok_or_else(|| bad("page_size", "page_size must be a positive integer"))?;
+                f.page_size = n.min(MAX_PAGE_SIZE);
+            }
+            "field" => fields.extend(v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())),
+            other => {
+                return Err(ApiError(DomainError::invalid_field(
+                    other,
+                    "unknown_field",
+                    format!("unknown query parameter {other:?}"),
+                )));
+            }
+        }
+    }
+    Ok(ListParams { filter: f, fields })
+}
+
+/// The list URL for `page`, keeping every other parameter as the client sent it.
+fn page_link(pairs: &[(String, String)], page: i64) -> String {
+    let mut out = url_encode_pairs(pairs.iter().filter(|(k, _)| k != "page"));
+    if !out.is_empty() {
+        out.push('&');
+    }
+    out.push_str(&format!("page={page}"));
+    format!("{BASE}?{out}")
+}
+
+fn url_encode_pairs<'a>(pairs: impl Iterator<Item = &'a (String, String)>) -> String {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    pairs
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, NON_ALPHANUMERIC),
+                utf8_percent_encode(v, NON_ALPHANUMERIC)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// `Link` (first/prev/next/last, only those that exist) and `X-Result-Count`.
+fn paging_headers(headers: &mut HeaderMap, pairs: &[(String, String)], f: &AccountFilter, total: i64) {
+    let last = ((total + f.page_size - 1) / f.page_size).max(1);
+    let mut links = vec![format!("<{}>; rel=\"first\"", page_link(pairs, 1))];
+    if f.page > 1 {
+        links.push(format!("<{}>; rel=\"prev\"", page_link(pairs, (f.page - 1).min(last))));
+    }
+    if f.page < last {
+        links.push(format!("<{}>; rel=\"next\"", page_link(pairs, f.page + 1)));
+    }
+    links.push(format!("<{}>; rel=\"last\"", page_link(pairs, last)));
+    if let Ok(v) = HeaderValue::from_str(&links.join(", ")) {
+        headers.insert("link", v);
+    }
+    headers.insert("x-result-count", HeaderValue::from(total));
+}
+
+/// List offering accounts (bare JSON array; `HEAD` for the count alone).
+///
+/// Filters (all optional, AND-ed; repeatable ones OR-ed): `state` (labels, repeatable; an unknown
+/// label is a 400), `offering_uuid` (repeatable or comma-separated), `provider_uuid` (the
+/// provider organisation), `user_uuid`, `user_username` (case-insensitive exact), `is_restricted`,
+/// `runtime_state`, `query` (substring of offering name, local username, the person's names or
+/// username), `created` / `created_after` (at or after), `created_before`, `modified`,
+/// `modified_before`, `o` (`created`, `modified`, `username`, `user_first_name`,
+/// `user_last_name`, `-` for descending; default username), `field` (sparse fieldset), `page`,
+/// `page_size` (default 10, at most 300).
+#[utoipa::path(get, path = "/api/marketplace-offering-users/", tag = "offering-users",
+    security(("session" = []), ("token" = [])),
+    responses(
+        (status = 200, body = [OfferingUserView], description = "A page, with `Link` and `X-Result-Count` headers"),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    method: Method,
+    AnyCaller(caller): AnyCaller,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> ApiResult<Response> {
+    let p = parse_list(&pairs)?;
+    let mut headers = HeaderMap::new();
+    if method == Method::HEAD {
+        let total = state.offerings.count_accounts(&caller, &p.filter).await?;
+        paging_headers(&mut headers, &pairs, &p.filter, total);
+        return Ok((StatusCode::OK, headers).into_response());
+    }
+    let (total, items) = state.offerings.list_accounts(&caller, &p.filter).await?;
+    paging_headers(&mut headers, &pairs, &p.filter, total);
+    if p.fields.is_empty() {
+        return Ok((headers, Json(items)).into_response());
+    }
+    let sparse: Vec<serde_json::Value> = items
+        .iter()
+        .map(|item| {
+            let full = serde_json::to_value(item).unwrap_or_default();
+            let mut out = serde_json::Map::new();
+            for f in &p.fields {
+                if let Some(v) = full.get(f) {
+                    out.insert(f.clone(), v.clone());
+                }
+            }
+            serde_json::Value::Object(out)
+        })
+        .collect();
+    Ok((headers, Json(sparse)).into_response())
+}
+
+/// Create an offering account: super-users, the offering's provider managers or its provider
+/// token. Without `username` the account starts in `Requested`; with one, in `OK`.
+#[utoipa::path(post, path = "/api/marketplace-offering-users/", tag = "offering-users",
+    security(("session" = []), ("token" = [])), request_body = CreateAccountInput,
+    responses(
+        (status = 201, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 409, body = Problem),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    AnyCaller(caller): AnyCaller,
+    ApiJson(input): ApiJson<CreateAccountInput>,
+) -> ApiResult<(StatusCode, Json<OfferingUserView>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(state.offerings.create_account(&ctx, &caller, input).await?),
+    ))
+}
+
+/// One offering account (404 when the caller may not see it).
+#[utoipa::path(get, path = "/api/marketplace-offering-users/{uuid}/", tag = "offering-users",
+    security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
+    responses((status = 200, body = OfferingUserView), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn retrieve(
+    State(state): State<AppState>,
+    AnyCaller(caller): AnyCaller,
+    Path(uuid): Path<String>,
+) -> ApiResult<Json<OfferingUserView>> {
+    Ok(Json(state.offerings.get_account(&caller, &uuid).await?))
+}
+
+/// Set the local username. A new non-empty username on an account being created (Requested,
+/// Creating, Pending *, Error creating) moves it to `OK` and clears the comments; the same
+/// username again changes nothing.
+#[utoipa::path(put, path = "/api/marketplace-offering-users/{uuid}/", tag = "offering-users",
+    security(("session" = []), ("token" = [])), params(("uuid" = String, Path)), request_body = UsernameInput,
+    responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn put_username(
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    AnyCaller(caller): AnyCaller,
+    Path(uuid): Path<String>,
+    ApiJson(input): ApiJson<UsernameInput>,
+) -> ApiResult<Json<OfferingUserView>> {
+    Ok(Json(state.offerings.set_username(&ctx, &caller, &uuid, input).await?))
+}
+
+/// Set the local username (same as `PUT`).
+#[utoipa::path(patch, path = "/api/marketplace-offering-users/{uuid}/", tag = "offering-users",
+    security(("session" = []), ("token" = [])), params(("uuid" = String, Path)), request_body = UsernameInput,
+    responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn patch_username(
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    AnyCaller(caller): AnyCaller,
+    Path(uuid): Path<String>,
+    ApiJson(input): ApiJson<UsernameInput>,
+) -> ApiResult<Json<OfferingUserView>> {
+    Ok(Json(state.offerings.set_username(&ctx, &caller, &uuid, input).await?))
+}
+
+/// Delete the account row (Waldur's hard delete).
+#[utoipa::path(delete, path = "/api/marketplace-offering-users/{uuid}/", tag = "offering-users",
+    security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
+    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn destroy(
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    AnyCaller(caller): AnyCaller,
+    Path(uuid): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.offerings.delete_account(&ctx, &caller, &uuid).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The account's history: every transition and naming, oldest first (who, when, from, to,
+/// comment).
+#[utoipa::path(get, path = "/api/marketplace-offering-users/{uuid}/history/", tag = "offering-users",
+    security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
+    responses((status = 200, body = [HistoryView]), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn history(
+    State(state): State<AppState>,
+    AnyCaller(caller): AnyCaller,
+    Path(uuid): Path<String>,
+) -> ApiResult<Json<Vec<HistoryView>>> {
+    Ok(Json(state.offerings.history(&caller, &uuid).await?))
+}
+
+async fn run(
+    state: AppState,
+    ctx: muster_core::audit::RequestCtx,
+    caller: muster_directory::Caller,
+    uuid: String,
+    action: Action,
+    input: TransitionInput,
+) -> ApiResult<Json<OfferingUserView>> {
+    Ok(Json(
+        state.offerings.transition(&ctx, &caller, &uuid, action, input).await?,
+    ))
+}
+
+/// Declares the handler of one lifecycle action. The paths are written out in each
+/// `utoipa::path` so the OpenAPI document lists every action.
+macro_rules! action {
+    ($(#[$m:meta])* $name:ident, $action:expr) => {
+        $(#[$m])*
+        pub async fn $name(
+            State(state): State<AppState>,
+            Ctx(ctx): Ctx,
+            AnyCaller(caller): AnyCaller,
+            Path(uuid): Path<String>,
+            OptionalJson(input): OptionalJson<TransitionInput>,
+        ) -> ApiResult<Json<OfferingUserView>> {
+            run(state, ctx, caller, uuid, $action, input).await
+        }
+    };
+}
+
+action!(
+    /// `Requested` / `Error creating` → `Creating`.
+    #[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/begin_creating/", tag = "offering-users",
+        security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
+        responses((status = 200, body = OfferingUserView), (status = 400, body = Problem, description = "Invalid transition: `detail` names the current state and the valid ones"),
+            (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    begin_creating,
+    Action::BeginCreating
+);
+
+action!(
+    /// `Creating` / `Error creating` / `Pending additional validation` → `Pending account linking`;
+    /// optional `comment` and `comment_url` for the person.
+    #[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/set_pending_account_linking/", tag = "offering-users",
+        security(("session" = []), ("token" = [])), params(("uuid" = String, Path)), request_body(content = TransitionInput, description = "Optional"),
+        responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    set_pending_account_linking,
+    Action::SetPendingAccountLinking
+);
+
+action!(
+    /// `Creating` / `Error creating` / `Pending account linking` → `Pending additional
+    /// validation`; optional `comment` and `comment_url` for the person.
+    #[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/set_pending_additional_validation/", tag = "offering-users",
+        security(("session" = []), ("token" = [])), params(("uuid" = String, Path)), request_body(content = TransitionInput, description = "Optional"),
+        responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    set_pending_additional_validation,
+    Action::SetPendingAdditionalValidation
+);
+
+action!(
+    /// `Pending *` → `OK`; clears the comments.
+    #[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/set_validation_complete/", tag = "offering-users",
+        security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
+        responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    set_validation_complete,
+    Action::SetValidationComplete
+);
+
+action!(
+    /// Creation states and `Error deleting` → `OK` (manual recovery); clears the comments.
+    #[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/set_ok/", tag = "offering-users",
+        security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
+        responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    set_ok,
+    Action::SetOk
+);
+
+action!(
+    /// `Requested` / `Creating` / `Pending *` → `Error creating`.
+    #[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/set_error_creating/", tag = "offering-users",
+        security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
+        responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    set_error_creating,
+    Action::SetErrorCreating
+);
+
+action!(
+    /// `OK` → `Requested deletion`.
+    #[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/request_deletion/", tag = "offering-users",
+        security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
+        responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    request_deletion,
+    Action::RequestDeletion
+);
+
+action!(
+    /// `Requested deletion` / `Error deleting` → `Deleting` (the agent's deletion claim).
+    #[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/set_deleting/", tag = "offering-users",
+        security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
+        responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    set_deleting,
+    Action::SetDeleting
+);
+
+action!(
+    /// `Deleting` → `Deleted` (terminal).
+    #[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/set_deleted/", tag = "offering-users",
+        security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
+        responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    set_deleted,
+    Action::SetDeleted
+);
+
+action!(
+    /// `Requested deletion` / `Deleting` → `Error deleting`.
+    #[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/set_error_deleting/", tag = "offering-users",
+        security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
+        responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    set_error_deleting,
+    Action::SetErrorDeleting
+);
+
+/// Set the comment and/or its URL without changing the state (not on a Deleted account: 403).
+#[utoipa::path(patch, path = "/api/marketplace-offering-users/{uuid}/update_comments/", tag = "offering-users",
+    security(("session" = []), ("token" = [])), params(("uuid" = String, Path)), request_body = CommentsInput,
+    responses((status = 200, body = CommentsView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn update_comments(
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    AnyCaller(caller): AnyCaller,
+    Path(uuid): Path<String>,
+    ApiJson(input): ApiJson<CommentsInput>,
+) -> ApiResult<Json<CommentsView>> {
+    Ok(Json(
+        state.offerings.update_comments(&ctx, &caller, &uuid, input).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestrictedInput {
+    pub is_restricted: bool,
+}
+
+/// Restrict or unrestrict the account (agents skip restricted accounts).
+#[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/update_restricted/", tag = "offering-users",
+    security(("session" = []), ("token" = [])), params(("uuid" = String, Path)), request_body = RestrictedInput,
+    responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn update_restricted(
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    AnyCaller(caller): AnyCaller,
+    Path(uuid): Path<String>,
+    ApiJson(input): ApiJson<RestrictedInput>,
+) -> ApiResult<Json<OfferingUserView>> {
+    Ok(Json(
+        state
+            .offerings
+            .update_restricted(&ctx, &caller, &uuid, input.is_restricted)
+            .await?,
+    ))
+}
+
+/// Set the runtime state (`Active`, `Pending account linking`, `Pending additional
+/// validation`), optionally with comments; any lifecycle state but Deleted.
+#[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/update_runtime_state/", tag = "offering-users",
+    security(("session" = []), ("token" = [])), params(("uuid" = String, Path)), request_body = RuntimeStateInput,
+    responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn update_runtime_state(
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    AnyCaller(caller): AnyCaller,
+    Path(uuid): Path<String>,
+    ApiJson(input): ApiJson<RuntimeStateInput>,
+) -> ApiResult<Json<OfferingUserView>> {
+    Ok(Json(
+        state
+            .offerings
+            .update_runtime_state(&ctx, &caller, &uuid, input)
+            .await?,
+    ))
+}
