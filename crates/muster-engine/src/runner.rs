@@ -140,7 +140,9 @@ async fn run_steps<D: Send + Sync + 'static>(
     // The open chain: its transaction, how many steps it holds, since when.
     let mut chain: Option<(StoreTx, usize, std::time::Instant)> = None;
     loop {
-        if *stop.borrow() || engine.paused().await? {
+        // Looked at between transactions only: asking the database while a chain holds a
+        // connection would need a second one (and a full pool would then wait on itself).
+        if *stop.borrow() || (chain.is_none() && engine.paused().await?) {
             // Paused (or the worker stopping) between steps: commit what ran, give it back.
             if let Some((tx, _, _)) = chain.take() {
                 commit_tx(engine, tx).await?;

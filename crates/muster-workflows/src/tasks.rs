@@ -3,7 +3,7 @@
 use crate::{Deps, step};
 use muster_core::audit::RequestCtx;
 use muster_core::workflow::{SubscriptionStatus, Target};
-use muster_engine::{StartError, StepError, StepOutcome, Workflow};
+use muster_engine::{StartError, Step, StepError, StepOutcome, Workflow};
 use serde_json::json;
 
 /// How long finished tasks are kept (`TASK_LOG_RETENTION_DAYS`).
@@ -66,7 +66,7 @@ step!(start_validations, |ctx| {
 pub fn resume_workflows() -> Workflow<Deps> {
     Workflow::new("task_resume_workflows", 1, Target::System, "Resume workflows")
         .task()
-        .then("resume_waiting", resume_waiting)
+        .step(Step::retry("resume_waiting", resume_waiting))
         .done()
 }
 
@@ -78,7 +78,7 @@ step!(resume_waiting, |ctx| {
 pub fn clean_up_tasks() -> Workflow<Deps> {
     Workflow::new("task_clean_up_tasks", 1, Target::System, "Clean up old tasks")
         .task()
-        .then("remove_old_tasks", remove_old_tasks)
+        .step(Step::retry("remove_old_tasks", remove_old_tasks))
         .done()
 }
 

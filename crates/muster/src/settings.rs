@@ -55,8 +55,8 @@ pub struct Settings {
     /// Database: `sqlite:PATH` or `postgres://…` [default: sqlite:<data dir>/muster.db].
     #[arg(long, env = "MUSTER_DATABASE_URL", help_heading = "Storage")]
     pub database_url: Option<String>,
-    /// Connections to PostgreSQL, or SQLite readers [default: twice the number of cores]. More
-    /// connections than cores only add contention: the database is on the same few CPUs.
+    /// Connections to PostgreSQL, or SQLite readers [default: twice the number of cores plus
+    /// the worker concurrency: each running process may hold one for its step].
     #[arg(long, env = "MUSTER_DB_MAX_CONNECTIONS", help_heading = "Storage")]
     pub db_max_connections: Option<u32>,
     /// Directory for the SQLite database and the generated server key [default: .].
@@ -274,7 +274,12 @@ impl Settings {
             trusted_proxies: self.trusted_proxies.unwrap_or_default(),
             json_logs: log_format == "json",
             database_url,
-            db_max_connections: self.db_max_connections.unwrap_or_else(|| 2 * cores() as u32).max(1),
+            db_max_connections: self
+                .db_max_connections
+                // Every running process may hold a connection for its step's transaction; the
+                // API needs its own on top.
+                .unwrap_or_else(|| 2 * cores() as u32 + self.worker_concurrency.unwrap_or(16) as u32)
+                .max(1),
             data_dir,
             secret_key: self.secret_key,
             admin_username: self.admin_username.unwrap_or_else(|| "admin".into()),
