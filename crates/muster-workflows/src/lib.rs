@@ -7,6 +7,7 @@
 //! - [`forms`]: the pages the workflows share (product choice, subscription choice, groups);
 //! - [`user_group`], [`user`]: the eight workflows; [`tasks`]: the scheduled tasks.
 
+pub mod accounts;
 pub mod catalogue;
 pub mod forms;
 pub mod model;
@@ -26,6 +27,8 @@ pub use subscriptions::Subscriptions;
 pub struct Deps {
     pub directory: Directory,
     pub catalogue: Arc<Catalogue>,
+    /// Offering accounts: requested and retired as users join and leave groups.
+    pub offerings: muster_offerings::Offerings,
     /// The engine itself, for tasks that start other workflows. Set once, after the engine
     /// is built (the engine owns these deps).
     engine: OnceLock<Engine<Deps>>,
@@ -33,9 +36,11 @@ pub struct Deps {
 
 impl Deps {
     pub fn new(directory: Directory, catalogue: Arc<Catalogue>) -> Self {
+        let offerings = muster_offerings::Offerings::new(directory.store().clone());
         Self {
             directory,
             catalogue,
+            offerings,
             engine: OnceLock::new(),
         }
     }

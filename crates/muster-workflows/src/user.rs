@@ -9,7 +9,7 @@ use muster_core::error::DomainError;
 use muster_core::workflow::form::{Field, FormRun, Page};
 use muster_core::workflow::product::{Block, UserBlock};
 use muster_core::workflow::{SubscriptionStatus, Target};
-use muster_engine::{FormFuture, State, StepError, StepOutcome, Workflow};
+use muster_engine::{FormFuture, State, Step, StepError, StepOutcome, Workflow};
 use muster_store::{StoreTx, Subscription};
 use serde_json::{Value, json};
 use std::future::Future;
@@ -209,6 +209,10 @@ pub fn create() -> Workflow<Deps> {
         .then("initialize_subscription", initialize_subscription)
         .then("provision_user", provision_user)
         .then("set_status", set_status_active)
+        .step(Step::retry(
+            "request_offering_accounts",
+            crate::accounts::request_offering_accounts,
+        ))
         .then("resync", resync)
         .done()
 }
@@ -407,6 +411,10 @@ pub fn modify() -> Workflow<Deps> {
         .then("store_process_subscription", store_process_subscription)
         .then("unsync", unsync)
         .then("modify_user_subscription", modify_subscription)
+        .step(Step::retry(
+            "sync_offering_accounts",
+            crate::accounts::sync_offering_accounts,
+        ))
         .then("resync", resync)
         .done()
 }
@@ -414,6 +422,7 @@ pub fn modify() -> Workflow<Deps> {
 step!(modify_subscription, |ctx| {
     let mut s = model::load_own(ctx).await?;
     model::ensure_held(ctx, &s)?;
+    let previous_group = user_of(&s).and_then(|u| u.group);
     let gid = first_group(ctx)?;
     let group = link_group(ctx, gid).await?;
     let username = ctx.str("username")?.to_owned();
@@ -468,7 +477,10 @@ step!(modify_subscription, |ctx| {
     }
     s.description = format!("User {username} from group {} ({affiliation})", group_name(&group));
     let s = model::save(ctx, s).await?;
-    Ok(StepOutcome::merge([("subscription", model::summary(&s))]))
+    Ok(StepOutcome::merge([
+        ("subscription", model::summary(&s)),
+        ("previous_group", json!(previous_group)),
+    ]))
 });
 
 // ---- terminate_user ----
@@ -490,6 +502,10 @@ pub fn terminate() -> Workflow<Deps> {
         .then("store_process_subscription", store_process_subscription)
         .then("unsync", unsync)
         .then("deprovision_user", deprovision_user)
+        .step(Step::retry(
+            "request_account_deletion",
+            crate::accounts::request_account_deletion,
+        ))
         .then("set_status", set_status_terminated)
         .then("resync", resync)
         .done()

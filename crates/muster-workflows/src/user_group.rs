@@ -2,7 +2,7 @@
 
 use crate::forms::{self, field_error, subscription_page, summary_page};
 use crate::{Deps, model, step};
-use muster_core::workflow::form::{Field, FormRun, Page};
+use muster_core::workflow::form::{Choice, Field, FormRun, Page};
 use muster_core::workflow::product::{Block, UserGroupBlock};
 use muster_core::workflow::{SubscriptionStatus, Target};
 use muster_engine::{FormFuture, State, StepError, StepOutcome, Workflow};
@@ -19,15 +19,25 @@ fn offerings_of(v: &serde_json::Map<String, Value>) -> Vec<Uuid> {
         .unwrap_or_default()
 }
 
-fn group_fields(name_default: Option<&str>, offerings_default: &[Uuid]) -> Vec<Field> {
+/// The offerings a group's members may get accounts on (queried on every replay).
+async fn offering_choices(deps: &Deps) -> Result<Vec<Choice>, muster_engine::FormFail> {
+    let offerings = deps.directory.store().list_offerings(None).await?;
+    Ok(offerings
+        .into_iter()
+        .map(|o| Choice::new(o.uuid.to_string(), format!("{} ({})", o.name, o.slug)))
+        .collect())
+}
+
+fn group_fields(name_default: Option<&str>, offerings_default: &[Uuid], choices: Vec<Choice>) -> Vec<Field> {
     let mut name = Field::text("group_name").length(1, 255).title("Group name");
     if let Some(d) = name_default {
         name = name.default(json!(d));
     }
-    // The offerings a group's members get accounts on; the list is empty until offerings
-    // exist in this installation.
-    let offerings = Field::choice_list("offerings", vec![], 0, 0)
-        .default(json!(offerings_default))
+    // Defaults in the offering API's spelling (hex without hyphens), so they match the choices.
+    let defaults: Vec<String> = offerings_default.iter().map(|u| u.simple().to_string()).collect();
+    let n = choices.len();
+    let offerings = Field::choice_list("offerings", choices, 0, n)
+        .default(json!(defaults))
         .title("Hosting offerings");
     vec![name, offerings]
 }
@@ -35,8 +45,9 @@ fn group_fields(name_default: Option<&str>, offerings_default: &[Uuid]) -> Vec<F
 fn create_form<'a>(deps: &'a Deps, _: &'a State, run: &'a mut FormRun) -> FormFuture<'a> {
     Box::pin(async move {
         forms::product_page(deps, TYPE, run)?;
+        let choices = offering_choices(deps).await?;
         let mut page = Page::new("New user group");
-        for f in group_fields(None, &[]) {
+        for f in group_fields(None, &[], choices) {
             page = page.field(f);
         }
         page = page.field(Field::text("customer_id").length(1, 255).default(json!("default")));
@@ -133,8 +144,9 @@ fn modify_form<'a>(deps: &'a Deps, _: &'a State, run: &'a mut FormRun) -> FormFu
         let Some(g) = group_of(&sub) else {
             return Err(field_error("Subscription", "subscription_id", "not a user group"));
         };
+        let choices = offering_choices(deps).await?;
         let mut page = Page::new("Modify user group");
-        for f in group_fields(g.group_name.as_deref(), &g.offerings) {
+        for f in group_fields(g.group_name.as_deref(), &g.offerings, choices) {
             page = page.field(f);
         }
         page = page.field(Field::read_only("group_id", json!(g.group_id)));
