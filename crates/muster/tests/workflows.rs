@@ -2989,3 +2989,78 @@ async fn workflow_endpoints_are_for_super_users() {
         .expect_problem(404, "not_found");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Load: tasks and workflows together
+// ---------------------------------------------------------------------------------------------
+
+/// The validate task (which starts other processes from inside its step) runs while a batch of
+/// creates and modifies holds every worker slot and the small connection pool: everything
+/// completes, nothing waits for a connection it cannot get.
+#[tokio::test]
+async fn the_validate_task_runs_alongside_a_batch_of_workflows() {
+    const N: usize = 12;
+    for s in Server::all(&[]).await {
+        let l = s.label;
+        let p = products(&s).await;
+        let gid = create_group(&s, &p, "Load Group").await;
+        let mut sids = Vec::new();
+        for i in 0..4 {
+            sids.push(create_user(&s, &p, &gid, &format!("load-base{i}")).await);
+        }
+        let mut set = tokio::task::JoinSet::new();
+        let spawn = |set: &mut tokio::task::JoinSet<(u16, Value)>, workflow: &str, body: Value| {
+            let req = s
+                .request(Method::POST, &format!("/api/processes/{workflow}"))
+                .bearer_auth(&s.admin_token)
+                .json(&body);
+            set.spawn(async move {
+                let r = req.send().await.expect("request");
+                let status = r.status().as_u16();
+                let bytes = r.bytes().await.expect("body");
+                (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+            });
+        };
+        spawn(&mut set, "task_validate_subscriptions", json!([]));
+        for i in 0..N {
+            spawn(
+                &mut set,
+                "create_user",
+                json!([{"product": p.internal}, {"username": format!("load{i:02}"), "user_group_ids": [gid]}]),
+            );
+        }
+        spawn(&mut set, "task_validate_subscriptions", json!([]));
+        let mut pids = Vec::new();
+        while let Some(done) = set.join_next().await {
+            let (status, body) = done.expect("task");
+            assert_eq!(status, 201, "{l}: {body}");
+            pids.push(str_of(&body, "id").to_owned());
+        }
+        let started = Instant::now();
+        for pid in &pids {
+            let proc = settle(&s, pid).await;
+            assert_status(&s, &proc, "completed");
+        }
+        // And the validations the tasks started (some may have been skipped: a subscription
+        // held by the other task's validation).
+        let (validations, _) = list(
+            &s,
+            "/api/processes?filter=workflow_name,validate_user|validate_user_group&range=0,100",
+        )
+        .await;
+        assert!(!validations.is_empty(), "{l}");
+        for v in &validations {
+            let proc = settle(&s, str_of(v, "process_id")).await;
+            assert_status(&s, &proc, "completed");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{l}: took {:?}",
+            started.elapsed()
+        );
+        for sid in &sids {
+            let m = model(&s, sid).await;
+            assert_eq!(m["insync"], true, "{l}: {m}");
+        }
+    }
+}
