@@ -613,6 +613,13 @@ impl<D: Send + Sync + 'static> Engine<D> {
         self.refuse_when_paused().await?;
         let now = clock::now();
         let mut tx = self.inner.store.begin().await.map_err(internal)?;
+        // The row first (locked on PostgreSQL): a step finishing now is either done before
+        // this look, or waits for it.
+        let row = tx
+            .process(pid)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| DomainError::not_found("callback"))?;
         let stored = tx.callback_token_hash(pid).await.map_err(internal)?;
         let presented = crate::runner::token_hash(token);
         let matches = stored
@@ -621,11 +628,17 @@ impl<D: Send + Sync + 'static> Engine<D> {
         if !matches {
             return Err(DomainError::not_found("callback"));
         }
-        let row = tx
-            .process(pid)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| DomainError::not_found("callback"))?;
+        if row.last_status == ProcessStatus::Running.as_str() {
+            // The callback step's action is still running: keep the answer for it.
+            if !tx.keep_early_callback(pid, &data).await.map_err(internal)? {
+                return Err(DomainError::not_found("callback"));
+            }
+            let entry = AuditEntry::new(ctx, actions::PROCESS_CALLBACK, None, Some(pid.to_string()))
+                .with_details(json!({ "kept_for_running_step": true }));
+            tx.audit(&entry).await.map_err(internal)?;
+            tx.commit().await.map_err(internal)?;
+            return Ok(());
+        }
         let wf = self
             .workflow_version(&row.workflow_name, row.workflow_version)
             .ok_or_else(|| DomainError::internal("workflow version not registered"))?

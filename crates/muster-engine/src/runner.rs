@@ -254,8 +254,22 @@ async fn run_steps<D: Send + Sync + 'static>(
                 return Ok(());
             }
             StepKind::Run(f) | StepKind::Retry(f) | StepKind::Callback { action: f, .. } => {
-                let callback = matches!(step.kind, StepKind::Callback { .. });
-                let token = callback.then(new_token);
+                let token = match &step.kind {
+                    StepKind::Callback { timeout, .. } => {
+                        // Armed before the action runs: an answer that comes while the action
+                        // is still running is kept, not refused.
+                        let token = new_token();
+                        if !engine
+                            .store()
+                            .arm_callback(fence, &token_hash(&token), later(started, *timeout))
+                            .await?
+                        {
+                            return Err(RunError::LeaseLost);
+                        }
+                        Some(token)
+                    }
+                    _ => None,
+                };
                 let mut ctx = StepCtx {
                     deps: engine.deps().clone(),
                     state: state.clone(),
@@ -280,6 +294,31 @@ async fn run_steps<D: Send + Sync + 'static>(
                             StepOutcome::Skipped => (State::new(), StepStatus::Skipped),
                         };
                         state.extend(delta.clone());
+                        let early = match &token {
+                            Some(_) => tx.early_callback(row.process_id).await?,
+                            None => None,
+                        };
+                        if let Some(data) = early {
+                            // The outside system answered while the action ran: the step is
+                            // done, with its answer, as if it had waited.
+                            let mut delta = delta;
+                            delta.insert("callback_result".into(), data.clone());
+                            state.insert("callback_result".into(), data);
+                            let mut up = base(ProcessStatus::Running, wf.after(&name).map(str::to_owned), &state);
+                            up.run_after = Some(started);
+                            up.lease_until = Some(later(clock::now(), lease));
+                            record(
+                                &mut tx,
+                                fence,
+                                &log(StepStatus::Success, Value::Object(delta), 0),
+                                &up,
+                                wf_name,
+                            )
+                            .await?;
+                            commit_tx(engine, tx).await?;
+                            next = up.next_step;
+                            continue;
+                        }
                         if let (Some(token), StepKind::Callback { timeout, .. }) = (&token, &step.kind) {
                             let mut up = base(ProcessStatus::AwaitingCallback, Some(name.clone()), &state);
                             up.callback_token_hash = Some(token_hash(token));

@@ -1097,7 +1097,6 @@ async fn callback_step(db: &TestDb) {
 // `awaiting_callback`, when the action's step commits. Its answer is lost and the process
 // waits until its timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a callback that arrives before the callback action's step committed is refused (404) and lost"]
 async fn a_callback_that_arrives_during_its_action_is_not_lost() {
     for db in TestDb::all().await {
         let store = open(&db).await;

@@ -334,6 +334,26 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Arms a callback before its step's action runs: the token (hash) and deadline are stored
+    /// at once, so an outside system that answers before the step ends is not turned away.
+    pub async fn arm_callback(&self, fence: &Fence, token_hash: &str, deadline: OffsetDateTime) -> Result<bool> {
+        let n = on_db!(self, write, pool => {
+            sqlx::query(
+                "UPDATE processes SET callback_token_hash = $4, callback_deadline = $5, callback_early = NULL \
+                 WHERE process_id = $1 AND attempt = $2 AND lease_owner = $3",
+            )
+            .bind(fence.process_id)
+            .bind(fence.attempt)
+            .bind(&fence.worker)
+            .bind(token_hash)
+            .bind(Ts(deadline))
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
     /// Releases a lease without changing anything else (a worker stopping, the engine paused).
     pub async fn release_lease(&self, fence: &Fence) -> Result<bool> {
         let n = on_db!(self, write, pool => {
@@ -457,15 +477,46 @@ impl StoreTx {
         }))
     }
 
-    /// The callback token hash of a process awaiting a callback.
+    /// The callback token hash of a process (set while a callback step runs or waits).
     pub async fn callback_token_hash(&mut self, id: Uuid) -> Result<Option<String>> {
         let h: Option<Option<String>> = on_tx!(self, conn => {
-            sqlx::query_scalar("SELECT callback_token_hash FROM processes WHERE process_id = $1 AND last_status = 'awaiting_callback'")
+            sqlx::query_scalar("SELECT callback_token_hash FROM processes WHERE process_id = $1")
                 .bind(id)
                 .fetch_optional(&mut *conn)
                 .await?
         });
         Ok(h.flatten())
+    }
+
+    /// Keeps a callback that arrived while its step is still running; false if one is kept
+    /// already or the process is not running.
+    pub async fn keep_early_callback(&mut self, id: Uuid, data: &Value) -> Result<bool> {
+        let n = on_tx!(self, conn => {
+            sqlx::query(
+                "UPDATE processes SET callback_early = $2 WHERE process_id = $1 AND last_status = 'running' AND callback_early IS NULL",
+            )
+            .bind(id)
+            .bind(Json(data))
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// The callback that arrived while the step ran, if any (the row is locked on PostgreSQL,
+    /// so a callback arriving now waits and then finds the step's outcome).
+    pub async fn early_callback(&mut self, id: Uuid) -> Result<Option<Value>> {
+        let lock = if self.backend() == Backend::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        let sql = format!("SELECT callback_early FROM processes WHERE process_id = $1{lock}");
+        let v: Option<Option<Json<Value>>> = on_tx!(self, conn => {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *conn).await?
+        });
+        Ok(v.flatten().map(|j| j.0))
     }
 
     /// Ends a step: writes its log row and moves the process on, if `fence` still holds the
@@ -493,7 +544,7 @@ impl StoreTx {
                 "UPDATE processes SET last_status = $4, last_step = $5, next_step = $6, state = $7, run_after = $8, \
                  lease_owner = CASE WHEN $9 IS NULL THEN NULL ELSE lease_owner END, lease_until = $9, \
                  failed_reason = $10, traceback = $11, retries = $12, assignee = $13, callback_token_hash = $14, \
-                 callback_deadline = $15, last_modified_at = $16 \
+                 callback_deadline = $15, last_modified_at = $16, callback_early = NULL \
                  WHERE process_id = $1 AND attempt = $2 AND lease_owner = $3",
             )
             .bind(fence.process_id)
@@ -541,7 +592,7 @@ impl StoreTx {
     ) -> Result<bool> {
         let sql = format!(
             "UPDATE processes SET last_status = $2, state = $3, next_step = $4, run_after = $5, failed_reason = $6, \
-             lease_owner = NULL, lease_until = NULL, callback_token_hash = NULL, callback_deadline = NULL, \
+             lease_owner = NULL, lease_until = NULL, callback_token_hash = NULL, callback_deadline = NULL, callback_early = NULL, \
              retries = CASE WHEN $2 = 'resumed' THEN 0 ELSE retries END, last_modified_at = $7 \
              WHERE process_id = $1 AND last_status IN ({}) AND (lease_until IS NULL OR lease_until < $7)",
             statuses_sql(from)

@@ -139,6 +139,7 @@ CREATE TABLE processes (
     retries              INTEGER NOT NULL DEFAULT 0, -- consecutive retries of the current step
     callback_token_hash  TEXT,
     callback_deadline    TIMESTAMPTZ,
+    callback_early       JSONB,         -- a callback that came while its step was still running
     note                 TEXT
 );
 CREATE INDEX processes_queue ON processes (run_after) WHERE run_after IS NOT NULL;
