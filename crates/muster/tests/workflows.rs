@@ -2472,7 +2472,6 @@ async fn aborting_a_queued_modify_releases_its_subscription() {
 /// subscription and product-block routes answering axum's default `Path<Uuid>` rejection (400
 /// `text/plain`); fixed in ce0badf except for `GET /api/products/{id}`, which still does.
 #[tokio::test]
-#[ignore = "bug: GET /api/products/{id} with a malformed id answers 400 text/plain (muster-server/src/api/products.rs get_product takes Path<Uuid>)"]
 async fn malformed_ids_in_paths_answer_problem_documents() {
     for s in Server::all(&[]).await {
         let l = s.label;
@@ -3063,4 +3062,77 @@ async fn the_validate_task_runs_alongside_a_batch_of_workflows() {
             assert_eq!(m["insync"], true, "{l}: {m}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A paused engine and its queue
+// ---------------------------------------------------------------------------------------------
+
+/// How often `engine_settings` has been read (each claim attempt reads it), from PostgreSQL's
+/// statistics.
+async fn engine_settings_reads(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(pool)
+        .await
+        .expect("clear stats snapshot");
+    sqlx::query_scalar(
+        "SELECT (COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0))::BIGINT FROM pg_stat_user_tables \
+         WHERE relname = 'engine_settings' AND schemaname = current_schema()",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("engine_settings statistics")
+}
+
+/// docs/operations.md: a worker sleeps up to its poll interval (1 s) between looks at the queue.
+/// But while the engine is paused with work queued, `worker::next_sleep` sees a process that is
+/// due and sleeps 20 ms, not knowing that the claim came back empty because of the pause: every
+/// worker node runs ~50 claim UPDATEs (plus a `next_run_after` query) a second for as long as
+/// the pause lasts — on SQLite each one takes the single writer. PostgreSQL only (it counts
+/// the reads of `engine_settings` in `pg_stat_user_tables`).
+#[tokio::test]
+async fn a_paused_worker_does_not_poll_its_queue_continuously() {
+    let Some(db) = muster_store::testing::TestDb::postgres().await else {
+        eprintln!("MUSTER_TEST_DATABASE_URL is not set: this test reads PostgreSQL's statistics");
+        return;
+    };
+    let a = Server::start(db, &[KEY, NO_WORKER]).await;
+    let p = products(&a).await;
+    let w = worker(&a).await;
+    let gid = create_group(&a, &p, "Idle Group").await;
+    drop(w);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&a.db_url)
+        .await
+        .expect("connect");
+
+    // Baseline: a worker with nothing to do looks about once a second.
+    let w = worker(&a).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = engine_settings_reads(&pool).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = engine_settings_reads(&pool).await - before;
+    drop(w);
+
+    // Paused with one create queued.
+    start_ok(
+        &a,
+        "create_user",
+        json!([{"product": p.internal}, {"username": "idle", "user_group_ids": [gid]}]),
+    )
+    .await;
+    set_lock(&a, true).await;
+    let w = worker(&a).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = engine_settings_reads(&pool).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let paused = engine_settings_reads(&pool).await - before;
+    eprintln!("engine_settings reads in 3 s: idle {idle}, paused with work queued {paused}");
+    assert!(
+        paused <= idle.max(3) * 3,
+        "a paused worker looked at its queue {paused} times in 3 s (idle: {idle})"
+    );
+    set_lock(&a, false).await;
+    drop(w);
 }
