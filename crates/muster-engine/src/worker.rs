@@ -28,6 +28,16 @@ pub async fn run<D: Send + Sync + 'static>(engine: Engine<D>, mut shutdown: watc
             }
             continue;
         }
+        if engine.paused().await.unwrap_or(false) {
+            // Paused: nothing may be claimed; look again at the poll interval (or when woken,
+            // e.g. by an unpause on this node) instead of spinning on work that is due.
+            tokio::select! {
+                _ = engine.inner.wake.notified() => {}
+                _ = tokio::time::sleep(cfg.poll) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
         let now = clock::now();
         let lease_until = now + time::Duration::try_from(cfg.lease).unwrap_or(time::Duration::SECOND * 30);
         let claimed = match engine

@@ -10,7 +10,6 @@ use serde::Deserialize;
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -53,8 +52,9 @@ pub async fn list_products(
 pub async fn get_product(
     State(state): State<AppState>,
     AuthUser(_auth): AuthUser,
-    Path(id): Path<Uuid>,
+    Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    let id = crate::api::processes::uuid_of(&id, "product")?;
     let c = state.subscriptions.catalogue();
     Ok(Json(
         c.product(id)
