@@ -188,7 +188,8 @@ async fn run_steps<D: Send + Sync + 'static>(
             completed_at: clock::now(),
             retries,
         };
-        let chainable = matches!(step.kind, StepKind::Run(_) | StepKind::Done | StepKind::Input { .. });
+        // A step that will be skipped does nothing but log, so it chains whatever its kind.
+        let chainable = chains(step, &state);
         // A step that is not chainable starts on a transaction of its own.
         if !chainable && let Some((tx, _, _)) = chain.take() {
             commit_tx(engine, tx).await?;
@@ -205,10 +206,8 @@ async fn run_steps<D: Send + Sync + 'static>(
         };
         let (n, since) = in_chain.unwrap_or((0, std::time::Instant::now()));
         // Keeps the chain open after a recorded step, or commits it.
-        let keep_open = |next: Option<&str>| -> bool {
-            let next_chains = next
-                .and_then(|n| wf.step_named(n))
-                .is_some_and(|s| matches!(s.kind, StepKind::Run(_) | StepKind::Done | StepKind::Input { .. }));
+        let keep_open = |next: Option<&str>, state: &State| -> bool {
+            let next_chains = next.and_then(|n| wf.step_named(n)).is_some_and(|s| chains(s, state));
             next_chains && n + 1 < CHAIN_STEPS && since.elapsed() < CHAIN_TIME
         };
         if let Some(pred) = step.when
@@ -223,7 +222,7 @@ async fn run_steps<D: Send + Sync + 'static>(
             up.lease_until = Some(later(clock::now(), lease));
             record(&mut tx, fence, &log(StepStatus::Skipped, json!({}), 0), &up, wf_name).await?;
             next = up.next_step;
-            if keep_open(next.as_deref()) {
+            if keep_open(next.as_deref(), &state) {
                 chain = Some((tx, n + 1, since));
             } else {
                 commit_tx(engine, tx).await?;
@@ -341,7 +340,7 @@ async fn run_steps<D: Send + Sync + 'static>(
                         next = up.next_step;
                         retries = 0;
                         if matches!(step.kind, StepKind::Run(_)) {
-                            if keep_open(next.as_deref()) {
+                            if keep_open(next.as_deref(), &state) {
                                 chain = Some((tx, n + 1, since));
                             } else {
                                 commit_tx(engine, tx).await?;
@@ -387,6 +386,13 @@ async fn run_steps<D: Send + Sync + 'static>(
             }
         }
     }
+}
+
+/// Whether `step` may run in a chained transaction given the state it will see: plain steps,
+/// `done`, input steps, and any step its condition skips.
+fn chains<D>(step: &crate::definition::Step<D>, state: &State) -> bool {
+    matches!(step.kind, StepKind::Run(_) | StepKind::Done | StepKind::Input { .. })
+        || step.when.is_some_and(|pred| !pred(state))
 }
 
 /// Exponential back-off: base · 2^retries, capped.

@@ -209,10 +209,10 @@ pub fn create() -> Workflow<Deps> {
         .then("initialize_subscription", initialize_subscription)
         .then("provision_user", provision_user)
         .then("set_status", set_status_active)
-        .step(Step::retry(
-            "request_offering_accounts",
-            crate::accounts::request_offering_accounts,
-        ))
+        .step(
+            Step::retry("request_offering_accounts", crate::accounts::request_offering_accounts)
+                .when(has_group_offerings),
+        )
         .then("resync", resync)
         .done()
 }
@@ -284,6 +284,27 @@ async fn link_group(ctx: &mut muster_engine::StepCtx<Deps>, gid: Uuid) -> Result
     Ok(group)
 }
 
+/// The offerings of a UserGroup subscription.
+fn group_offerings(g: &Subscription) -> Vec<Uuid> {
+    match &g.block {
+        Block::UserGroup(b) => b.offerings.clone(),
+        Block::User(_) => vec![],
+    }
+}
+
+/// Whether the state's group has offerings (the account steps are skipped otherwise).
+fn has_group_offerings(state: &State) -> bool {
+    state
+        .get("group_offerings")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty())
+}
+
+/// Whether `modify_user` moved the user to another group.
+fn group_changed(state: &State) -> bool {
+    state.get("group_changed").and_then(Value::as_bool).unwrap_or(true)
+}
+
 fn group_name(g: &Subscription) -> String {
     match &g.block {
         Block::UserGroup(b) => b.group_name.clone().unwrap_or_default(),
@@ -330,6 +351,7 @@ step!(initialize_subscription, |ctx| {
     s.description = format!("User {username} from group {} ({affiliation})", group_name(&group));
     let s = model::set_status(ctx, s, SubscriptionStatus::Provisioning).await?;
     Ok(StepOutcome::merge([
+        ("group_offerings", json!(group_offerings(&group))),
         ("user_uuid", json!(user.uuid)),
         ("directory_user_id", json!(user.user_id().to_string())),
         ("subscription", model::summary(&s)),
@@ -411,10 +433,7 @@ pub fn modify() -> Workflow<Deps> {
         .then("store_process_subscription", store_process_subscription)
         .then("unsync", unsync)
         .then("modify_user_subscription", modify_subscription)
-        .step(Step::retry(
-            "sync_offering_accounts",
-            crate::accounts::sync_offering_accounts,
-        ))
+        .step(Step::retry("sync_offering_accounts", crate::accounts::sync_offering_accounts).when(group_changed))
         .then("resync", resync)
         .done()
 }
@@ -480,6 +499,7 @@ step!(modify_subscription, |ctx| {
     Ok(StepOutcome::merge([
         ("subscription", model::summary(&s)),
         ("previous_group", json!(previous_group)),
+        ("group_changed", json!(previous_group != Some(gid))),
     ]))
 });
 
@@ -502,10 +522,10 @@ pub fn terminate() -> Workflow<Deps> {
         .then("store_process_subscription", store_process_subscription)
         .then("unsync", unsync)
         .then("deprovision_user", deprovision_user)
-        .step(Step::retry(
-            "request_account_deletion",
-            crate::accounts::request_account_deletion,
-        ))
+        .step(
+            Step::retry("request_account_deletion", crate::accounts::request_account_deletion)
+                .when(has_group_offerings),
+        )
         .then("set_status", set_status_terminated)
         .then("resync", resync)
         .done()
@@ -514,13 +534,23 @@ pub fn terminate() -> Workflow<Deps> {
 // Locks the directory user (and ends their sessions); the account stays for the record.
 step!(deprovision_user, |ctx| {
     let s = model::load_own(ctx).await?;
+    let offerings = match user_of(&s).and_then(|u| u.group) {
+        Some(g) => group_offerings(&model::load(ctx, g).await?),
+        None => vec![],
+    };
     let Some(uuid) = user_of(&s).and_then(|u| u.directory_user) else {
-        return Ok(StepOutcome::merge([("directory_user_locked", json!(false))]));
+        return Ok(StepOutcome::merge([
+            ("directory_user_locked", json!(false)),
+            ("group_offerings", json!(offerings)),
+        ]));
     };
     let (rctx, who) = (step_ctx(ctx), actor(ctx.process_id));
     let deps = ctx.deps.clone();
     let locked = deps.directory.lock_user_in(ctx.tx().await?, &rctx, &who, uuid).await?;
-    Ok(StepOutcome::merge([("directory_user_locked", json!(locked))]))
+    Ok(StepOutcome::merge([
+        ("directory_user_locked", json!(locked)),
+        ("group_offerings", json!(offerings)),
+    ]))
 });
 
 // ---- validate_user ----
