@@ -2464,13 +2464,13 @@ async fn aborting_a_queued_modify_releases_its_subscription() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Bugs found by this suite (fixed ones stay as regression tests)
+// Bugs found by this suite, fixed since: regression tests
 // ---------------------------------------------------------------------------------------------
 
 /// docs/api.md: "Every error is application/problem+json"; a malformed path id names nothing, so
 /// it is a 404 `not_found` problem like an unknown one. Found with resume, abort, callback,
-/// subscription and product-block routes answering axum's default `Path<Uuid>` rejection (400
-/// `text/plain`); fixed in ce0badf except for `GET /api/products/{id}`, which still does.
+/// subscription, product and product-block routes answering axum's default `Path<Uuid>`
+/// rejection (400 `text/plain`); fixed in ce0badf and 7f7226d.
 #[tokio::test]
 async fn malformed_ids_in_paths_answer_problem_documents() {
     for s in Server::all(&[]).await {
@@ -2859,7 +2859,7 @@ async fn modify_forms_are_prefilled_and_a_renamed_group_shows_through_its_users(
 }
 
 // ---------------------------------------------------------------------------------------------
-// More bugs found by this suite
+// More bugs found by this suite, fixed since
 // ---------------------------------------------------------------------------------------------
 
 /// The subscription store keeps usernames UNIQUE across all User subscriptions, terminated ones
@@ -3084,12 +3084,12 @@ async fn engine_settings_reads(pool: &sqlx::PgPool) -> i64 {
     .expect("engine_settings statistics")
 }
 
-/// docs/operations.md: a worker sleeps up to its poll interval (1 s) between looks at the queue.
-/// But while the engine is paused with work queued, `worker::next_sleep` sees a process that is
-/// due and sleeps 20 ms, not knowing that the claim came back empty because of the pause: every
-/// worker node runs ~50 claim UPDATEs (plus a `next_run_after` query) a second for as long as
-/// the pause lasts — on SQLite each one takes the single writer. PostgreSQL only (it counts
-/// the reads of `engine_settings` in `pg_stat_user_tables`).
+/// docs/operations.md: a worker sleeps up to its poll interval (1 s) between looks at the queue,
+/// also while the engine is paused with work queued. (Found polling every 20 ms then —
+/// `worker::next_sleep` saw a due process and did not know the claim came back empty because of
+/// the pause: ~50 claim UPDATEs a second per worker node for as long as the pause lasted; fixed
+/// in 7f7226d.) PostgreSQL only: it counts the reads of `engine_settings` in
+/// `pg_stat_user_tables`.
 #[tokio::test]
 async fn a_paused_worker_does_not_poll_its_queue_continuously() {
     let Some(db) = muster_store::testing::TestDb::postgres().await else {
