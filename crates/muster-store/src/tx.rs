@@ -101,7 +101,11 @@ impl StoreTx {
     pub(crate) async fn conn(&mut self) -> Result<&mut TxInner> {
         if self.inner.is_none() {
             self.inner = Some(match &self.store.inner {
-                Inner::Sqlite { write, .. } => TxInner::Sqlite(write.begin().await?),
+                // IMMEDIATE: take the write lock at once. A deferred transaction that reads and
+                // then writes fails with SQLITE_BUSY_SNAPSHOT if another process (a second
+                // muster on the same file) committed in between; waiting for the lock up front
+                // (busy_timeout) cannot fail that way.
+                Inner::Sqlite { write, .. } => TxInner::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?),
                 Inner::Postgres(pool) => TxInner::Postgres(pool.begin().await?),
             });
         }
