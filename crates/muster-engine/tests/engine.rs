@@ -1738,8 +1738,7 @@ async fn abort_compensates_what_the_process_made_even_if_it_ran_meanwhile() {
     } = race_setup(&db).await;
 
     // A's abort reads the waiting process (nothing made yet), then waits for its transaction.
-    let mut hold = store_a.begin().await.expect("hold A's write connection");
-    hold.acquire().await.expect("hold A's write connection");
+    let hold = store_a.hold_writer().await.expect("hold A's write connection");
     let aborting = {
         let a = a.clone();
         tokio::spawn(async move { a.abort(&ctx(), ACTOR, pid).await })
@@ -1784,8 +1783,7 @@ async fn resume_does_not_rewind_a_process_that_ran_meanwhile() {
     } = race_setup(&db).await;
 
     // An operator's resume of the waiting process reads it, then waits for its transaction.
-    let mut hold = store_a.begin().await.expect("hold A's write connection");
-    hold.acquire().await.expect("hold A's write connection");
+    let hold = store_a.hold_writer().await.expect("hold A's write connection");
     let resuming = {
         let a = a.clone();
         tokio::spawn(async move { a.resume(&ctx(), ACTOR, pid, vec![]).await })
@@ -1868,8 +1866,7 @@ async fn expiring_callbacks_spares_a_process_awaiting_its_next_callback() {
     tokio::time::sleep(Duration::from_millis(400)).await;
 
     // A lists the expired wait, then waits for its transaction.
-    let mut hold = store_a.begin().await.expect("hold A's write connection");
-    hold.acquire().await.expect("hold A's write connection");
+    let hold = store_a.hold_writer().await.expect("hold A's write connection");
     let expiring = {
         let a = a.clone();
         tokio::spawn(async move { a.expire_callbacks().await })

@@ -38,7 +38,7 @@ pub use processes::{
 pub use sessions::{LoginGuard, LoginPassword, SessionAndTarget, SessionRecord};
 pub use subscriptions::{HoldTerms, Subscription, SubscriptionListRow, SubscriptionQuery, SubscriptionSort};
 pub use ts::Ts;
-pub use tx::StoreTx;
+pub use tx::{StoreTx, WriterHold};
 pub use users::{UserOrder, UserQuery};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};

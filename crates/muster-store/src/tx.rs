@@ -70,7 +70,24 @@ macro_rules! on_tx {
 }
 pub(crate) use on_tx;
 
+/// This node's write connection, held (see [`Store::hold_writer`]).
+pub struct WriterHold {
+    _conn: Option<sqlx::pool::PoolConnection<Sqlite>>,
+}
+
 impl Store {
+    /// Takes this node's SQLite write connection and keeps it until the hold is dropped,
+    /// without locking the database file: this node's writes wait, other processes' do not.
+    /// For tests that need a node stalled at a precise point; on PostgreSQL it holds nothing.
+    pub async fn hold_writer(&self) -> Result<WriterHold> {
+        Ok(WriterHold {
+            _conn: match &self.inner {
+                Inner::Sqlite { write, .. } => Some(write.acquire().await?),
+                Inner::Postgres(_) => None,
+            },
+        })
+    }
+
     /// Opens a write transaction.
     pub async fn begin(&self) -> Result<StoreTx> {
         Ok(StoreTx {
