@@ -239,6 +239,35 @@ impl<D: Send + Sync + 'static> Engine<D> {
         name: &str,
         inputs: Vec<Value>,
     ) -> Result<Uuid, StartError> {
+        let result = self.start_unaudited(ctx, actor, name, inputs).await;
+        if let Err(e) = &result {
+            let entry = AuditEntry::new(ctx, actions::PROCESS_START, Some(actor.to_owned()), None)
+                .with_details(json!({ "workflow": name }));
+            self.audit_refusal(entry, e).await;
+        }
+        result
+    }
+
+    /// Writes the audit record of a refused start, resume or abort (as the directory does for
+    /// its refusals). Incomplete forms are the protocol, not refusals, and are not recorded.
+    async fn audit_refusal(&self, entry: AuditEntry, e: &StartError) {
+        let code = match e {
+            StartError::Domain(d) if d.kind != ErrorKind::Internal => d.code,
+            StartError::Form(FormStop::Invalid { .. } | FormStop::Overflow) => codes::INVALID_INPUT,
+            _ => return,
+        };
+        if let Err(err) = self.inner.store.insert_audit(&entry.failed(code)).await {
+            tracing::error!(error = %err, "could not write the audit record of a refused call");
+        }
+    }
+
+    async fn start_unaudited(
+        &self,
+        ctx: &RequestCtx,
+        actor: &str,
+        name: &str,
+        inputs: Vec<Value>,
+    ) -> Result<Uuid, StartError> {
         self.refuse_when_paused().await?;
         let state = self.run_start_form(name, inputs).await?;
         let wf = self
@@ -369,6 +398,26 @@ impl<D: Send + Sync + 'static> Engine<D> {
     /// `PUT /api/processes/{id}/resume`: a suspended process with its input step's form, a
     /// failed or waiting one to retry its step from the last good state.
     pub async fn resume(&self, ctx: &RequestCtx, actor: &str, pid: Uuid, inputs: Vec<Value>) -> Result<(), StartError> {
+        let result = self.resume_unaudited(ctx, actor, pid, inputs).await;
+        if let Err(e) = &result {
+            let entry = AuditEntry::new(
+                ctx,
+                actions::PROCESS_RESUME,
+                Some(actor.to_owned()),
+                Some(pid.to_string()),
+            );
+            self.audit_refusal(entry, e).await;
+        }
+        result
+    }
+
+    async fn resume_unaudited(
+        &self,
+        ctx: &RequestCtx,
+        actor: &str,
+        pid: Uuid,
+        inputs: Vec<Value>,
+    ) -> Result<(), StartError> {
         self.refuse_when_paused().await?;
         let row = self
             .inner
@@ -509,6 +558,20 @@ impl<D: Send + Sync + 'static> Engine<D> {
     /// `PUT /api/processes/{id}/abort`: stops the process for good and undoes what its steps
     /// made (the workflow's compensation), releasing its subscriptions, in one transaction.
     pub async fn abort(&self, ctx: &RequestCtx, actor: &str, pid: Uuid) -> Result<(), DomainError> {
+        let result = self.abort_unaudited(ctx, actor, pid).await;
+        if let Err(e) = &result {
+            let entry = AuditEntry::new(
+                ctx,
+                actions::PROCESS_ABORT,
+                Some(actor.to_owned()),
+                Some(pid.to_string()),
+            );
+            self.audit_refusal(entry, &StartError::Domain(e.clone())).await;
+        }
+        result
+    }
+
+    async fn abort_unaudited(&self, ctx: &RequestCtx, actor: &str, pid: Uuid) -> Result<(), DomainError> {
         let row = self
             .inner
             .store
