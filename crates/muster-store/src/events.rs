@@ -45,7 +45,9 @@ impl Store {
     pub async fn sequence_events(&self, limit: i64) -> Result<u64> {
         let postgres = self.backend() == Backend::Postgres;
         Ok(on_db!(self, write, pool => {
-            let mut tx = pool.begin().await?;
+            // SQLite: IMMEDIATE, so that a second process writing the same file (a `muster
+            // worker` beside `serve`) makes this wait rather than fail with BUSY_SNAPSHOT.
+            let mut tx = if postgres { pool.begin().await? } else { pool.begin_with("BEGIN IMMEDIATE").await? };
             if postgres {
                 let locked: Option<i32> =
                     sqlx::query_scalar("SELECT id FROM event_sequencer WHERE id = 1 FOR UPDATE SKIP LOCKED")
