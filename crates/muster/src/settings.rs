@@ -55,8 +55,8 @@ pub struct Settings {
     /// Database: `sqlite:PATH` or `postgres://…` [default: sqlite:<data dir>/muster.db].
     #[arg(long, env = "MUSTER_DATABASE_URL", help_heading = "Storage")]
     pub database_url: Option<String>,
-    /// Connections to PostgreSQL, or SQLite readers [default: twice the number of cores plus
-    /// the worker concurrency: each running process may hold one for its step].
+    /// Connections to PostgreSQL, or SQLite readers [default: twice the number of cores]. More
+    /// connections than cores only add contention: the database is on the same few CPUs.
     #[arg(long, env = "MUSTER_DB_MAX_CONNECTIONS", help_heading = "Storage")]
     pub db_max_connections: Option<u32>,
     /// Directory for the SQLite database and the generated server key [default: .].
@@ -276,9 +276,9 @@ impl Settings {
             database_url,
             db_max_connections: self
                 .db_max_connections
-                // Every running process may hold a connection for its step's transaction; the
-                // API needs its own on top.
-                .unwrap_or_else(|| 2 * cores() as u32 + self.worker_concurrency.unwrap_or(16) as u32)
+                // More connections than cores only add contention (the database shares the CPUs);
+                // running processes queue for a connection like requests do.
+                .unwrap_or_else(|| 2 * cores() as u32)
                 .max(1),
             data_dir,
             secret_key: self.secret_key,
