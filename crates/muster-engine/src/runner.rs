@@ -196,9 +196,17 @@ async fn run_steps<D: Send + Sync + 'static>(
         }
         // Chainable steps get the chain's transaction (or a new one); retry and callback steps,
         // which may wait on the outside world, open theirs only if they write.
+        // Only a step that runs code needs a savepoint: `done`, input steps and skipped steps
+        // only record themselves.
+        let runs_code = matches!(
+            step.kind,
+            StepKind::Run(_) | StepKind::Retry(_) | StepKind::Callback { .. }
+        ) && step.when.is_none_or(|pred| pred(&state));
         let (tx_opt, in_chain) = match chain.take() {
             Some((mut tx, n, since)) => {
-                tx.savepoint().await?;
+                if runs_code {
+                    tx.savepoint().await?;
+                }
                 (Some(tx), Some((n, since)))
             }
             None if chainable => (Some(engine.store().begin().await?), None),

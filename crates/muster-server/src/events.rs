@@ -13,7 +13,7 @@ use tokio::sync::{Notify, watch};
 /// How often the sequencer looks without being woken.
 const IDLE_TICK: Duration = Duration::from_millis(500);
 /// How long the sequencer waits after a wake-up before numbering.
-const GATHER: Duration = Duration::from_millis(5);
+const GATHER: Duration = Duration::from_millis(20);
 /// Events numbered per sequencer transaction.
 const BATCH: i64 = 1000;
 

@@ -126,7 +126,14 @@ async fn change_status(
             to.as_str()
         )));
     }
-    let users = ctx.tx().await?.in_use_by_statuses(s.subscription_id).await?;
+    // Only a UserGroup's block is ever depended on (product_block_relations); a User has no
+    // users to ask about.
+    let users = match s.block {
+        muster_core::workflow::product::Block::UserGroup(_) => {
+            ctx.tx().await?.in_use_by_statuses(s.subscription_id).await?
+        }
+        muster_core::workflow::product::Block::User(_) => vec![],
+    };
     if let Some(bad) = users.iter().find(|u| !to.safe_for_users().contains(u)) {
         return Err(StepError::new(format!(
             "a subscription in status {} uses this one, which therefore cannot become {}",
