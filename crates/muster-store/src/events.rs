@@ -78,21 +78,12 @@ impl Store {
                 .bind(n)
                 .fetch_one(&mut *tx)
                 .await?;
-                // One statement per chunk rather than one per event: under a steady stream of
-                // writes the sequencer otherwise competes with them statement for statement.
-                for (c, chunk) in ids.chunks(500).enumerate() {
-                    let first = last - n + 1 + (c * 500) as i64;
-                    let mut qb = sqlx::QueryBuilder::new("UPDATE events SET seq = CASE id");
-                    for (i, id) in chunk.iter().enumerate() {
-                        qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(first + i as i64);
-                    }
-                    qb.push(" END WHERE id IN (");
-                    let mut sep = qb.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(*id);
-                    }
-                    qb.push(")");
-                    qb.build().execute(&mut *tx).await?;
+                for (i, id) in ids.iter().enumerate() {
+                    sqlx::query("UPDATE events SET seq = $2 WHERE id = $1")
+                        .bind(id)
+                        .bind(last - n + 1 + i as i64)
+                        .execute(&mut *tx)
+                        .await?;
                 }
             }
             tx.commit().await?;
