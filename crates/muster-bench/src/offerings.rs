@@ -211,7 +211,9 @@ async fn measure_list(args: &Args, server: &Server, sites: &Arc<Vec<Site>>) -> R
                 {
                     Ok(r) if r.status().as_u16() == 200 => match r.json::<Value>().await {
                         Ok(v) => {
-                            rows += v.as_array().map(|a| a.len() as u64).unwrap_or(0);
+                            if measuring.load(Ordering::Relaxed) {
+                                rows += v.as_array().map(|a| a.len() as u64).unwrap_or(0);
+                            }
                             true
                         }
                         Err(_) => false,

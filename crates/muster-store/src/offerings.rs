@@ -1098,26 +1098,93 @@ impl Store {
         let Inner::Sqlite { write: pool, .. } = &self.inner else {
             return Err(StoreError::UnsupportedUrl);
         };
-        let mut tx = pool.begin().await?;
-        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
+        // One batch, one hand-off to SQLite's worker thread (each statement sent on its own costs
+        // a thread round trip, which dominated a transition). Each insert runs only if the
+        // statement before it changed exactly one row (`changes() = 1`), so the history, audit
+        // record and event exist only if the update applied; a final `SELECT changes()` says
+        // whether it did. The batch runs in a transaction of its own on the single writer connection.
+        let a = &change.audit;
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("BEGIN IMMEDIATE; ");
         push_update!(qb);
-        let n = match qb.build().execute(&mut *tx).await {
-            Ok(done) => done.rows_affected(),
-            Err(e) => {
-                tx.rollback().await?;
-                return Err(StoreError::unique_as(e, "username", "username"));
-            }
-        };
-        if n != 1 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
+        qb.push("; ");
         if let Some(h) = &change.history {
-            insert_history!(&mut *tx, before.uuid.0, h);
+            qb.push(
+                "INSERT INTO offering_user_history (offering_user_uuid, at, actor, action, from_state, to_state, \
+                 comment, comment_url, cid) SELECT ",
+            )
+            .push_bind(before.uuid.0)
+            .push(", ")
+            .push_bind(Ts(h.at))
+            .push(", ")
+            .push_bind(h.actor.clone())
+            .push(", ")
+            .push_bind(h.action.clone())
+            .push(", ")
+            .push_bind(h.from_state.map(|s| s.as_db()))
+            .push(", ")
+            .push_bind(h.to_state.as_db())
+            .push(", ")
+            .push_bind(h.comment.clone())
+            .push(", ")
+            .push_bind(h.comment_url.clone())
+            .push(", ")
+            .push_bind(h.cid.clone())
+            .push(" WHERE changes() = 1; ");
         }
-        crate::audit::insert!(&mut *tx, &change.audit);
-        tx.commit().await?;
-        Ok(true)
+        qb.push(
+            "INSERT INTO audit_log (at, cid, actor, current_app, remote_addr, action, target, outcome, reason, \
+             details) SELECT ",
+        )
+        .push_bind(Ts(a.at))
+        .push(", ")
+        .push_bind(a.cid.clone())
+        .push(", ")
+        .push_bind(a.actor.clone())
+        .push(", ")
+        .push_bind(a.current_app.clone())
+        .push(", ")
+        .push_bind(a.remote_addr.clone())
+        .push(", ")
+        .push_bind(a.action)
+        .push(", ")
+        .push_bind(a.target.clone())
+        .push(", ")
+        .push_bind(a.outcome.as_str())
+        .push(", ")
+        .push_bind(a.reason.clone())
+        .push(", ")
+        .push_bind(sqlx::types::Json(a.details.clone()))
+        .push(" WHERE changes() = 1; ");
+        if let Some(e) = &a.event {
+            qb.push("INSERT INTO events (stream, kind, subject, at, cid, data) SELECT ")
+                .push_bind(e.stream)
+                .push(", ")
+                .push_bind(e.kind)
+                .push(", ")
+                .push_bind(e.subject.clone())
+                .push(", ")
+                .push_bind(Ts(a.at))
+                .push(", ")
+                .push_bind(a.cid.clone())
+                .push(", ")
+                .push_bind(sqlx::types::Json(e.data.clone()))
+                .push(" WHERE changes() = 1; ");
+        }
+        // The last insert changed a row only if the whole chain did. (Not the summed row count:
+        // SQLite reports the previous batch's count for the BEGIN.)
+        qb.push("SELECT changes(); COMMIT;");
+        let mut conn = pool.acquire().await?;
+        match qb.build_query_scalar::<i64>().fetch_all(&mut *conn).await {
+            Ok(applied) => Ok(applied.first() == Some(&1)),
+            Err(e) => {
+                // A statement failed (a taken username, say): the batch stopped inside its
+                // transaction, which must end here, not on the connection's next use.
+                if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                    tracing::warn!(error = %rollback, "rollback after a failed account write");
+                }
+                Err(StoreError::unique_as(e, "username", "username"))
+            }
+        }
     }
 
     /// Deletes an account row (its history goes with it; the audit log keeps the record).

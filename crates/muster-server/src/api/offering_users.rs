@@ -8,7 +8,7 @@ use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{AnyCaller, ApiJson, Ctx};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use muster_core::error::{DomainError, codes};
@@ -261,8 +261,12 @@ pub async fn list(
     State(state): State<AppState>,
     method: Method,
     AnyCaller(caller): AnyCaller,
-    Query(pairs): Query<Vec<(String, String)>>,
+    RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
+    // Parsed leniently (a malformed escape becomes U+FFFD), then strictly by `parse_list`.
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
     let p = parse_list(&pairs)?;
     let mut headers = HeaderMap::new();
     if method == Method::HEAD {

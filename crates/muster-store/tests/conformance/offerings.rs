@@ -234,6 +234,25 @@ async fn offering_accounts_are_unique_per_person_and_live_username() {
         );
         // Two live accounts never share a local username; a deleted one releases it.
         let b = account(&store, label, &o, "jsmith", AccountState::Ok).await;
+        let rename = |name: &'static str| {
+            move |before: &muster_core::offering::model::Account| {
+                let mut f = before.fields();
+                f.username = name.to_owned();
+                Ok(Some(AccountChange {
+                    fields: f,
+                    allowed_from: vec![before.state],
+                    history: None,
+                    audit: entry(actions::OFFERING_USER_UPDATE),
+                }))
+            }
+        };
+        let r = store.change_offering_user(a, rename("jsmith")).await;
+        assert!(matches!(r, Err(StoreError::Duplicate("username"))), "{label}: {r:?}");
+        // The failed write left nothing behind and the writer is usable at once.
+        let r = store.change_offering_user(a, rename("asmith")).await;
+        assert!(matches!(r, Ok(ChangeOutcome::Changed { .. })), "{label}: {r:?}");
+        let r = store.change_offering_user(a, rename("")).await;
+        assert!(matches!(r, Ok(ChangeOutcome::Changed { .. })), "{label}: {r:?}");
         let user = new_user("person-dup");
         insert(&store, label, &user).await;
         let dup = store
