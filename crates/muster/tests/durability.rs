@@ -341,17 +341,10 @@ async fn kill_worker_mid_flight(db: TestDb) {
             >= in_flight,
         "{label}: the processes in flight at the kill were claimed again"
     );
-    assert!(
-        checks
-            .i64(
-                "SELECT COUNT(DISTINCT s.process_id) FROM process_steps s JOIN process_steps t \
-                 ON t.process_id = s.process_id AND t.attempt > s.attempt \
-                 WHERE s.status = 'success' AND t.status IN ('success', 'complete') AND t.name <> s.name"
-            )
-            .await
-            > 0,
-        "{label}: some process carried on from the steps the killed worker had committed"
-    );
+    // Whether some process had committed part of its steps before the kill depends on where the
+    // engine cut its chain of steps (consecutive steps commit together); carrying on from
+    // committed steps is tested deterministically in muster-engine's tests. Here: nothing was
+    // lost and nothing ran twice.
     assert_exactly_once(&checks, N as i64, "durable", label).await;
     assert_logs_once(&d, &pids).await;
     let listed = d
