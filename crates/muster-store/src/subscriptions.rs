@@ -406,6 +406,9 @@ impl StoreTx {
     /// Reads a subscription inside this transaction; on PostgreSQL the row stays locked until
     /// the transaction ends (SQLite has one writer anyway).
     pub async fn subscription(&mut self, id: Uuid) -> Result<Option<Subscription>> {
+        if let Some(s) = self.subs.get(&id) {
+            return Ok(Some(s.clone()));
+        }
         let lock = if self.backend() == Backend::Postgres {
             " FOR UPDATE OF s"
         } else {
@@ -415,7 +418,19 @@ impl StoreTx {
         let row: Option<SubscriptionRow> = on_tx!(self, conn => {
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *conn).await?
         });
-        row.map(SubscriptionRow::into_subscription).transpose()
+        let sub = row.map(SubscriptionRow::into_subscription).transpose()?;
+        if let Some(s) = &sub {
+            self.subs.insert(id, s.clone());
+        }
+        Ok(sub)
+    }
+
+    /// Remembers `s` as saved at `version` (see `StoreTx::subs`).
+    fn remember(&mut self, s: &Subscription, version: i64, now: OffsetDateTime) {
+        let mut saved = s.clone();
+        saved.version = version;
+        saved.updated_at = now;
+        self.subs.insert(s.subscription_id, saved);
     }
 
     pub async fn insert_subscription(&mut self, s: &Subscription) -> Result<()> {
@@ -479,12 +494,25 @@ impl StoreTx {
                 }
             }
         });
+        self.subs.insert(s.subscription_id, s.clone());
         Ok(())
     }
 
     /// Writes every field of `s` if the row is still at `s.version`; returns the new version,
     /// or None when the row moved on (or is gone).
     pub async fn save_subscription(&mut self, s: &Subscription, now: OffsetDateTime) -> Result<Option<i64>> {
+        // What this transaction knows the row to hold: unchanged parts are not written again.
+        let (block_same, group_same) = match (self.subs.get(&s.subscription_id).map(|p| &p.block), &s.block) {
+            (Some(Block::UserGroup(a)), Block::UserGroup(b)) => (a == b, true),
+            (Some(Block::User(a)), Block::User(b)) => (
+                a.username == b.username
+                    && a.age == b.age
+                    && a.user_id == b.user_id
+                    && a.directory_user == b.directory_user,
+                a.group == b.group,
+            ),
+            _ => (false, false),
+        };
         on_tx!(self, conn => {
             let n = sqlx::query(
                 "UPDATE subscriptions SET description = $2, status = $3, customer_id = $4, insync = $5, start_date = $6, \
@@ -509,6 +537,7 @@ impl StoreTx {
                 return Ok(None);
             }
             match &s.block {
+                Block::UserGroup(_) if block_same => {}
                 Block::UserGroup(b) => {
                     sqlx::query("UPDATE user_group_blocks SET group_name = $2, group_id = $3, offerings = $4 WHERE subscription_id = $1")
                         .bind(s.subscription_id)
@@ -520,16 +549,19 @@ impl StoreTx {
                         .map_err(unique)?;
                 }
                 Block::User(b) => {
-                    sqlx::query("UPDATE user_blocks SET username = $2, age = $3, user_id = $4, directory_user = $5 WHERE subscription_id = $1")
-                        .bind(s.subscription_id)
-                        .bind(&b.username)
-                        .bind(b.age)
-                        .bind(b.user_id)
-                        .bind(b.directory_user)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(unique)?;
+                    if !block_same {
+                        sqlx::query("UPDATE user_blocks SET username = $2, age = $3, user_id = $4, directory_user = $5 WHERE subscription_id = $1")
+                            .bind(s.subscription_id)
+                            .bind(&b.username)
+                            .bind(b.age)
+                            .bind(b.user_id)
+                            .bind(b.directory_user)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(unique)?;
+                    }
                     match b.group {
+                        _ if group_same => {}
                         Some(g) => {
                             sqlx::query(
                                 "INSERT INTO subscription_relations (in_use_by_id, attribute, depends_on_id) VALUES ($1, 'group', $2) \
@@ -550,6 +582,7 @@ impl StoreTx {
                 }
             }
         });
+        self.remember(s, s.version + 1, now);
         Ok(Some(s.version + 1))
     }
 
@@ -577,7 +610,11 @@ impl StoreTx {
             .await?
             .rows_affected()
         });
-        Ok((n == 1).then_some(s.version + 1))
+        if n != 1 {
+            return Ok(None);
+        }
+        self.remember(s, s.version + 1, now);
+        Ok(Some(s.version + 1))
     }
 
     /// Takes the subscription for process `pid` (one workflow at a time): a conditional
@@ -613,6 +650,7 @@ impl StoreTx {
              AND ($4 IS NULL OR version = $4){users}{relations}",
             statuses_sql(usable)
         );
+        self.subs.remove(&id);
         let n = on_tx!(self, conn => {
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(id)
@@ -629,7 +667,7 @@ impl StoreTx {
     /// Releases the subscriptions process `pid` holds (`resync`, or abort), marking them in
     /// sync; returns their ids.
     pub async fn release_subscriptions(&mut self, pid: Uuid, now: OffsetDateTime) -> Result<Vec<Uuid>> {
-        Ok(on_tx!(self, conn => {
+        let ids: Vec<Uuid> = on_tx!(self, conn => {
             sqlx::query_scalar(
                 "UPDATE subscriptions SET insync = TRUE, locked_by_process = NULL, version = version + 1, updated_at = $2 \
                  WHERE locked_by_process = $1 RETURNING subscription_id",
@@ -638,11 +676,21 @@ impl StoreTx {
             .bind(Ts(now))
             .fetch_all(&mut *conn)
             .await?
-        }))
+        });
+        for id in &ids {
+            if let Some(s) = self.subs.get_mut(id) {
+                s.insync = true;
+                s.locked_by_process = None;
+                s.version += 1;
+                s.updated_at = now;
+            }
+        }
+        Ok(ids)
     }
 
     /// Deletes a subscription (an aborted create's orphan). Only `initial`/`provisioning` ones.
     pub async fn delete_unfinished_subscription(&mut self, id: Uuid) -> Result<bool> {
+        self.subs.remove(&id);
         Ok(on_tx!(self, conn => {
             sqlx::query("DELETE FROM subscriptions WHERE subscription_id = $1 AND status IN ('initial', 'provisioning')")
                 .bind(id)
@@ -714,6 +762,10 @@ impl StoreTx {
     /// group): on PostgreSQL under a share lock, so it cannot be terminated meanwhile while
     /// concurrent readers (other users joining the group) are not held up.
     pub async fn subscription_shared(&mut self, id: Uuid) -> Result<Option<Subscription>> {
+        if let Some(s) = self.subs.get(&id) {
+            // Already locked for update by this transaction.
+            return Ok(Some(s.clone()));
+        }
         let lock = if self.backend() == Backend::Postgres {
             " FOR SHARE OF s"
         } else {

@@ -36,6 +36,10 @@ pub struct StoreTx {
     /// the one staged when the last savepoint was marked.
     pub(crate) staged: Option<(crate::Fence, crate::ProcessUpdate)>,
     pub(crate) staged_mark: Option<(crate::Fence, crate::ProcessUpdate)>,
+    /// Subscriptions this transaction has read (locked, on PostgreSQL) or written, as they now
+    /// are in it: consecutive steps of a process read what their predecessor saved without
+    /// asking the database again, and saves skip the rows that did not change.
+    pub(crate) subs: std::collections::HashMap<uuid::Uuid, crate::Subscription>,
 }
 
 pub(crate) struct PendingEvent {
@@ -99,6 +103,7 @@ impl Store {
             marks: (0, 0),
             staged: None,
             staged_mark: None,
+            subs: std::collections::HashMap::new(),
         })
     }
 }
@@ -186,6 +191,8 @@ impl StoreTx {
         self.events.truncate(self.marks.0);
         self.steps.truncate(self.marks.1);
         self.staged = self.staged_mark.clone();
+        // What the undone step saved is gone; read again what is needed.
+        self.subs.clear();
         Ok(())
     }
 
