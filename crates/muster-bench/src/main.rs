@@ -54,6 +54,9 @@ struct Args {
     /// Concurrent clients starting and awaiting create_user workflows.
     #[arg(long, default_value_t = 32)]
     workflow_clients: usize,
+    /// The server's worker concurrency (`MUSTER_WORKER_CONCURRENCY`) in the workflow scenario.
+    #[arg(long, default_value_t = 16)]
+    worker_concurrency: usize,
     /// Processes queued at once in the drain scenario.
     #[arg(long, default_value_t = 10_000)]
     drain: u64,
@@ -83,9 +86,9 @@ struct Server {
 async fn start_server(args: &Args) -> Result<Server> {
     // The drain scenario queues with no worker in `serve`, then starts `muster worker`.
     let worker = if args.scenarios.iter().any(|s| s == "drain") {
-        "0"
+        "0".to_owned()
     } else {
-        "16"
+        args.worker_concurrency.to_string()
     };
     let db = match args.db.as_str() {
         "sqlite" => muster_store::testing::TestDb::sqlite(),
@@ -102,7 +105,7 @@ async fn start_server(args: &Args) -> Result<Server> {
         .env("MUSTER_DATA_DIR", data.path())
         .env("MUSTER_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("MUSTER_LOG", "warn")
-        .env("MUSTER_WORKER_CONCURRENCY", worker)
+        .env("MUSTER_WORKER_CONCURRENCY", &worker)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
