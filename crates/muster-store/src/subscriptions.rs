@@ -513,29 +513,11 @@ impl StoreTx {
             ),
             _ => (false, false),
         };
+        // The subscription row first: it carries the version check.
+        if self.save_subscription_row(s, now).await?.is_none() {
+            return Ok(None);
+        }
         on_tx!(self, conn => {
-            let n = sqlx::query(
-                "UPDATE subscriptions SET description = $2, status = $3, customer_id = $4, insync = $5, start_date = $6, \
-                 end_date = $7, note = $8, locked_by_process = $9, version = version + 1, updated_at = $10 \
-                 WHERE subscription_id = $1 AND version = $11",
-            )
-            .bind(s.subscription_id)
-            .bind(&s.description)
-            .bind(s.status.as_str())
-            .bind(&s.customer_id)
-            .bind(s.insync)
-            .bind(s.start_date.map(Ts))
-            .bind(s.end_date.map(Ts))
-            .bind(&s.note)
-            .bind(s.locked_by_process)
-            .bind(Ts(now))
-            .bind(s.version)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-            if n != 1 {
-                return Ok(None);
-            }
             match &s.block {
                 Block::UserGroup(_) if block_same => {}
                 Block::UserGroup(b) => {

@@ -113,12 +113,6 @@ impl StoreTx {
         self.store.backend()
     }
 
-    /// Begins the transaction now (it otherwise begins at its first statement): on SQLite this
-    /// takes the writer, until commit or rollback.
-    pub async fn acquire(&mut self) -> Result<()> {
-        self.conn().await.map(|_| ())
-    }
-
     /// The transaction's connection, beginning the transaction on first use.
     pub(crate) async fn conn(&mut self) -> Result<&mut TxInner> {
         if self.inner.is_none() {

@@ -9,7 +9,6 @@
 //! under way is left alone), and retried with back-off if the database is unavailable.
 
 use crate::{Deps, step};
-use muster_core::audit::RequestCtx;
 use muster_core::offering::lifecycle::{self, Action};
 use muster_core::offering::model::OfferingUuid;
 use muster_core::workflow::product::Block;
@@ -17,13 +16,6 @@ use muster_engine::{StepCtx, StepError, StepOutcome};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use uuid::Uuid;
-
-fn request_ctx(ctx: &StepCtx<Deps>) -> RequestCtx {
-    RequestCtx {
-        cid: format!("process-{}", ctx.process_id),
-        ..Default::default()
-    }
-}
 
 /// The offerings of a UserGroup subscription.
 async fn offerings_of_group(ctx: &StepCtx<Deps>, group: Uuid) -> Result<BTreeSet<Uuid>, StepError> {
@@ -49,7 +41,7 @@ async fn member(ctx: &StepCtx<Deps>) -> Result<(Uuid, Option<Uuid>), StepError> 
 }
 
 async fn request_all(ctx: &StepCtx<Deps>, user: Uuid, offerings: &BTreeSet<Uuid>) -> Result<Vec<Value>, StepError> {
-    let rctx = request_ctx(ctx);
+    let rctx = crate::model::request_ctx(ctx);
     let mut out = Vec::new();
     for o in offerings {
         let view = ctx
@@ -65,7 +57,7 @@ async fn request_all(ctx: &StepCtx<Deps>, user: Uuid, offerings: &BTreeSet<Uuid>
 /// Requests deletion of the user's accounts on `offerings` where the lifecycle allows it now;
 /// accounts already being deleted (or never made) are left as they are.
 async fn retire_all(ctx: &StepCtx<Deps>, user: Uuid, offerings: &BTreeSet<Uuid>) -> Result<Vec<Value>, StepError> {
-    let rctx = request_ctx(ctx);
+    let rctx = crate::model::request_ctx(ctx);
     let store = ctx.deps.directory.store();
     let mut out = Vec::new();
     for o in offerings {

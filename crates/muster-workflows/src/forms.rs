@@ -4,7 +4,7 @@ use crate::Deps;
 use muster_core::workflow::SubscriptionStatus;
 use muster_core::workflow::form::{Choice, Field, FormError, FormRun, FormStop, Page};
 use muster_engine::FormFail;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 /// Page 1 of every create form: which product (`{"product": id}`).
@@ -84,8 +84,4 @@ pub fn summary_page(title: &str, data: Value) -> Page {
 
 pub fn str_of<'a>(v: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str)
-}
-
-pub fn labelled(value: &str) -> Value {
-    json!(value)
 }

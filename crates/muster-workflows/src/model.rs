@@ -76,6 +76,52 @@ async fn write(ctx: &mut StepCtx<Deps>, mut s: Subscription, block_changed: bool
     Ok(s)
 }
 
+/// Creates the `initial` subscription of the state's `product`, held by this process (a create
+/// workflow's `create_subscription` step), and returns what the step adds to the state.
+pub async fn create(
+    ctx: &mut StepCtx<Deps>,
+    customer_id: String,
+    block: muster_core::workflow::product::Block,
+) -> Result<muster_engine::StepOutcome, StepError> {
+    let product: Uuid = ctx.uuid("product")?;
+    let description = ctx
+        .deps
+        .catalogue
+        .product(product)
+        .map(|p| format!("Initial subscription of {}", p.description))
+        .ok_or_else(|| StepError::new("unknown product"))?;
+    let now = ctx.now();
+    let s = Subscription {
+        subscription_id: Uuid::new_v4(),
+        description,
+        status: SubscriptionStatus::Initial,
+        product_id: product,
+        customer_id,
+        insync: false,
+        start_date: None,
+        end_date: None,
+        note: None,
+        locked_by_process: Some(ctx.process_id),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+        block,
+    };
+    insert(ctx, &s).await?;
+    Ok(muster_engine::StepOutcome::merge([
+        ("subscription_id", json!(s.subscription_id)),
+        ("subscription", summary(&s)),
+    ]))
+}
+
+/// The request context of a step's own changes (audit `cid` = the process).
+pub fn request_ctx(ctx: &StepCtx<Deps>) -> muster_core::audit::RequestCtx {
+    muster_core::audit::RequestCtx {
+        cid: format!("process-{}", ctx.process_id),
+        ..Default::default()
+    }
+}
+
 pub async fn insert(ctx: &mut StepCtx<Deps>, s: &Subscription) -> Result<(), StepError> {
     ctx.tx().await?.insert_subscription(s).await.map_err(duplicate)?;
     publish(ctx, s, kinds::SUBSCRIPTION_CREATED).await

@@ -21,13 +21,6 @@ const TYPE: &str = "User";
 /// creates the user, never shown (`__` keys are not public) and never in plain text.
 const SEALED_HASH: &str = "__password_hash";
 
-fn step_ctx(ctx: &muster_engine::StepCtx<Deps>) -> RequestCtx {
-    RequestCtx {
-        cid: format!("process-{}", ctx.process_id),
-        ..Default::default()
-    }
-}
-
 fn actor(pid: Uuid) -> String {
     format!("process:{pid}")
 }
@@ -228,29 +221,11 @@ fn first_group(ctx: &muster_engine::StepCtx<Deps>) -> Result<Uuid, StepError> {
 }
 
 step!(create_subscription, |ctx| {
-    let product: Uuid = ctx.uuid("product")?;
-    let description = ctx
-        .deps
-        .catalogue
-        .product(product)
-        .map(|p| format!("Initial subscription of {}", p.description))
-        .ok_or_else(|| StepError::new("unknown product"))?;
-    let now = ctx.now();
-    let s = Subscription {
-        subscription_id: Uuid::new_v4(),
-        description,
-        status: SubscriptionStatus::Initial,
-        product_id: product,
-        customer_id: Uuid::new_v4().to_string(),
-        insync: false,
-        start_date: None,
-        end_date: None,
-        note: None,
-        locked_by_process: Some(ctx.process_id),
-        version: 1,
-        created_at: now,
-        updated_at: now,
-        block: Block::User(UserBlock {
+    let customer_id = Uuid::new_v4().to_string();
+    model::create(
+        ctx,
+        customer_id,
+        Block::User(UserBlock {
             subscription_instance_id: Uuid::new_v4(),
             username: None,
             age: None,
@@ -258,12 +233,8 @@ step!(create_subscription, |ctx| {
             directory_user: None,
             group: None,
         }),
-    };
-    model::insert(ctx, &s).await?;
-    Ok(StepOutcome::merge([
-        ("subscription_id", json!(s.subscription_id)),
-        ("subscription", model::summary(&s)),
-    ]))
+    )
+    .await
 });
 
 /// Links the chosen group (which must still be active: it is read under a row lock) and
@@ -335,7 +306,7 @@ step!(initialize_subscription, |ctx| {
         None => None,
     };
     let input = directory_input(&ctx.state, false);
-    let rctx = step_ctx(ctx);
+    let rctx = model::request_ctx(ctx);
     let who = actor(ctx.process_id);
     let deps = ctx.deps.clone();
     let user = deps
@@ -452,7 +423,7 @@ step!(modify_subscription, |ctx| {
         .unwrap_or("internal")
         .to_owned();
     let age = ctx.opt_i64("age").and_then(|a| i32::try_from(a).ok());
-    let (rctx, who) = (step_ctx(ctx), actor(ctx.process_id));
+    let (rctx, who) = (model::request_ctx(ctx), actor(ctx.process_id));
     if let Block::User(b) = &mut s.block {
         if b.username.as_deref() != Some(&username)
             && let Some(uuid) = b.directory_user
@@ -544,7 +515,7 @@ step!(deprovision_user, |ctx| {
             ("group_offerings", json!(offerings)),
         ]));
     };
-    let (rctx, who) = (step_ctx(ctx), actor(ctx.process_id));
+    let (rctx, who) = (model::request_ctx(ctx), actor(ctx.process_id));
     let deps = ctx.deps.clone();
     let locked = deps.directory.lock_user_in(ctx.tx().await?, &rctx, &who, uuid).await?;
     Ok(StepOutcome::merge([

@@ -70,40 +70,18 @@ pub fn create() -> Workflow<Deps> {
 }
 
 step!(create_subscription, |ctx| {
-    let product: Uuid = ctx.uuid("product")?;
-    let description = ctx
-        .deps
-        .catalogue
-        .product(product)
-        .map(|p| format!("Initial subscription of {}", p.description))
-        .ok_or_else(|| StepError::new("unknown product"))?;
-    let now = ctx.now();
-    let s = Subscription {
-        subscription_id: Uuid::new_v4(),
-        description,
-        status: SubscriptionStatus::Initial,
-        product_id: product,
-        customer_id: ctx.str("customer_id").unwrap_or("default").to_owned(),
-        insync: false,
-        start_date: None,
-        end_date: None,
-        note: None,
-        locked_by_process: Some(ctx.process_id),
-        version: 1,
-        created_at: now,
-        updated_at: now,
-        block: Block::UserGroup(UserGroupBlock {
+    let customer_id = ctx.str("customer_id").unwrap_or("default").to_owned();
+    model::create(
+        ctx,
+        customer_id,
+        Block::UserGroup(UserGroupBlock {
             subscription_instance_id: Uuid::new_v4(),
             group_name: None,
             group_id: None,
             offerings: vec![],
         }),
-    };
-    model::insert(ctx, &s).await?;
-    Ok(StepOutcome::merge([
-        ("subscription_id", json!(s.subscription_id)),
-        ("subscription", model::summary(&s)),
-    ]))
+    )
+    .await
 });
 
 step!(initialize_subscription, |ctx| {
