@@ -102,6 +102,21 @@ pub(crate) struct Inner<D> {
     /// The engine lock as last read, and when (runners look before every step; the database
     /// is asked at most every `PAUSE_RECHECK`).
     pub(crate) paused: std::sync::Mutex<(bool, Option<std::time::Instant>)>,
+    /// This node's running worker, if any: a start that finds a free slot hands its process
+    /// straight to it (see `NewProcess::claimed_by`).
+    pub(crate) local: std::sync::Mutex<Option<LocalWorker>>,
+}
+
+/// A running worker's free slots and its inbox of processes started on this node.
+pub(crate) struct LocalWorker {
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
+    pub(crate) inbox: tokio::sync::mpsc::UnboundedSender<(muster_store::ProcessRow, tokio::sync::OwnedSemaphorePermit)>,
+}
+
+/// A free slot of this node's worker, taken for a process about to start.
+struct Handoff {
+    permit: tokio::sync::OwnedSemaphorePermit,
+    inbox: tokio::sync::mpsc::UnboundedSender<(muster_store::ProcessRow, tokio::sync::OwnedSemaphorePermit)>,
 }
 
 /// How stale the cached engine lock may be: a pause reaches runners on every node within this.
@@ -135,6 +150,7 @@ impl<D: Send + Sync + 'static> Engine<D> {
                 wake: Notify::new(),
                 on_event: None,
                 paused: std::sync::Mutex::new((false, None)),
+                local: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -278,12 +294,45 @@ impl<D: Send + Sync + 'static> Engine<D> {
             Some(p) => p(&self.inner.deps, state).await?,
             None => state,
         };
+        let handoff = self.free_local_slot();
+        let claim = handoff.as_ref().map(|_| {
+            let until =
+                clock::now() + time::Duration::try_from(self.inner.config.lease).unwrap_or(time::Duration::SECOND * 30);
+            (self.inner.config.worker_name.clone(), until)
+        });
         let mut tx = self.inner.store.begin().await?;
-        let pid = self.start_in(&mut tx, ctx, actor, &wf, state).await?;
+        let (pid, row) = self.start_claimed(&mut tx, ctx, actor, &wf, state, claim).await?;
         tx.commit().await?;
         self.events_written();
-        self.wake();
+        match (handoff, row) {
+            (Some(h), Some(row)) => {
+                if let Err(tokio::sync::mpsc::error::SendError((row, _permit))) = h.inbox.send((row, h.permit)) {
+                    // The worker stopped meanwhile: let any worker have it now rather than
+                    // when the lease runs out.
+                    let fence = muster_store::Fence {
+                        process_id: row.process_id,
+                        attempt: row.attempt,
+                        worker: self.inner.config.worker_name.clone(),
+                    };
+                    if let Err(e) = self.inner.store.release_lease(&fence).await {
+                        tracing::warn!(error = %e, "releasing a process the stopped worker was to run");
+                    }
+                }
+            }
+            _ => self.wake(),
+        }
         Ok(pid)
+    }
+
+    /// A free slot of this node's worker, if it runs and has one.
+    fn free_local_slot(&self) -> Option<Handoff> {
+        let local = self.inner.local.lock().ok()?;
+        let w = local.as_ref()?;
+        let permit = w.slots.clone().try_acquire_owned().ok()?;
+        Some(Handoff {
+            permit,
+            inbox: w.inbox.clone(),
+        })
     }
 
     /// Stores and queues a process inside `tx` (also used by the scheduler).
@@ -293,8 +342,22 @@ impl<D: Send + Sync + 'static> Engine<D> {
         ctx: &RequestCtx,
         actor: &str,
         wf: &Workflow<D>,
-        mut state: State,
+        state: State,
     ) -> Result<Uuid, StartError> {
+        Ok(self.start_claimed(tx, ctx, actor, wf, state, None).await?.0)
+    }
+
+    /// Stores a process inside `tx`: queued, or claimed by `claim` (worker, lease end), in
+    /// which case the claimed row is returned for the claimant to run.
+    async fn start_claimed(
+        &self,
+        tx: &mut StoreTx,
+        ctx: &RequestCtx,
+        actor: &str,
+        wf: &Workflow<D>,
+        mut state: State,
+        claim: Option<(String, time::OffsetDateTime)>,
+    ) -> Result<(Uuid, Option<muster_store::ProcessRow>), StartError> {
         let pid = Uuid::new_v4();
         let now = clock::now();
         state.insert("process_id".into(), json!(pid));
@@ -302,7 +365,7 @@ impl<D: Send + Sync + 'static> Engine<D> {
         state.insert("workflow_name".into(), json!(wf.name));
         state.insert("workflow_target".into(), json!(wf.target.as_str()));
         let first = wf.steps.first().map(|s| s.name).unwrap_or(INIT);
-        tx.insert_process(&NewProcess {
+        let new = NewProcess {
             process_id: pid,
             workflow_name: wf.name.to_owned(),
             workflow_version: wf.version,
@@ -313,8 +376,9 @@ impl<D: Send + Sync + 'static> Engine<D> {
             state: Value::Object(state.clone()),
             next_step: first.to_owned(),
             now,
-        })
-        .await?;
+            claimed_by: claim,
+        };
+        tx.insert_process(&new).await?;
         if matches!(wf.target, Target::Modify | Target::Terminate | Target::Validate)
             && let Some(sid) = state.get("subscription_id").and_then(Value::as_str)
         {
@@ -362,8 +426,11 @@ impl<D: Send + Sync + 'static> Engine<D> {
             json!({ "process_id": pid, "workflow_name": wf.name, "last_status": "created" }),
         );
         tx.audit(&entry).await?;
-        tx.notify_work().await?;
-        Ok(pid)
+        let row = new.claimed_row();
+        if row.is_none() {
+            tx.notify_work().await?;
+        }
+        Ok((pid, row))
     }
 
     /// Explains why a subscription could not be held.
@@ -897,6 +964,10 @@ impl<D: Send + Sync + 'static> Engine<D> {
             .set_engine_lock(paused, &entry)
             .await
             .map_err(internal)?;
+        // This node's runners see the change at their next step, not when the cache expires.
+        if let Ok(mut p) = self.inner.paused.lock() {
+            *p = (paused, Some(std::time::Instant::now()));
+        }
         if !paused {
             self.wake();
         }

@@ -289,11 +289,18 @@ async fn run_steps<D: Send + Sync + 'static>(
                     tx: tx_opt,
                     now: started,
                 };
-                let result = f(&mut ctx).await;
+                let mut result = f(&mut ctx).await;
                 let mut tx = match ctx.tx.take() {
                     Some(tx) => tx,
                     None => engine.store().begin().await?,
                 };
+                // What the step wrote and may still be refused (a taken username) is sent now,
+                // so that a refusal is this step's failure and not a later one's.
+                if result.is_ok()
+                    && let Err(e) = tx.settle().await
+                {
+                    result = Err(e.into());
+                }
                 match result {
                     Ok(outcome) => {
                         let (delta, status) = match outcome {

@@ -14,6 +14,27 @@ pub async fn run<D: Send + Sync + 'static>(engine: Engine<D>, mut shutdown: watc
     let cfg = engine.config().clone();
     let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     spawn_listener(&engine);
+    // Processes started on this node while a slot is free come straight here, already
+    // claimed (see `Engine::start`): no claim round trip, no wake-up of the claim loop.
+    let (inbox, mut handed) = tokio::sync::mpsc::unbounded_channel();
+    if let Ok(mut local) = engine.inner.local.lock() {
+        *local = Some(crate::engine::LocalWorker {
+            slots: slots.clone(),
+            inbox,
+        });
+    }
+    let runs_handed = {
+        let (engine, stop) = (engine.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            while let Some((row, permit)) = handed.recv().await {
+                let (engine, stop) = (engine.clone(), stop.clone());
+                tokio::spawn(async move {
+                    crate::runner::run(&engine, row, stop).await;
+                    drop(permit);
+                });
+            }
+        })
+    };
     info!(worker = %cfg.worker_name, concurrency = cfg.concurrency, "worker started");
     loop {
         if *shutdown.borrow() {
@@ -73,8 +94,13 @@ pub async fn run<D: Send + Sync + 'static>(engine: Engine<D>, mut shutdown: watc
             _ = shutdown.changed() => {}
         }
     }
+    // No more hand-offs; those already sent run (and stop at once, the worker stopping).
+    if let Ok(mut local) = engine.inner.local.lock() {
+        *local = None;
+    }
     // Let running processes reach their next step boundary.
     let _ = slots.acquire_many(cfg.concurrency.max(1) as u32).await;
+    runs_handed.abort();
     info!(worker = %cfg.worker_name, "worker stopped");
 }
 

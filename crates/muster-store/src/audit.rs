@@ -9,25 +9,44 @@ use time::OffsetDateTime;
 /// Inserts an [`AuditEntry`]'s record only (its event is the caller's business).
 macro_rules! insert_record {
     ($conn:expr, $a:expr) => {{
-        sqlx::query(
-            "INSERT INTO audit_log (at, cid, actor, current_app, remote_addr, action, target, outcome, reason, details) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind($crate::Ts($a.at))
-        .bind(&$a.cid)
-        .bind(&$a.actor)
-        .bind(&$a.current_app)
-        .bind(&$a.remote_addr)
-        .bind($a.action)
-        .bind(&$a.target)
-        .bind($a.outcome.as_str())
-        .bind(&$a.reason)
-        .bind(sqlx::types::Json(&$a.details))
-        .execute($conn)
-        .await?;
+        sqlx::query($crate::audit::INSERT_AUDIT)
+            .bind($crate::Ts($a.at))
+            .bind(&$a.cid)
+            .bind(&$a.actor)
+            .bind(&$a.current_app)
+            .bind(&$a.remote_addr)
+            .bind($a.action)
+            .bind(&$a.target)
+            .bind($a.outcome.as_str())
+            .bind(&$a.reason)
+            .bind(sqlx::types::Json(&$a.details))
+            .execute($conn)
+            .await?;
     }};
 }
 pub(crate) use insert_record;
+
+pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_log (at, cid, actor, current_app, remote_addr, action, target, \
+    outcome, reason, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// Holds an audit record's insert in a SQLite batch (see `tx::Batch`).
+pub(crate) fn hold_record(b: &mut crate::tx::Batch, a: &AuditEntry) -> Result<()> {
+    crate::tx::hold!(
+        b,
+        INSERT_AUDIT,
+        crate::Ts(a.at),
+        &a.cid,
+        &a.actor,
+        &a.current_app,
+        &a.remote_addr,
+        a.action,
+        &a.target,
+        a.outcome.as_str(),
+        &a.reason,
+        Json(&a.details)
+    );
+    Ok(())
+}
 
 /// Inserts an [`AuditEntry`] on a connection or transaction (inside another write), and the
 /// event it carries, if any (unsequenced: see `events.rs`).

@@ -16,6 +16,7 @@
 mod audit;
 mod catalogue;
 mod events;
+mod group_commit;
 mod offerings;
 mod processes;
 mod sessions;
@@ -44,6 +45,7 @@ pub use users::{UserOrder, UserQuery};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,10 @@ pub enum StoreError {
     /// A fenced write matched no row: another worker holds the process now.
     #[error("the process's lease was lost")]
     Fenced,
+    /// The SQLite group commit this transaction's writes were part of failed: none of them
+    /// is committed.
+    #[error("the commit failed: {0}")]
+    CommitFailed(String),
     #[error("unsupported database url (use sqlite:… or postgres://…)")]
     UnsupportedUrl,
     #[error(transparent)]
@@ -79,6 +85,22 @@ impl StoreError {
                 StoreError::Duplicate(subject)
             }
             _ => StoreError::Database(e),
+        }
+    }
+}
+
+impl StoreError {
+    /// [`StoreError::unique_as`] for an error that is only looked at (a held statement's
+    /// failure, mapped when its batch comes back): Some only for that constraint's violation.
+    pub(crate) fn unique_opt(e: &sqlx::Error, column: &str, subject: &'static str) -> Option<Self> {
+        match e {
+            sqlx::Error::Database(d)
+                if d.is_unique_violation()
+                    && (d.constraint().is_some_and(|c| c.contains(column)) || d.message().contains(column)) =>
+            {
+                Some(StoreError::Duplicate(subject))
+            }
+            _ => None,
         }
     }
 }
@@ -112,6 +134,10 @@ enum Inner {
     Sqlite {
         read: SqlitePool,
         write: SqlitePool,
+        /// Stops the WAL checkpointer when the last clone of the store goes (file databases).
+        checkpointer: Option<Arc<Checkpointer>>,
+        /// Group commit of `StoreTx`s on the write connection (see `group_commit`).
+        relay: Arc<group_commit::Relay>,
     },
     Postgres(PgPool),
 }
@@ -149,6 +175,59 @@ pub(crate) use on_db;
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// The writer checkpoints the WAL itself only past this many pages (~80 MiB), a backstop:
+/// normally [`Checkpointer`] does it first.
+const WRITER_AUTOCHECKPOINT_PAGES: &str = "20000";
+
+/// How often the checkpointer copies the WAL back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Copies the SQLite WAL into the database file from a connection of its own, off the writer's
+/// path. SQLite's default has the committing connection do it every 1,000 pages, fsyncs
+/// included: on the one writer that stalled every writer of the node while it ran. A PASSIVE
+/// checkpoint waits for no one and blocks no one.
+pub(crate) struct Checkpointer(tokio::task::JoinHandle<()>);
+
+impl Checkpointer {
+    fn spawn(options: SqliteConnectOptions) -> Self {
+        Self(tokio::spawn(async move {
+            use sqlx::Connection;
+            let mut conn: Option<sqlx::SqliteConnection> = None;
+            loop {
+                tokio::time::sleep(CHECKPOINT_EVERY).await;
+                if conn.is_none() {
+                    match sqlx::SqliteConnection::connect_with(&options).await {
+                        Ok(c) => conn = Some(c),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the WAL checkpointer could not connect");
+                            continue;
+                        }
+                    }
+                }
+                if let Some(c) = conn.as_mut()
+                    && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut *c).await
+                {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                    conn = None;
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Puts the lease check that SQLite commit batches use on a new write connection.
+async fn install_lease_check(conn: &mut sqlx::SqliteConnection) -> std::result::Result<(), sqlx::Error> {
+    use sqlx::Executor;
+    conn.execute(tx::LEASE_CHECK).await?;
+    Ok(())
+}
+
 impl Store {
     /// Connects to `url`: `sqlite:PATH` (created if missing) or `postgres://…`.
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self> {
@@ -160,12 +239,15 @@ impl Store {
                 .max_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
+                .after_connect(|conn, _| Box::pin(async move { install_lease_check(conn).await }))
                 .connect_with(opts)
                 .await?;
             Ok(Self {
                 inner: Inner::Sqlite {
                     read: pool.clone(),
                     write: pool,
+                    checkpointer: None,
+                    relay: Arc::default(),
                 },
             })
         } else if url.starts_with("sqlite:") {
@@ -178,10 +260,21 @@ impl Store {
             // The one writer keeps the upper levels of every index it updates in its own cache
             // (32 MiB rather than SQLite's 2 MiB): with large tables, re-reading them through
             // the OS on every write transaction cost more than the writes.
+            // No ping before handing out a connection (sqlx's default): to a file in this
+            // process it cannot have gone away, and each ping is a round trip to the
+            // connection's thread, which on the one writer costs every transaction one more.
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
-                .connect_with(base.clone().pragma("cache_size", "-32768"))
+                .test_before_acquire(false)
+                .after_connect(|conn, _| Box::pin(async move { install_lease_check(conn).await }))
+                .connect_with(
+                    base.clone()
+                        .pragma("cache_size", "-32768")
+                        .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
+                        .pragma("temp_store", "memory"),
+                )
                 .await?;
+            let checkpointer = Some(Arc::new(Checkpointer::spawn(base.clone())));
             // Readers do not set pragmas that write (journal mode); the writer already did.
             let read_opts = SqliteConnectOptions::from_str(url)?
                 .read_only(true)
@@ -189,10 +282,16 @@ impl Store {
                 .busy_timeout(Duration::from_secs(10));
             let read = SqlitePoolOptions::new()
                 .max_connections(options.max_connections.max(1))
+                .test_before_acquire(false)
                 .connect_with(read_opts)
                 .await?;
             Ok(Self {
-                inner: Inner::Sqlite { read, write },
+                inner: Inner::Sqlite {
+                    read,
+                    write,
+                    checkpointer,
+                    relay: Arc::default(),
+                },
             })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)?;
@@ -235,7 +334,15 @@ impl Store {
 
     pub async fn close(&self) {
         match &self.inner {
-            Inner::Sqlite { read, write } => {
+            Inner::Sqlite {
+                read,
+                write,
+                checkpointer,
+                ..
+            } => {
+                if let Some(c) = checkpointer {
+                    c.0.abort();
+                }
                 read.close().await;
                 write.close().await;
             }

@@ -35,6 +35,41 @@ pub struct NewProcess {
     pub state: Value,
     pub next_step: String,
     pub now: OffsetDateTime,
+    /// Inserted already claimed by this worker until then (attempt 1): the node that starts a
+    /// process and has a free slot runs it at once, without a claim round trip. If the node
+    /// dies, the lease expires and another worker claims it as any other.
+    pub claimed_by: Option<(String, OffsetDateTime)>,
+}
+
+impl NewProcess {
+    /// The row as inserted, when it was inserted claimed (what a claim would have returned).
+    pub fn claimed_row(&self) -> Option<ProcessRow> {
+        let (worker, until) = self.claimed_by.clone()?;
+        Some(ProcessRow {
+            process_id: self.process_id,
+            workflow_name: self.workflow_name.clone(),
+            workflow_version: self.workflow_version,
+            target: self.target.clone(),
+            is_task: self.is_task,
+            last_status: ProcessStatus::Running.as_str().to_owned(),
+            last_step: None,
+            next_step: Some(self.next_step.clone()),
+            assignee: self.assignee.clone(),
+            failed_reason: None,
+            traceback: None,
+            created_by: self.created_by.clone(),
+            started_at: Ts(self.now),
+            last_modified_at: Ts(self.now),
+            state: Json(self.state.clone()),
+            run_after: Some(Ts(self.now)),
+            lease_owner: Some(worker),
+            lease_until: Some(Ts(until)),
+            attempt: 1,
+            retries: 0,
+            callback_deadline: None,
+            note: None,
+        })
+    }
 }
 
 /// A process row.
@@ -442,12 +477,33 @@ impl Store {
 
 impl StoreTx {
     pub async fn insert_process(&mut self, p: &NewProcess) -> Result<()> {
+        let (status, owner, until, attempt) = match &p.claimed_by {
+            Some((worker, until)) => (ProcessStatus::Running, Some(worker.as_str()), Some(Ts(*until)), 1i64),
+            None => (ProcessStatus::Created, None, None, 0),
+        };
+        if let Some(b) = self.batch().await? {
+            crate::tx::hold!(
+                b,
+                INSERT_PROCESS,
+                p.process_id,
+                p.workflow_name.as_str(),
+                p.workflow_version,
+                p.target.as_str(),
+                p.is_task,
+                p.next_step.as_str(),
+                p.assignee.as_str(),
+                p.created_by.as_str(),
+                Ts(p.now),
+                Json(&p.state),
+                status.as_str(),
+                owner,
+                until,
+                attempt
+            );
+            return Ok(());
+        }
         on_tx!(self, conn => {
-            sqlx::query(
-                "INSERT INTO processes (process_id, workflow_name, workflow_version, target, is_task, last_status, \
-                 next_step, assignee, created_by, started_at, last_modified_at, state, run_after) \
-                 VALUES ($1, $2, $3, $4, $5, 'created', $6, $7, $8, $9, $9, $10, $9)",
-            )
+            sqlx::query(INSERT_PROCESS)
             .bind(p.process_id)
             .bind(&p.workflow_name)
             .bind(p.workflow_version)
@@ -458,6 +514,10 @@ impl StoreTx {
             .bind(&p.created_by)
             .bind(Ts(p.now))
             .bind(Json(&p.state))
+            .bind(status.as_str())
+            .bind(owner)
+            .bind(until)
+            .bind(attempt)
             .execute(&mut *conn)
             .await?;
         });
@@ -540,13 +600,7 @@ impl StoreTx {
 
     pub(crate) async fn finish_step_now(&mut self, fence: &Fence, up: &ProcessUpdate) -> Result<bool> {
         let n = on_tx!(self, conn => {
-            sqlx::query(
-                "UPDATE processes SET last_status = $4, last_step = $5, next_step = $6, state = $7, run_after = $8, \
-                 lease_owner = CASE WHEN $9 IS NULL THEN NULL ELSE lease_owner END, lease_until = $9, \
-                 failed_reason = $10, traceback = $11, retries = $12, assignee = $13, callback_token_hash = $14, \
-                 callback_deadline = $15, last_modified_at = $16, callback_early = NULL \
-                 WHERE process_id = $1 AND attempt = $2 AND lease_owner = $3",
-            )
+            sqlx::query(FINISH_STEP)
             .bind(fence.process_id)
             .bind(fence.attempt)
             .bind(&fence.worker)
@@ -674,6 +728,42 @@ impl StoreTx {
         });
         Ok(n == 1)
     }
+}
+
+const INSERT_PROCESS: &str = "INSERT INTO processes (process_id, workflow_name, workflow_version, target, is_task, \
+    last_status, next_step, assignee, created_by, started_at, last_modified_at, state, run_after, lease_owner, \
+    lease_until, attempt) VALUES ($1, $2, $3, $4, $5, $11, $6, $7, $8, $9, $9, $10, $9, $12, $13, $14)";
+
+const FINISH_STEP: &str = "UPDATE processes SET last_status = $4, last_step = $5, next_step = $6, state = $7, \
+    run_after = $8, lease_owner = CASE WHEN $9 IS NULL THEN NULL ELSE lease_owner END, lease_until = $9, \
+    failed_reason = $10, traceback = $11, retries = $12, assignee = $13, callback_token_hash = $14, \
+    callback_deadline = $15, last_modified_at = $16, callback_early = NULL \
+    WHERE process_id = $1 AND attempt = $2 AND lease_owner = $3";
+
+/// Holds the fenced process update of a step in a SQLite batch (its row count is the caller's
+/// to check).
+pub(crate) fn hold_finish_step(b: &mut crate::tx::Batch, fence: &Fence, up: &ProcessUpdate) -> Result<()> {
+    crate::tx::hold!(
+        b,
+        FINISH_STEP,
+        fence.process_id,
+        fence.attempt,
+        fence.worker.as_str(),
+        up.status.as_str(),
+        up.last_step.as_str(),
+        up.next_step.as_deref(),
+        Json(&up.state),
+        up.run_after.map(Ts),
+        up.lease_until.map(Ts),
+        up.failed_reason.as_deref(),
+        up.traceback.as_deref(),
+        up.retries,
+        up.assignee.as_str(),
+        up.callback_token_hash.as_deref(),
+        up.callback_deadline.map(Ts),
+        Ts(up.now)
+    );
+    Ok(())
 }
 
 /// Wakes workers on other nodes: PostgreSQL `LISTEN`/`NOTIFY` on one channel.

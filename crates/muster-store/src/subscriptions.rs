@@ -386,6 +386,42 @@ impl Store {
     }
 }
 
+const INSERT_SUBSCRIPTION: &str = "INSERT INTO subscriptions (subscription_id, description, status, product_id, \
+    customer_id, insync, start_date, end_date, note, locked_by_process, version, created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+const INSERT_USER_GROUP_BLOCK: &str = "INSERT INTO user_group_blocks (subscription_instance_id, subscription_id, \
+    group_name, group_id, offerings) VALUES ($1, $2, $3, $4, $5)";
+const INSERT_USER_BLOCK: &str = "INSERT INTO user_blocks (subscription_instance_id, subscription_id, username, age, \
+    user_id, directory_user) VALUES ($1, $2, $3, $4, $5, $6)";
+const INSERT_GROUP_RELATION: &str =
+    "INSERT INTO subscription_relations (in_use_by_id, attribute, depends_on_id) VALUES ($1, 'group', $2)";
+const UPSERT_GROUP_RELATION: &str = "INSERT INTO subscription_relations (in_use_by_id, attribute, depends_on_id) \
+    VALUES ($1, 'group', $2) ON CONFLICT (in_use_by_id, attribute) DO UPDATE SET depends_on_id = excluded.depends_on_id";
+const DELETE_GROUP_RELATION: &str =
+    "DELETE FROM subscription_relations WHERE in_use_by_id = $1 AND attribute = 'group'";
+const UPDATE_USER_GROUP_BLOCK: &str =
+    "UPDATE user_group_blocks SET group_name = $2, group_id = $3, offerings = $4 WHERE subscription_id = $1";
+const UPDATE_USER_BLOCK: &str =
+    "UPDATE user_blocks SET username = $2, age = $3, user_id = $4, directory_user = $5 WHERE subscription_id = $1";
+const UPDATE_SUBSCRIPTION: &str = "UPDATE subscriptions SET description = $2, status = $3, customer_id = $4, \
+    insync = $5, start_date = $6, end_date = $7, note = $8, locked_by_process = $9, version = version + 1, \
+    updated_at = $10 WHERE subscription_id = $1 AND version = $11";
+const LINK_PROCESS: &str = "INSERT INTO processes_subscriptions (process_id, subscription_id, workflow_target, \
+    created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (process_id, subscription_id) DO NOTHING";
+const RELEASE_SUBSCRIPTIONS: &str = "UPDATE subscriptions SET insync = TRUE, locked_by_process = NULL, \
+    version = version + 1, updated_at = $2 WHERE locked_by_process = $1 RETURNING subscription_id";
+
+/// [`unique`] for a held statement's failure (see `tx::Batch::may_clash`).
+fn unique_ref(e: &sqlx::Error) -> Option<StoreError> {
+    [
+        ("username", "username"),
+        ("user_id", "user_id"),
+        ("group_id", "group_id"),
+    ]
+    .into_iter()
+    .find_map(|(column, subject)| StoreError::unique_opt(e, column, subject))
+}
+
 fn unique(e: sqlx::Error) -> StoreError {
     for (column, subject) in [
         ("username", "username"),
@@ -415,14 +451,39 @@ impl StoreTx {
             ""
         };
         let sql = format!("{SELECT_SUBSCRIPTION} WHERE s.subscription_id = $1{lock}");
-        let row: Option<SubscriptionRow> = on_tx!(self, conn => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *conn).await?
-        });
+        let row = self.fetch_subscription_row(&sql, id).await?;
         let sub = row.map(SubscriptionRow::into_subscription).transpose()?;
         if let Some(s) = &sub {
             self.subs.insert(id, s.clone());
         }
         Ok(sub)
+    }
+
+    /// One subscription row by `sql` (`$1` = its id); on SQLite sent with what is held.
+    async fn fetch_subscription_row(&mut self, sql: &str, id: Uuid) -> Result<Option<SubscriptionRow>> {
+        if let Some(b) = self.batch().await? {
+            crate::tx::hold!(b, sql, id);
+            let rows = self.send_for_rows().await?;
+            return rows
+                .first()
+                .map(<SubscriptionRow as sqlx::FromRow<_>>::from_row)
+                .transpose()
+                .map_err(Into::into);
+        }
+        Ok(on_tx!(self, conn => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned())).bind(id).fetch_optional(&mut *conn).await?
+        }))
+    }
+
+    /// Whether this transaction knows `s`'s row to be at `s.version` (read or written in it):
+    /// on SQLite, whose one writer this transaction holds, nothing else can have changed it,
+    /// so a write of it needs no version check and can be held.
+    fn known_at_version(&self, s: &Subscription) -> bool {
+        self.backend() == Backend::Sqlite
+            && self
+                .subs
+                .get(&s.subscription_id)
+                .is_some_and(|c| c.version == s.version)
     }
 
     /// Remembers `s` as saved at `version` (see `StoreTx::subs`).
@@ -434,12 +495,59 @@ impl StoreTx {
     }
 
     pub async fn insert_subscription(&mut self, s: &Subscription) -> Result<()> {
+        if let Some(b) = self.batch().await? {
+            crate::tx::hold!(
+                b,
+                INSERT_SUBSCRIPTION,
+                s.subscription_id,
+                s.description.as_str(),
+                s.status.as_str(),
+                s.product_id,
+                s.customer_id.as_str(),
+                s.insync,
+                s.start_date.map(Ts),
+                s.end_date.map(Ts),
+                s.note.as_deref(),
+                s.locked_by_process,
+                s.version,
+                Ts(s.created_at),
+                Ts(s.updated_at)
+            );
+            match &s.block {
+                Block::UserGroup(bl) => {
+                    crate::tx::hold!(
+                        b,
+                        INSERT_USER_GROUP_BLOCK,
+                        bl.subscription_instance_id,
+                        s.subscription_id,
+                        bl.group_name.as_deref(),
+                        bl.group_id,
+                        Json(&bl.offerings)
+                    )
+                    .may_clash(unique_ref);
+                }
+                Block::User(bl) => {
+                    crate::tx::hold!(
+                        b,
+                        INSERT_USER_BLOCK,
+                        bl.subscription_instance_id,
+                        s.subscription_id,
+                        bl.username.as_deref(),
+                        bl.age,
+                        bl.user_id,
+                        bl.directory_user
+                    )
+                    .may_clash(unique_ref);
+                    if let Some(g) = bl.group {
+                        crate::tx::hold!(b, INSERT_GROUP_RELATION, s.subscription_id, g);
+                    }
+                }
+            }
+            self.subs.insert(s.subscription_id, s.clone());
+            return Ok(());
+        }
         on_tx!(self, conn => {
-            sqlx::query(
-                "INSERT INTO subscriptions (subscription_id, description, status, product_id, customer_id, insync, \
-                 start_date, end_date, note, locked_by_process, version, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )
+            sqlx::query(INSERT_SUBSCRIPTION)
             .bind(s.subscription_id)
             .bind(&s.description)
             .bind(s.status.as_str())
@@ -457,10 +565,7 @@ impl StoreTx {
             .await?;
             match &s.block {
                 Block::UserGroup(b) => {
-                    sqlx::query(
-                        "INSERT INTO user_group_blocks (subscription_instance_id, subscription_id, group_name, group_id, offerings) \
-                         VALUES ($1, $2, $3, $4, $5)",
-                    )
+                    sqlx::query(INSERT_USER_GROUP_BLOCK)
                     .bind(b.subscription_instance_id)
                     .bind(s.subscription_id)
                     .bind(&b.group_name)
@@ -471,10 +576,7 @@ impl StoreTx {
                     .map_err(unique)?;
                 }
                 Block::User(b) => {
-                    sqlx::query(
-                        "INSERT INTO user_blocks (subscription_instance_id, subscription_id, username, age, user_id, directory_user) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
+                    sqlx::query(INSERT_USER_BLOCK)
                     .bind(b.subscription_instance_id)
                     .bind(s.subscription_id)
                     .bind(&b.username)
@@ -485,7 +587,7 @@ impl StoreTx {
                     .await
                     .map_err(unique)?;
                     if let Some(g) = b.group {
-                        sqlx::query("INSERT INTO subscription_relations (in_use_by_id, attribute, depends_on_id) VALUES ($1, 'group', $2)")
+                        sqlx::query(INSERT_GROUP_RELATION)
                             .bind(s.subscription_id)
                             .bind(g)
                             .execute(&mut *conn)
@@ -514,14 +616,55 @@ impl StoreTx {
             _ => (false, false),
         };
         // The subscription row first: it carries the version check.
+        let held = self.known_at_version(s);
         if self.save_subscription_row(s, now).await?.is_none() {
             return Ok(None);
+        }
+        if held && let Some(b) = self.batch().await? {
+            match &s.block {
+                Block::UserGroup(_) if block_same => {}
+                Block::UserGroup(bl) => {
+                    crate::tx::hold!(
+                        b,
+                        UPDATE_USER_GROUP_BLOCK,
+                        s.subscription_id,
+                        bl.group_name.as_deref(),
+                        bl.group_id,
+                        Json(&bl.offerings)
+                    )
+                    .may_clash(unique_ref);
+                }
+                Block::User(bl) => {
+                    if !block_same {
+                        crate::tx::hold!(
+                            b,
+                            UPDATE_USER_BLOCK,
+                            s.subscription_id,
+                            bl.username.as_deref(),
+                            bl.age,
+                            bl.user_id,
+                            bl.directory_user
+                        )
+                        .may_clash(unique_ref);
+                    }
+                    match bl.group {
+                        _ if group_same => {}
+                        Some(g) => {
+                            crate::tx::hold!(b, UPSERT_GROUP_RELATION, s.subscription_id, g);
+                        }
+                        None => {
+                            crate::tx::hold!(b, DELETE_GROUP_RELATION, s.subscription_id);
+                        }
+                    }
+                }
+            }
+            return Ok(Some(s.version + 1));
         }
         on_tx!(self, conn => {
             match &s.block {
                 Block::UserGroup(_) if block_same => {}
                 Block::UserGroup(b) => {
-                    sqlx::query("UPDATE user_group_blocks SET group_name = $2, group_id = $3, offerings = $4 WHERE subscription_id = $1")
+                    sqlx::query(UPDATE_USER_GROUP_BLOCK)
                         .bind(s.subscription_id)
                         .bind(&b.group_name)
                         .bind(b.group_id)
@@ -532,7 +675,7 @@ impl StoreTx {
                 }
                 Block::User(b) => {
                     if !block_same {
-                        sqlx::query("UPDATE user_blocks SET username = $2, age = $3, user_id = $4, directory_user = $5 WHERE subscription_id = $1")
+                        sqlx::query(UPDATE_USER_BLOCK)
                             .bind(s.subscription_id)
                             .bind(&b.username)
                             .bind(b.age)
@@ -545,17 +688,14 @@ impl StoreTx {
                     match b.group {
                         _ if group_same => {}
                         Some(g) => {
-                            sqlx::query(
-                                "INSERT INTO subscription_relations (in_use_by_id, attribute, depends_on_id) VALUES ($1, 'group', $2) \
-                                 ON CONFLICT (in_use_by_id, attribute) DO UPDATE SET depends_on_id = excluded.depends_on_id",
-                            )
+                            sqlx::query(UPSERT_GROUP_RELATION)
                             .bind(s.subscription_id)
                             .bind(g)
                             .execute(&mut *conn)
                             .await?;
                         }
                         None => {
-                            sqlx::query("DELETE FROM subscription_relations WHERE in_use_by_id = $1 AND attribute = 'group'")
+                            sqlx::query(DELETE_GROUP_RELATION)
                                 .bind(s.subscription_id)
                                 .execute(&mut *conn)
                                 .await?;
@@ -571,12 +711,29 @@ impl StoreTx {
     /// Like [`StoreTx::save_subscription`] for changes of the subscription row alone (status,
     /// dates, sync, description): the block is not rewritten.
     pub async fn save_subscription_row(&mut self, s: &Subscription, now: OffsetDateTime) -> Result<Option<i64>> {
+        if self.known_at_version(s)
+            && let Some(b) = self.batch().await?
+        {
+            crate::tx::hold!(
+                b,
+                UPDATE_SUBSCRIPTION,
+                s.subscription_id,
+                s.description.as_str(),
+                s.status.as_str(),
+                s.customer_id.as_str(),
+                s.insync,
+                s.start_date.map(Ts),
+                s.end_date.map(Ts),
+                s.note.as_deref(),
+                s.locked_by_process,
+                Ts(now),
+                s.version
+            );
+            self.remember(s, s.version + 1, now);
+            return Ok(Some(s.version + 1));
+        }
         let n = on_tx!(self, conn => {
-            sqlx::query(
-                "UPDATE subscriptions SET description = $2, status = $3, customer_id = $4, insync = $5, start_date = $6, \
-                 end_date = $7, note = $8, locked_by_process = $9, version = version + 1, updated_at = $10 \
-                 WHERE subscription_id = $1 AND version = $11",
-            )
+            sqlx::query(UPDATE_SUBSCRIPTION)
             .bind(s.subscription_id)
             .bind(&s.description)
             .bind(s.status.as_str())
@@ -649,16 +806,22 @@ impl StoreTx {
     /// Releases the subscriptions process `pid` holds (`resync`, or abort), marking them in
     /// sync; returns their ids.
     pub async fn release_subscriptions(&mut self, pid: Uuid, now: OffsetDateTime) -> Result<Vec<Uuid>> {
-        let ids: Vec<Uuid> = on_tx!(self, conn => {
-            sqlx::query_scalar(
-                "UPDATE subscriptions SET insync = TRUE, locked_by_process = NULL, version = version + 1, updated_at = $2 \
-                 WHERE locked_by_process = $1 RETURNING subscription_id",
-            )
-            .bind(pid)
-            .bind(Ts(now))
-            .fetch_all(&mut *conn)
-            .await?
-        });
+        let ids: Vec<Uuid> = if let Some(b) = self.batch().await? {
+            crate::tx::hold!(b, RELEASE_SUBSCRIPTIONS, pid, Ts(now));
+            self.send_for_rows()
+                .await?
+                .iter()
+                .map(|r| sqlx::Row::try_get(r, 0))
+                .collect::<std::result::Result<_, _>>()?
+        } else {
+            on_tx!(self, conn => {
+                sqlx::query_scalar(RELEASE_SUBSCRIPTIONS)
+                .bind(pid)
+                .bind(Ts(now))
+                .fetch_all(&mut *conn)
+                .await?
+            })
+        };
         for id in &ids {
             if let Some(s) = self.subs.get_mut(id) {
                 s.insync = true;
@@ -730,12 +893,17 @@ impl StoreTx {
                     .await?
             }
             crate::tx::TxInner::Sqlite(t) => {
-                sqlx::query_scalar(
+                // With whatever is held, in one round trip.
+                crate::tx::hold!(
+                    &mut t.batch,
                     "UPDATE id_allocators SET next_value = next_value + 1 WHERE name = $1 RETURNING next_value - 1",
-                )
-                .bind(name)
-                .fetch_one(&mut **t)
-                .await?
+                    name
+                );
+                let rows = t.send().await?;
+                match rows.first() {
+                    Some(row) => sqlx::Row::try_get(row, 0)?,
+                    None => return Err(StoreError::Corrupt(format!("no allocator row {name}"))),
+                }
             }
         })
     }
@@ -754,9 +922,7 @@ impl StoreTx {
             ""
         };
         let sql = format!("{SELECT_SUBSCRIPTION} WHERE s.subscription_id = $1{lock}");
-        let row: Option<SubscriptionRow> = on_tx!(self, conn => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *conn).await?
-        });
+        let row = self.fetch_subscription_row(&sql, id).await?;
         row.map(SubscriptionRow::into_subscription).transpose()
     }
 
@@ -768,11 +934,12 @@ impl StoreTx {
         target: &str,
         now: OffsetDateTime,
     ) -> Result<()> {
+        if let Some(b) = self.batch().await? {
+            crate::tx::hold!(b, LINK_PROCESS, pid, sid, target, Ts(now));
+            return Ok(());
+        }
         on_tx!(self, conn => {
-            sqlx::query(
-                "INSERT INTO processes_subscriptions (process_id, subscription_id, workflow_target, created_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (process_id, subscription_id) DO NOTHING",
-            )
+            sqlx::query(LINK_PROCESS)
             .bind(pid)
             .bind(sid)
             .bind(target)

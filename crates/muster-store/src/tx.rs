@@ -6,12 +6,287 @@
 //! over. [`StoreTx`] is such a transaction, on either backend; the methods that run inside one
 //! are defined on it, next to the tables they touch.
 
-use crate::{Backend, Inner, Result, Store};
-use sqlx::{Postgres, Sqlite, Transaction};
+use crate::{Backend, Inner, Result, Store, StoreError};
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
+use sqlx::{Arguments, Postgres, Sqlite, Transaction};
 
 pub(crate) enum TxInner {
-    Sqlite(Transaction<'static, Sqlite>),
+    Sqlite(SqliteTx),
     Postgres(Transaction<'static, Postgres>),
+}
+
+/// What a failed lease check raises inside a SQLite commit batch (see `LEASE_CHECK`).
+const LEASE_LOST: &str = "muster: lease lost";
+
+/// Installed on every SQLite write connection: inserting a row whose `ok` is not 1 into the
+/// view `lease_check` aborts the statement, and with it the rest of a batch, before its
+/// COMMIT. A commit batch inserts `changes()` of its fenced process update there, so a worker
+/// that lost its lease commits nothing, in the same round trip as the commit itself.
+pub(crate) const LEASE_CHECK: &str = "CREATE TEMP VIEW IF NOT EXISTS lease_check (ok) AS SELECT 1; \
+    CREATE TEMP TRIGGER IF NOT EXISTS lease_check_held INSTEAD OF INSERT ON lease_check \
+    WHEN NEW.ok IS NOT 1 BEGIN SELECT RAISE(ABORT, 'muster: lease lost'); END;";
+
+/// SQLite's side of a [`StoreTx`]: the node's one write connection, with the transaction
+/// managed by hand so that `BEGIN`, the statements held in [`Batch`] and `COMMIT` can travel
+/// to the connection's thread together.
+///
+/// Why: every statement sent on its own is a hand-off to sqlx's SQLite thread and back, and on
+/// the single writer those hand-offs, not SQLite, bounded how many workflow steps a node ran per
+/// second. Statements whose results nobody waits for (inserts, updates whose outcome is known)
+/// are held and sent with the next statement that is waited for, or at a step's end, or with
+/// the COMMIT.
+pub(crate) struct SqliteTx {
+    conn: Option<PoolConnection<Sqlite>>,
+    /// The group this transaction's part is committed with (see `group_commit`); travels
+    /// with the connection.
+    group: Option<crate::group_commit::Group>,
+    relay: std::sync::Arc<crate::group_commit::Relay>,
+    /// Its opening (`SAVEPOINT tx`, after `BEGIN IMMEDIATE` if no member began) is held or sent.
+    begun: bool,
+    /// The opening held includes the group's `BEGIN`.
+    begins: bool,
+    /// The opening was sent: this part may have changed something.
+    open: bool,
+    pub(crate) batch: Batch,
+}
+
+impl SqliteTx {
+    fn conn(&mut self) -> Result<&mut SqliteConnection> {
+        match self.conn.as_mut() {
+            Some(c) => Ok(&mut **c),
+            None => Err(StoreError::Corrupt("transaction connection unavailable".into())),
+        }
+    }
+
+    /// Holds this part's opening at the head of the batch: `SAVEPOINT tx`, so that it can be
+    /// undone alone inside its group, after `BEGIN IMMEDIATE` if no member began the
+    /// transaction. (IMMEDIATE: take the write lock at once. A deferred transaction that reads
+    /// and then writes fails with SQLITE_BUSY_SNAPSHOT if another process, a second muster on
+    /// the same file, committed in between; waiting for the lock up front cannot fail that way.)
+    fn begin(&mut self) {
+        if !self.begun {
+            let in_tx = self.group.as_ref().is_some_and(|g| g.open);
+            let head = if in_tx {
+                "SAVEPOINT tx; "
+            } else {
+                "BEGIN IMMEDIATE; SAVEPOINT tx; "
+            };
+            self.batch.sql.insert_str(0, head);
+            self.begun = true;
+            self.begins = !in_tx;
+        }
+    }
+
+    /// Sends the held statements in one round trip; returns the rows they return (only the
+    /// last statement of a batch is ever one that returns rows: see `StoreTx::send_for_rows`).
+    pub(crate) async fn send(&mut self) -> Result<Vec<SqliteRow>> {
+        self.begin();
+        let batch = std::mem::take(&mut self.batch);
+        if batch.sql.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.open = true;
+        if self.begins
+            && let Some(g) = self.group.as_mut()
+        {
+            g.open = true;
+        }
+        let Batch { sql, args, uniques, .. } = batch;
+        let conn = self.conn()?;
+        sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| map_batch_error(e, &uniques))
+    }
+
+    /// Ends this part: committed into the group's transaction (`commit`), or undone; then the
+    /// connection goes to the next member or the group commits. Returns when this part's
+    /// outcome is known: a commit is not reported before the group's COMMIT.
+    async fn leave(&mut self, commit: bool) -> Result<()> {
+        let mut result = Ok(());
+        let mut kept = false;
+        if commit {
+            self.batch.push("RELEASE tx");
+            match self.send().await {
+                Ok(_) => kept = true,
+                Err(e) => {
+                    result = Err(e);
+                    self.undo().await;
+                }
+            }
+        } else {
+            self.batch = Batch::default();
+            if self.open {
+                self.undo().await;
+            }
+        }
+        self.open = false;
+        self.begun = false;
+        let (Some(conn), Some(group)) = (self.conn.take(), self.group.take()) else {
+            return Err(StoreError::Corrupt("transaction connection unavailable".into()));
+        };
+        let outcome = self.relay.pass_on(conn, group, kept).await;
+        result.and(outcome)
+    }
+
+    /// Undoes this part inside the open transaction; if even that fails, the whole
+    /// transaction (the group's COMMIT then fails and tells every member).
+    async fn undo(&mut self) {
+        let Ok(conn) = self.conn() else { return };
+        if let Err(e) = sqlx::raw_sql("ROLLBACK TO tx; RELEASE tx").execute(&mut *conn).await {
+            tracing::warn!(error = %e, "undoing a transaction's part failed; rolling back its group");
+            if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                tracing::warn!(error = %e, "rollback of a group failed");
+            }
+        }
+    }
+}
+
+impl Drop for SqliteTx {
+    fn drop(&mut self) {
+        // Dropped while holding the connection (an error, a lost lease, a cancelled task):
+        // undo this part and pass the connection on, or those queued behind it wait forever.
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let group = self.group.take().unwrap_or_else(crate::group_commit::Group::new);
+        let relay = self.relay.clone();
+        let open = self.open;
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    let mut part = SqliteTx {
+                        conn: Some(conn),
+                        group: Some(group),
+                        relay,
+                        begun: true,
+                        begins: false,
+                        open,
+                        batch: Batch::default(),
+                    };
+                    if let Err(e) = part.leave(false).await {
+                        tracing::debug!(error = %e, "ending a dropped transaction");
+                    }
+                });
+            }
+            // No runtime left: discard the connection instead of returning it to the pool
+            // inside a transaction, and send those waiting to the pool.
+            Err(_) => {
+                let mut conn = conn;
+                conn.close_on_drop();
+                relay.abandon();
+            }
+        }
+    }
+}
+
+fn map_batch_error(e: sqlx::Error, uniques: &[fn(&sqlx::Error) -> Option<StoreError>]) -> StoreError {
+    if let sqlx::Error::Database(d) = &e
+        && d.message().contains(LEASE_LOST)
+    {
+        return StoreError::Fenced;
+    }
+    uniques.iter().find_map(|m| m(&e)).unwrap_or(StoreError::Database(e))
+}
+
+/// Statements held for the next round trip of a SQLite transaction (see [`SqliteTx`]).
+///
+/// Each is written with its own `$1…$n` placeholders and renumbered here, after the arguments
+/// already held. Only statements whose outcome is known in advance are held (nothing waits for
+/// their row counts); what may fail says how its failure is reported (`may_clash`).
+#[derive(Default)]
+pub(crate) struct Batch {
+    sql: String,
+    args: SqliteArguments,
+    /// How a unique violation of a held statement is reported.
+    uniques: Vec<fn(&sqlx::Error) -> Option<StoreError>>,
+    /// A statement held since the last savepoint may fail for a reason of its step's own (a
+    /// taken username): the step's end sends the batch, so the failure is the step's.
+    fallible: bool,
+    /// Where the last savepoint begins while it is still held: rolling back to it just drops
+    /// what follows. (Arguments are not dropped: unused trailing arguments bind nothing.)
+    mark: Option<(usize, usize, bool)>,
+}
+
+impl Batch {
+    /// Appends `sql`, its `$n` placeholders moved past the arguments already held.
+    pub(crate) fn push(&mut self, sql: &str) -> &mut Self {
+        let base = self.args.len();
+        let mut rest = sql;
+        while let Some(at) = rest.find('$') {
+            self.sql.push_str(&rest[..at]);
+            let digits = rest[at + 1..].bytes().take_while(u8::is_ascii_digit).count();
+            match rest[at + 1..at + 1 + digits].parse::<usize>() {
+                Ok(n) => {
+                    self.sql.push('$');
+                    self.sql.push_str(&(n + base).to_string());
+                }
+                Err(_) => self.sql.push('$'),
+            }
+            rest = &rest[at + 1 + digits..];
+        }
+        self.sql.push_str(rest);
+        self.sql.push_str("; ");
+        self
+    }
+
+    pub(crate) fn bind<'q, T: sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>>(&mut self, value: T) -> Result<&mut Self> {
+        self.args
+            .add(value)
+            .map_err(|e| StoreError::Database(sqlx::Error::Encode(e)))?;
+        Ok(self)
+    }
+
+    /// Sends the held statements in one round trip; returns the rows they return (only the
+    /// last statement of a batch is ever one that returns rows: see `StoreTx::send_for_rows`).    /// The statement just pushed may fail on a unique constraint that `map` reports.
+    pub(crate) fn may_clash(&mut self, map: fn(&sqlx::Error) -> Option<StoreError>) -> &mut Self {
+        self.uniques.push(map);
+        self.fallible = true;
+        self
+    }
+
+    fn savepoint(&mut self) {
+        self.mark = Some((self.sql.len(), self.uniques.len(), self.fallible));
+        self.sql.push_str("SAVEPOINT step; ");
+        self.fallible = false;
+    }
+
+    /// Drops what follows the held savepoint; false when it was sent already.
+    fn drop_to_mark(&mut self) -> bool {
+        match self.mark.take() {
+            Some((sql, uniques, fallible)) => {
+                self.sql.truncate(sql);
+                self.uniques.truncate(uniques);
+                self.fallible = fallible;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Holds one statement in a [`Batch`]: `hold!(batch, "… $1 … $2", a, b)`.
+macro_rules! hold {
+    ($batch:expr, $sql:expr $(, $v:expr)* $(,)?) => {{
+        let b: &mut $crate::tx::Batch = $batch;
+        b.push($sql);
+        $( b.bind($v)?; )*
+        b
+    }};
+}
+pub(crate) use hold;
+
+/// Lets the `.bind(…)` chains written for queries (`bind_user_columns!`) bind into a batch.
+pub(crate) struct BatchBinder<'a>(pub(crate) &'a mut Batch, pub(crate) Result<()>);
+
+impl BatchBinder<'_> {
+    pub(crate) fn bind<'q, T: sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>>(mut self, value: T) -> Self {
+        if self.1.is_ok() {
+            self.1 = self.0.bind(value).map(|_| ());
+        }
+        self
+    }
 }
 
 /// A write transaction. Dropped without [`StoreTx::commit`], it rolls back.
@@ -62,7 +337,7 @@ macro_rules! on_tx {
     ($tx:expr, $conn:ident => $body:expr) => {
         match $tx.conn().await? {
             $crate::tx::TxInner::Sqlite(t) => {
-                let $conn = &mut **t;
+                let $conn = t.sent_conn().await?;
                 $body
             }
             $crate::tx::TxInner::Postgres(t) => {
@@ -108,20 +383,53 @@ impl Store {
     }
 }
 
+impl SqliteTx {
+    /// The connection, with everything held sent first (statements run in order).
+    pub(crate) async fn sent_conn(&mut self) -> Result<&mut SqliteConnection> {
+        if !self.batch.sql.is_empty() || !self.open {
+            self.send().await?;
+        }
+        self.conn()
+    }
+}
+
 impl StoreTx {
     pub fn backend(&self) -> Backend {
         self.store.backend()
     }
 
-    /// The transaction's connection, beginning the transaction on first use.
+    /// The transaction, begun on first use (on SQLite, its `BEGIN` held until the first
+    /// round trip).
     pub(crate) async fn conn(&mut self) -> Result<&mut TxInner> {
         if self.inner.is_none() {
             self.inner = Some(match &self.store.inner {
-                // IMMEDIATE: take the write lock at once. A deferred transaction that reads and
-                // then writes fails with SQLITE_BUSY_SNAPSHOT if another process (a second
-                // muster on the same file) committed in between; waiting for the lock up front
-                // (busy_timeout) cannot fail that way.
-                Inner::Sqlite { write, .. } => TxInner::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?),
+                Inner::Sqlite { write, relay, .. } => {
+                    // Join the group of the transaction holding the connection, if any;
+                    // otherwise take the connection from the pool (and answer the queue).
+                    let handed = match relay.join() {
+                        Some(rx) => rx.await.ok().flatten(),
+                        None => None,
+                    };
+                    let (conn, group) = match handed {
+                        Some(h) => (h.conn, h.group),
+                        None => {
+                            let conn = write.acquire().await?;
+                            relay.hold();
+                            (conn, crate::group_commit::Group::new())
+                        }
+                    };
+                    let mut t = SqliteTx {
+                        conn: Some(conn),
+                        group: Some(group),
+                        relay: relay.clone(),
+                        begun: false,
+                        begins: false,
+                        open: false,
+                        batch: Batch::default(),
+                    };
+                    t.begin();
+                    TxInner::Sqlite(t)
+                }
                 Inner::Postgres(pool) => TxInner::Postgres(pool.begin().await?),
             });
         }
@@ -129,6 +437,35 @@ impl StoreTx {
             Some(inner) => Ok(inner),
             None => Err(crate::StoreError::Corrupt("transaction unavailable".into())),
         }
+    }
+
+    /// SQLite: the batch to hold statements in (the transaction begun). None on PostgreSQL,
+    /// where statements are sent as they come.
+    pub(crate) async fn batch(&mut self) -> Result<Option<&mut Batch>> {
+        Ok(match self.conn().await? {
+            TxInner::Sqlite(t) => Some(&mut t.batch),
+            TxInner::Postgres(_) => None,
+        })
+    }
+
+    /// SQLite: sends the held statements with the one just held by [`Batch::push`] last, and
+    /// returns its rows.
+    pub(crate) async fn send_for_rows(&mut self) -> Result<Vec<SqliteRow>> {
+        match self.conn().await? {
+            TxInner::Sqlite(t) => t.send().await,
+            TxInner::Postgres(_) => Err(StoreError::Corrupt("send_for_rows on PostgreSQL".into())),
+        }
+    }
+
+    /// A step's end: sends what it holds if any of it may still fail, so that the failure is
+    /// that step's (and is rolled back to its savepoint) rather than a later one's.
+    pub async fn settle(&mut self) -> Result<()> {
+        if let Some(TxInner::Sqlite(t)) = self.inner.as_mut()
+            && t.batch.fallible
+        {
+            t.send().await?;
+        }
+        Ok(())
     }
 
     pub async fn commit(mut self) -> Result<()> {
@@ -139,7 +476,9 @@ impl StoreTx {
         }
         self.flush().await?;
         match self.inner.take() {
-            Some(TxInner::Sqlite(t)) => t.commit().await?,
+            // The held statements and the end of this part go in one round trip; the group's
+            // COMMIT follows (see `group_commit`).
+            Some(TxInner::Sqlite(mut t)) => t.leave(true).await?,
             Some(TxInner::Postgres(t)) => t.commit().await?,
             None => {}
         }
@@ -148,7 +487,7 @@ impl StoreTx {
 
     pub async fn rollback(mut self) -> Result<()> {
         match self.inner.take() {
-            Some(TxInner::Sqlite(t)) => t.rollback().await?,
+            Some(TxInner::Sqlite(mut t)) => t.leave(false).await?,
             Some(TxInner::Postgres(t)) => t.rollback().await?,
             None => {}
         }
@@ -157,11 +496,17 @@ impl StoreTx {
 
     /// Marks a savepoint (`step`): [`StoreTx::rollback_to_savepoint`] undoes what follows.
     pub async fn savepoint(&mut self) -> Result<()> {
+        // Before the transaction began there is nothing to keep: rolling back to the mark is
+        // rolling back everything (and a step that never writes never takes the writer).
         self.mark_before_begin = self.inner.is_none();
-        if !self.mark_before_begin {
-            on_tx!(self, conn => {
-                sqlx::query("SAVEPOINT step").execute(&mut *conn).await?;
-            });
+        match self.inner.as_mut() {
+            None => {}
+            // Held, not sent: it goes with the step's first statement, and if the step fails
+            // before sending anything, rolling back to it costs nothing.
+            Some(TxInner::Sqlite(t)) => t.batch.savepoint(),
+            Some(TxInner::Postgres(t)) => {
+                sqlx::query("SAVEPOINT step").execute(&mut **t).await?;
+            }
         }
         self.marks = (self.events.len(), self.steps.len());
         self.staged_mark = self.staged.clone();
@@ -173,9 +518,14 @@ impl StoreTx {
         if self.mark_before_begin {
             // Nothing ran before the mark: undo the whole transaction, begin again if needed.
             match self.inner.take() {
-                Some(TxInner::Sqlite(t)) => t.rollback().await?,
+                Some(TxInner::Sqlite(mut t)) => t.leave(false).await?,
                 Some(TxInner::Postgres(t)) => t.rollback().await?,
                 None => {}
+            }
+        } else if let Some(TxInner::Sqlite(t)) = self.inner.as_mut() {
+            if !t.batch.drop_to_mark() {
+                // Sent already: the rollback is held for the next round trip.
+                t.batch.push("ROLLBACK TO SAVEPOINT step");
             }
         } else {
             on_tx!(self, conn => {
@@ -192,9 +542,13 @@ impl StoreTx {
 
     /// Writes an audit record (and the event it carries) inside this transaction.
     pub async fn audit(&mut self, entry: &muster_core::audit::AuditEntry) -> Result<()> {
-        on_tx!(self, conn => {
-            crate::audit::insert_record!(&mut *conn, entry);
-        });
+        if let Some(b) = self.batch().await? {
+            crate::audit::hold_record(b, entry)?;
+        } else {
+            on_tx!(self, conn => {
+                crate::audit::insert_record!(&mut *conn, entry);
+            });
+        }
         self.hold_event_of(entry);
         Ok(())
     }
@@ -233,6 +587,9 @@ impl StoreTx {
     /// Inserts the held events and step-log rows, and writes the staged process update (fenced:
     /// [`StoreError::Fenced`] when the lease was lost, and nothing commits).
     async fn flush(&mut self) -> Result<()> {
+        if self.backend() == Backend::Sqlite {
+            return self.hold_commit_rows().await;
+        }
         if let Some((fence, up)) = self.staged.take()
             && !self.finish_step_now(&fence, &up).await?
         {
@@ -274,16 +631,72 @@ impl StoreTx {
         Ok(())
     }
 
+    /// SQLite's [`StoreTx::flush`]: the staged process update, the lease check on it (see
+    /// `LEASE_CHECK`), the events and the step rows are held for the commit's round trip.
+    async fn hold_commit_rows(&mut self) -> Result<()> {
+        let staged = self.staged.take();
+        let events = std::mem::take(&mut self.events);
+        let steps = std::mem::take(&mut self.steps);
+        let Some(b) = self.batch().await? else {
+            return Err(StoreError::Corrupt("no SQLite batch".into()));
+        };
+        if let Some((fence, up)) = staged {
+            crate::processes::hold_finish_step(b, &fence, &up)?;
+            b.push("INSERT INTO lease_check (ok) SELECT changes()");
+        }
+        if !events.is_empty() {
+            b.push(&values_sql(
+                "INSERT INTO events (stream, kind, subject, at, cid, data) VALUES ",
+                6,
+                events.len(),
+            ));
+            for e in &events {
+                b.bind(e.stream)?
+                    .bind(e.kind)?
+                    .bind(e.subject.as_deref())?
+                    .bind(crate::Ts(e.at))?
+                    .bind(e.cid.as_deref())?
+                    .bind(sqlx::types::Json(&e.data))?;
+            }
+        }
+        if !steps.is_empty() {
+            b.push(&values_sql(
+                "INSERT INTO process_steps (process_id, name, status, state_delta, created_by, started_at, completed_at, attempt, retries) VALUES ",
+                9,
+                steps.len(),
+            ));
+            for (pid, attempt, log) in &steps {
+                b.bind(*pid)?
+                    .bind(log.name.as_str())?
+                    .bind(log.status.as_str())?
+                    .bind(sqlx::types::Json(&log.state_delta))?
+                    .bind(log.created_by.as_str())?
+                    .bind(crate::Ts(log.started_at))?
+                    .bind(crate::Ts(log.completed_at))?
+                    .bind(*attempt)?
+                    .bind(log.retries)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Inserts a directory user inside this transaction (a workflow step creating a person).
     pub async fn insert_user(
         &mut self,
         user: &muster_core::directory::User,
         audit: &muster_core::audit::AuditEntry,
     ) -> Result<()> {
-        on_tx!(self, conn => {
-            crate::users::insert_user_on!(&mut *conn, user);
-            crate::audit::insert_record!(&mut *conn, audit);
-        });
+        if let Some(b) = self.batch().await? {
+            b.push(crate::users::INSERT_USER).bind(user.uuid)?;
+            crate::users::bind_user_columns!(BatchBinder(&mut *b, Ok(())), user).1?;
+            b.may_clash(|e| StoreError::unique_opt(e, "username_key", "username"));
+            crate::audit::hold_record(b, audit)?;
+        } else {
+            on_tx!(self, conn => {
+                crate::users::insert_user_on!(&mut *conn, user);
+                crate::audit::insert_record!(&mut *conn, audit);
+            });
+        }
         self.hold_event_of(audit);
         Ok(())
     }
@@ -331,5 +744,58 @@ impl StoreTx {
         });
         self.hold_event_of(audit);
         Ok(true)
+    }
+}
+
+/// `head` followed by `rows` groups of `cols` numbered placeholders: `($1, $2), ($3, $4)`.
+fn values_sql(head: &str, cols: usize, rows: usize) -> String {
+    let mut sql = String::from(head);
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(r * cols + c + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_statements_are_renumbered_after_earlier_arguments() -> Result<()> {
+        let mut b = Batch::default();
+        hold!(&mut b, "INSERT INTO t (a, b) VALUES ($1, $2)", 1i64, 2i64);
+        hold!(&mut b, "UPDATE t SET a = $2 WHERE b = $1 AND c = $10", 3i64, 4i64);
+        assert_eq!(
+            b.sql,
+            "INSERT INTO t (a, b) VALUES ($1, $2); UPDATE t SET a = $4 WHERE b = $3 AND c = $12; "
+        );
+        assert_eq!(values_sql("V ", 2, 2), "V ($1, $2), ($3, $4)");
+        Ok(())
+    }
+
+    #[test]
+    fn a_held_savepoint_is_dropped_with_what_follows_it() -> Result<()> {
+        let mut b = Batch::default();
+        hold!(&mut b, "INSERT INTO t VALUES ($1)", 1i64);
+        b.savepoint();
+        hold!(&mut b, "INSERT INTO u VALUES ($1)", 2i64).may_clash(|_| None);
+        assert!(b.fallible);
+        assert!(b.drop_to_mark());
+        assert_eq!(b.sql, "INSERT INTO t VALUES ($1); ");
+        assert!(!b.fallible);
+        assert!(b.uniques.is_empty());
+        assert!(!b.drop_to_mark(), "the mark is gone once used");
+        Ok(())
     }
 }

@@ -3174,3 +3174,113 @@ async fn a_login_that_read_a_stale_user_or_a_spent_step_opens_nothing() {
         store.close().await;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Transactions committed together (SQLite's group commit) still stand or fall on their own
+// ---------------------------------------------------------------------------------------------
+
+/// Many transactions at once, as workflow steps make them: on SQLite they queue for the one
+/// writer and are committed in groups. Each must still commit, roll back, be dropped or lose
+/// its lease on its own: what one does never undoes or keeps another's writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transactions_commit_or_roll_back_each_on_its_own() {
+    use muster_core::workflow::{ProcessStatus, StepStatus};
+    use muster_store::{Fence, ProcessUpdate, StepLog};
+    for db in TestDb::all().await {
+        let label = db.label;
+        let store = open(&db).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..60usize {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let mut tx = store.begin().await?;
+                tx.audit(&entry(actions::USER_CREATE, Some(format!("g{i}")))).await?;
+                // Hold the writer a moment, so that others queue behind this one.
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                let r = match i % 5 {
+                    0 => tx.commit().await,
+                    1 => tx.rollback().await,
+                    2 => {
+                        drop(tx);
+                        Ok(())
+                    }
+                    3 => {
+                        tx.audit(&entry(actions::USER_CREATE, Some(format!("g{i}")))).await?;
+                        tx.commit().await
+                    }
+                    _ => {
+                        // A lease that is not held: the commit is refused, nothing of it stays.
+                        let now = clock::now();
+                        let fence = Fence {
+                            process_id: Uuid::new_v4(),
+                            attempt: 1,
+                            worker: "nobody".into(),
+                        };
+                        let log = StepLog {
+                            name: "s".into(),
+                            status: StepStatus::Success,
+                            state_delta: serde_json::json!({}),
+                            created_by: "t".into(),
+                            started_at: now,
+                            completed_at: now,
+                            retries: 0,
+                        };
+                        let up = ProcessUpdate {
+                            status: ProcessStatus::Running,
+                            last_step: "s".into(),
+                            next_step: None,
+                            state: serde_json::json!({}),
+                            run_after: None,
+                            lease_until: None,
+                            failed_reason: None,
+                            traceback: None,
+                            retries: 0,
+                            assignee: "SYSTEM".into(),
+                            callback_token_hash: None,
+                            callback_deadline: None,
+                            now,
+                        };
+                        tx.stage_step(&fence, &log, &up).await?;
+                        match tx.commit().await {
+                            Err(StoreError::Fenced) => Ok(()),
+                            Err(e) => Err(e),
+                            Ok(()) => Err(StoreError::Corrupt("a lost lease committed".into())),
+                        }
+                    }
+                };
+                r.map(|()| i)
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            let i = done
+                .unwrap_or_else(|e| panic!("{label}: task: {e}"))
+                .unwrap_or_else(|e| panic!("{label}: transaction: {e}"));
+            assert!(i < 60, "{label}");
+        }
+        // A dropped transaction is rolled back by a task of its own: give it a moment.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        for i in 0..60usize {
+            let (n, _) = store
+                .list_audit(&AuditQuery {
+                    target: Some(format!("g{i}")),
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{label}: list_audit: {e}"));
+            let want = match i % 5 {
+                0 => 1,
+                3 => 2,
+                _ => 0,
+            };
+            assert_eq!(n, want, "{label}: transaction {i} (kind {})", i % 5);
+        }
+        // The writer is free again: a transaction on its own still commits at once.
+        let mut tx = store.begin().await.expect("begin");
+        tx.audit(&entry(actions::USER_CREATE, Some("after".into())))
+            .await
+            .expect("audit");
+        tx.commit().await.expect("commit");
+        store.close().await;
+    }
+}
