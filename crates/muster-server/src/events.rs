@@ -47,9 +47,12 @@ impl EventHub {
     pub fn spawn_sequencer(&self, store: Store) -> tokio::task::JoinHandle<()> {
         let hub = self.clone();
         tokio::spawn(async move {
+            let mut woken = false;
             loop {
                 match store.sequence_events(BATCH).await {
-                    Ok(n) if n > 0 => {
+                    Ok(n) if n > 0 || woken => {
+                        // Woken by a write: followers look even if this pass numbered nothing
+                        // (on SQLite, transactions number their own events as they commit).
                         hub.numbered.send_modify(|v| *v = v.wrapping_add(1));
                         if n as i64 == BATCH {
                             continue; // more may be waiting
@@ -61,10 +64,10 @@ impl EventHub {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
-                if tokio::time::timeout(IDLE_TICK, hub.wake_sequencer.notified())
+                woken = tokio::time::timeout(IDLE_TICK, hub.wake_sequencer.notified())
                     .await
-                    .is_ok()
-                {
+                    .is_ok();
+                if woken {
                     // Let a burst of commits gather: one pass numbers them all, instead of one
                     // writer transaction per commit competing with the writes themselves.
                     tokio::time::sleep(GATHER).await;

@@ -92,6 +92,12 @@ impl Relay {
         Some(rx)
     }
 
+    /// Whether no transaction waits to join: the holder may then end the group with its own
+    /// last batch (someone who comes later starts a group of its own).
+    pub(crate) fn nobody_waiting(&self) -> bool {
+        self.lock().waiting.is_empty()
+    }
+
     /// The connection was taken from the pool: its holder now answers the queue.
     pub(crate) fn hold(&self) {
         self.lock().held = true;

@@ -321,13 +321,14 @@ impl Store {
 
     /// Whether a User subscription (of any status) holds `username`.
     pub async fn username_held(&self, username: &str) -> Result<bool> {
-        let n: i64 = on_db!(self, read, pool => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM user_blocks WHERE LOWER(username) = LOWER($1)")
+        // `user_blocks_username_lower` answers this from the index.
+        let held: bool = on_db!(self, read, pool => {
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM user_blocks WHERE LOWER(username) = LOWER($1))")
                 .bind(username)
                 .fetch_one(pool)
                 .await?
         });
-        Ok(n > 0)
+        Ok(held)
     }
 
     /// Subscriptions of `product_type` in `status`: (id, description), for dropdowns.
@@ -338,8 +339,11 @@ impl Store {
     ) -> Result<Vec<(Uuid, String)>> {
         Ok(on_db!(self, read, pool => {
             sqlx::query_as(
-                "SELECT s.subscription_id, s.description FROM subscriptions s JOIN products p ON p.product_id = s.product_id \
-                 WHERE p.product_type = $1 AND s.status = $2 ORDER BY s.description, s.subscription_id",
+                // By product, then status: the index on (product_id, status) gives just the rows
+                // wanted (by status alone, every active User would be read to find the groups).
+                "SELECT s.subscription_id, s.description FROM subscriptions s \
+                 WHERE s.product_id IN (SELECT product_id FROM products WHERE product_type = $1) AND s.status = $2 \
+                 ORDER BY s.description, s.subscription_id",
             )
             .bind(product_type)
             .bind(status.as_str())

@@ -108,8 +108,19 @@ impl SqliteTx {
         let mut kept = false;
         if commit {
             self.batch.push("RELEASE tx");
+            // Nobody to hand the transaction to: commit the group in this same round trip.
+            let ends_group = self.relay.nobody_waiting();
+            if ends_group {
+                self.batch.push("COMMIT");
+            }
             match self.send().await {
-                Ok(_) => kept = true,
+                Ok(_) => {
+                    kept = true;
+                    if ends_group && let Some(g) = self.group.as_mut() {
+                        // Committed: every member's part with it; nothing is open any more.
+                        g.open = false;
+                    }
+                }
                 Err(e) => {
                     result = Err(e);
                     self.undo().await;
@@ -645,19 +656,7 @@ impl StoreTx {
             b.push("INSERT INTO lease_check (ok) SELECT changes()");
         }
         if !events.is_empty() {
-            b.push(&values_sql(
-                "INSERT INTO events (stream, kind, subject, at, cid, data) VALUES ",
-                6,
-                events.len(),
-            ));
-            for e in &events {
-                b.bind(e.stream)?
-                    .bind(e.kind)?
-                    .bind(e.subject.as_deref())?
-                    .bind(crate::Ts(e.at))?
-                    .bind(e.cid.as_deref())?
-                    .bind(sqlx::types::Json(&e.data))?;
-            }
+            hold_numbered_events(b, &events)?;
         }
         if !steps.is_empty() {
             b.push(&values_sql(
@@ -745,6 +744,71 @@ impl StoreTx {
         self.hold_event_of(audit);
         Ok(true)
     }
+}
+
+/// Holds the insert of `events` numbered at once (SQLite only).
+///
+/// On PostgreSQL events are numbered after they commit (see `events.rs`: a transaction that
+/// took a number first may commit last). On SQLite every write transaction holds the one
+/// database write lock from its first statement to its commit, so transactions commit in the
+/// order they number in, and numbering inside the transaction is just as safe: each event
+/// takes its stream's counter plus its place in the batch, and the counter moves on. Events
+/// written elsewhere without a number are numbered later by the sequencer from the same
+/// counter.
+fn hold_numbered_events(b: &mut Batch, events: &[PendingEvent]) -> Result<()> {
+    let mut streams: Vec<(&'static str, i64)> = Vec::new();
+    let mut place = Vec::with_capacity(events.len());
+    for e in events {
+        let n = match streams.iter_mut().find(|(s, _)| *s == e.stream) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                streams.push((e.stream, 1));
+                1
+            }
+        };
+        place.push(n);
+    }
+    for (stream, _) in &streams {
+        hold!(
+            b,
+            "INSERT INTO event_streams (stream, last_seq) VALUES ($1, 0) ON CONFLICT (stream) DO NOTHING",
+            *stream
+        );
+    }
+    let mut sql = String::from("INSERT INTO events (stream, seq, kind, subject, at, cid, data) VALUES ");
+    for i in 0..events.len() {
+        let p = i * 7;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${a}, (SELECT last_seq FROM event_streams WHERE stream = ${a}) + ${b}, ${c}, ${d}, ${e}, ${f}, ${g})",
+            a = p + 1,
+            b = p + 2,
+            c = p + 3,
+            d = p + 4,
+            e = p + 5,
+            f = p + 6,
+            g = p + 7
+        ));
+    }
+    b.push(&sql);
+    for (e, n) in events.iter().zip(place) {
+        b.bind(e.stream)?
+            .bind(n)?
+            .bind(e.kind)?
+            .bind(e.subject.as_deref())?
+            .bind(crate::Ts(e.at))?
+            .bind(e.cid.as_deref())?
+            .bind(sqlx::types::Json(&e.data))?;
+    }
+    for (stream, n) in &streams {
+        hold!(b, "UPDATE event_streams SET last_seq = last_seq + $2 WHERE stream = $1", *stream, *n);
+    }
+    Ok(())
 }
 
 /// `head` followed by `rows` groups of `cols` numbered placeholders: `($1, $2), ($3, $4)`.
