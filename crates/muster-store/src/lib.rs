@@ -146,6 +146,9 @@ macro_rules! on_db {
 }
 pub(crate) use on_db;
 
+/// A PostgreSQL connection idle for this long is pinged before it is used again.
+const PG_PING_IDLE: Duration = Duration::from_secs(1);
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -158,16 +161,15 @@ impl Store {
             let opts = SqliteConnectOptions::from_str(url)?.foreign_keys(true);
             let pool = SqlitePoolOptions::new()
                 .max_connections(1)
+                .test_before_acquire(false)
                 .idle_timeout(None)
                 .max_lifetime(None)
                 .connect_with(opts)
                 .await?;
-            Ok(Self {
-                inner: Inner::Sqlite {
-                    read: pool.clone(),
-                    write: pool,
-                },
-            })
+            Ok(Self::new(Inner::Sqlite {
+                read: pool.clone(),
+                write: pool,
+            }))
         } else if url.starts_with("sqlite:") {
             let base = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -178,8 +180,13 @@ impl Store {
             // The one writer keeps the upper levels of every index it updates in its own cache
             // (32 MiB rather than SQLite's 2 MiB): with large tables, re-reading them through
             // the OS on every write transaction cost more than the writes.
+            // No ping before each use (sqlx's default): a SQLite connection is a file handle in
+            // this process that no peer can drop, and the ping is a round trip to the
+            // connection's thread, which on the single writer delayed every write. (sqlx still
+            // checks each connection when it is returned.)
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
+                .test_before_acquire(false)
                 .connect_with(base.clone().pragma("cache_size", "-32768"))
                 .await?;
             // Readers do not set pragmas that write (journal mode); the writer already did.
@@ -189,24 +196,37 @@ impl Store {
                 .busy_timeout(Duration::from_secs(10));
             let read = SqlitePoolOptions::new()
                 .max_connections(options.max_connections.max(1))
+                .test_before_acquire(false)
                 .connect_with(read_opts)
                 .await?;
-            Ok(Self {
-                inner: Inner::Sqlite { read, write },
-            })
+            Ok(Self::new(Inner::Sqlite { read, write }))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)?;
+            // sqlx pings every connection before handing it out, a network round trip per
+            // query. It also checks each connection when it comes back, so only one that sat
+            // idle (when the server may have closed it) needs the ping before use.
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections.max(1))
                 .acquire_timeout(Duration::from_secs(10))
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PG_PING_IDLE {
+                            sqlx::Connection::ping(conn).await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .connect_with(opts)
                 .await?;
-            Ok(Self {
-                inner: Inner::Postgres(pool),
-            })
+            Ok(Self::new(Inner::Postgres(pool)))
         } else {
             Err(StoreError::UnsupportedUrl)
         }
+    }
+
+    fn new(inner: Inner) -> Self {
+        Self { inner }
     }
 
     pub fn backend(&self) -> Backend {
