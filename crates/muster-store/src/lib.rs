@@ -22,6 +22,7 @@ mod sessions;
 mod subscriptions;
 pub mod testing;
 mod throttle;
+mod token_cache;
 mod totp;
 mod ts;
 mod tx;
@@ -120,6 +121,8 @@ enum Inner {
 #[derive(Clone)]
 pub struct Store {
     inner: Inner,
+    /// This node's API token lookups (see `token_cache`); shared by every clone.
+    tokens: std::sync::Arc<token_cache::TokenCache>,
 }
 
 impl std::fmt::Debug for Store {
@@ -226,7 +229,10 @@ impl Store {
     }
 
     fn new(inner: Inner) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            tokens: Default::default(),
+        }
     }
 
     pub fn backend(&self) -> Backend {

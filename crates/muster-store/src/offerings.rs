@@ -574,6 +574,13 @@ impl Store {
     /// Deletes a provider that has no offerings (its managers and tokens go with it). `None`
     /// when there is no such provider, `Some(false)` when it still has offerings.
     pub async fn delete_provider(&self, uuid: ProviderUuid, audit: &AuditEntry) -> Result<Option<bool>> {
+        let deleted = self.delete_provider_row(uuid, audit).await;
+        // Its tokens went with it (ON DELETE CASCADE); after the commit, as for a revocation.
+        self.tokens.evict_provider(uuid);
+        deleted
+    }
+
+    async fn delete_provider_row(&self, uuid: ProviderUuid, audit: &AuditEntry) -> Result<Option<bool>> {
         Ok(on_db!(self, write, pool => {
             let mut tx = pool.begin().await?;
             let offerings: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM offerings WHERE provider_uuid = $1")
@@ -857,6 +864,19 @@ impl Store {
 
     /// Revokes (deletes) a provider's token. False when the provider has no such token.
     pub async fn delete_api_token(
+        &self,
+        provider: ProviderUuid,
+        token: ApiTokenUuid,
+        audit: &AuditEntry,
+    ) -> Result<bool> {
+        let deleted = self.delete_api_token_row(provider, token, audit).await;
+        // After the commit (or a failure: evicting is always safe), so that no lookup that read
+        // the row before the delete can leave it cached (see `token_cache`).
+        self.tokens.evict_token(token);
+        deleted
+    }
+
+    async fn delete_api_token_row(
         &self,
         provider: ProviderUuid,
         token: ApiTokenUuid,

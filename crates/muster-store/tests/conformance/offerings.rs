@@ -561,6 +561,114 @@ async fn offering_api_tokens_are_found_by_hash_and_revoked() {
     }
 }
 
+/// The per-node token cache: hits within the age, never caches a miss, forgets a token revoked
+/// (or whose provider is deleted) through the same store at once, and another node's
+/// revocation once the entry is older than the age.
+#[tokio::test]
+async fn offering_api_token_cache_never_outlives_revocation_on_its_node() {
+    use std::time::Duration;
+    const LONG: Duration = Duration::from_secs(3600);
+    for db in TestDb::all().await {
+        let node = open(&db).await;
+        let other_node = open(&db).await;
+        let label = db.label;
+        let mint = |p: &Provider, hash: [u8; 32]| {
+            let t = ApiToken {
+                uuid: ApiTokenUuid::new_random(),
+                provider_uuid: p.uuid,
+                name: "agent".into(),
+                created_by: "test".into(),
+                created: clock::now(),
+            };
+            let store = node.clone();
+            async move {
+                store
+                    .insert_api_token(&t, &hash, &entry(actions::API_TOKEN_CREATE))
+                    .await
+                    .unwrap_or_else(|e| panic!("{label}: {e}"));
+                t
+            }
+        };
+        let found = |store: &Store, hash: [u8; 32], age: Duration| {
+            let store = store.clone();
+            async move {
+                store
+                    .api_token_by_hash_cached(&hash, age)
+                    .await
+                    .unwrap_or_else(|e| panic!("{label}: {e}"))
+                    .map(|(t, stored)| {
+                        assert_eq!(stored, hash.to_vec(), "{label}");
+                        t.uuid
+                    })
+            }
+        };
+        let (p, _) = setup(&node, label, "cache").await;
+
+        // A miss is not remembered: a token created right after is found.
+        let hash = [21u8; 32];
+        assert_eq!(found(&node, hash, LONG).await, None, "{label}");
+        let t = mint(&p, hash).await;
+        assert_eq!(found(&node, hash, LONG).await, Some(t.uuid), "{label}");
+
+        // Revoked on this node: gone at once, though the entry was young.
+        assert_eq!(found(&node, hash, LONG).await, Some(t.uuid), "{label}");
+        assert_eq!(
+            node.delete_api_token(p.uuid, t.uuid, &entry(actions::API_TOKEN_REVOKE))
+                .await
+                .ok(),
+            Some(true),
+            "{label}"
+        );
+        assert_eq!(found(&node, hash, LONG).await, None, "{label}");
+
+        // Revoked on another node: this node answers from its cache within the age, and asks
+        // the database again once its entry is older.
+        let hash = [22u8; 32];
+        let t = mint(&p, hash).await;
+        assert_eq!(found(&node, hash, LONG).await, Some(t.uuid), "{label}");
+        assert_eq!(
+            other_node
+                .delete_api_token(p.uuid, t.uuid, &entry(actions::API_TOKEN_REVOKE))
+                .await
+                .ok(),
+            Some(true),
+            "{label}"
+        );
+        assert_eq!(found(&node, hash, LONG).await, Some(t.uuid), "{label}: cached");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(
+            found(&node, hash, Duration::from_millis(20)).await,
+            None,
+            "{label}: older than the age"
+        );
+        assert_eq!(found(&other_node, hash, LONG).await, None, "{label}");
+
+        // Deleting the provider takes its (cached) tokens with it.
+        let (q, _) = setup(&node, label, "cache-gone").await;
+        let hash = [23u8; 32];
+        let t = mint(&q, hash).await;
+        assert_eq!(found(&node, hash, LONG).await, Some(t.uuid), "{label}");
+        // `setup` gave it an offering, which a provider must not have when deleted.
+        let offerings = node
+            .list_offerings(Some(&[q.uuid.0]))
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        for o in offerings {
+            node.delete_offering(o.uuid, &entry(actions::OFFERING_DELETE))
+                .await
+                .unwrap_or_else(|e| panic!("{label}: {e}"));
+        }
+        assert_eq!(
+            node.delete_provider(q.uuid, &entry(actions::PROVIDER_DELETE))
+                .await
+                .ok(),
+            Some(Some(true)),
+            "{label}"
+        );
+        assert_eq!(found(&node, hash, LONG).await, None, "{label}");
+    }
+}
+
 #[tokio::test]
 async fn offering_events_are_filtered_by_provider() {
     for db in TestDb::all().await {
