@@ -13,6 +13,7 @@
 //! The store decides nothing: it writes what the services hand it and reports conflicts (a
 //! taken username, a row changed underneath) as [`StoreError`]s.
 
+mod account_writes;
 mod audit;
 mod catalogue;
 mod events;
@@ -123,6 +124,8 @@ pub struct Store {
     inner: Inner,
     /// This node's API token lookups (see `token_cache`); shared by every clone.
     tokens: std::sync::Arc<token_cache::TokenCache>,
+    /// This node's queue of offering-account changes to SQLite's writer (see `account_writes`).
+    account_writes: std::sync::Arc<account_writes::AccountWrites>,
 }
 
 impl std::fmt::Debug for Store {
@@ -187,10 +190,16 @@ impl Store {
             // this process that no peer can drop, and the ping is a round trip to the
             // connection's thread, which on the single writer delayed every write. (sqlx still
             // checks each connection when it is returned.)
+            // Its statement cache also holds one batch statement per size of account-change
+            // batch (`account_writes`), beside everything else that writes.
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 .test_before_acquire(false)
-                .connect_with(base.clone().pragma("cache_size", "-32768"))
+                .connect_with(
+                    base.clone()
+                        .pragma("cache_size", "-32768")
+                        .statement_cache_capacity(100 + account_writes::MAX_BATCH),
+                )
                 .await?;
             // Readers do not set pragmas that write (journal mode); the writer already did.
             let read_opts = SqliteConnectOptions::from_str(url)?
@@ -232,6 +241,7 @@ impl Store {
         Self {
             inner,
             tokens: Default::default(),
+            account_writes: Default::default(),
         }
     }
 

@@ -411,6 +411,110 @@ async fn offering_racing_transitions_have_one_winner() {
     }
 }
 
+/// Many changes of different accounts at once (on SQLite they are committed together): each
+/// keeps its own outcome, records and events, racing changes of one account still have one
+/// winner, and one change that fails (a taken username) fails alone.
+#[tokio::test]
+async fn offering_concurrent_changes_keep_their_own_outcomes() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        let label = db.label;
+        let (_, o) = setup(&store, label, "group").await;
+        let mut accounts = Vec::new();
+        for _ in 0..12 {
+            accounts.push(account(&store, label, &o, "", AccountState::Requested).await);
+        }
+        account(&store, label, &o, "taken", AccountState::Ok).await;
+        let renamed = account(&store, label, &o, "", AccountState::Ok).await;
+        let audits = audit_total(&store, label).await;
+        // Numbers every event, then counts the stream.
+        let events = |store: &Store| {
+            let store = store.clone();
+            async move {
+                while store.sequence_events(1000).await.unwrap_or(0) > 0 {}
+                store
+                    .events_after(streams::OFFERING_USERS, 0, 10_000)
+                    .await
+                    .map(|e| e.len())
+                    .unwrap_or_default()
+            }
+        };
+        let events_before = events(&store).await;
+
+        // With the writer held, every change below is queued before any is written, so that on
+        // SQLite they are committed as one batch.
+        let hold = store.hold_writer().await.unwrap_or_else(|e| panic!("{label}: {e}"));
+        let mut tasks = Vec::new();
+        // Each account once, the first one three times more (racing itself).
+        for a in accounts.iter().chain([accounts[0]; 3].iter()) {
+            let (store, a) = (store.clone(), *a);
+            tasks.push(tokio::spawn(async move {
+                store
+                    .change_offering_user(a, transition_rule(Action::BeginCreating))
+                    .await
+            }));
+        }
+        let failing = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .change_offering_user(renamed, |before| {
+                        let mut f = before.fields();
+                        f.username = "taken".into();
+                        Ok(Some(AccountChange {
+                            fields: f,
+                            allowed_from: vec![before.state],
+                            history: None,
+                            audit: entry(actions::OFFERING_USER_UPDATE),
+                        }))
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        drop(hold);
+        let (mut wins, mut refusals) = (0, 0);
+        for t in tasks {
+            match t.await {
+                Ok(Ok(ChangeOutcome::Changed { before, after })) => {
+                    assert_eq!((before.version, after.version), (1, 2), "{label}");
+                    wins += 1;
+                }
+                Ok(Ok(ChangeOutcome::Refused(_))) => refusals += 1,
+                other => panic!("{label}: {other:?}"),
+            }
+        }
+        assert_eq!((wins, refusals), (12, 3), "{label}");
+        match failing.await {
+            Ok(Err(StoreError::Duplicate("username"))) => {}
+            other => panic!("{label}: {other:?}"),
+        }
+        for a in &accounts {
+            let now = store
+                .offering_user(*a)
+                .await
+                .ok()
+                .flatten()
+                .map(|x| (x.state, x.version));
+            assert_eq!(now, Some((AccountState::Creating, 2)), "{label}");
+            assert_eq!(
+                store.offering_user_history(*a).await.map(|h| h.len()).ok(),
+                Some(2),
+                "{label}"
+            );
+        }
+        let now = store
+            .offering_user(renamed)
+            .await
+            .ok()
+            .flatten()
+            .map(|x| (x.username, x.version));
+        assert_eq!(now, Some((String::new(), 1)), "{label}");
+        assert_eq!(audit_total(&store, label).await, audits + 12, "{label}");
+        assert_eq!(events(&store).await, events_before + 12, "{label}");
+    }
+}
+
 #[tokio::test]
 async fn offering_lists_filter_order_and_respect_visibility() {
     for db in TestDb::all().await {
