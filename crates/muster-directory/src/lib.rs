@@ -17,6 +17,7 @@ mod users;
 mod workflow_ops;
 
 pub use access::{Auth, Caller, ProviderToken};
+pub use api_tokens::API_TOKEN_CACHE_MAX_AGE;
 pub use events::StreamAccess;
 pub use hashing::HashPool;
 pub use sessions::{LoginInput, LoginOutcome, SessionView};

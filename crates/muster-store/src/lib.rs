@@ -13,6 +13,7 @@
 //! The store decides nothing: it writes what the services hand it and reports conflicts (a
 //! taken username, a row changed underneath) as [`StoreError`]s.
 
+mod account_writes;
 mod audit;
 mod catalogue;
 mod events;
@@ -23,6 +24,7 @@ mod sessions;
 mod subscriptions;
 pub mod testing;
 mod throttle;
+mod token_cache;
 mod totp;
 mod ts;
 mod tx;
@@ -146,6 +148,10 @@ enum Inner {
 #[derive(Clone)]
 pub struct Store {
     inner: Inner,
+    /// This node's API token lookups (see `token_cache`); shared by every clone.
+    tokens: std::sync::Arc<token_cache::TokenCache>,
+    /// This node's queue of offering-account changes to SQLite's writer (see `account_writes`).
+    account_writes: std::sync::Arc<account_writes::AccountWrites>,
 }
 
 impl std::fmt::Debug for Store {
@@ -171,6 +177,9 @@ macro_rules! on_db {
     };
 }
 pub(crate) use on_db;
+
+/// A PostgreSQL connection idle for this long is pinged before it is used again.
+const PG_PING_IDLE: Duration = Duration::from_secs(1);
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -237,19 +246,18 @@ impl Store {
             let opts = SqliteConnectOptions::from_str(url)?.foreign_keys(true);
             let pool = SqlitePoolOptions::new()
                 .max_connections(1)
+                .test_before_acquire(false)
                 .idle_timeout(None)
                 .max_lifetime(None)
                 .after_connect(|conn, _| Box::pin(async move { install_lease_check(conn).await }))
                 .connect_with(opts)
                 .await?;
-            Ok(Self {
-                inner: Inner::Sqlite {
-                    read: pool.clone(),
-                    write: pool,
-                    checkpointer: None,
-                    relay: Arc::default(),
-                },
-            })
+            Ok(Self::new(Inner::Sqlite {
+                read: pool.clone(),
+                write: pool,
+                checkpointer: None,
+                relay: Arc::default(),
+            }))
         } else if url.starts_with("sqlite:") {
             let base = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -260,9 +268,12 @@ impl Store {
             // The one writer keeps the upper levels of every index it updates in its own cache
             // (32 MiB rather than SQLite's 2 MiB): with large tables, re-reading them through
             // the OS on every write transaction cost more than the writes.
-            // No ping before handing out a connection (sqlx's default): to a file in this
-            // process it cannot have gone away, and each ping is a round trip to the
-            // connection's thread, which on the one writer costs every transaction one more.
+            // No ping before each use (sqlx's default): a SQLite connection is a file handle in
+            // this process that no peer can drop, and the ping is a round trip to the
+            // connection's thread, which on the single writer delayed every write. (sqlx still
+            // checks each connection when it is returned.)
+            // Its statement cache also holds one batch statement per size of account-change
+            // batch (`account_writes`), beside everything else that writes.
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 .test_before_acquire(false)
@@ -271,7 +282,8 @@ impl Store {
                     base.clone()
                         .pragma("cache_size", "-32768")
                         .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
-                        .pragma("temp_store", "memory"),
+                        .pragma("temp_store", "memory")
+                        .statement_cache_capacity(100 + account_writes::MAX_BATCH),
                 )
                 .await?;
             let checkpointer = Some(Arc::new(Checkpointer::spawn(base.clone())));
@@ -285,26 +297,42 @@ impl Store {
                 .test_before_acquire(false)
                 .connect_with(read_opts)
                 .await?;
-            Ok(Self {
-                inner: Inner::Sqlite {
-                    read,
-                    write,
-                    checkpointer,
-                    relay: Arc::default(),
-                },
-            })
+            Ok(Self::new(Inner::Sqlite {
+                read,
+                write,
+                checkpointer,
+                relay: Arc::default(),
+            }))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)?;
+            // sqlx pings every connection before handing it out, a network round trip per
+            // query. It also checks each connection when it comes back, so only one that sat
+            // idle (when the server may have closed it) needs the ping before use.
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections.max(1))
                 .acquire_timeout(Duration::from_secs(10))
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PG_PING_IDLE {
+                            sqlx::Connection::ping(conn).await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .connect_with(opts)
                 .await?;
-            Ok(Self {
-                inner: Inner::Postgres(pool),
-            })
+            Ok(Self::new(Inner::Postgres(pool)))
         } else {
             Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    fn new(inner: Inner) -> Self {
+        Self {
+            inner,
+            tokens: Default::default(),
+            account_writes: Default::default(),
         }
     }
 

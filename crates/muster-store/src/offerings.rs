@@ -226,6 +226,134 @@ macro_rules! insert_history {
 // Account changes and queries
 // ---------------------------------------------------------------------------------------------
 
+/// Pushes the conditional update of an account change: `UPDATE offering_users SET … WHERE uuid
+/// AND version AND state IN (allowed)`. The state list is always padded to the number of states
+/// (repeating one), so that every change has the same statement text, whatever its sources:
+/// prepared statements are cached by text, and on SQLite a batch of changes is one text.
+macro_rules! push_update {
+    ($qb:expr, $uuid:expr, $version:expr, $change:expr) => {{
+        let f = &$change.fields;
+        $qb.push("UPDATE offering_users SET username = ")
+            .push_bind(f.username.clone())
+            .push(", state = ")
+            .push_bind(f.state.as_db())
+            .push(", runtime_state = ")
+            .push_bind(f.runtime_state.as_db())
+            .push(", is_restricted = ")
+            .push_bind(f.is_restricted)
+            .push(", service_provider_comment = ")
+            .push_bind(f.comment.clone())
+            .push(", service_provider_comment_url = ")
+            .push_bind(f.comment_url.clone())
+            .push(", modified = ")
+            .push_bind(Ts($change.audit.at))
+            .push(", version = version + 1 WHERE uuid = ")
+            .push_bind($uuid.0)
+            .push(" AND version = ")
+            .push_bind($version)
+            .push(" AND state IN (");
+        let mut sep = $qb.separated(", ");
+        for s in padded_states(&$change.allowed_from) {
+            sep.push_bind(s.as_db());
+        }
+        $qb.push(")");
+    }};
+}
+
+/// `states`, padded with its last element to the number of states there are (an `IN` list
+/// means the same with repeats). Empty stays empty.
+fn padded_states(states: &[AccountState]) -> impl Iterator<Item = AccountState> + '_ {
+    let pad = states.last().copied().into_iter().cycle();
+    states
+        .iter()
+        .copied()
+        .chain(pad)
+        .take(AccountState::ALL.len().max(states.len()))
+}
+
+/// Pushes one account change for SQLite's writer: the update, then its history entry, audit
+/// record and event, each inserted only if the statement before it changed exactly one row
+/// (`changes() = 1`) — so they exist only if the update applied — and a final `SELECT changes()`
+/// that says whether it did (the last insert changed a row only if the whole chain did). The
+/// caller wraps one or more of these in `BEGIN IMMEDIATE; … COMMIT;` and sends them as one
+/// batch: one hand-off to SQLite's connection thread instead of one per statement.
+pub(crate) fn push_sqlite_change(
+    qb: &mut sqlx::QueryBuilder<sqlx::Sqlite>,
+    uuid: OfferingUserUuid,
+    version: i64,
+    change: &AccountChange,
+) {
+    let a = &change.audit;
+    push_update!(qb, uuid, version, change);
+    qb.push("; ");
+    if let Some(h) = &change.history {
+        qb.push(
+            "INSERT INTO offering_user_history (offering_user_uuid, at, actor, action, from_state, to_state, \
+             comment, comment_url, cid) SELECT ",
+        )
+        .push_bind(uuid.0)
+        .push(", ")
+        .push_bind(Ts(h.at))
+        .push(", ")
+        .push_bind(h.actor.clone())
+        .push(", ")
+        .push_bind(h.action.clone())
+        .push(", ")
+        .push_bind(h.from_state.map(|s| s.as_db()))
+        .push(", ")
+        .push_bind(h.to_state.as_db())
+        .push(", ")
+        .push_bind(h.comment.clone())
+        .push(", ")
+        .push_bind(h.comment_url.clone())
+        .push(", ")
+        .push_bind(h.cid.clone())
+        .push(" WHERE changes() = 1; ");
+    }
+    qb.push(
+        "INSERT INTO audit_log (at, cid, actor, current_app, remote_addr, action, target, outcome, reason, \
+         details) SELECT ",
+    )
+    .push_bind(Ts(a.at))
+    .push(", ")
+    .push_bind(a.cid.clone())
+    .push(", ")
+    .push_bind(a.actor.clone())
+    .push(", ")
+    .push_bind(a.current_app.clone())
+    .push(", ")
+    .push_bind(a.remote_addr.clone())
+    .push(", ")
+    .push_bind(a.action)
+    .push(", ")
+    .push_bind(a.target.clone())
+    .push(", ")
+    .push_bind(a.outcome.as_str())
+    .push(", ")
+    .push_bind(a.reason.clone())
+    .push(", ")
+    .push_bind(sqlx::types::Json(a.details.clone()))
+    .push(" WHERE changes() = 1; ");
+    if let Some(e) = &a.event {
+        qb.push("INSERT INTO events (stream, kind, subject, at, cid, data) SELECT ")
+            .push_bind(e.stream)
+            .push(", ")
+            .push_bind(e.kind)
+            .push(", ")
+            .push_bind(e.subject.clone())
+            .push(", ")
+            .push_bind(Ts(a.at))
+            .push(", ")
+            .push_bind(a.cid.clone())
+            .push(", ")
+            .push_bind(sqlx::types::Json(e.data.clone()))
+            .push(" WHERE changes() = 1; ");
+    }
+    // (Not the summed row count of the batch: SQLite reports the previous batch's count for the
+    // BEGIN.)
+    qb.push("SELECT changes(); ");
+}
+
 /// What the service's rule decided about a locked account.
 #[derive(Debug)]
 pub struct AccountChange {
@@ -574,6 +702,13 @@ impl Store {
     /// Deletes a provider that has no offerings (its managers and tokens go with it). `None`
     /// when there is no such provider, `Some(false)` when it still has offerings.
     pub async fn delete_provider(&self, uuid: ProviderUuid, audit: &AuditEntry) -> Result<Option<bool>> {
+        let deleted = self.delete_provider_row(uuid, audit).await;
+        // Its tokens went with it (ON DELETE CASCADE); after the commit, as for a revocation.
+        self.tokens.evict_provider(uuid);
+        deleted
+    }
+
+    async fn delete_provider_row(&self, uuid: ProviderUuid, audit: &AuditEntry) -> Result<Option<bool>> {
         Ok(on_db!(self, write, pool => {
             let mut tx = pool.begin().await?;
             let offerings: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM offerings WHERE provider_uuid = $1")
@@ -862,6 +997,19 @@ impl Store {
         token: ApiTokenUuid,
         audit: &AuditEntry,
     ) -> Result<bool> {
+        let deleted = self.delete_api_token_row(provider, token, audit).await;
+        // After the commit (or a failure: evicting is always safe), so that no lookup that read
+        // the row before the delete can leave it cached (see `token_cache`).
+        self.tokens.evict_token(token);
+        deleted
+    }
+
+    async fn delete_api_token_row(
+        &self,
+        provider: ProviderUuid,
+        token: ApiTokenUuid,
+        audit: &AuditEntry,
+    ) -> Result<bool> {
         Ok(on_db!(self, write, pool => {
             let mut tx = pool.begin().await?;
             let n = sqlx::query("DELETE FROM api_tokens WHERE uuid = $1 AND provider_uuid = $2")
@@ -957,7 +1105,9 @@ impl Store {
     /// another writer got there first the row is read again and `rule` decides again: of any
     /// number of racing callers exactly one wins, and the others see the new state (for a
     /// transition, the table then refuses them). Reading outside the write keeps the write
-    /// short: on PostgreSQL one round trip, on SQLite no read on the single writer.
+    /// short: on PostgreSQL one round trip, on SQLite no read on the single writer, where the
+    /// node's concurrent changes also commit together in one transaction (each still checked
+    /// by its own row count; see `account_writes`).
     pub async fn change_offering_user<F>(&self, uuid: OfferingUserUuid, rule: F) -> Result<ChangeOutcome>
     where
         F: Fn(&Account) -> std::result::Result<Option<AccountChange>, DomainError>,
@@ -973,8 +1123,9 @@ impl Store {
                 Ok(None) => return Ok(ChangeOutcome::Unchanged(before)),
                 Ok(Some(change)) => change,
             };
-            if self.write_change(&before, &change).await? {
-                let after = before.with(&change.fields, change.audit.at);
+            let (fields, at) = (change.fields.clone(), change.audit.at);
+            if self.write_change(before.uuid, before.version, change).await? {
+                let after = before.with(&fields, at);
                 return Ok(ChangeOutcome::Changed { before, after });
             }
         }
@@ -984,136 +1135,27 @@ impl Store {
         )))
     }
 
-    /// Writes `change` if the row is still as `before` was read. False when it is not.
-    async fn write_change(&self, before: &Account, change: &AccountChange) -> Result<bool> {
-        let f = &change.fields;
-        let at = change.audit.at;
-        let postgres = self.backend() == Backend::Postgres;
-        macro_rules! push_update {
-            ($qb:expr) => {{
-                $qb.push("UPDATE offering_users SET username = ")
-                    .push_bind(f.username.clone())
-                    .push(", state = ")
-                    .push_bind(f.state.as_db())
-                    .push(", runtime_state = ")
-                    .push_bind(f.runtime_state.as_db())
-                    .push(", is_restricted = ")
-                    .push_bind(f.is_restricted)
-                    .push(", service_provider_comment = ")
-                    .push_bind(f.comment.clone())
-                    .push(", service_provider_comment_url = ")
-                    .push_bind(f.comment_url.clone())
-                    .push(", modified = ")
-                    .push_bind(Ts(at))
-                    .push(", version = version + 1 WHERE uuid = ")
-                    .push_bind(before.uuid.0)
-                    .push(" AND version = ")
-                    .push_bind(before.version)
-                    .push(" AND state IN (");
-                let mut sep = $qb.separated(", ");
-                for s in &change.allowed_from {
-                    sep.push_bind(s.as_db());
-                }
-                $qb.push(")");
-            }};
-        }
-        if postgres {
-            let Inner::Postgres(pool) = &self.inner else {
-                return Err(StoreError::UnsupportedUrl);
-            };
-            // One statement: the update, and the records that exist only if it applied.
-            let a = &change.audit;
-            let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("WITH u AS (");
-            push_update!(qb);
-            qb.push(" RETURNING uuid)");
-            if let Some(h) = &change.history {
-                qb.push(
-                    ", h AS (INSERT INTO offering_user_history (offering_user_uuid, at, actor, action, from_state, \
-                     to_state, comment, comment_url, cid) SELECT uuid, ",
-                )
-                .push_bind(Ts(h.at))
-                .push(", ")
-                .push_bind(h.actor.clone())
-                .push(", ")
-                .push_bind(h.action.clone())
-                .push(", ")
-                .push_bind(h.from_state.map(|s| s.as_db()))
-                .push(", ")
-                .push_bind(h.to_state.as_db())
-                .push(", ")
-                .push_bind(h.comment.clone())
-                .push(", ")
-                .push_bind(h.comment_url.clone())
-                .push(", ")
-                .push_bind(h.cid.clone())
-                .push(" FROM u)");
+    /// Writes `change` if the row is still at `version` (and in one of `change.allowed_from`).
+    /// False when it is not.
+    async fn write_change(&self, uuid: OfferingUserUuid, version: i64, change: AccountChange) -> Result<bool> {
+        let pool = match &self.inner {
+            Inner::Postgres(pool) => pool,
+            // SQLite: through the node's account writer, which commits concurrent changes
+            // together (see `account_writes`).
+            Inner::Sqlite { write, .. } => {
+                return self.account_writes.write(write, uuid, version, change).await;
             }
-            qb.push(
-                ", a AS (INSERT INTO audit_log (at, cid, actor, current_app, remote_addr, action, target, outcome, \
-                 reason, details) SELECT ",
-            )
-            .push_bind(Ts(a.at))
-            .push(", ")
-            .push_bind(a.cid.clone())
-            .push(", ")
-            .push_bind(a.actor.clone())
-            .push(", ")
-            .push_bind(a.current_app.clone())
-            .push(", ")
-            .push_bind(a.remote_addr.clone())
-            .push(", ")
-            .push_bind(a.action)
-            .push(", ")
-            .push_bind(a.target.clone())
-            .push(", ")
-            .push_bind(a.outcome.as_str())
-            .push(", ")
-            .push_bind(a.reason.clone())
-            .push(", ")
-            .push_bind(sqlx::types::Json(a.details.clone()))
-            .push(" FROM u)");
-            if let Some(e) = &a.event {
-                qb.push(", e AS (INSERT INTO events (stream, kind, subject, at, cid, data) SELECT ")
-                    .push_bind(e.stream)
-                    .push(", ")
-                    .push_bind(e.kind)
-                    .push(", ")
-                    .push_bind(e.subject.clone())
-                    .push(", ")
-                    .push_bind(Ts(a.at))
-                    .push(", ")
-                    .push_bind(a.cid.clone())
-                    .push(", ")
-                    .push_bind(sqlx::types::Json(e.data.clone()))
-                    .push(" FROM u)");
-            }
-            qb.push(" SELECT COUNT(*) FROM u");
-            let n: i64 = qb
-                .build_query_scalar()
-                .fetch_one(pool)
-                .await
-                .map_err(|e| StoreError::unique_as(e, "username", "username"))?;
-            return Ok(n == 1);
-        }
-        let Inner::Sqlite { write: pool, .. } = &self.inner else {
-            return Err(StoreError::UnsupportedUrl);
         };
-        // One batch, one hand-off to SQLite's worker thread (each statement sent on its own costs
-        // a thread round trip, which dominated a transition). Each insert runs only if the
-        // statement before it changed exactly one row (`changes() = 1`), so the history, audit
-        // record and event exist only if the update applied; a final `SELECT changes()` says
-        // whether it did. The batch runs in a transaction of its own on the single writer connection.
+        // One statement: the update, and the records that exist only if it applied.
         let a = &change.audit;
-        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("BEGIN IMMEDIATE; ");
-        push_update!(qb);
-        qb.push("; ");
+        let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("WITH u AS (");
+        push_update!(qb, uuid, version, change);
+        qb.push(" RETURNING uuid)");
         if let Some(h) = &change.history {
             qb.push(
-                "INSERT INTO offering_user_history (offering_user_uuid, at, actor, action, from_state, to_state, \
-                 comment, comment_url, cid) SELECT ",
+                ", h AS (INSERT INTO offering_user_history (offering_user_uuid, at, actor, action, from_state, \
+                 to_state, comment, comment_url, cid) SELECT uuid, ",
             )
-            .push_bind(before.uuid.0)
-            .push(", ")
             .push_bind(Ts(h.at))
             .push(", ")
             .push_bind(h.actor.clone())
@@ -1129,11 +1171,11 @@ impl Store {
             .push_bind(h.comment_url.clone())
             .push(", ")
             .push_bind(h.cid.clone())
-            .push(" WHERE changes() = 1; ");
+            .push(" FROM u)");
         }
         qb.push(
-            "INSERT INTO audit_log (at, cid, actor, current_app, remote_addr, action, target, outcome, reason, \
-             details) SELECT ",
+            ", a AS (INSERT INTO audit_log (at, cid, actor, current_app, remote_addr, action, target, outcome, \
+             reason, details) SELECT ",
         )
         .push_bind(Ts(a.at))
         .push(", ")
@@ -1154,9 +1196,9 @@ impl Store {
         .push_bind(a.reason.clone())
         .push(", ")
         .push_bind(sqlx::types::Json(a.details.clone()))
-        .push(" WHERE changes() = 1; ");
+        .push(" FROM u)");
         if let Some(e) = &a.event {
-            qb.push("INSERT INTO events (stream, kind, subject, at, cid, data) SELECT ")
+            qb.push(", e AS (INSERT INTO events (stream, kind, subject, at, cid, data) SELECT ")
                 .push_bind(e.stream)
                 .push(", ")
                 .push_bind(e.kind)
@@ -1168,23 +1210,15 @@ impl Store {
                 .push_bind(a.cid.clone())
                 .push(", ")
                 .push_bind(sqlx::types::Json(e.data.clone()))
-                .push(" WHERE changes() = 1; ");
+                .push(" FROM u)");
         }
-        // The last insert changed a row only if the whole chain did. (Not the summed row count:
-        // SQLite reports the previous batch's count for the BEGIN.)
-        qb.push("SELECT changes(); COMMIT;");
-        let mut conn = pool.acquire().await?;
-        match qb.build_query_scalar::<i64>().fetch_all(&mut *conn).await {
-            Ok(applied) => Ok(applied.first() == Some(&1)),
-            Err(e) => {
-                // A statement failed (a taken username, say): the batch stopped inside its
-                // transaction, which must end here, not on the connection's next use.
-                if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
-                    tracing::warn!(error = %rollback, "rollback after a failed account write");
-                }
-                Err(StoreError::unique_as(e, "username", "username"))
-            }
-        }
+        qb.push(" SELECT COUNT(*) FROM u");
+        let n: i64 = qb
+            .build_query_scalar()
+            .fetch_one(pool)
+            .await
+            .map_err(|e| StoreError::unique_as(e, "username", "username"))?;
+        Ok(n == 1)
     }
 
     /// Deletes an account row (its history goes with it; the audit log keeps the record).

@@ -806,7 +806,12 @@ fn hold_numbered_events(b: &mut Batch, events: &[PendingEvent]) -> Result<()> {
             .bind(sqlx::types::Json(&e.data))?;
     }
     for (stream, n) in &streams {
-        hold!(b, "UPDATE event_streams SET last_seq = last_seq + $2 WHERE stream = $1", *stream, *n);
+        hold!(
+            b,
+            "UPDATE event_streams SET last_seq = last_seq + $2 WHERE stream = $1",
+            *stream,
+            *n
+        );
     }
     Ok(())
 }

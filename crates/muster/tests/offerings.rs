@@ -1098,6 +1098,94 @@ async fn permissions_and_tokens() {
     }
 }
 
+/// Token lookups are cached per node for up to a second; on the node that revokes a token (or
+/// deletes its provider) the very next request with it is refused all the same.
+#[tokio::test]
+async fn revoked_tokens_stop_at_once_on_the_revoking_node_despite_the_cache() {
+    for s in Server::all(&[]).await {
+        let admin = Cred::Bearer(&s.admin_token);
+        let site = site(&s, "Revoker").await;
+        let second = call(
+            &s,
+            Method::POST,
+            &format!("/api/marketplace-service-providers/{}/api_tokens/", site.provider),
+            admin,
+            Some(json!({"name": "second"})),
+        )
+        .await
+        .expect(201);
+        let second_key = second.body["key"].as_str().unwrap_or("").to_owned();
+        let first_uuid = call(
+            &s,
+            Method::GET,
+            &format!("/api/marketplace-service-providers/{}/api_tokens/", site.provider),
+            admin,
+            None,
+        )
+        .await
+        .expect(200)
+        .body
+        .as_array()
+        .and_then(|l| l.iter().find(|t| t["name"] == "Revoker-agent"))
+        .and_then(|t| t["uuid"].as_str())
+        .unwrap_or("")
+        .to_owned();
+        // Both tokens are in use (and so in the cache) right up to the revocation.
+        for _ in 0..5 {
+            call(&s, Method::GET, BASE, Cred::Token(&site.token), None)
+                .await
+                .expect(200);
+            call(&s, Method::GET, BASE, Cred::Token(&second_key), None)
+                .await
+                .expect(200);
+        }
+        call(
+            &s,
+            Method::DELETE,
+            &format!(
+                "/api/marketplace-service-providers/{}/api_tokens/{first_uuid}/",
+                site.provider
+            ),
+            admin,
+            None,
+        )
+        .await
+        .expect(204);
+        call(&s, Method::GET, BASE, Cred::Token(&site.token), None)
+            .await
+            .expect_problem(401, "E007001");
+        call(&s, Method::GET, BASE, Cred::Token(&second_key), None)
+            .await
+            .expect(200);
+
+        // Deleting the provider (after its offering) ends its remaining token at once too.
+        call(
+            &s,
+            Method::DELETE,
+            &format!("/api/marketplace-provider-offerings/{}/", site.offering),
+            admin,
+            None,
+        )
+        .await
+        .expect(204);
+        call(&s, Method::GET, BASE, Cred::Token(&second_key), None)
+            .await
+            .expect(200);
+        call(
+            &s,
+            Method::DELETE,
+            &format!("/api/marketplace-service-providers/{}/", site.provider),
+            admin,
+            None,
+        )
+        .await
+        .expect(204);
+        call(&s, Method::GET, BASE, Cred::Token(&second_key), None)
+            .await
+            .expect_problem(401, "E007001");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Listing
 // ---------------------------------------------------------------------------------------------

@@ -411,6 +411,110 @@ async fn offering_racing_transitions_have_one_winner() {
     }
 }
 
+/// Many changes of different accounts at once (on SQLite they are committed together): each
+/// keeps its own outcome, records and events, racing changes of one account still have one
+/// winner, and one change that fails (a taken username) fails alone.
+#[tokio::test]
+async fn offering_concurrent_changes_keep_their_own_outcomes() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        let label = db.label;
+        let (_, o) = setup(&store, label, "group").await;
+        let mut accounts = Vec::new();
+        for _ in 0..12 {
+            accounts.push(account(&store, label, &o, "", AccountState::Requested).await);
+        }
+        account(&store, label, &o, "taken", AccountState::Ok).await;
+        let renamed = account(&store, label, &o, "", AccountState::Ok).await;
+        let audits = audit_total(&store, label).await;
+        // Numbers every event, then counts the stream.
+        let events = |store: &Store| {
+            let store = store.clone();
+            async move {
+                while store.sequence_events(1000).await.unwrap_or(0) > 0 {}
+                store
+                    .events_after(streams::OFFERING_USERS, 0, 10_000)
+                    .await
+                    .map(|e| e.len())
+                    .unwrap_or_default()
+            }
+        };
+        let events_before = events(&store).await;
+
+        // With the writer held, every change below is queued before any is written, so that on
+        // SQLite they are committed as one batch.
+        let hold = store.hold_writer().await.unwrap_or_else(|e| panic!("{label}: {e}"));
+        let mut tasks = Vec::new();
+        // Each account once, the first one three times more (racing itself).
+        for a in accounts.iter().chain([accounts[0]; 3].iter()) {
+            let (store, a) = (store.clone(), *a);
+            tasks.push(tokio::spawn(async move {
+                store
+                    .change_offering_user(a, transition_rule(Action::BeginCreating))
+                    .await
+            }));
+        }
+        let failing = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .change_offering_user(renamed, |before| {
+                        let mut f = before.fields();
+                        f.username = "taken".into();
+                        Ok(Some(AccountChange {
+                            fields: f,
+                            allowed_from: vec![before.state],
+                            history: None,
+                            audit: entry(actions::OFFERING_USER_UPDATE),
+                        }))
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        drop(hold);
+        let (mut wins, mut refusals) = (0, 0);
+        for t in tasks {
+            match t.await {
+                Ok(Ok(ChangeOutcome::Changed { before, after })) => {
+                    assert_eq!((before.version, after.version), (1, 2), "{label}");
+                    wins += 1;
+                }
+                Ok(Ok(ChangeOutcome::Refused(_))) => refusals += 1,
+                other => panic!("{label}: {other:?}"),
+            }
+        }
+        assert_eq!((wins, refusals), (12, 3), "{label}");
+        match failing.await {
+            Ok(Err(StoreError::Duplicate("username"))) => {}
+            other => panic!("{label}: {other:?}"),
+        }
+        for a in &accounts {
+            let now = store
+                .offering_user(*a)
+                .await
+                .ok()
+                .flatten()
+                .map(|x| (x.state, x.version));
+            assert_eq!(now, Some((AccountState::Creating, 2)), "{label}");
+            assert_eq!(
+                store.offering_user_history(*a).await.map(|h| h.len()).ok(),
+                Some(2),
+                "{label}"
+            );
+        }
+        let now = store
+            .offering_user(renamed)
+            .await
+            .ok()
+            .flatten()
+            .map(|x| (x.username, x.version));
+        assert_eq!(now, Some((String::new(), 1)), "{label}");
+        assert_eq!(audit_total(&store, label).await, audits + 12, "{label}");
+        assert_eq!(events(&store).await, events_before + 12, "{label}");
+    }
+}
+
 #[tokio::test]
 async fn offering_lists_filter_order_and_respect_visibility() {
     for db in TestDb::all().await {
@@ -558,6 +662,114 @@ async fn offering_api_tokens_are_found_by_hash_and_revoked() {
             Some(true)
         );
         assert!(store.api_token_by_hash(&hash).await.ok().flatten().is_none(), "{label}");
+    }
+}
+
+/// The per-node token cache: hits within the age, never caches a miss, forgets a token revoked
+/// (or whose provider is deleted) through the same store at once, and another node's
+/// revocation once the entry is older than the age.
+#[tokio::test]
+async fn offering_api_token_cache_never_outlives_revocation_on_its_node() {
+    use std::time::Duration;
+    const LONG: Duration = Duration::from_secs(3600);
+    for db in TestDb::all().await {
+        let node = open(&db).await;
+        let other_node = open(&db).await;
+        let label = db.label;
+        let mint = |p: &Provider, hash: [u8; 32]| {
+            let t = ApiToken {
+                uuid: ApiTokenUuid::new_random(),
+                provider_uuid: p.uuid,
+                name: "agent".into(),
+                created_by: "test".into(),
+                created: clock::now(),
+            };
+            let store = node.clone();
+            async move {
+                store
+                    .insert_api_token(&t, &hash, &entry(actions::API_TOKEN_CREATE))
+                    .await
+                    .unwrap_or_else(|e| panic!("{label}: {e}"));
+                t
+            }
+        };
+        let found = |store: &Store, hash: [u8; 32], age: Duration| {
+            let store = store.clone();
+            async move {
+                store
+                    .api_token_by_hash_cached(&hash, age)
+                    .await
+                    .unwrap_or_else(|e| panic!("{label}: {e}"))
+                    .map(|(t, stored)| {
+                        assert_eq!(stored, hash.to_vec(), "{label}");
+                        t.uuid
+                    })
+            }
+        };
+        let (p, _) = setup(&node, label, "cache").await;
+
+        // A miss is not remembered: a token created right after is found.
+        let hash = [21u8; 32];
+        assert_eq!(found(&node, hash, LONG).await, None, "{label}");
+        let t = mint(&p, hash).await;
+        assert_eq!(found(&node, hash, LONG).await, Some(t.uuid), "{label}");
+
+        // Revoked on this node: gone at once, though the entry was young.
+        assert_eq!(found(&node, hash, LONG).await, Some(t.uuid), "{label}");
+        assert_eq!(
+            node.delete_api_token(p.uuid, t.uuid, &entry(actions::API_TOKEN_REVOKE))
+                .await
+                .ok(),
+            Some(true),
+            "{label}"
+        );
+        assert_eq!(found(&node, hash, LONG).await, None, "{label}");
+
+        // Revoked on another node: this node answers from its cache within the age, and asks
+        // the database again once its entry is older.
+        let hash = [22u8; 32];
+        let t = mint(&p, hash).await;
+        assert_eq!(found(&node, hash, LONG).await, Some(t.uuid), "{label}");
+        assert_eq!(
+            other_node
+                .delete_api_token(p.uuid, t.uuid, &entry(actions::API_TOKEN_REVOKE))
+                .await
+                .ok(),
+            Some(true),
+            "{label}"
+        );
+        assert_eq!(found(&node, hash, LONG).await, Some(t.uuid), "{label}: cached");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(
+            found(&node, hash, Duration::from_millis(20)).await,
+            None,
+            "{label}: older than the age"
+        );
+        assert_eq!(found(&other_node, hash, LONG).await, None, "{label}");
+
+        // Deleting the provider takes its (cached) tokens with it.
+        let (q, _) = setup(&node, label, "cache-gone").await;
+        let hash = [23u8; 32];
+        let t = mint(&q, hash).await;
+        assert_eq!(found(&node, hash, LONG).await, Some(t.uuid), "{label}");
+        // `setup` gave it an offering, which a provider must not have when deleted.
+        let offerings = node
+            .list_offerings(Some(&[q.uuid.0]))
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        for o in offerings {
+            node.delete_offering(o.uuid, &entry(actions::OFFERING_DELETE))
+                .await
+                .unwrap_or_else(|e| panic!("{label}: {e}"));
+        }
+        assert_eq!(
+            node.delete_provider(q.uuid, &entry(actions::PROVIDER_DELETE))
+                .await
+                .ok(),
+            Some(Some(true)),
+            "{label}"
+        );
+        assert_eq!(found(&node, hash, LONG).await, None, "{label}");
     }
 }
 
