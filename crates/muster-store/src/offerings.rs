@@ -284,6 +284,12 @@ pub(crate) fn push_sqlite_change(
     change: &AccountChange,
 ) {
     let a = &change.audit;
+    if let Some(e) = &a.event {
+        // The stream's counter exists before the chain below starts counting changes.
+        qb.push("INSERT INTO event_streams (stream, last_seq) VALUES (")
+            .push_bind(e.stream)
+            .push(", 0) ON CONFLICT (stream) DO NOTHING; ");
+    }
     push_update!(qb, uuid, version, change);
     qb.push("; ");
     if let Some(h) = &change.history {
@@ -335,9 +341,13 @@ pub(crate) fn push_sqlite_change(
     .push_bind(sqlx::types::Json(a.details.clone()))
     .push(" WHERE changes() = 1; ");
     if let Some(e) = &a.event {
-        qb.push("INSERT INTO events (stream, kind, subject, at, cid, data) SELECT ")
+        // Numbered at once, as SQLite transactions number their events (see `tx.rs`,
+        // `hold_numbered_events`): this batch holds the database's write lock until it commits.
+        qb.push("INSERT INTO events (stream, seq, kind, subject, at, cid, data) SELECT ")
             .push_bind(e.stream)
-            .push(", ")
+            .push(", (SELECT last_seq + 1 FROM event_streams WHERE stream = ")
+            .push_bind(e.stream)
+            .push("), ")
             .push_bind(e.kind)
             .push(", ")
             .push_bind(e.subject.clone())
@@ -348,6 +358,9 @@ pub(crate) fn push_sqlite_change(
             .push(", ")
             .push_bind(sqlx::types::Json(e.data.clone()))
             .push(" WHERE changes() = 1; ");
+        qb.push("UPDATE event_streams SET last_seq = last_seq + 1 WHERE stream = ")
+            .push_bind(e.stream)
+            .push(" AND changes() = 1; ");
     }
     // (Not the summed row count of the batch: SQLite reports the previous batch's count for the
     // BEGIN.)
