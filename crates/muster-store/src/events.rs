@@ -39,6 +39,18 @@ fn ser_ts<S: serde::Serializer>(t: &Ts, s: S) -> std::result::Result<S::Ok, S::E
     time::serde::rfc3339::serialize(&t.0, s)
 }
 
+/// Numbers, on SQLite, the events of stream `$1` that committed without a number, from its
+/// counter, and moves the counter on. A transaction that numbers its own events runs this
+/// first, so that events committed before it (by writes that leave numbering to the
+/// sequencer) are not numbered after its own. Usually there are none, found through
+/// `events_unsequenced`.
+pub(crate) const NUMBER_EARLIER_SQLITE: &str = "UPDATE events SET seq = numbered.seq FROM ( \
+      SELECT e.id AS id, s.last_seq + ROW_NUMBER() OVER (ORDER BY e.id) AS seq \
+      FROM events e INDEXED BY events_unsequenced JOIN event_streams s ON s.stream = e.stream \
+      WHERE e.seq IS NULL AND e.stream = $1 \
+    ) AS numbered WHERE events.id = numbered.id; \
+    UPDATE event_streams SET last_seq = last_seq + changes() WHERE stream = $1";
+
 /// SQLite's pass of [`Store::sequence_events`]: the same numbering as one batch on the single
 /// writer connection (one hand-off to its thread instead of a dozen: the sequencer runs after
 /// nearly every commit under load, on the same writer as everything else). Every stream with

@@ -777,6 +777,9 @@ fn hold_numbered_events(b: &mut Batch, events: &[PendingEvent]) -> Result<()> {
             "INSERT INTO event_streams (stream, last_seq) VALUES ($1, 0) ON CONFLICT (stream) DO NOTHING",
             *stream
         );
+        // Events of the stream that committed earlier without a number (written outside a
+        // `StoreTx`) take theirs first: numbers follow the order of commits.
+        hold!(b, crate::events::NUMBER_EARLIER_SQLITE, *stream);
     }
     let mut sql = String::from("INSERT INTO events (stream, seq, kind, subject, at, cid, data) VALUES ");
     for i in 0..events.len() {

@@ -3284,3 +3284,39 @@ async fn concurrent_transactions_commit_or_roll_back_each_on_its_own() {
         store.close().await;
     }
 }
+
+/// Events are numbered in the order their writes committed, whichever way they were written:
+/// one committed unnumbered (a one-shot write, left to the sequencer) comes before one that a
+/// later transaction numbers as it commits (SQLite), and numbers have no gaps.
+#[tokio::test]
+async fn events_are_numbered_in_commit_order_however_written() {
+    for db in TestDb::all().await {
+        let label = db.label;
+        let store = open(&db).await;
+        let first = entry(actions::USER_CREATE, Some("first".into())).with_event(
+            "directory",
+            "user.created",
+            "first",
+            serde_json::json!({}),
+        );
+        store.insert_audit(&first).await.expect("one-shot write");
+        let mut tx = store.begin().await.expect("begin");
+        let second = entry(actions::USER_CREATE, Some("second".into())).with_event(
+            "directory",
+            "user.created",
+            "second",
+            serde_json::json!({}),
+        );
+        tx.audit(&second).await.expect("audit");
+        tx.commit().await.expect("commit");
+        store.sequence_events(100).await.expect("sequence");
+        let events = store.events_after("directory", 0, 10).await.expect("events");
+        let order: Vec<(i64, Option<String>)> = events.iter().map(|e| (e.seq, e.subject.clone())).collect();
+        assert_eq!(
+            order,
+            vec![(1, Some("first".into())), (2, Some("second".into()))],
+            "{label}"
+        );
+        store.close().await;
+    }
+}
