@@ -49,7 +49,7 @@ pub(crate) const NUMBER_EARLIER_SQLITE: &str = "UPDATE events SET seq = numbered
       FROM events e INDEXED BY events_unsequenced JOIN event_streams s ON s.stream = e.stream \
       WHERE e.seq IS NULL AND e.stream = $1 \
     ) AS numbered WHERE events.id = numbered.id; \
-    UPDATE event_streams SET last_seq = last_seq + changes() WHERE stream = $1";
+    UPDATE event_streams SET last_seq = last_seq + changes() WHERE stream = $1 AND changes() > 0";
 
 /// SQLite's pass of [`Store::sequence_events`]: the same numbering as one batch on the single
 /// writer connection (one hand-off to its thread instead of a dozen: the sequencer runs after

@@ -300,7 +300,7 @@ pub(crate) fn push_sqlite_change(
         .push(") AS numbered WHERE events.id = numbered.id; ")
         .push("UPDATE event_streams SET last_seq = last_seq + changes() WHERE stream = ")
         .push_bind(e.stream)
-        .push("; ");
+        .push(" AND changes() > 0; ");
     }
     push_update!(qb, uuid, version, change);
     qb.push("; ");
