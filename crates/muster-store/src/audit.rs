@@ -9,17 +9,7 @@ use time::OffsetDateTime;
 /// Inserts an [`AuditEntry`]'s record only (its event is the caller's business).
 macro_rules! insert_record {
     ($conn:expr, $a:expr) => {{
-        sqlx::query($crate::audit::INSERT_AUDIT)
-            .bind($crate::Ts($a.at))
-            .bind(&$a.cid)
-            .bind(&$a.actor)
-            .bind(&$a.current_app)
-            .bind(&$a.remote_addr)
-            .bind($a.action)
-            .bind(&$a.target)
-            .bind($a.outcome.as_str())
-            .bind(&$a.reason)
-            .bind(sqlx::types::Json(&$a.details))
+        $crate::audit::bind_audit!(sqlx::query($crate::audit::INSERT_AUDIT), $a)
             .execute($conn)
             .await?;
     }};
@@ -31,22 +21,26 @@ pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_log (at, cid, actor, cu
 
 /// Holds an audit record's insert in a SQLite batch (see `tx::Batch`).
 pub(crate) fn hold_record(b: &mut crate::tx::Batch, a: &AuditEntry) -> Result<()> {
-    crate::tx::hold!(
-        b,
-        INSERT_AUDIT,
-        crate::Ts(a.at),
-        &a.cid,
-        &a.actor,
-        &a.current_app,
-        &a.remote_addr,
-        a.action,
-        &a.target,
-        a.outcome.as_str(),
-        &a.reason,
-        Json(&a.details)
-    );
-    Ok(())
+    b.push(INSERT_AUDIT);
+    bind_audit!(crate::tx::BatchBinder(b, Ok(())), a).1
 }
+
+/// Binds [`INSERT_AUDIT`]'s arguments, to a query or (through `tx::BatchBinder`) a batch.
+macro_rules! bind_audit {
+    ($q:expr, $a:expr) => {
+        $q.bind($crate::Ts($a.at))
+            .bind(&$a.cid)
+            .bind(&$a.actor)
+            .bind(&$a.current_app)
+            .bind(&$a.remote_addr)
+            .bind($a.action)
+            .bind(&$a.target)
+            .bind($a.outcome.as_str())
+            .bind(&$a.reason)
+            .bind(sqlx::types::Json(&$a.details))
+    };
+}
+pub(crate) use bind_audit;
 
 /// Inserts an [`AuditEntry`] on a connection or transaction (inside another write), and the
 /// event it carries, if any (unsequenced: see `events.rs`).

@@ -51,6 +51,17 @@ pub(crate) const NUMBER_EARLIER_SQLITE: &str = "UPDATE events SET seq = numbered
     ) AS numbered WHERE events.id = numbered.id; \
     UPDATE event_streams SET last_seq = last_seq + changes() WHERE stream = $1 AND changes() > 0";
 
+/// [`NUMBER_EARLIER_SQLITE`] for a query being built (each `$1` bound to `stream`), then `; `.
+pub(crate) fn push_number_earlier(qb: &mut sqlx::QueryBuilder<sqlx::Sqlite>, stream: &'static str) {
+    for (i, part) in NUMBER_EARLIER_SQLITE.split("$1").enumerate() {
+        if i > 0 {
+            qb.push_bind(stream);
+        }
+        qb.push(part);
+    }
+    qb.push("; ");
+}
+
 /// SQLite's pass of [`Store::sequence_events`]: the same numbering as one batch on the single
 /// writer connection (one hand-off to its thread instead of a dozen: the sequencer runs after
 /// nearly every commit under load, on the same writer as everything else). Every stream with

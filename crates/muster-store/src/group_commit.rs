@@ -160,11 +160,7 @@ impl Relay {
                 return Ok(());
             }
             // Handed over: the group's last member reports.
-            return match outcome.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(StoreError::CommitFailed(e)),
-                Err(_) => Err(StoreError::CommitFailed("the group ended without a word".into())),
-            };
+            return reported(outcome).await;
         };
         conn = c;
         let result = if !group.open {
@@ -188,10 +184,15 @@ impl Relay {
         if !mine {
             return Ok(());
         }
-        match outcome.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::CommitFailed(e)),
-            Err(_) => Err(StoreError::CommitFailed("the group ended without a word".into())),
-        }
+        reported(outcome).await
+    }
+}
+
+/// What the group's last member reported about its COMMIT.
+async fn reported(outcome: oneshot::Receiver<std::result::Result<(), String>>) -> Result<()> {
+    match outcome.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(StoreError::CommitFailed(e)),
+        Err(_) => Err(StoreError::CommitFailed("the group ended without a word".into())),
     }
 }

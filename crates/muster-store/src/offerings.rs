@@ -290,17 +290,7 @@ pub(crate) fn push_sqlite_change(
         qb.push("INSERT INTO event_streams (stream, last_seq) VALUES (")
             .push_bind(e.stream)
             .push(", 0) ON CONFLICT (stream) DO NOTHING; ");
-        qb.push(
-            "UPDATE events SET seq = numbered.seq FROM ( \
-               SELECT e.id AS id, s.last_seq + ROW_NUMBER() OVER (ORDER BY e.id) AS seq \
-               FROM events e INDEXED BY events_unsequenced JOIN event_streams s ON s.stream = e.stream \
-               WHERE e.seq IS NULL AND e.stream = ",
-        )
-        .push_bind(e.stream)
-        .push(") AS numbered WHERE events.id = numbered.id; ")
-        .push("UPDATE event_streams SET last_seq = last_seq + changes() WHERE stream = ")
-        .push_bind(e.stream)
-        .push(" AND changes() > 0; ");
+        crate::events::push_number_earlier(qb, e.stream);
     }
     push_update!(qb, uuid, version, change);
     qb.push("; ");

@@ -7,7 +7,7 @@
 //! that worker names the attempt it holds ([`Fence`]): once a lease expired and another worker
 //! claimed the process, the first worker's writes match no row and its transaction rolls back.
 
-use crate::tx::on_tx;
+use crate::tx::{on_tx, write_stmt};
 use crate::{Backend, Result, Store, StoreError, StoreTx, Ts, on_db};
 use muster_core::workflow::{ProcessStatus, StepStatus};
 use serde_json::Value;
@@ -481,10 +481,11 @@ impl StoreTx {
             Some((worker, until)) => (ProcessStatus::Running, Some(worker.as_str()), Some(Ts(*until)), 1i64),
             None => (ProcessStatus::Created, None, None, 0),
         };
-        if let Some(b) = self.batch().await? {
-            crate::tx::hold!(
-                b,
-                INSERT_PROCESS,
+        write_stmt!(
+            self,
+            hold = true,
+            INSERT_PROCESS,
+            [
                 p.process_id,
                 p.workflow_name.as_str(),
                 p.workflow_version,
@@ -499,28 +500,8 @@ impl StoreTx {
                 owner,
                 until,
                 attempt
-            );
-            return Ok(());
-        }
-        on_tx!(self, conn => {
-            sqlx::query(INSERT_PROCESS)
-            .bind(p.process_id)
-            .bind(&p.workflow_name)
-            .bind(p.workflow_version)
-            .bind(&p.target)
-            .bind(p.is_task)
-            .bind(&p.next_step)
-            .bind(&p.assignee)
-            .bind(&p.created_by)
-            .bind(Ts(p.now))
-            .bind(Json(&p.state))
-            .bind(status.as_str())
-            .bind(owner)
-            .bind(until)
-            .bind(attempt)
-            .execute(&mut *conn)
-            .await?;
-        });
+            ]
+        );
         Ok(())
     }
 
@@ -600,23 +581,7 @@ impl StoreTx {
 
     pub(crate) async fn finish_step_now(&mut self, fence: &Fence, up: &ProcessUpdate) -> Result<bool> {
         let n = on_tx!(self, conn => {
-            sqlx::query(FINISH_STEP)
-            .bind(fence.process_id)
-            .bind(fence.attempt)
-            .bind(&fence.worker)
-            .bind(up.status.as_str())
-            .bind(&up.last_step)
-            .bind(&up.next_step)
-            .bind(Json(&up.state))
-            .bind(up.run_after.map(Ts))
-            .bind(up.lease_until.map(Ts))
-            .bind(&up.failed_reason)
-            .bind(&up.traceback)
-            .bind(up.retries)
-            .bind(&up.assignee)
-            .bind(&up.callback_token_hash)
-            .bind(up.callback_deadline.map(Ts))
-            .bind(Ts(up.now))
+            bind_finish_step!(sqlx::query(FINISH_STEP), fence, up)
             .execute(&mut *conn)
             .await?
             .rows_affected()
@@ -743,28 +708,32 @@ const FINISH_STEP: &str = "UPDATE processes SET last_status = $4, last_step = $5
 /// Holds the fenced process update of a step in a SQLite batch (its row count is the caller's
 /// to check).
 pub(crate) fn hold_finish_step(b: &mut crate::tx::Batch, fence: &Fence, up: &ProcessUpdate) -> Result<()> {
-    crate::tx::hold!(
-        b,
-        FINISH_STEP,
-        fence.process_id,
-        fence.attempt,
-        fence.worker.as_str(),
-        up.status.as_str(),
-        up.last_step.as_str(),
-        up.next_step.as_deref(),
-        Json(&up.state),
-        up.run_after.map(Ts),
-        up.lease_until.map(Ts),
-        up.failed_reason.as_deref(),
-        up.traceback.as_deref(),
-        up.retries,
-        up.assignee.as_str(),
-        up.callback_token_hash.as_deref(),
-        up.callback_deadline.map(Ts),
-        Ts(up.now)
-    );
-    Ok(())
+    b.push(FINISH_STEP);
+    bind_finish_step!(crate::tx::BatchBinder(b, Ok(())), fence, up).1
 }
+
+/// Binds [`FINISH_STEP`]'s arguments, to a query or (through `tx::BatchBinder`) a batch.
+macro_rules! bind_finish_step {
+    ($q:expr, $fence:expr, $up:expr) => {
+        $q.bind($fence.process_id)
+            .bind($fence.attempt)
+            .bind($fence.worker.as_str())
+            .bind($up.status.as_str())
+            .bind($up.last_step.as_str())
+            .bind($up.next_step.as_deref())
+            .bind(Json(&$up.state))
+            .bind($up.run_after.map(Ts))
+            .bind($up.lease_until.map(Ts))
+            .bind($up.failed_reason.as_deref())
+            .bind($up.traceback.as_deref())
+            .bind($up.retries)
+            .bind($up.assignee.as_str())
+            .bind($up.callback_token_hash.as_deref())
+            .bind($up.callback_deadline.map(Ts))
+            .bind(Ts($up.now))
+    };
+}
+use bind_finish_step;
 
 /// Wakes workers on other nodes: PostgreSQL `LISTEN`/`NOTIFY` on one channel.
 pub struct WorkListener {

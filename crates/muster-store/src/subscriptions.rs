@@ -5,7 +5,7 @@
 //! `user_id` or `username` however the workflows race. Changes are versioned: a save names the
 //! version it read and fails when the row moved on.
 
-use crate::tx::on_tx;
+use crate::tx::{on_tx, write_stmt};
 use crate::{Backend, Result, Store, StoreError, StoreTx, Ts, on_db};
 use muster_core::workflow::SubscriptionStatus;
 use muster_core::workflow::product::{Block, UserBlock, UserGroupBlock};
@@ -415,7 +415,8 @@ const LINK_PROCESS: &str = "INSERT INTO processes_subscriptions (process_id, sub
 const RELEASE_SUBSCRIPTIONS: &str = "UPDATE subscriptions SET insync = TRUE, locked_by_process = NULL, \
     version = version + 1, updated_at = $2 WHERE locked_by_process = $1 RETURNING subscription_id";
 
-/// [`unique`] for a held statement's failure (see `tx::Batch::may_clash`).
+/// A unique violation of a subscription block (username, user_id, group_id) as
+/// [`StoreError::Duplicate`]; other errors are not this function's.
 fn unique_ref(e: &sqlx::Error) -> Option<StoreError> {
     [
         ("username", "username"),
@@ -424,22 +425,6 @@ fn unique_ref(e: &sqlx::Error) -> Option<StoreError> {
     ]
     .into_iter()
     .find_map(|(column, subject)| StoreError::unique_opt(e, column, subject))
-}
-
-fn unique(e: sqlx::Error) -> StoreError {
-    for (column, subject) in [
-        ("username", "username"),
-        ("user_id", "user_id"),
-        ("group_id", "group_id"),
-    ] {
-        if let sqlx::Error::Database(d) = &e
-            && d.is_unique_violation()
-            && (d.constraint().is_some_and(|c| c.contains(column)) || d.message().contains(column))
-        {
-            return StoreError::Duplicate(subject);
-        }
-    }
-    StoreError::Database(e)
 }
 
 impl StoreTx {
@@ -499,10 +484,11 @@ impl StoreTx {
     }
 
     pub async fn insert_subscription(&mut self, s: &Subscription) -> Result<()> {
-        if let Some(b) = self.batch().await? {
-            crate::tx::hold!(
-                b,
-                INSERT_SUBSCRIPTION,
+        write_stmt!(
+            self,
+            hold = true,
+            INSERT_SUBSCRIPTION,
+            [
                 s.subscription_id,
                 s.description.as_str(),
                 s.status.as_str(),
@@ -516,90 +502,42 @@ impl StoreTx {
                 s.version,
                 Ts(s.created_at),
                 Ts(s.updated_at)
-            );
-            match &s.block {
-                Block::UserGroup(bl) => {
-                    crate::tx::hold!(
-                        b,
-                        INSERT_USER_GROUP_BLOCK,
-                        bl.subscription_instance_id,
-                        s.subscription_id,
-                        bl.group_name.as_deref(),
-                        bl.group_id,
-                        Json(&bl.offerings)
-                    )
-                    .may_clash(unique_ref);
-                }
-                Block::User(bl) => {
-                    crate::tx::hold!(
-                        b,
-                        INSERT_USER_BLOCK,
+            ]
+        );
+        match &s.block {
+            Block::UserGroup(bl) => write_stmt!(
+                self,
+                hold = true,
+                INSERT_USER_GROUP_BLOCK,
+                [
+                    bl.subscription_instance_id,
+                    s.subscription_id,
+                    bl.group_name.as_deref(),
+                    bl.group_id,
+                    Json(&bl.offerings)
+                ],
+                clash = unique_ref
+            ),
+            Block::User(bl) => {
+                write_stmt!(
+                    self,
+                    hold = true,
+                    INSERT_USER_BLOCK,
+                    [
                         bl.subscription_instance_id,
                         s.subscription_id,
                         bl.username.as_deref(),
                         bl.age,
                         bl.user_id,
                         bl.directory_user
-                    )
-                    .may_clash(unique_ref);
-                    if let Some(g) = bl.group {
-                        crate::tx::hold!(b, INSERT_GROUP_RELATION, s.subscription_id, g);
-                    }
+                    ],
+                    clash = unique_ref
+                );
+                if let Some(g) = bl.group {
+                    write_stmt!(self, hold = true, INSERT_GROUP_RELATION, [s.subscription_id, g]);
                 }
             }
-            self.subs.insert(s.subscription_id, s.clone());
-            return Ok(());
         }
-        on_tx!(self, conn => {
-            sqlx::query(INSERT_SUBSCRIPTION)
-            .bind(s.subscription_id)
-            .bind(&s.description)
-            .bind(s.status.as_str())
-            .bind(s.product_id)
-            .bind(&s.customer_id)
-            .bind(s.insync)
-            .bind(s.start_date.map(Ts))
-            .bind(s.end_date.map(Ts))
-            .bind(&s.note)
-            .bind(s.locked_by_process)
-            .bind(s.version)
-            .bind(Ts(s.created_at))
-            .bind(Ts(s.updated_at))
-            .execute(&mut *conn)
-            .await?;
-            match &s.block {
-                Block::UserGroup(b) => {
-                    sqlx::query(INSERT_USER_GROUP_BLOCK)
-                    .bind(b.subscription_instance_id)
-                    .bind(s.subscription_id)
-                    .bind(&b.group_name)
-                    .bind(b.group_id)
-                    .bind(Json(&b.offerings))
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(unique)?;
-                }
-                Block::User(b) => {
-                    sqlx::query(INSERT_USER_BLOCK)
-                    .bind(b.subscription_instance_id)
-                    .bind(s.subscription_id)
-                    .bind(&b.username)
-                    .bind(b.age)
-                    .bind(b.user_id)
-                    .bind(b.directory_user)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(unique)?;
-                    if let Some(g) = b.group {
-                        sqlx::query(INSERT_GROUP_RELATION)
-                            .bind(s.subscription_id)
-                            .bind(g)
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                }
-            }
-        });
         self.subs.insert(s.subscription_id, s.clone());
         Ok(())
     }
@@ -624,90 +562,43 @@ impl StoreTx {
         if self.save_subscription_row(s, now).await?.is_none() {
             return Ok(None);
         }
-        if held && let Some(b) = self.batch().await? {
-            match &s.block {
-                Block::UserGroup(_) if block_same => {}
-                Block::UserGroup(bl) => {
-                    crate::tx::hold!(
-                        b,
-                        UPDATE_USER_GROUP_BLOCK,
-                        s.subscription_id,
-                        bl.group_name.as_deref(),
-                        bl.group_id,
-                        Json(&bl.offerings)
-                    )
-                    .may_clash(unique_ref);
-                }
-                Block::User(bl) => {
-                    if !block_same {
-                        crate::tx::hold!(
-                            b,
-                            UPDATE_USER_BLOCK,
+        match &s.block {
+            Block::UserGroup(_) if block_same => {}
+            Block::UserGroup(bl) => write_stmt!(
+                self,
+                hold = held,
+                UPDATE_USER_GROUP_BLOCK,
+                [
+                    s.subscription_id,
+                    bl.group_name.as_deref(),
+                    bl.group_id,
+                    Json(&bl.offerings)
+                ],
+                clash = unique_ref
+            ),
+            Block::User(bl) => {
+                if !block_same {
+                    write_stmt!(
+                        self,
+                        hold = held,
+                        UPDATE_USER_BLOCK,
+                        [
                             s.subscription_id,
                             bl.username.as_deref(),
                             bl.age,
                             bl.user_id,
                             bl.directory_user
-                        )
-                        .may_clash(unique_ref);
-                    }
-                    match bl.group {
-                        _ if group_same => {}
-                        Some(g) => {
-                            crate::tx::hold!(b, UPSERT_GROUP_RELATION, s.subscription_id, g);
-                        }
-                        None => {
-                            crate::tx::hold!(b, DELETE_GROUP_RELATION, s.subscription_id);
-                        }
-                    }
+                        ],
+                        clash = unique_ref
+                    );
+                }
+                match bl.group {
+                    _ if group_same => {}
+                    Some(g) => write_stmt!(self, hold = held, UPSERT_GROUP_RELATION, [s.subscription_id, g]),
+                    None => write_stmt!(self, hold = held, DELETE_GROUP_RELATION, [s.subscription_id]),
                 }
             }
-            return Ok(Some(s.version + 1));
         }
-        on_tx!(self, conn => {
-            match &s.block {
-                Block::UserGroup(_) if block_same => {}
-                Block::UserGroup(b) => {
-                    sqlx::query(UPDATE_USER_GROUP_BLOCK)
-                        .bind(s.subscription_id)
-                        .bind(&b.group_name)
-                        .bind(b.group_id)
-                        .bind(Json(&b.offerings))
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(unique)?;
-                }
-                Block::User(b) => {
-                    if !block_same {
-                        sqlx::query(UPDATE_USER_BLOCK)
-                            .bind(s.subscription_id)
-                            .bind(&b.username)
-                            .bind(b.age)
-                            .bind(b.user_id)
-                            .bind(b.directory_user)
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(unique)?;
-                    }
-                    match b.group {
-                        _ if group_same => {}
-                        Some(g) => {
-                            sqlx::query(UPSERT_GROUP_RELATION)
-                            .bind(s.subscription_id)
-                            .bind(g)
-                            .execute(&mut *conn)
-                            .await?;
-                        }
-                        None => {
-                            sqlx::query(DELETE_GROUP_RELATION)
-                                .bind(s.subscription_id)
-                                .execute(&mut *conn)
-                                .await?;
-                        }
-                    }
-                }
-            }
-        });
         self.remember(s, s.version + 1, now);
         Ok(Some(s.version + 1))
     }
@@ -938,19 +829,7 @@ impl StoreTx {
         target: &str,
         now: OffsetDateTime,
     ) -> Result<()> {
-        if let Some(b) = self.batch().await? {
-            crate::tx::hold!(b, LINK_PROCESS, pid, sid, target, Ts(now));
-            return Ok(());
-        }
-        on_tx!(self, conn => {
-            sqlx::query(LINK_PROCESS)
-            .bind(pid)
-            .bind(sid)
-            .bind(target)
-            .bind(Ts(now))
-            .execute(&mut *conn)
-            .await?;
-        });
+        write_stmt!(self, hold = true, LINK_PROCESS, [pid, sid, target, Ts(now)]);
         Ok(())
     }
 }

@@ -230,8 +230,9 @@ impl Batch {
             let digits = rest[at + 1..].bytes().take_while(u8::is_ascii_digit).count();
             match rest[at + 1..at + 1 + digits].parse::<usize>() {
                 Ok(n) => {
-                    self.sql.push('$');
-                    self.sql.push_str(&(n + base).to_string());
+                    use std::fmt::Write;
+                    // Writing to a String cannot fail.
+                    let _ = write!(self.sql, "${}", n + base);
                 }
                 Err(_) => self.sql.push('$'),
             }
@@ -287,6 +288,30 @@ macro_rules! hold {
     }};
 }
 pub(crate) use hold;
+
+/// Writes one statement in a transaction whose result nobody waits for: held in the SQLite
+/// batch when `hold` is true (see [`Batch`]), sent at once otherwise (and always on
+/// PostgreSQL). `clash` maps a unique violation, as [`Batch::may_clash`] does for a held one.
+/// One statement, one list of arguments, for both ways of sending it.
+macro_rules! write_stmt {
+    ($tx:expr, hold = $hold:expr, $sql:expr, [$($v:expr),* $(,)?] $(, clash = $map:expr)?) => {{
+        let batch = if $hold { $tx.batch().await? } else { None };
+        match batch {
+            Some(b) => {
+                let _held = $crate::tx::hold!(b, $sql, $($v),*);
+                $( _held.may_clash($map); )?
+            }
+            None => {
+                $crate::tx::on_tx!($tx, conn => {
+                    let r = sqlx::query($sql)$(.bind($v))*.execute(&mut *conn).await;
+                    $( let r = r.map_err(|e| ($map)(&e).unwrap_or($crate::StoreError::Database(e))); )?
+                    r?;
+                });
+            }
+        }
+    }};
+}
+pub(crate) use write_stmt;
 
 /// Lets the `.bind(…)` chains written for queries (`bind_user_columns!`) bind into a batch.
 pub(crate) struct BatchBinder<'a>(pub(crate) &'a mut Batch, pub(crate) Result<()>);
