@@ -163,6 +163,23 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// CPU time a process's live threads have used so far (the first field of each thread's
+/// `/proc/<pid>/task/<tid>/schedstat`, in nanoseconds).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        if let Ok(s) = std::fs::read_to_string(path) {
+            ns += s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Some(Duration::from_nanos(ns))
+}
+
 /// argon2id hashes per second on `threads` threads, for `secs` seconds, in this process.
 fn raw_argon2_rate(threads: usize, secs: u64) -> Result<f64> {
     let hasher = PasswordHasher::new(Argon2Params::default()).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -1,7 +1,7 @@
 //! Workflow scenarios: `create_user` throughput end to end, engine overhead per step, and a
 //! 10,000-process queue draining with flat memory.
 
-use crate::{Server, rss_kib};
+use crate::{Server, cpu_time, rss_kib};
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
@@ -145,7 +145,16 @@ async fn follow(c: reqwest::Client, base: String, token: String, finished: Arc<F
         .await?
         .error_for_status()?;
     let mut buf = String::new();
+    let mut last = Instant::now();
     while let Some(chunk) = r.chunk().await? {
+        let gap = last.elapsed();
+        last = Instant::now();
+        if gap > Duration::from_millis(300) && std::env::var_os("MUSTER_BENCH_TIMELINE").is_some() {
+            eprintln!(
+                "workflows: the event stream was silent for {:.0} ms",
+                gap.as_secs_f64() * 1000.0
+            );
+        }
         buf.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buf.find('\n') {
             let line: String = buf.drain(..=end).collect();
@@ -196,16 +205,29 @@ pub async fn throughput(server: &Server, token: &str, clients: usize, secs: u64)
     let next = Arc::new(AtomicU64::new(0));
     let stop = Instant::now() + Duration::from_secs(secs);
     let began = Instant::now();
+    let cpu_before = cpu_time(server.pid);
     let peak = Arc::new(AtomicU64::new(0));
     let pid = server.pid;
     let sampler = {
-        let peak = peak.clone();
+        let (peak, done) = (peak.clone(), done.clone());
         tokio::spawn(async move {
+            // Completions per second, to show a stall (printed when MUSTER_BENCH_TIMELINE is set).
+            let timeline = std::env::var_os("MUSTER_BENCH_TIMELINE").is_some();
+            let (mut last, mut tick) = (0, Instant::now());
             while Instant::now() < stop {
                 if let Some(r) = rss_kib(pid) {
                     peak.fetch_max(r, Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
+                if timeline && tick.elapsed() >= Duration::from_secs(1) {
+                    let n = done.load(Ordering::Relaxed);
+                    eprintln!(
+                        "workflows: {:.1} s: {} completed in the last second",
+                        began_at(stop, secs),
+                        n - last
+                    );
+                    (last, tick) = (n, Instant::now());
+                }
             }
         })
     };
@@ -216,21 +238,35 @@ pub async fn throughput(server: &Server, token: &str, clients: usize, secs: u64)
         let (c, base, token, group) = (c.clone(), base.clone(), token.to_owned(), group.clone());
         let (done, failed, next, finished) = (done.clone(), failed.clone(), next.clone(), finished.clone());
         tasks.push(tokio::spawn(async move {
+            // Each client's latencies (start request, then start to completion event), and its
+            // slowest process, to show where a straggler spent its time.
+            let mut lat = Latencies::new()?;
             while Instant::now() < stop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
+                let (t0, wall0) = (Instant::now(), time::OffsetDateTime::now_utc());
                 let Ok(pid) = start(&c, &base, &token, "create_user", user_pages(&group, n, "t")).await else {
                     failed.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
+                let posted = t0.elapsed();
                 match finished.wait(&pid).await {
                     Ok(s) if s == "completed" => done.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                    outcome => {
+                        // Say what became of it: a lost event and a stuck process differ.
+                        let p = get(&c, &base, &token, &format!("/api/processes/{pid}")).await;
+                        let status = p.as_ref().map(|p| p["last_status"].clone()).unwrap_or_default();
+                        eprintln!("workflows: process {pid} ended as {outcome:?}; it is now {status}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
                 };
+                lat.record(posted, t0.elapsed(), pid, wall0)?;
             }
+            anyhow::Ok(lat)
         }));
     }
+    let mut lat = Latencies::new()?;
     for t in tasks {
-        t.await?;
+        lat.merge(t.await??)?;
     }
     follower.abort();
     sampler.await?;
@@ -242,7 +278,97 @@ pub async fn throughput(server: &Server, token: &str, clients: usize, secs: u64)
         failed.load(Ordering::Relaxed),
         peak.load(Ordering::Relaxed) as f64 / 1024.0
     );
-    Ok(())
+    // CPU per completed workflow: steadier than throughput on a host whose speed varies.
+    if let (Some(a), Some(b)) = (cpu_before, cpu_time(server.pid))
+        && n > 0
+    {
+        println!(
+            "workflows: server CPU per completed create_user {:.2} ms ({:.1} s of CPU in {elapsed:.1} s)",
+            (b - a).as_secs_f64() * 1000.0 / n as f64,
+            (b - a).as_secs_f64()
+        );
+    }
+    lat.report(&c, &base, token).await
+}
+
+/// Seconds since a run of `secs` seconds ending at `stop` began.
+fn began_at(stop: Instant, secs: u64) -> f64 {
+    secs as f64 - stop.saturating_duration_since(Instant::now()).as_secs_f64()
+}
+
+/// Latencies seen by the clients of `throughput`.
+struct Latencies {
+    /// The start request (POST, answered 201).
+    post: Histogram<u64>,
+    /// From sending the start request to receiving the completion event.
+    total: Histogram<u64>,
+    /// The slowest process: its total, id, and when its start request was sent.
+    slowest: Option<(Duration, String, time::OffsetDateTime)>,
+}
+
+impl Latencies {
+    fn new() -> Result<Self> {
+        Ok(Self {
+            post: Histogram::new(3)?,
+            total: Histogram::new(3)?,
+            slowest: None,
+        })
+    }
+
+    fn record(&mut self, post: Duration, total: Duration, pid: String, sent: time::OffsetDateTime) -> Result<()> {
+        self.post.record((post.as_micros() as u64).max(1))?;
+        self.total.record((total.as_micros() as u64).max(1))?;
+        if self.slowest.as_ref().is_none_or(|(d, _, _)| total > *d) {
+            self.slowest = Some((total, pid, sent));
+        }
+        Ok(())
+    }
+
+    fn merge(&mut self, other: Latencies) -> Result<()> {
+        self.post.add(&other.post)?;
+        self.total.add(&other.total)?;
+        if let Some(s) = other.slowest
+            && self.slowest.as_ref().is_none_or(|(d, _, _)| s.0 > *d)
+        {
+            self.slowest = Some(s);
+        }
+        Ok(())
+    }
+
+    /// Prints the latencies and the slowest process's timeline (each step's completion, in ms
+    /// after its start request was sent).
+    async fn report(&self, c: &reqwest::Client, base: &str, token: &str) -> Result<()> {
+        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "workflows: start request p50 {:.1} ms, p99 {:.1} ms; start to completion event p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            ms(&self.post, 0.5),
+            ms(&self.post, 0.99),
+            ms(&self.total, 0.5),
+            ms(&self.total, 0.99),
+            self.total.max() as f64 / 1000.0
+        );
+        let Some((total, pid, sent)) = &self.slowest else {
+            return Ok(());
+        };
+        let p = get(c, base, token, &format!("/api/processes/{pid}")).await?;
+        let after = |s: &str| parse_ts(s).map(|t| (t - *sent).whole_microseconds() as f64 / 1000.0);
+        let steps: Vec<String> = p["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| {
+                let at = after(s["completed"].as_str()?)?;
+                Some(format!("{} {at:.1}", s["name"].as_str()?))
+            })
+            .collect();
+        println!(
+            "workflows: slowest process {pid}: {:.1} ms; created {:.1}; steps completed (ms after its start request): {}",
+            total.as_secs_f64() * 1000.0,
+            p["started_at"].as_str().and_then(after).unwrap_or(f64::NAN),
+            steps.join(", ")
+        );
+        Ok(())
+    }
 }
 
 /// Queues `count` processes with no worker running (the server runs with worker

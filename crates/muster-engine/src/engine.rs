@@ -78,6 +78,11 @@ pub(crate) fn internal(e: StoreError) -> DomainError {
     DomainError::internal(e)
 }
 
+/// [`Engine::on_events`] was called twice.
+#[derive(Debug, thiserror::Error)]
+#[error("the engine's event hook is already set")]
+pub struct EventHookTaken;
+
 /// The engine. Cheap to clone.
 pub struct Engine<D> {
     pub(crate) inner: Arc<Inner<D>>,
@@ -98,7 +103,8 @@ pub(crate) struct Inner<D> {
     pub(crate) workflows: HashMap<&'static str, Vec<Arc<Workflow<D>>>>,
     pub(crate) config: EngineConfig,
     pub(crate) wake: Notify,
-    pub(crate) on_event: Option<Box<dyn Fn() + Send + Sync>>,
+    /// Set once, on an engine that may already be shared (see [`Engine::on_events`]).
+    pub(crate) on_event: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// The engine lock as last read, and when (runners look before every step; the database
     /// is asked at most every `PAUSE_RECHECK`).
     pub(crate) paused: std::sync::Mutex<(bool, Option<std::time::Instant>)>,
@@ -148,19 +154,18 @@ impl<D: Send + Sync + 'static> Engine<D> {
                 workflows: map,
                 config,
                 wake: Notify::new(),
-                on_event: None,
+                on_event: std::sync::OnceLock::new(),
                 paused: std::sync::Mutex::new((false, None)),
                 local: std::sync::Mutex::new(None),
             }),
         }
     }
 
-    /// Called after every commit that wrote events (to wake the event sequencer).
-    pub fn with_event_hook(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.on_event = Some(Box::new(hook));
-        }
-        self
+    /// Sets what runs after every commit that wrote events (waking the event sequencer, so
+    /// that followers of `/api/events` hear of a step at once rather than at their next poll).
+    /// It is set on the shared engine, whoever else holds a clone; a second hook is refused.
+    pub fn on_events(&self, hook: impl Fn() + Send + Sync + 'static) -> Result<(), EventHookTaken> {
+        self.inner.on_event.set(Box::new(hook)).map_err(|_| EventHookTaken)
     }
 
     pub fn store(&self) -> &Store {
@@ -176,7 +181,7 @@ impl<D: Send + Sync + 'static> Engine<D> {
     }
 
     pub(crate) fn events_written(&self) {
-        if let Some(h) = &self.inner.on_event {
+        if let Some(h) = self.inner.on_event.get() {
             h();
         }
     }

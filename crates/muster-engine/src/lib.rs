@@ -25,5 +25,5 @@ pub use definition::{
     AbortFn, FormFail, FormFn, FormFuture, PrepareFn, State, Step, StepCtx, StepError, StepFn, StepFuture, StepOutcome,
     Workflow,
 };
-pub use engine::{Engine, EngineConfig, EngineStatus, StartError};
+pub use engine::{Engine, EngineConfig, EngineStatus, EventHookTaken, StartError};
 pub use view::{ProcessList, ProcessView, StepView};

@@ -2131,3 +2131,35 @@ async fn scheduler_once(db: &TestDb) {
     store_a.close().await;
     store_b.close().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The event hook: how `serve` learns that a commit wrote events (to number and announce them).
+// ---------------------------------------------------------------------------------------------
+
+/// The hook is set on an engine that is already shared (`serve` sets it after the HTTP state and
+/// the worker hold clones), and it runs for the worker's commits, not only for starts: a hook that
+/// silently failed to install left a process's completion unannounced until a follower's poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_hook_is_set_on_a_shared_engine_and_runs_for_every_commit() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        let (engine, _deps) = engine(&store, all_workflows(), config("w-hook"));
+        let shared = engine.clone();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        shared
+            .on_events(move || {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+            .expect("the hook is set on a shared engine");
+        assert!(engine.on_events(|| {}).is_err(), "a second hook is refused");
+        let w = spawn_worker(&engine);
+        let pid = start(&engine, "simple", vec![]).await;
+        wait_status(&store, pid, ProcessStatus::Completed).await;
+        w.stop().await;
+        // The start, and at least one commit of the run that recorded its steps.
+        let n = calls.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(n >= 2, "{}: the hook ran {n} times for a start and its run", db.label);
+        store.close().await;
+    }
+}

@@ -46,7 +46,7 @@ pub async fn run(resolved: Resolved) -> Result<()> {
     events.spawn_sequencer(directory.store().clone());
     let (engine, subscriptions) = runtime::engine(&resolved, &directory, resolved.worker_concurrency.max(1)).await?;
     let hub = events.clone();
-    let engine = engine.with_event_hook(move || hub.wake());
+    engine.on_events(move || hub.wake())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut background = Vec::new();
     if resolved.worker_concurrency > 0 {
