@@ -43,12 +43,13 @@ macro_rules! bind_audit {
 pub(crate) use bind_audit;
 
 /// Inserts an [`AuditEntry`] on a connection or transaction (inside another write), and the
-/// event it carries, if any (unsequenced: see `events.rs`).
+/// event it carries, if any: numbered at once on SQLite, left to the sequencer on PostgreSQL
+/// (see [`EventInsert`]).
 macro_rules! insert {
     ($conn:expr, $a:expr) => {{
         $crate::audit::insert_record!($conn, $a);
         if let Some(event) = &$a.event {
-            sqlx::query("INSERT INTO events (stream, kind, subject, at, cid, data) VALUES ($1, $2, $3, $4, $5, $6)")
+            sqlx::query($crate::audit::event_insert_sql(&$conn))
                 .bind(event.stream)
                 .bind(event.kind)
                 .bind(&event.subject)
@@ -61,6 +62,39 @@ macro_rules! insert {
     }};
 }
 pub(crate) use insert;
+
+/// How [`insert!`] writes an event, per database.
+///
+/// SQLite numbers it in the statement pair that writes it: every write on SQLite holds the
+/// database's one write lock until it commits, so numbers follow the order of commits, and an
+/// event numbered later by the sequencer could otherwise come after events that transactions
+/// committed after it numbered themselves (see `tx.rs`, `hold_numbered_events`). Callers run
+/// it inside a transaction, so the counter and the event commit together. PostgreSQL's
+/// writers commit concurrently: its events are numbered by the sequencer, in commit order.
+pub(crate) trait EventInsert {
+    const SQL: &'static str;
+}
+
+impl EventInsert for sqlx::Sqlite {
+    const SQL: &'static str = "INSERT INTO event_streams (stream, last_seq) VALUES ($1, 1) \
+        ON CONFLICT (stream) DO UPDATE SET last_seq = last_seq + 1; \
+        INSERT INTO events (stream, seq, kind, subject, at, cid, data) \
+        VALUES ($1, (SELECT last_seq FROM event_streams WHERE stream = $1), $2, $3, $4, $5, $6)";
+}
+
+impl EventInsert for sqlx::Postgres {
+    const SQL: &'static str =
+        "INSERT INTO events (stream, kind, subject, at, cid, data) VALUES ($1, $2, $3, $4, $5, $6)";
+}
+
+/// [`EventInsert::SQL`] for the database of the executor `insert!` was given.
+pub(crate) fn event_insert_sql<'c, E>(_: &E) -> &'static str
+where
+    E: sqlx::Executor<'c>,
+    E::Database: EventInsert,
+{
+    <E::Database as EventInsert>::SQL
+}
 
 /// A stored audit record.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -127,6 +161,13 @@ macro_rules! push_audit_filters {
 impl Store {
     /// Writes an audit record on its own, for events that change nothing else (a refused call).
     pub async fn insert_audit(&self, audit: &AuditEntry) -> Result<()> {
+        if self.backend() == crate::Backend::Sqlite {
+            // In a transaction: SQLite numbers the event as it writes it, and the stream's
+            // counter and the event must commit together.
+            let mut tx = self.begin().await?;
+            tx.audit(audit).await?;
+            return tx.commit().await;
+        }
         on_db!(self, write, pool => {
             insert!(pool, audit);
         });

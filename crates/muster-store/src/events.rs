@@ -11,6 +11,12 @@
 //! One sequencer runs at a time: on PostgreSQL it holds the row lock of `event_sequencer`
 //! (taken with SKIP LOCKED: a node that finds it taken simply tries again later; a row lock,
 //! unlike an advisory lock, is scoped to this schema), on SQLite there is one writer anyway.
+//!
+//! On SQLite, writes number their events themselves, as they write them (`tx.rs`,
+//! `hold_numbered_events`; `audit::insert!`): a write holds the database's one write lock until
+//! it commits, so insert order is commit order there, and followers hear of a commit without
+//! waiting for a sequencer pass. The sequencer still numbers any event found without a number
+//! (one written by an older version).
 
 use crate::{Backend, Result, Store, Ts, on_db};
 use serde::Serialize;
@@ -37,29 +43,6 @@ pub struct EventRecord {
 
 fn ser_ts<S: serde::Serializer>(t: &Ts, s: S) -> std::result::Result<S::Ok, S::Error> {
     time::serde::rfc3339::serialize(&t.0, s)
-}
-
-/// Numbers, on SQLite, the events of stream `$1` that committed without a number, from its
-/// counter, and moves the counter on. A transaction that numbers its own events runs this
-/// first, so that events committed before it (by writes that leave numbering to the
-/// sequencer) are not numbered after its own. Usually there are none, found through
-/// `events_unsequenced`.
-pub(crate) const NUMBER_EARLIER_SQLITE: &str = "UPDATE events SET seq = numbered.seq FROM ( \
-      SELECT e.id AS id, s.last_seq + ROW_NUMBER() OVER (ORDER BY e.id) AS seq \
-      FROM events e INDEXED BY events_unsequenced JOIN event_streams s ON s.stream = e.stream \
-      WHERE e.seq IS NULL AND e.stream = $1 \
-    ) AS numbered WHERE events.id = numbered.id; \
-    UPDATE event_streams SET last_seq = last_seq + changes() WHERE stream = $1 AND changes() > 0";
-
-/// [`NUMBER_EARLIER_SQLITE`] for a query being built (each `$1` bound to `stream`), then `; `.
-pub(crate) fn push_number_earlier(qb: &mut sqlx::QueryBuilder<sqlx::Sqlite>, stream: &'static str) {
-    for (i, part) in NUMBER_EARLIER_SQLITE.split("$1").enumerate() {
-        if i > 0 {
-            qb.push_bind(stream);
-        }
-        qb.push(part);
-    }
-    qb.push("; ");
 }
 
 /// SQLite's pass of [`Store::sequence_events`]: the same numbering as one batch on the single
@@ -118,6 +101,10 @@ impl Store {
                         .fetch_optional(&mut *tx)
                         .await?;
                 if locked.is_none() {
+                    // Ended here, not by dropping it: sqlx only queues the rollback of a dropped
+                    // transaction for the connection's next use, and the idle connection would
+                    // keep the transaction open meanwhile.
+                    tx.rollback().await?;
                     return Ok(0);
                 }
             }
@@ -129,6 +116,8 @@ impl Store {
                     .fetch_all(&mut *tx)
                     .await?;
             let Some(max_id) = pending.last().map(|(id, _)| *id) else {
+                // Nothing to number: end the transaction (and the sequencer's row lock) now.
+                tx.rollback().await?;
                 return Ok(0);
             };
             let mut streams: Vec<&str> = pending.iter().map(|(_, s)| s.as_str()).collect();

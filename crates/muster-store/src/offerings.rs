@@ -285,12 +285,10 @@ pub(crate) fn push_sqlite_change(
 ) {
     let a = &change.audit;
     if let Some(e) = &a.event {
-        // The stream's counter exists, and events of the stream that committed earlier without
-        // a number have theirs, before the chain below starts counting changes.
+        // The stream's counter exists before the chain below starts counting changes.
         qb.push("INSERT INTO event_streams (stream, last_seq) VALUES (")
             .push_bind(e.stream)
             .push(", 0) ON CONFLICT (stream) DO NOTHING; ");
-        crate::events::push_number_earlier(qb, e.stream);
     }
     push_update!(qb, uuid, version, change);
     qb.push("; ");

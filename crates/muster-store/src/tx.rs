@@ -678,7 +678,9 @@ impl StoreTx {
         };
         if let Some((fence, up)) = staged {
             crate::processes::hold_finish_step(b, &fence, &up)?;
-            b.push("INSERT INTO lease_check (ok) SELECT changes()");
+            // VALUES, not SELECT: an INSERT … SELECT into a view with a trigger goes through a
+            // temporary table, one more b-tree built and freed per commit.
+            b.push("INSERT INTO lease_check (ok) VALUES (changes())");
         }
         if !events.is_empty() {
             hold_numbered_events(b, &events)?;
@@ -797,14 +799,13 @@ fn hold_numbered_events(b: &mut Batch, events: &[PendingEvent]) -> Result<()> {
         place.push(n);
     }
     for (stream, _) in &streams {
+        // Every SQLite write numbers its events as it writes them (here and `audit::insert!`),
+        // under the one write lock: numbers follow the order of commits.
         hold!(
             b,
             "INSERT INTO event_streams (stream, last_seq) VALUES ($1, 0) ON CONFLICT (stream) DO NOTHING",
             *stream
         );
-        // Events of the stream that committed earlier without a number (written outside a
-        // `StoreTx`) take theirs first: numbers follow the order of commits.
-        hold!(b, crate::events::NUMBER_EARLIER_SQLITE, *stream);
     }
     let mut sql = String::from("INSERT INTO events (stream, seq, kind, subject, at, cid, data) VALUES ");
     for i in 0..events.len() {
