@@ -46,13 +46,22 @@ fn ser_ts<S: serde::Serializer>(t: &Ts, s: S) -> std::result::Result<S::Ok, S::E
 }
 
 /// SQLite's pass of [`Store::sequence_events`]: the same numbering as one batch on the single
-/// writer connection (one hand-off to its thread instead of a dozen: the sequencer runs after
-/// nearly every commit under load, on the same writer as everything else). Every stream with
+/// writer connection (one hand-off to its thread instead of a dozen). SQLite's writes number
+/// their own events, so a pass usually finds nothing: it looks on a reader first, and takes the
+/// writer (which the sequencer, woken after nearly every commit under load, would otherwise
+/// queue for each time) only when there is something to number. Every stream with
 /// unnumbered events is numbered by one windowed UPDATE, and each stream's counter is moved to
 /// its highest number. The unnumbered events are found through `events_unsequenced` by name:
 /// with statistics gathered while `events` was small, SQLite would otherwise read the whole
 /// table on every pass.
-async fn sequence_sqlite(write: &sqlx::SqlitePool, limit: i64) -> Result<u64> {
+async fn sequence_sqlite(write: &sqlx::SqlitePool, read: &sqlx::SqlitePool, limit: i64) -> Result<u64> {
+    let pending: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events INDEXED BY events_unsequenced WHERE seq IS NULL)")
+            .fetch_one(read)
+            .await?;
+    if !pending {
+        return Ok(0);
+    }
     const BATCH: &str = "BEGIN IMMEDIATE; \
         INSERT INTO event_streams (stream, last_seq) SELECT DISTINCT stream, 0 FROM events INDEXED BY events_unsequenced \
           WHERE seq IS NULL ON CONFLICT (stream) DO NOTHING; \
@@ -87,8 +96,8 @@ impl Store {
     /// Numbers up to `limit` committed, unnumbered events. Returns how many it numbered (0 also
     /// when another node's sequencer holds the lock).
     pub async fn sequence_events(&self, limit: i64) -> Result<u64> {
-        if let crate::Inner::Sqlite { write, .. } = &self.inner {
-            return sequence_sqlite(write, limit).await;
+        if let crate::Inner::Sqlite { write, read, .. } = &self.inner {
+            return sequence_sqlite(write, read, limit).await;
         }
         let postgres = self.backend() == Backend::Postgres;
         Ok(on_db!(self, write, pool => {

@@ -779,9 +779,9 @@ impl StoreTx {
 /// took a number first may commit last). On SQLite every write transaction holds the one
 /// database write lock from its first statement to its commit, so transactions commit in the
 /// order they number in, and numbering inside the transaction is just as safe: each event
-/// takes its stream's counter plus its place in the batch, and the counter moves on. Events
-/// written elsewhere without a number are numbered later by the sequencer from the same
-/// counter.
+/// takes its stream's counter plus its place in the batch, and the counter moves on. Writes
+/// outside a `StoreTx` number theirs the same way (`audit::insert!`); an event found without a
+/// number (written by an older version) is numbered by the sequencer from the same counter.
 fn hold_numbered_events(b: &mut Batch, events: &[PendingEvent]) -> Result<()> {
     let mut streams: Vec<(&'static str, i64)> = Vec::new();
     let mut place = Vec::with_capacity(events.len());

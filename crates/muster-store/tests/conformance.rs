@@ -3293,8 +3293,8 @@ async fn concurrent_transactions_commit_or_roll_back_each_on_its_own() {
 }
 
 /// Events are numbered in the order their writes committed, whichever way they were written:
-/// one committed unnumbered (a one-shot write, left to the sequencer) comes before one that a
-/// later transaction numbers as it commits (SQLite), and numbers have no gaps.
+/// a one-shot write's event (numbered as written on SQLite, by the sequencer on PostgreSQL)
+/// comes before that of a transaction committed after it, and numbers have no gaps.
 #[tokio::test]
 async fn events_are_numbered_in_commit_order_however_written() {
     for db in TestDb::all().await {
@@ -3326,4 +3326,31 @@ async fn events_are_numbered_in_commit_order_however_written() {
         );
         store.close().await;
     }
+}
+
+/// On SQLite, where every write numbers its events, the sequencer still numbers one found
+/// without a number (written by an older version), after those already numbered.
+#[tokio::test]
+async fn sqlite_sequencer_numbers_an_event_written_without_a_number() {
+    let db = TestDb::sqlite();
+    let store = open(&db).await;
+    store
+        .insert_audit(&with_event(entry(actions::USER_UPDATE, None), "legacy", "numbered"))
+        .await
+        .expect("numbered as written");
+    assert_eq!(sequence_all(&store, "sqlite").await, 0, "nothing left to number");
+    let raw = sqlx::SqlitePool::connect(&db.url).await.expect("raw connection");
+    sqlx::query("INSERT INTO events (stream, kind, subject, at, data) VALUES ('legacy', 'test.happened', 'unnumbered', 0, '{}')")
+        .execute(&raw)
+        .await
+        .expect("an event without a number");
+    raw.close().await;
+    assert_eq!(sequence_all(&store, "sqlite").await, 1, "the one without a number");
+    let events = store.events_after("legacy", 0, 10).await.expect("events");
+    let order: Vec<(i64, Option<String>)> = events.iter().map(|e| (e.seq, e.subject.clone())).collect();
+    assert_eq!(
+        order,
+        vec![(1, Some("numbered".into())), (2, Some("unnumbered".into()))]
+    );
+    store.close().await;
 }
