@@ -182,6 +182,7 @@ pub mod actions {
     pub const PROCESS_ABORT: &str = "process.abort";
     pub const PROCESS_CALLBACK: &str = "process.callback";
     pub const SUBSCRIPTION_SET_IN_SYNC: &str = "subscription.set_in_sync";
+    pub const SUBSCRIPTION_DELETE: &str = "subscription.delete";
     pub const ENGINE_SET_STATUS: &str = "engine.set_status";
     pub const PROVIDER_CREATE: &str = "provider.create";
     pub const PROVIDER_UPDATE: &str = "provider.update";

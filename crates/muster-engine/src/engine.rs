@@ -28,6 +28,10 @@ pub struct EngineConfig {
     /// First back-off of a retry step; doubles with each retry up to `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// How many times a retry step runs before the process gives up and fails (an operator can
+    /// still resume it, which starts the count again); 0 retries for ever, as orchestrator-core
+    /// does. With the default back-off (5 s doubling to 1 h), 20 runs span about 11 hours.
+    pub retry_max_attempts: u32,
     /// This node's name in leases.
     pub worker_name: String,
 }
@@ -40,6 +44,7 @@ impl Default for EngineConfig {
             poll: Duration::from_secs(1),
             retry_base: Duration::from_secs(5),
             retry_max: Duration::from_secs(3600),
+            retry_max_attempts: 20,
             worker_name: format!("worker-{}", Uuid::new_v4().simple()),
         }
     }

@@ -375,7 +375,10 @@ async fn run_steps<D: Send + Sync + 'static>(
                         }
                         let retry = matches!(step.kind, StepKind::Retry(_));
                         let detail = json!({ "error": err.message, "details": err.details });
-                        if retry {
+                        // `retries` counts the runs that failed before this one.
+                        let max = engine.inner.config.retry_max_attempts;
+                        let gave_up = retry && max > 0 && i64::from(retries) + 1 >= i64::from(max);
+                        if retry && !gave_up {
                             let mut up = base(ProcessStatus::Waiting, Some(name.clone()), &state);
                             up.retries = retries + 1;
                             up.run_after = Some(later(clock::now(), backoff(engine, retries)));
@@ -390,9 +393,15 @@ async fn run_steps<D: Send + Sync + 'static>(
                             .await?;
                         } else {
                             let mut up = base(ProcessStatus::Failed, Some(name.clone()), &state);
-                            up.failed_reason = Some(err.message.clone());
+                            up.failed_reason = Some(if gave_up {
+                                format!("{} (gave up after {max} attempts; resume tries again)", err.message)
+                            } else {
+                                err.message.clone()
+                            });
+                            up.retries = if gave_up { retries + 1 } else { 0 };
                             up.traceback = err.details.as_ref().map(|d| d.to_string());
-                            record(&mut tx, fence, &log(StepStatus::Failed, detail, retries), &up, wf_name).await?;
+                            let logged = if gave_up { retries + 1 } else { retries };
+                            record(&mut tx, fence, &log(StepStatus::Failed, detail, logged), &up, wf_name).await?;
                         }
                         commit_tx(engine, tx).await?;
                         return Ok(());

@@ -535,6 +535,7 @@ fn config(worker_name: &str) -> EngineConfig {
         poll: Duration::from_millis(50),
         retry_base: Duration::from_millis(50),
         retry_max: Duration::from_secs(2),
+        retry_max_attempts: 20,
         worker_name: worker_name.to_owned(),
     }
 }
@@ -879,6 +880,74 @@ async fn retry_backoff(db: &TestDb) {
     let done = row(&store, pid).await;
     assert_eq!(done.retries, 0, "success resets the retry count");
     assert!(done.failed_reason.is_none());
+    w.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_step_gives_up_after_its_attempts_and_resume_starts_the_count_again() {
+    for db in TestDb::all().await {
+        retry_gives_up(&db).await;
+    }
+}
+
+async fn retry_gives_up(db: &TestDb) {
+    let store = open(db).await;
+    let mut cfg = config("w-give-up");
+    cfg.retry_base = Duration::from_millis(20);
+    cfg.retry_max = Duration::from_millis(40);
+    cfg.retry_max_attempts = 3;
+    let (engine, deps) = engine(&store, all_workflows(), cfg);
+    // Five failures: three runs, then the process gives up; resumed, two more fail and the
+    // third succeeds.
+    deps.flaky_failures.store(5, Ordering::SeqCst);
+    let w = spawn_worker(&engine);
+
+    let pid = start(&engine, "retrying", vec![]).await;
+    let failed = wait_status(&store, pid, ProcessStatus::Failed).await;
+    assert_eq!(
+        failed.failed_reason.as_deref(),
+        Some("flaky is not ready yet (gave up after 3 attempts; resume tries again)"),
+        "{}",
+        db.label
+    );
+    assert_eq!(failed.next_step.as_deref(), Some("flaky"), "{}", db.label);
+    assert!(
+        failed.run_after.is_none(),
+        "{}: a failed process is not queued",
+        db.label
+    );
+    assert_eq!(deps.count("flaky"), 3, "{}: ran exactly its attempts", db.label);
+    let flaky = |log: Vec<StepRow>| -> Vec<(String, i32)> {
+        log.into_iter()
+            .filter(|s| s.name == "flaky")
+            .map(|s| (s.status, s.retries))
+            .collect()
+    };
+    let attempts = flaky(steps(&store, pid).await);
+    assert_eq!(
+        attempts,
+        vec![("waiting".into(), 1), ("waiting".into(), 2), ("failed".into(), 3)],
+        "{}",
+        db.label
+    );
+    // Nothing runs it again by itself: the scheduled resume of waiting processes skips it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(deps.count("flaky"), 3, "{}: a process that gave up stays put", db.label);
+
+    engine.resume(&ctx(), ACTOR, pid, vec![]).await.expect("resume");
+    let done = wait_status(&store, pid, ProcessStatus::Completed).await;
+    assert_eq!(deps.count("flaky"), 6, "{}", db.label);
+    assert_eq!(done.retries, 0, "{}", db.label);
+    assert!(done.failed_reason.is_none(), "{}", db.label);
+    let attempts = flaky(steps(&store, pid).await);
+    let tail: Vec<(String, i32)> = attempts[3..].to_vec();
+    assert_eq!(
+        tail,
+        vec![("waiting".into(), 1), ("waiting".into(), 2), ("success".into(), 0)],
+        "{}: resume started the count again",
+        db.label
+    );
     w.stop().await;
     store.close().await;
 }

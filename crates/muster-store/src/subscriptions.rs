@@ -388,6 +388,36 @@ impl Store {
             n == 1
         }))
     }
+
+    /// Deletes subscription `id` if it is `initial` or `terminated`, no other subscription
+    /// depends on it and no unfinished process holds it (the rule is
+    /// `muster_core::workflow::lifecycle::delete_blocked`; this one conditional statement
+    /// enforces it against concurrent changes). Its blocks, its own relations and its process
+    /// links go with it; the processes keep their history. Whether it was deleted.
+    pub async fn delete_subscription(&self, id: Uuid, audit: &muster_core::audit::AuditEntry) -> Result<bool> {
+        Ok(on_db!(self, write, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(
+                "DELETE FROM subscriptions WHERE subscription_id = $1 \
+                 AND status IN ('initial', 'terminated') \
+                 AND NOT EXISTS (SELECT 1 FROM subscription_relations r WHERE r.depends_on_id = $1) \
+                 AND (locked_by_process IS NULL OR EXISTS ( \
+                   SELECT 1 FROM processes p WHERE p.process_id = subscriptions.locked_by_process \
+                   AND p.last_status IN ('completed', 'aborted')))",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 1 {
+                crate::audit::insert!(&mut *tx, audit);
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            n == 1
+        }))
+    }
 }
 
 const INSERT_SUBSCRIPTION: &str = "INSERT INTO subscriptions (subscription_id, description, status, product_id, \

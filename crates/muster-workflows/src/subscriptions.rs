@@ -3,7 +3,7 @@
 use crate::Catalogue;
 use muster_core::audit::{AuditEntry, RequestCtx, actions, kinds, streams};
 use muster_core::error::{DomainError, codes};
-use muster_core::workflow::lifecycle::start_blocked;
+use muster_core::workflow::lifecycle::{delete_blocked, start_blocked};
 use muster_core::workflow::product::Block;
 use muster_store::{Store, Subscription, SubscriptionQuery};
 use serde_json::{Value, json};
@@ -239,5 +239,60 @@ impl Subscriptions {
             ));
         }
         Ok(())
+    }
+
+    /// `DELETE /api/subscriptions/{id}`: removes an `initial` or `terminated` subscription that
+    /// nothing uses or holds (see `delete_blocked`); 409 with the reason otherwise. The directory
+    /// user of a deleted User subscription stays (locked, if it was terminated): the directory
+    /// is its own record.
+    pub async fn delete(&self, ctx: &RequestCtx, actor: &str, id: Uuid) -> Result<(), DomainError> {
+        let Some(s) = self.store.subscription(id).await.map_err(DomainError::internal)? else {
+            return Err(DomainError::not_found("subscription"));
+        };
+        let entry = AuditEntry::new(
+            ctx,
+            actions::SUBSCRIPTION_DELETE,
+            Some(actor.to_owned()),
+            Some(id.to_string()),
+        )
+        .with_event(
+            streams::SUBSCRIPTIONS,
+            kinds::SUBSCRIPTION_DELETED,
+            id.to_string(),
+            json!({ "subscription_id": id, "status": s.status.as_str() }),
+        );
+        if self
+            .store
+            .delete_subscription(id, &entry)
+            .await
+            .map_err(DomainError::internal)?
+        {
+            return Ok(());
+        }
+        // Refused: say why, from what is stored now (it may have changed since the first read).
+        let Some(now) = self.store.subscription(id).await.map_err(DomainError::internal)? else {
+            return Err(DomainError::not_found("subscription"));
+        };
+        let users = self.store.in_use_by(id).await.map_err(DomainError::internal)?.len();
+        let reason = delete_blocked(now.status, users, now.locked_by_process.is_some());
+        let (code, err) = match reason {
+            Some(r) => (
+                r.as_str(),
+                DomainError::conflict(codes::WORKFLOW_BLOCKED, format!("{}: {}", r.as_str(), r.message())),
+            ),
+            None => (
+                codes::CONFLICT,
+                DomainError::conflict(codes::CONFLICT, "the subscription changed meanwhile; try again"),
+            ),
+        };
+        let refusal = AuditEntry::new(
+            ctx,
+            actions::SUBSCRIPTION_DELETE,
+            Some(actor.to_owned()),
+            Some(id.to_string()),
+        )
+        .failed(code);
+        self.store.insert_audit(&refusal).await.map_err(DomainError::internal)?;
+        Err(err)
     }
 }

@@ -116,6 +116,7 @@ pub async fn engine(
         lease: std::time::Duration::from_secs(resolved.lease_secs),
         concurrency,
         retry_base: std::time::Duration::from_secs(resolved.retry_base_secs),
+        retry_max_attempts: resolved.retry_max_attempts,
         ..Default::default()
     };
     let engine = muster_workflows::engine(store.clone(), directory.clone(), catalogue.clone(), config);

@@ -42,6 +42,10 @@ pub struct Settings {
     /// Seconds before the first retry of a failed retry step; doubles per retry [default: 5].
     #[arg(long, env = "MUSTER_RETRY_BASE_SECS", help_heading = "Engine")]
     pub retry_base_secs: Option<u64>,
+    /// Runs of a retry step before its process gives up and fails (resume tries again); 0
+    /// retries for ever [default: 20, about 11 hours at the default back-off].
+    #[arg(long, env = "MUSTER_RETRY_MAX_ATTEMPTS", help_heading = "Engine")]
+    pub retry_max_attempts: Option<u32>,
     /// Seconds between scheduler ticks [default: 10].
     #[arg(long, env = "MUSTER_SCHEDULER_TICK_SECS", help_heading = "Engine")]
     pub scheduler_tick_secs: Option<u64>,
@@ -166,6 +170,7 @@ pub struct Resolved {
     pub worker_concurrency: usize,
     pub lease_secs: u64,
     pub retry_base_secs: u64,
+    pub retry_max_attempts: u32,
     pub scheduler_tick_secs: u64,
     pub trusted_proxies: Vec<IpAddr>,
     pub json_logs: bool,
@@ -270,6 +275,7 @@ impl Settings {
             worker_concurrency: self.worker_concurrency.unwrap_or(16),
             lease_secs: self.lease_secs.unwrap_or(30).max(1),
             retry_base_secs: self.retry_base_secs.unwrap_or(5).max(1),
+            retry_max_attempts: self.retry_max_attempts.unwrap_or(20),
             scheduler_tick_secs: self.scheduler_tick_secs.unwrap_or(10).max(1),
             trusted_proxies: self.trusted_proxies.unwrap_or_default(),
             json_logs: log_format == "json",

@@ -2494,6 +2494,7 @@ async fn malformed_ids_in_paths_answer_problem_documents() {
             (Method::GET, "/api/subscriptions/domain-model/not-a-uuid"),
             (Method::GET, "/api/subscriptions/workflows/not-a-uuid"),
             (Method::PUT, "/api/subscriptions/not-a-uuid/set_in_sync"),
+            (Method::DELETE, "/api/subscriptions/not-a-uuid"),
             (Method::GET, "/api/product_blocks/not-a-uuid"),
             (Method::GET, "/api/products/not-a-uuid"),
         ] {
@@ -2909,6 +2910,147 @@ async fn create_user_form_refuses_a_username_a_subscription_holds() {
     }
 }
 
+/// `DELETE /api/subscriptions/{id}` removes `initial` and `terminated` subscriptions once nothing
+/// uses or holds them, and says why otherwise; the processes keep their history, and a deleted
+/// user's username can be given out again.
+#[tokio::test]
+async fn initial_and_terminated_subscriptions_are_deleted_once_nothing_uses_or_holds_them() {
+    for a in Server::all(&[KEY, NO_WORKER]).await {
+        let l = a.label;
+        let p = products(&a).await;
+        let w = worker(&a).await;
+        let gid = create_group(&a, &p, "Deleted Group").await;
+        let made = run_ok(
+            &a,
+            "create_user",
+            json!([{"product": p.internal}, {"username": "reuser", "user_group_ids": [gid]}]),
+        )
+        .await;
+        let made_pid = str_of(&made, "process_id").to_owned();
+        let uid = subscription_of(&made);
+        let del = |sid: &str| format!("/api/subscriptions/{sid}");
+        let refused = |r: Resp, reason: &str| {
+            let r = r.expect_problem(409, "workflow_blocked");
+            let detail = str_of(&r.body, "detail");
+            assert!(detail.contains(reason), "{l}: wanted {reason}: {detail}");
+        };
+
+        // Live subscriptions are terminated, not deleted.
+        refused(
+            a.delete(&del(&uid), &a.admin_token).await,
+            "subscription.delete_invalid_status",
+        );
+        refused(
+            a.delete(&del(&gid), &a.admin_token).await,
+            "subscription.delete_invalid_status",
+        );
+        assert_eq!(
+            model(&a, &uid).await["status"],
+            "active",
+            "{l}: a refusal changes nothing"
+        );
+        a.delete(&del(&Uuid::new_v4().to_string()), &a.admin_token)
+            .await
+            .expect_problem(404, "not_found");
+
+        // A terminated group that a (terminated) user still depends on waits for that user.
+        run_ok(&a, "terminate_user", json!([{"subscription_id": uid}, {}])).await;
+        terminate_group(&a, &gid).await;
+        refused(
+            a.delete(&del(&gid), &a.admin_token).await,
+            "subscription.delete_in_use_by_others",
+        );
+        assert_eq!(model(&a, &gid).await["status"], "terminated", "{l}");
+
+        // The user goes, then the group; the process that made the user keeps its history.
+        a.delete(&del(&uid), &a.admin_token).await.expect(204);
+        a.get(&format!("/api/subscriptions/domain-model/{uid}"), &a.admin_token)
+            .await
+            .expect_problem(404, "not_found");
+        let history = process(&a, &made_pid).await;
+        assert_status(&a, &history, "completed");
+        assert_eq!(step_names(&history), step_names(&made), "{l}: the step log stays");
+        assert_eq!(history["subscriptions"], json!([]), "{l}: {history}");
+        a.delete(&del(&gid), &a.admin_token).await.expect(204);
+        a.delete(&del(&gid), &a.admin_token)
+            .await
+            .expect_problem(404, "not_found");
+        assert_eq!(count_subscriptions(&a, "User").await, 0, "{l}");
+        assert_eq!(count_subscriptions(&a, "UserGroup").await, 0, "{l}");
+        let events = events_until(&a, "subscriptions", |evs| {
+            evs.iter().filter(|e| e["kind"] == "subscription.deleted").count() == 2
+        })
+        .await;
+        let deleted: Vec<&str> = events
+            .iter()
+            .filter(|e| e["kind"] == "subscription.deleted")
+            .map(|e| str_of(e, "subject"))
+            .collect();
+        assert_eq!(deleted, vec![uid.as_str(), gid.as_str()], "{l}");
+        let audit = a
+            .get("/api/audit?action=subscription.delete", &a.admin_token)
+            .await
+            .expect(200)
+            .body;
+        let outcomes: Vec<(String, String)> = audit["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| {
+                (
+                    str_of(e, "outcome").to_owned(),
+                    e["reason"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            outcomes.iter().filter(|(o, _)| o == "success").count(),
+            2,
+            "{l}: {audit}"
+        );
+        assert!(
+            outcomes.contains(&("failure".into(), "subscription.delete_in_use_by_others".into())),
+            "{l}: refusals are audited: {audit}"
+        );
+
+        // With its directory account gone too, the username can be given out again.
+        let du = directory_users(&a, "reuser").await;
+        a.delete(&format!("/api/users/{}", str_of(&du[0], "user_id")), &a.admin_token)
+            .await
+            .expect(204);
+        let gid = create_group(&a, &p, "Second Group").await;
+        create_user(&a, &p, &gid, "reuser").await;
+
+        // An initial subscription held by a failed create waits for that process; aborting it
+        // cleans up (there is then nothing left to delete).
+        drop(w);
+        let doomed = start_ok(
+            &a,
+            "create_user",
+            json!([{"product": p.internal}, {"username": "squatted", "user_group_ids": [gid]}]),
+        )
+        .await;
+        a.create_user(json!({"username": "squatted"})).await;
+        let w = worker(&a).await;
+        let proc = settle(&a, &doomed).await;
+        assert_status(&a, &proc, "failed");
+        drop(w);
+        let sid = subscription_of(&proc);
+        assert_eq!(model(&a, &sid).await["status"], "initial", "{l}");
+        refused(
+            a.delete(&del(&sid), &a.admin_token).await,
+            "subscription.delete_held_by_process",
+        );
+        a.put(&format!("/api/processes/{doomed}/abort"), &a.admin_token, json!({}))
+            .await
+            .expect(204);
+        a.delete(&del(&sid), &a.admin_token)
+            .await
+            .expect_problem(404, "not_found");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Access
 // ---------------------------------------------------------------------------------------------
@@ -2948,6 +3090,7 @@ async fn workflow_endpoints_are_for_super_users() {
             (Method::GET, format!("/api/subscriptions/domain-model/{sid}"), None),
             (Method::GET, format!("/api/subscriptions/workflows/{sid}"), None),
             (Method::PUT, format!("/api/subscriptions/{sid}/set_in_sync"), None),
+            (Method::DELETE, format!("/api/subscriptions/{sid}"), None),
             (Method::GET, "/api/events?stream=processes".into(), None),
             (Method::GET, "/api/events?stream=subscriptions".into(), None),
         ];

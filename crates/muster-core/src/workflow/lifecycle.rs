@@ -192,6 +192,59 @@ pub fn start_blocked(
     None
 }
 
+/// Why a subscription may not be deleted now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum DeleteBlock {
+    #[serde(rename = "subscription.delete_invalid_status")]
+    InvalidStatus,
+    #[serde(rename = "subscription.delete_in_use_by_others")]
+    InUseByOthers,
+    #[serde(rename = "subscription.delete_held_by_process")]
+    HeldByProcess,
+}
+
+impl DeleteBlock {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidStatus => "subscription.delete_invalid_status",
+            Self::InUseByOthers => "subscription.delete_in_use_by_others",
+            Self::HeldByProcess => "subscription.delete_held_by_process",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::InvalidStatus => "only initial and terminated subscriptions can be deleted; terminate it first",
+            Self::InUseByOthers => "other subscriptions depend on this one; delete them first",
+            Self::HeldByProcess => {
+                "a process that is neither completed nor aborted holds the subscription; abort it first"
+            }
+        }
+    }
+}
+
+/// Whether a subscription in `status`, used by `users` subscriptions and `held` by an unfinished
+/// process, may be deleted: the first reason that applies, or None.
+///
+/// Only a subscription that never went live (`initial`, e.g. left by a failed create) or is
+/// finished (`terminated`) may go, so deleting never stands in for a terminate workflow. One that
+/// others depend on (a group with users, even terminated ones) waits for them, so no relation is
+/// left pointing at nothing. One held by an unfinished process waits for that process: aborting
+/// a create cleans up after itself, and a subscription deleted under a running workflow would
+/// derail it.
+pub fn delete_blocked(status: SubscriptionStatus, users: usize, held: bool) -> Option<DeleteBlock> {
+    if !matches!(status, SubscriptionStatus::Initial | SubscriptionStatus::Terminated) {
+        return Some(DeleteBlock::InvalidStatus);
+    }
+    if users > 0 {
+        return Some(DeleteBlock::InUseByOthers);
+    }
+    if held {
+        return Some(DeleteBlock::HeldByProcess);
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::SubscriptionStatus::*;
@@ -249,5 +302,21 @@ mod tests {
             start_blocked(Target::Create, Active, true, &[], true),
             Some(BlockReason::InvalidStatus)
         );
+    }
+
+    #[test]
+    fn only_initial_or_terminated_subscriptions_nobody_uses_or_holds_are_deleted() {
+        for status in SubscriptionStatus::ALL {
+            let want = match status {
+                Initial | Terminated => None,
+                _ => Some(DeleteBlock::InvalidStatus),
+            };
+            assert_eq!(delete_blocked(status, 0, false), want, "{status:?}");
+        }
+        assert_eq!(delete_blocked(Terminated, 1, false), Some(DeleteBlock::InUseByOthers));
+        assert_eq!(delete_blocked(Initial, 0, true), Some(DeleteBlock::HeldByProcess));
+        // The status is the first reason given, then users, then the holder.
+        assert_eq!(delete_blocked(Active, 2, true), Some(DeleteBlock::InvalidStatus));
+        assert_eq!(delete_blocked(Terminated, 2, true), Some(DeleteBlock::InUseByOthers));
     }
 }

@@ -1,4 +1,4 @@
-//! Subscriptions: list, domain model, startable workflows, set in sync.
+//! Subscriptions: list, domain model, startable workflows, set in sync, delete.
 
 use crate::AppState;
 use crate::api::processes::{content_range, filter_pairs, parse_range, parse_sort};
@@ -21,6 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(domain_model))
         .routes(routes!(workflows))
         .routes(routes!(set_in_sync))
+        .routes(routes!(delete))
 }
 
 fn bad(field: &str, msg: impl Into<String>) -> ApiError {
@@ -133,4 +134,22 @@ pub async fn set_in_sync(
     let id = crate::api::processes::uuid_of(&id, "subscription")?;
     state.subscriptions.set_in_sync(&ctx, &auth.user_id(), id).await?;
     Ok(StatusCode::OK)
+}
+
+/// Deletes an `initial` or `terminated` subscription (its blocks, relations and process links;
+/// the processes keep their history). 409 with the reason while it is in another status, other
+/// subscriptions depend on it, or an unfinished process holds it.
+#[utoipa::path(delete, path = "/api/subscriptions/{id}", tag = "subscriptions", security(("session" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    AuthUser(auth): AuthUser,
+    Ctx(ctx): Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    auth.require_super_user()?;
+    let id = crate::api::processes::uuid_of(&id, "subscription")?;
+    state.subscriptions.delete(&ctx, &auth.user_id(), id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
