@@ -233,6 +233,28 @@ async fn model(s: &Server, sid: &str) -> Value {
         .body
 }
 
+/// The `ETag` of the subscription's domain model.
+async fn etag(s: &Server, sid: &str) -> String {
+    let r = s
+        .get(&format!("/api/subscriptions/domain-model/{sid}"), &s.admin_token)
+        .await
+        .expect(200);
+    r.headers
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("{}: no ETag", s.label))
+        .to_owned()
+}
+
+/// `GET /api/subscriptions/domain-model/{id}` with `If-None-Match: {tags}`.
+async fn model_if_none_match(s: &Server, sid: &str, tags: &str) -> Resp {
+    let req = s
+        .request(Method::GET, &format!("/api/subscriptions/domain-model/{sid}"))
+        .bearer_auth(&s.admin_token)
+        .header("if-none-match", tags);
+    s.send(req).await
+}
+
 fn content_range(r: &Resp) -> String {
     r.headers
         .get("content-range")
@@ -2790,6 +2812,12 @@ async fn modify_forms_are_prefilled_and_a_renamed_group_shows_through_its_users(
         .await;
         let sid = subscription_of(&proc);
         let user_id = model(&s, &sid).await["user"]["user_id"].clone();
+        let user_tag = etag(&s, &sid).await;
+        assert_eq!(
+            model_if_none_match(&s, &sid, &user_tag).await.status.as_u16(),
+            304,
+            "{l}: unchanged"
+        );
 
         // modify_user: page 2 shows the current values.
         let r = start(&s, "modify_user", json!([{"subscription_id": sid}]))
@@ -2861,6 +2889,18 @@ async fn modify_forms_are_prefilled_and_a_renamed_group_shows_through_its_users(
             model(&s, &sid).await["user"]["group"]["group_name"],
             "After Rename",
             "{l}: the user's group block is the group's"
+        );
+        // The user's own version did not move, but its model did: its ETag follows the model.
+        let r = model_if_none_match(&s, &sid, &user_tag).await.expect(200);
+        assert_eq!(r.body["user"]["group"]["group_name"], "After Rename", "{l}");
+        let renamed_tag = etag(&s, &sid).await;
+        assert_ne!(renamed_tag, user_tag, "{l}");
+        let r = model_if_none_match(&s, &sid, &format!("\"stale\", W/{renamed_tag}")).await;
+        assert_eq!(r.status.as_u16(), 304, "{l}: any tag of the list, weakly compared");
+        assert!(
+            r.body.is_null() || r.body == json!(""),
+            "{l}: 304 has no body: {}",
+            r.body
         );
         run_ok(&s, "validate_user_group", json!([{"subscription_id": gid}])).await;
         run_ok(&s, "validate_user", json!([{"subscription_id": sid}])).await;

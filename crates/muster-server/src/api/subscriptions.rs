@@ -6,12 +6,14 @@ use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiQuery, AuthUser, Ctx};
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use muster_core::error::{DomainError, codes};
 use muster_core::workflow::SubscriptionStatus;
 use muster_store::{SubscriptionQuery, SubscriptionSort};
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -95,17 +97,50 @@ pub async fn list(
 }
 
 /// The subscription's domain model: fields, fixed inputs, blocks (a User's group nested),
-/// `in_use_by_ids` / `depends_on_ids`.
+/// `in_use_by_ids` / `depends_on_ids`. Answers with an `ETag`; a request whose `If-None-Match`
+/// names the current one gets 304 without a body.
 #[utoipa::path(get, path = "/api/subscriptions/domain-model/{id}", tag = "subscriptions", security(("session" = [])),
-    params(("id" = Uuid, Path)), responses((status = 200, body = Object), (status = 404, body = Problem)))]
+    params(("id" = Uuid, Path), ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer")),
+    responses((status = 200, body = Object, headers(("ETag" = String))), (status = 304), (status = 404, body = Problem)))]
 pub async fn domain_model(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,
+    headers: HeaderMap,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     auth.require_super_user()?;
     let id = crate::api::processes::uuid_of(&id, "subscription")?;
-    Ok(Json(state.subscriptions.domain_model(id).await?))
+    let model = state.subscriptions.domain_model(id).await?;
+    let body = serde_json::to_vec(&model).map_err(|e| ApiError(DomainError::internal(e)))?;
+    // The tag is the body's digest, not the subscription's `version`: the model also shows
+    // other subscriptions (a User's group, its users), which change without this one's version.
+    let etag = etag_of(&body);
+    let revalidating = [
+        (header::ETAG, etag.clone()),
+        (header::CACHE_CONTROL, "private, no-cache".to_owned()),
+    ];
+    if if_none_match(&headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, revalidating).into_response());
+    }
+    Ok((revalidating, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// A strong entity tag: the first 128 bits of the body's SHA-256, in hex.
+fn etag_of(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+/// Whether `If-None-Match` names `etag` (or is `*`), compared weakly as RFC 9110 says for GET.
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim())
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
 }
 
 /// The workflows per target, each with a `reason` when it may not start now.
@@ -152,4 +187,28 @@ pub async fn delete(
     let id = crate::api::processes::uuid_of(&id, "subscription")?;
     state.subscriptions.delete(&ctx, &auth.user_id(), id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::IF_NONE_MATCH, value.parse().expect("header value"));
+        h
+    }
+
+    #[test]
+    fn if_none_match_takes_lists_weak_tags_and_the_wildcard() {
+        let tag = etag_of(b"{}");
+        assert!(tag.starts_with('"') && tag.ends_with('"') && tag.len() == 34, "{tag}");
+        assert_ne!(tag, etag_of(b"{ }"));
+        assert!(if_none_match(&with(&tag), &tag));
+        assert!(if_none_match(&with(&format!("W/{tag}")), &tag));
+        assert!(if_none_match(&with(&format!("\"other\", {tag}")), &tag));
+        assert!(if_none_match(&with("*"), &tag));
+        assert!(!if_none_match(&with("\"other\""), &tag));
+        assert!(!if_none_match(&HeaderMap::new(), &tag));
+    }
 }
