@@ -43,6 +43,7 @@ pub mod codes {
     pub const ENGINE_PAUSED: &str = "engine_paused";
     pub const WORKFLOW_BLOCKED: &str = "workflow_blocked";
     pub const INVALID_TRANSITION: &str = "invalid_transition";
+    pub const EVENTS_EXPIRED: &str = "events_expired";
 }
 
 /// What kind of refusal this is; the HTTP layer turns it into a status code.
@@ -61,6 +62,8 @@ pub enum ErrorKind {
     Conflict,
     /// Too many attempts; try again later (429).
     Throttled,
+    /// What was asked for is no longer kept, e.g. events past their retention (410).
+    Gone,
     /// Not now: the engine is paused (503).
     Unavailable,
     /// Something broke on our side (500). The message is never shown to the caller.

@@ -29,7 +29,35 @@ impl Directory {
         limit: i64,
     ) -> Result<Vec<EventRecord>, DomainError> {
         let stream = self.readable_stream(auth, stream)?;
-        self.store.events_after(stream, after, limit).await.map_err(store_error)
+        let events = self
+            .store
+            .events_after(stream, after, limit)
+            .await
+            .map_err(store_error)?;
+        self.check_not_purged(stream, after, events.first().map(|e| e.seq))
+            .await?;
+        Ok(events)
+    }
+
+    /// Refuses (410) a read after `after` when retention has deleted events numbered after it:
+    /// the reader would otherwise skip them without knowing. Numbers in a stream have no gaps,
+    /// so an unfiltered read whose first event is `after + 1` has missed nothing and needs no
+    /// look at `purged_seq`; any other read (empty, or filtered) looks.
+    async fn check_not_purged(&self, stream: &str, after: i64, first: Option<i64>) -> Result<(), DomainError> {
+        if first == Some(after + 1) {
+            return Ok(());
+        }
+        let purged = self.store.purged_event_seq(stream).await.map_err(store_error)?;
+        if after < purged {
+            return Err(DomainError::new(
+                muster_core::error::ErrorKind::Gone,
+                codes::EVENTS_EXPIRED,
+                format!(
+                    "events up to {purged} of this stream are no longer kept; read the current state, then follow from last_seq"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The newest number in `stream` (0 when empty).
@@ -101,15 +129,30 @@ impl Directory {
         after: i64,
         limit: i64,
     ) -> Result<Vec<EventRecord>, DomainError> {
-        match &access.providers {
-            None => self.store.events_after(access.stream, after, limit).await,
-            Some(providers) => {
+        let (events, first) = match &access.providers {
+            None => {
+                let events = self.store.events_after(access.stream, after, limit).await;
+                let first = events.as_ref().ok().and_then(|e| e.first()).map(|e| e.seq);
+                (events, first)
+            }
+            // A filtered read skips other providers' numbers, so it always looks.
+            Some(providers) => (
                 self.store
                     .events_after_for_providers(access.stream, providers, after, limit)
-                    .await
-            }
-        }
-        .map_err(store_error)
+                    .await,
+                None,
+            ),
+        };
+        let events = events.map_err(store_error)?;
+        self.check_not_purged(access.stream, after, first).await?;
+        Ok(events)
+    }
+
+    /// Refuses (410) a follower that would resume after `after` when events numbered after it
+    /// are no longer kept: checked once as an SSE stream opens, so the client gets a status
+    /// instead of a stream that ends at once.
+    pub async fn check_cursor_with(&self, access: &StreamAccess, after: i64) -> Result<(), DomainError> {
+        self.check_not_purged(access.stream, after, None).await
     }
 
     /// The newest number in the stream (0 when empty). For a filtered reader this is still the

@@ -183,6 +183,72 @@ impl Store {
         }))
     }
 
+    /// Deletes the numbered events recorded before `before`, oldest first in each stream, in
+    /// transactions of at most `batch` events (`task_clean_up_events`); returns how many went.
+    /// Each stream's `purged_seq` moves to the highest number deleted, so readers whose cursor
+    /// is older learn that they missed events (see `purged_event_seq`). Only a prefix of a
+    /// stream goes, never a hole: each batch deletes up to the newest old-enough event among the
+    /// stream's oldest `batch`, taking along any slightly newer event numbered before it (an
+    /// event's time is when its change was made, its number when it committed). Events not yet
+    /// numbered are left alone. Numbering goes on from `event_streams.last_seq`, so it never
+    /// restarts, whatever is deleted.
+    pub async fn purge_events(&self, before: time::OffsetDateTime, batch: i64) -> Result<u64> {
+        let streams: Vec<(String, i64)> = on_db!(self, read, pool => {
+            sqlx::query_as("SELECT stream, purged_seq FROM event_streams ORDER BY stream")
+                .fetch_all(pool)
+                .await?
+        });
+        let mut deleted = 0;
+        for (stream, mut purged) in streams {
+            loop {
+                let cut: Option<i64> = on_db!(self, read, pool => {
+                    sqlx::query_scalar(
+                        "SELECT MAX(seq) FROM (SELECT seq, at FROM events WHERE stream = $1 AND seq > $2 \
+                         ORDER BY seq LIMIT $3) oldest WHERE at < $4",
+                    )
+                    .bind(&stream)
+                    .bind(purged)
+                    .bind(batch.max(1))
+                    .bind(Ts(before))
+                    .fetch_one(pool)
+                    .await?
+                });
+                let Some(cut) = cut else { break };
+                deleted += on_db!(self, write, pool => {
+                    let mut tx = pool.begin().await?;
+                    let n = sqlx::query("DELETE FROM events WHERE stream = $1 AND seq > $2 AND seq <= $3")
+                        .bind(&stream)
+                        .bind(purged)
+                        .bind(cut)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    sqlx::query("UPDATE event_streams SET purged_seq = $2 WHERE stream = $1 AND purged_seq < $2")
+                        .bind(&stream)
+                        .bind(cut)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    n
+                });
+                purged = cut;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// The highest number deleted from `stream` by retention (0 when none): a reader asking for
+    /// events after an older number has missed some.
+    pub async fn purged_event_seq(&self, stream: &str) -> Result<i64> {
+        let purged: Option<i64> = on_db!(self, read, pool => {
+            sqlx::query_scalar("SELECT purged_seq FROM event_streams WHERE stream = $1")
+                .bind(stream)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(purged.unwrap_or(0))
+    }
+
     /// The highest number given out in `stream` (0 when none).
     pub async fn last_event_seq(&self, stream: &str) -> Result<i64> {
         let last: Option<i64> = on_db!(self, read, pool => {

@@ -3354,3 +3354,84 @@ async fn sqlite_sequencer_numbers_an_event_written_without_a_number() {
     );
     store.close().await;
 }
+
+/// Retention deletes old numbered events, oldest first per stream, in batches; records how far
+/// it went in each stream; leaves other streams and newer events alone; and never disturbs the
+/// numbering that goes on afterwards.
+#[tokio::test]
+async fn purging_old_events_deletes_a_prefix_per_stream_and_numbering_goes_on() {
+    for db in TestDb::all().await {
+        let label = db.label;
+        let store = open(&db).await;
+        let now = OffsetDateTime::now_utc();
+        let write = |stream: &'static str, subject: String, age_days: i64| {
+            let mut e = with_event(entry(actions::USER_UPDATE, None), stream, &subject);
+            e.at = now - Duration::days(age_days);
+            e
+        };
+        for i in 1..=5 {
+            store
+                .insert_audit(&write("old", format!("old{i}"), 40))
+                .await
+                .unwrap_or_else(|e| panic!("{label}: {e}"));
+        }
+        for i in 6..=7 {
+            store
+                .insert_audit(&write("old", format!("new{i}"), 1))
+                .await
+                .unwrap_or_else(|e| panic!("{label}: {e}"));
+        }
+        store
+            .insert_audit(&write("fresh", "fresh1".into(), 1))
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        sequence_all(&store, label).await;
+
+        // Batches of two: the five old events go in three transactions.
+        let cutoff = now - Duration::days(30);
+        let n = store
+            .purge_events(cutoff, 2)
+            .await
+            .unwrap_or_else(|e| panic!("{label}: purge: {e}"));
+        assert_eq!(n, 5, "{label}");
+        let left: Vec<(i64, Option<String>)> = store
+            .events_after("old", 0, 10)
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e}"))
+            .into_iter()
+            .map(|e| (e.seq, e.subject))
+            .collect();
+        assert_eq!(
+            left,
+            vec![(6, Some("new6".into())), (7, Some("new7".into()))],
+            "{label}"
+        );
+        let purged = |stream: &'static str| {
+            let store = store.clone();
+            async move { store.purged_event_seq(stream).await.expect("purged_seq") }
+        };
+        assert_eq!(purged("old").await, 5, "{label}");
+        assert_eq!(purged("fresh").await, 0, "{label}: other streams are untouched");
+        assert_eq!(purged("nothing").await, 0, "{label}");
+        assert_eq!(
+            store.events_after("fresh", 0, 10).await.expect("events").len(),
+            1,
+            "{label}"
+        );
+
+        // Nothing more to do: a second pass deletes nothing and moves nothing.
+        assert_eq!(store.purge_events(cutoff, 2).await.expect("purge"), 0, "{label}");
+        assert_eq!(purged("old").await, 5, "{label}");
+
+        // Numbering goes on from where it was.
+        store
+            .insert_audit(&write("old", "after".into(), 0))
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        sequence_all(&store, label).await;
+        let last = store.events_after("old", 7, 10).await.expect("events");
+        assert_eq!(last.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![8], "{label}");
+        assert_eq!(store.last_event_seq("old").await.expect("last"), 8, "{label}");
+        store.close().await;
+    }
+}

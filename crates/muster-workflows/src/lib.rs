@@ -32,6 +32,8 @@ pub struct Deps {
     /// The engine itself, for tasks that start other workflows. Set once, after the engine
     /// is built (the engine owns these deps).
     engine: OnceLock<Engine<Deps>>,
+    /// How long events are kept (`task_clean_up_events`); None keeps them for ever.
+    pub event_retention: Option<time::Duration>,
 }
 
 impl Deps {
@@ -42,6 +44,7 @@ impl Deps {
             catalogue,
             offerings,
             engine: OnceLock::new(),
+            event_retention: None,
         }
     }
 
@@ -64,6 +67,7 @@ pub fn workflows() -> Vec<Workflow<Deps>> {
         tasks::validate_subscriptions(),
         tasks::resume_workflows(),
         tasks::clean_up_tasks(),
+        tasks::clean_up_events(),
     ]
 }
 
@@ -73,8 +77,12 @@ pub fn engine(
     directory: Directory,
     catalogue: Arc<Catalogue>,
     config: muster_engine::EngineConfig,
+    event_retention: Option<time::Duration>,
 ) -> Engine<Deps> {
-    let deps = Arc::new(Deps::new(directory, catalogue));
+    let deps = Arc::new(Deps {
+        event_retention,
+        ..Deps::new(directory, catalogue)
+    });
     let engine = Engine::new(store, deps.clone(), workflows(), config);
     let _ = deps.engine.set(engine.clone());
     engine

@@ -87,3 +87,35 @@ step!(remove_old_tasks, |ctx| {
     let n = ctx.deps.directory.store().delete_finished_tasks(before).await?;
     Ok(StepOutcome::merge([("deleted", json!(n))]))
 });
+
+pub fn clean_up_events() -> Workflow<Deps> {
+    Workflow::new("task_clean_up_events", 1, Target::System, "Clean up old events")
+        .task()
+        .step(Step::retry("remove_old_events", remove_old_events))
+        .done()
+}
+
+/// Events deleted per transaction: small enough not to hold the writer for long.
+const EVENT_PURGE_BATCH: i64 = 5_000;
+
+// Deletes events older than the retention period (MUSTER_EVENT_RETENTION_DAYS); with no
+// retention set it deletes nothing and says so.
+step!(remove_old_events, |ctx| {
+    let Some(keep) = ctx.deps.event_retention else {
+        return Ok(StepOutcome::merge([
+            ("deleted", json!(0)),
+            ("retention", json!("forever")),
+        ]));
+    };
+    let before = ctx.now() - keep;
+    let n = ctx
+        .deps
+        .directory
+        .store()
+        .purge_events(before, EVENT_PURGE_BATCH)
+        .await?;
+    Ok(StepOutcome::merge([
+        ("deleted", json!(n)),
+        ("retention_days", json!(keep.whole_days())),
+    ]))
+});

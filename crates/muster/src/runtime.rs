@@ -119,6 +119,14 @@ pub async fn engine(
         retry_max_attempts: resolved.retry_max_attempts,
         ..Default::default()
     };
-    let engine = muster_workflows::engine(store.clone(), directory.clone(), catalogue.clone(), config);
+    let event_retention =
+        (resolved.event_retention_days > 0).then(|| time::Duration::days(i64::from(resolved.event_retention_days)));
+    let engine = muster_workflows::engine(
+        store.clone(),
+        directory.clone(),
+        catalogue.clone(),
+        config,
+        event_retention,
+    );
     Ok((engine, muster_workflows::Subscriptions::new(store, catalogue)))
 }

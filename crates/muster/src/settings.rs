@@ -46,6 +46,10 @@ pub struct Settings {
     /// retries for ever [default: 20, about 11 hours at the default back-off].
     #[arg(long, env = "MUSTER_RETRY_MAX_ATTEMPTS", help_heading = "Engine")]
     pub retry_max_attempts: Option<u32>,
+    /// Days events are kept on the event stream before the daily clean-up deletes them (a
+    /// follower further behind is told with 410); 0 keeps them for ever [default: 30].
+    #[arg(long, env = "MUSTER_EVENT_RETENTION_DAYS", help_heading = "Engine")]
+    pub event_retention_days: Option<u32>,
     /// Seconds between scheduler ticks [default: 10].
     #[arg(long, env = "MUSTER_SCHEDULER_TICK_SECS", help_heading = "Engine")]
     pub scheduler_tick_secs: Option<u64>,
@@ -171,6 +175,7 @@ pub struct Resolved {
     pub lease_secs: u64,
     pub retry_base_secs: u64,
     pub retry_max_attempts: u32,
+    pub event_retention_days: u32,
     pub scheduler_tick_secs: u64,
     pub trusted_proxies: Vec<IpAddr>,
     pub json_logs: bool,
@@ -276,6 +281,7 @@ impl Settings {
             lease_secs: self.lease_secs.unwrap_or(30).max(1),
             retry_base_secs: self.retry_base_secs.unwrap_or(5).max(1),
             retry_max_attempts: self.retry_max_attempts.unwrap_or(20),
+            event_retention_days: self.event_retention_days.unwrap_or(30),
             scheduler_tick_secs: self.scheduler_tick_secs.unwrap_or(10).max(1),
             trusted_proxies: self.trusted_proxies.unwrap_or_default(),
             json_logs: log_format == "json",

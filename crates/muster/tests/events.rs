@@ -1,5 +1,6 @@
 //! The event stream over HTTP: directory changes appear in order, numbered without gaps; a
-//! Server-Sent Events client resumes exactly after the last event it saw.
+//! Server-Sent Events client resumes exactly after the last event it saw; events past their
+//! retention are deleted and cursors older than what is kept are refused.
 
 mod common;
 
@@ -194,5 +195,121 @@ async fn directory_changes_are_published_in_order_and_resumable() {
         s.get("/api/events?stream=directory&bogus=1", &s.admin_token)
             .await
             .expect(400);
+    }
+}
+
+/// Ages the directory stream's events numbered up to `upto` by 40 days, straight in the
+/// database (the API has no way to make old events).
+async fn age_events(s: &Server, upto: i64) {
+    let sql = if s.db_url.starts_with("sqlite:") {
+        // Timestamps are microseconds since the epoch on SQLite.
+        format!("UPDATE events SET at = at - 40 * 86400 * 1000000 WHERE stream = 'directory' AND seq <= {upto}")
+    } else {
+        format!("UPDATE events SET at = at - interval '40 days' WHERE stream = 'directory' AND seq <= {upto}")
+    };
+    let q = sqlx::AssertSqlSafe(sql);
+    if s.db_url.starts_with("sqlite:") {
+        let opts = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&s.db_url)
+            .expect("sqlite url")
+            .busy_timeout(Duration::from_secs(10));
+        let pool = sqlx::SqlitePool::connect_with(opts).await.expect("sqlite");
+        sqlx::query(q).execute(&pool).await.expect("age events");
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(&s.db_url).await.expect("postgres");
+        sqlx::query(q).execute(&pool).await.expect("age events");
+        pool.close().await;
+    }
+}
+
+/// Events past their retention are deleted by `task_clean_up_events`; a reader or an SSE client
+/// whose cursor is older than what is kept is told so with 410, not silently moved past.
+#[tokio::test]
+async fn events_past_their_retention_are_deleted_and_older_cursors_are_refused() {
+    for s in Server::all(&[]).await {
+        let l = s.label;
+        for name in ["old1", "old2", "old3"] {
+            s.create_user(json!({"username": name})).await;
+        }
+        let events = wait_for(&s, |e| e["data"]["username"] == "old3").await;
+        let aged = events.len() as i64;
+        age_events(&s, aged).await;
+        s.create_user(json!({"username": "recent"})).await;
+        wait_for(&s, |e| e["data"]["username"] == "recent").await;
+
+        let r = s
+            .post("/api/processes/task_clean_up_events", &s.admin_token, json!([]))
+            .await
+            .expect(201);
+        let pid = r.body["id"].as_str().expect("process id").to_owned();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let task = loop {
+            let p = s
+                .get(&format!("/api/processes/{pid}"), &s.admin_token)
+                .await
+                .expect(200)
+                .body;
+            if p["last_status"] == "completed" {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "{l}: the task did not complete: {p}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(task["current_state"]["deleted"], json!(aged), "{l}: {task}");
+        assert_eq!(task["current_state"]["retention_days"], 30, "{l}");
+
+        // What is kept starts right after the deleted ones; older cursors are refused.
+        let page = s
+            .get(&format!("/api/events?stream=directory&after={aged}"), &s.admin_token)
+            .await
+            .expect(200);
+        let first = &page.body["events"][0];
+        assert_eq!(first["seq"], json!(aged + 1), "{l}: {}", page.body);
+        assert_eq!(first["data"]["username"], "recent", "{l}");
+        for after in [0, aged - 1] {
+            let r = s
+                .get(&format!("/api/events?stream=directory&after={after}"), &s.admin_token)
+                .await
+                .expect_problem(410, "events_expired");
+            let detail = r.body["detail"].as_str().unwrap_or("");
+            assert!(detail.contains(&format!("up to {aged}")), "{l}: {detail}");
+        }
+        let sse = |last: i64| {
+            s.request(Method::GET, "/api/events?stream=directory")
+                .bearer_auth(&s.admin_token)
+                .header("accept", "text/event-stream")
+                .header("last-event-id", last.to_string())
+                .send()
+        };
+        let refused = sse(1).await.expect("sse request");
+        assert_eq!(refused.status(), 410, "{l}: a reconnect past retention is refused");
+        let resumed = sse(aged).await.expect("sse request");
+        assert_eq!(resumed.status(), 200, "{l}");
+        drop(resumed);
+
+        // Numbering goes on after the clean-up, without gaps.
+        s.create_user(json!({"username": "later"})).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let kept = loop {
+            let page = s
+                .get(
+                    &format!("/api/events?stream=directory&after={aged}&limit=1000"),
+                    &s.admin_token,
+                )
+                .await
+                .expect(200);
+            let events = page.body["events"].as_array().cloned().unwrap_or_default();
+            if events.iter().any(|e| e["data"]["username"] == "later") {
+                break events;
+            }
+            assert!(Instant::now() < deadline, "{l}: {}", page.body);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let seqs: Vec<i64> = kept.iter().filter_map(|e| e["seq"].as_i64()).collect();
+        assert_eq!(
+            seqs,
+            (aged + 1..aged + 1 + seqs.len() as i64).collect::<Vec<_>>(),
+            "{l}"
+        );
     }
 }

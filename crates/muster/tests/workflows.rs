@@ -589,7 +589,7 @@ async fn catalogue_lists_products_blocks_and_workflows() {
             .body;
         assert_eq!(one, ub, "{l}");
 
-        // Workflows: eight on subscriptions and three tasks.
+        // Workflows: eight on subscriptions and four tasks.
         let wfs = s.get("/api/workflows", &s.admin_token).await.expect(200).body;
         let wfs = wfs.as_array().cloned().unwrap_or_default();
         let got: BTreeSet<(String, String, bool, Vec<String>)> = wfs
@@ -618,6 +618,7 @@ async fn catalogue_lists_products_blocks_and_workflows() {
             ("task_validate_subscriptions", "SYSTEM", true, ""),
             ("task_resume_workflows", "SYSTEM", true, ""),
             ("task_clean_up_tasks", "SYSTEM", true, ""),
+            ("task_clean_up_events", "SYSTEM", true, ""),
         ]
         .iter()
         .map(|(n, t, task, pt)| {

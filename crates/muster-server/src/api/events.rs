@@ -65,6 +65,7 @@ fn wants_sse(headers: &HeaderMap) -> bool {
     responses(
         (status = 200, body = EventPage, description = "A page of events (or, with Accept: text/event-stream, an SSE stream)"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 410, body = Problem, description = "Events after the cursor are past their retention (events_expired)"),
     ))]
 pub async fn events(
     State(state): State<AppState>,
@@ -97,6 +98,7 @@ pub async fn events(
         Some(c) => c,
         None => state.directory.last_event_seq_with(&access).await?,
     };
+    state.directory.check_cursor_with(&access, cursor).await?;
     let follower = Follower {
         state: state.clone(),
         headers,
