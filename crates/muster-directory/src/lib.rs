@@ -18,7 +18,7 @@ mod workflow_ops;
 
 pub use access::{Auth, Caller, ProviderToken};
 pub use api_tokens::API_TOKEN_CACHE_MAX_AGE;
-pub use events::StreamAccess;
+pub use events::{EventPage, StreamAccess};
 pub use hashing::HashPool;
 pub use sessions::{LoginInput, LoginOutcome, SessionView};
 pub use totp::TotpEnrollment;

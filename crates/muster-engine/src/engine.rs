@@ -30,7 +30,7 @@ pub struct EngineConfig {
     pub retry_max: Duration,
     /// How many times a retry step runs before the process gives up and fails (an operator can
     /// still resume it, which starts the count again); 0 retries for ever, as orchestrator-core
-    /// does. With the default back-off (5 s doubling to 1 h), 20 runs span about 11 hours.
+    /// does. With the default back-off (5 s doubling to 1 h), 20 runs span about 10 hours.
     pub retry_max_attempts: u32,
     /// This node's name in leases.
     pub worker_name: String,

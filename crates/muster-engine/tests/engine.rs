@@ -931,7 +931,12 @@ async fn retry_gives_up(db: &TestDb) {
         "{}",
         db.label
     );
-    // Nothing runs it again by itself: the scheduled resume of waiting processes skips it.
+    // Nothing runs it again by itself, not even the task that resumes waiting processes.
+    let requeued = store
+        .requeue_waiting(time::OffsetDateTime::now_utc())
+        .await
+        .expect("requeue");
+    assert_eq!(requeued, 0, "{}: a process that gave up is not waiting", db.label);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(deps.count("flaky"), 3, "{}: a process that gave up stays put", db.label);
 

@@ -25,7 +25,8 @@ use sqlx::types::Json;
 /// A sequenced event, as followers read it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct EventRecord {
-    /// Position in its stream: 1, 2, 3, … without gaps.
+    /// Position in its stream: 1, 2, 3, … without gaps (from the oldest kept, once retention
+    /// has deleted older ones).
     pub seq: i64,
     pub stream: String,
     /// e.g. `user.created`.

@@ -390,7 +390,8 @@ impl Store {
     }
 
     /// Deletes subscription `id` if it is `initial` or `terminated`, no other subscription
-    /// depends on it and no unfinished process holds it (the rule is
+    /// depends on it and no unfinished process holds it (a lock left by a finished process,
+    /// or by one since deleted, holds nothing; the rule is
     /// `muster_core::workflow::lifecycle::delete_blocked`; this one conditional statement
     /// enforces it against concurrent changes). Its blocks, its own relations and its process
     /// links go with it; the processes keep their history. Whether it was deleted.
@@ -401,9 +402,8 @@ impl Store {
                 "DELETE FROM subscriptions WHERE subscription_id = $1 \
                  AND status IN ('initial', 'terminated') \
                  AND NOT EXISTS (SELECT 1 FROM subscription_relations r WHERE r.depends_on_id = $1) \
-                 AND (locked_by_process IS NULL OR EXISTS ( \
-                   SELECT 1 FROM processes p WHERE p.process_id = subscriptions.locked_by_process \
-                   AND p.last_status IN ('completed', 'aborted')))",
+                 AND NOT EXISTS (SELECT 1 FROM processes p WHERE p.process_id = subscriptions.locked_by_process \
+                   AND p.last_status NOT IN ('completed', 'aborted'))",
             )
             .bind(id)
             .execute(&mut *tx)

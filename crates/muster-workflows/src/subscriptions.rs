@@ -274,7 +274,17 @@ impl Subscriptions {
             return Err(DomainError::not_found("subscription"));
         };
         let users = self.store.in_use_by(id).await.map_err(DomainError::internal)?.len();
-        let reason = delete_blocked(now.status, users, now.locked_by_process.is_some());
+        // Held as the DELETE sees it: by a process that exists and is not finished.
+        let held = match now.locked_by_process {
+            Some(pid) => self
+                .store
+                .process(pid)
+                .await
+                .map_err(DomainError::internal)?
+                .is_some_and(|p| !matches!(p.last_status.as_str(), "completed" | "aborted")),
+            None => false,
+        };
+        let reason = delete_blocked(now.status, users, held);
         let (code, err) = match reason {
             Some(r) => (
                 r.as_str(),

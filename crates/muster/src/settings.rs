@@ -43,7 +43,7 @@ pub struct Settings {
     #[arg(long, env = "MUSTER_RETRY_BASE_SECS", help_heading = "Engine")]
     pub retry_base_secs: Option<u64>,
     /// Runs of a retry step before its process gives up and fails (resume tries again); 0
-    /// retries for ever [default: 20, about 11 hours at the default back-off].
+    /// retries for ever [default: 20, about 10 hours at the default back-off].
     #[arg(long, env = "MUSTER_RETRY_MAX_ATTEMPTS", help_heading = "Engine")]
     pub retry_max_attempts: Option<u32>,
     /// Days events are kept on the event stream before the daily clean-up deletes them (a
@@ -165,6 +165,9 @@ impl std::fmt::Debug for Settings {
     }
 }
 
+/// A hundred years: anything longer is "for ever", which 0 says.
+const MAX_EVENT_RETENTION_DAYS: u32 = 36_500;
+
 /// Settings with every default applied and every value checked.
 #[derive(Clone)]
 pub struct Resolved {
@@ -228,6 +231,9 @@ impl Settings {
         let log_format = self.log_format.unwrap_or_else(|| "text".into());
         if !matches!(log_format.as_str(), "text" | "json") {
             bail!("log_format must be text or json");
+        }
+        if self.event_retention_days.is_some_and(|d| d > MAX_EVENT_RETENTION_DAYS) {
+            bail!("event_retention_days must be at most {MAX_EVENT_RETENTION_DAYS} (0 keeps events for ever)");
         }
         let policy = PasswordPolicy {
             min_length: self.password_min_length.unwrap_or(8),
@@ -363,6 +369,11 @@ mod tests {
         assert!(bad.finish().is_err());
         let bad = Settings {
             log_format: Some("xml".into()),
+            ..Default::default()
+        };
+        assert!(bad.finish().is_err());
+        let bad = Settings {
+            event_retention_days: Some(MAX_EVENT_RETENTION_DAYS + 1),
             ..Default::default()
         };
         assert!(bad.finish().is_err());

@@ -266,6 +266,10 @@ async fn events_past_their_retention_are_deleted_and_older_cursors_are_refused()
         let first = &page.body["events"][0];
         assert_eq!(first["seq"], json!(aged + 1), "{l}: {}", page.body);
         assert_eq!(first["data"]["username"], "recent", "{l}");
+        // Without a cursor a page starts at the oldest event kept, and says where to go on.
+        let page = s.get("/api/events?stream=directory", &s.admin_token).await.expect(200);
+        assert_eq!(page.body["events"][0]["seq"], json!(aged + 1), "{l}: {}", page.body);
+        assert_eq!(page.body["next_after"], page.body["last_seq"], "{l}: {}", page.body);
         for after in [0, aged - 1] {
             let r = s
                 .get(&format!("/api/events?stream=directory&after={after}"), &s.admin_token)

@@ -31,8 +31,9 @@ pub struct EventParams {
     /// The stream to read: `directory` (super-users) or `offering_users` (super-users; provider
     /// managers and provider tokens see their providers' events only).
     pub stream: String,
-    /// Events numbered after this. JSON default 0; SSE default: the current end (only new
-    /// events), unless `Last-Event-ID` says where to resume.
+    /// Events numbered after this. JSON default: the oldest event still kept; SSE default: the
+    /// current end (only new events), unless `Last-Event-ID` says where to resume. A cursor
+    /// older than what retention kept is refused with 410 `events_expired`.
     pub after: Option<i64>,
     /// JSON page size, default 100, at most 1000.
     pub limit: Option<i64>,
@@ -45,6 +46,10 @@ pub struct EventPage {
     pub events: Vec<EventRecord>,
     /// The newest number in the stream when this page was read.
     pub last_seq: i64,
+    /// Where to continue: pass it as `after` for the next page. It moves past the events on
+    /// this page and, when the page is not full, past every number up to `last_seq`,
+    /// including those of events this reader does not see.
+    pub next_after: i64,
 }
 
 fn wants_sse(headers: &HeaderMap) -> bool {
@@ -77,15 +82,16 @@ pub async fn events(
 
     if !wants_sse(&headers) {
         let limit = p.limit.unwrap_or(100).clamp(1, 1000);
-        let events = state
-            .directory
-            .read_events_with(&access, p.after.unwrap_or(0), limit)
-            .await?;
-        let last_seq = state.directory.last_event_seq_with(&access).await?;
+        let after = match p.after {
+            Some(after) => after,
+            None => state.directory.oldest_cursor_with(&access).await?,
+        };
+        let page = state.directory.read_page_with(&access, after, limit).await?;
         return Ok(Json(EventPage {
             stream: access.stream.to_owned(),
-            events,
-            last_seq,
+            events: page.events,
+            last_seq: page.last_seq,
+            next_after: page.next_after,
         })
         .into_response());
     }
@@ -104,9 +110,11 @@ pub async fn events(
         headers,
         access,
         cursor,
+        sent: cursor,
         buffer: VecDeque::new(),
         numbered: state.events.subscribe(),
         checked: Instant::now(),
+        announced: Instant::now(),
     };
     let sse = futures_util::stream::unfold(follower, |mut f| async move {
         f.next().await.map(|e| (Ok::<_, Infallible>(e), f))
@@ -120,10 +128,15 @@ struct Follower {
     /// The request's credentials, to authenticate again now and then.
     headers: HeaderMap,
     access: muster_directory::StreamAccess,
+    /// How far the stream has been read (events in `buffer` included).
     cursor: i64,
+    /// The last id the client was sent.
+    sent: i64,
     buffer: VecDeque<EventRecord>,
     numbered: tokio::sync::watch::Receiver<u64>,
     checked: Instant,
+    /// When the client was last told of a position it had no event for.
+    announced: Instant,
 }
 
 impl Follower {
@@ -131,7 +144,7 @@ impl Follower {
     async fn next(&mut self) -> Option<Event> {
         loop {
             if let Some(e) = self.buffer.pop_front() {
-                self.cursor = e.seq;
+                self.sent = e.seq;
                 let data = serde_json::to_string(&e).ok()?;
                 return Some(Event::default().id(e.seq.to_string()).event(e.kind.clone()).data(data));
             }
@@ -147,14 +160,23 @@ impl Follower {
                     .ok()?;
                 self.checked = Instant::now();
             }
-            match self
-                .state
-                .directory
-                .read_events_with(&self.access, self.cursor, 100)
-                .await
-            {
-                Ok(batch) if !batch.is_empty() => self.buffer.extend(batch),
-                Ok(_) => {
+            match self.state.directory.follow_with(&self.access, self.cursor, 100).await {
+                Ok((events, next)) if !events.is_empty() => {
+                    self.cursor = next;
+                    self.buffer.extend(events);
+                }
+                Ok((_, next)) => {
+                    self.cursor = next;
+                    // A filtered follower's position moves on with other providers' events it
+                    // does not see. Now and then it is sent as an id without data, which moves
+                    // the client's Last-Event-ID and dispatches nothing, so a reconnect after a
+                    // long quiet spell resumes from there rather than from behind the
+                    // retention horizon.
+                    if self.cursor > self.sent && self.announced.elapsed() >= REAUTH {
+                        self.sent = self.cursor;
+                        self.announced = Instant::now();
+                        return Some(Event::default().id(self.cursor.to_string()).comment("position"));
+                    }
                     let _ = tokio::time::timeout(POLL, self.numbered.changed()).await;
                 }
                 Err(e) => {
