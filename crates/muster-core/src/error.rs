@@ -44,6 +44,14 @@ pub mod codes {
     pub const WORKFLOW_BLOCKED: &str = "workflow_blocked";
     pub const INVALID_TRANSITION: &str = "invalid_transition";
     pub const EVENTS_EXPIRED: &str = "events_expired";
+    /// The database has no room for the write (disk full, or the configured size limit):
+    /// nothing was written; reads still work.
+    pub const STORAGE_FULL: &str = "storage_full";
+    /// The database could not be reached, or did not answer in time: nothing was written.
+    pub const DATABASE_UNAVAILABLE: &str = "database_unavailable";
+    /// The connection was lost while the write was committing: it may or may not have been
+    /// written. Re-read (the audit log's `cid` is the request id) before trying again.
+    pub const OUTCOME_UNKNOWN: &str = "outcome_unknown";
 }
 
 /// What kind of refusal this is; the HTTP layer turns it into a status code.
@@ -64,8 +72,10 @@ pub enum ErrorKind {
     Throttled,
     /// What was asked for is no longer kept, e.g. events past their retention (410).
     Gone,
-    /// Not now: the engine is paused (503).
+    /// Not now: the engine is paused, or the database cannot be reached (503).
     Unavailable,
+    /// The database has no room for the write (507).
+    InsufficientStorage,
     /// Something broke on our side (500). The message is never shown to the caller.
     Internal,
 }
@@ -85,7 +95,7 @@ pub struct DomainError {
     pub code: &'static str,
     pub message: String,
     pub errors: Vec<FieldError>,
-    /// For [`ErrorKind::Throttled`]: seconds until a retry may succeed.
+    /// Seconds until a retry may succeed (throttling, an unavailable or full database).
     pub retry_after: Option<u64>,
 }
 
@@ -149,6 +159,49 @@ impl DomainError {
         );
         e.retry_after = Some(retry_after.max(1));
         e
+    }
+
+    /// The database has no room: nothing was written.
+    pub fn storage_full() -> Self {
+        let mut e = Self::new(
+            ErrorKind::InsufficientStorage,
+            codes::STORAGE_FULL,
+            "the database is full; nothing was written",
+        );
+        e.retry_after = Some(30);
+        e
+    }
+
+    /// The database could not be reached: nothing was written.
+    pub fn database_unavailable() -> Self {
+        let mut e = Self::new(
+            ErrorKind::Unavailable,
+            codes::DATABASE_UNAVAILABLE,
+            "the database is unavailable; nothing was written",
+        );
+        e.retry_after = Some(2);
+        e
+    }
+
+    /// The database connection was lost while a write was committing.
+    pub fn outcome_unknown() -> Self {
+        let mut e = Self::new(
+            ErrorKind::Unavailable,
+            codes::OUTCOME_UNKNOWN,
+            "the database connection was lost while the change was being committed: it may or \
+             may not have been made; look it up by this request's id before trying again",
+        );
+        e.retry_after = Some(2);
+        e
+    }
+
+    /// Whether trying the same thing again later may succeed because the failure was the
+    /// database's (unreachable, full), not the request's.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.code,
+            codes::STORAGE_FULL | codes::DATABASE_UNAVAILABLE | codes::OUTCOME_UNKNOWN
+        )
     }
 
     /// An internal failure. `detail` goes to the log, never to the caller.

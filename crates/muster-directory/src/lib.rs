@@ -79,7 +79,7 @@ pub(crate) fn store_error(e: StoreError) -> DomainError {
     match e {
         StoreError::Duplicate("username") => DomainError::conflict(codes::USERNAME_EXISTS, "username already exists"),
         StoreError::Duplicate(what) => DomainError::conflict(codes::CONFLICT, format!("{what} already exists")),
-        other => DomainError::internal(other),
+        other => other.into(),
     }
 }
 

@@ -333,11 +333,19 @@ impl Directory {
             user_version: version,
             totp_step,
         };
-        let opened = self
+        let opened = match self
             .store
             .open_session(&session, &token_hash, guard, password.as_ref(), &keys[0].0, &entry)
             .await
-            .map_err(store_error)?;
+        {
+            Ok(opened) => opened,
+            Err(e) => {
+                // The database failed (full, unreachable), not the credentials: the attempt
+                // must not count against the account, or an outage would lock people out.
+                self.release_attempt(&keys).await;
+                return Err(store_error(e));
+            }
+        };
         if !opened {
             // The user changed since it was read (a reset, a lock, …) or the code was spent by
             // a concurrent login: this login does not stand.

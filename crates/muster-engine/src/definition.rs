@@ -60,7 +60,7 @@ impl From<DomainError> for FormFail {
 
 impl From<StoreError> for FormFail {
     fn from(e: StoreError) -> Self {
-        Self::Error(DomainError::internal(e))
+        Self::Error(e.into())
     }
 }
 
@@ -88,6 +88,10 @@ impl StepOutcome {
 pub struct StepError {
     pub message: String,
     pub details: Option<Value>,
+    /// The database failed (unreachable, full, a commit's outcome lost), not the step: the
+    /// engine keeps the process and runs the step again when the database is back, instead of
+    /// failing the process.
+    pub transient: bool,
 }
 
 impl StepError {
@@ -95,6 +99,7 @@ impl StepError {
         Self {
             message: message.into(),
             details: None,
+            transient: false,
         }
     }
 
@@ -112,13 +117,20 @@ impl std::fmt::Display for StepError {
 
 impl From<StoreError> for StepError {
     fn from(e: StoreError) -> Self {
-        Self::new(e.to_string())
+        let transient = e.is_transient();
+        Self {
+            transient,
+            ..Self::new(e.to_string())
+        }
     }
 }
 
 impl From<DomainError> for StepError {
     fn from(e: DomainError) -> Self {
-        Self::new(e.message.clone()).with_details(serde_json::json!({ "code": e.code }))
+        Self {
+            transient: e.is_transient(),
+            ..Self::new(e.message.clone()).with_details(serde_json::json!({ "code": e.code }))
+        }
     }
 }
 

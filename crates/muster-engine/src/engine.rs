@@ -66,7 +66,7 @@ impl From<DomainError> for StartError {
 
 impl From<StoreError> for StartError {
     fn from(e: StoreError) -> Self {
-        Self::Domain(DomainError::internal(e))
+        Self::Domain(e.into())
     }
 }
 
@@ -80,7 +80,7 @@ impl From<FormFail> for StartError {
 }
 
 pub(crate) fn internal(e: StoreError) -> DomainError {
-    DomainError::internal(e)
+    e.into()
 }
 
 /// [`Engine::on_events`] was called twice.

@@ -55,7 +55,7 @@ pub(crate) async fn run<D: Send + Sync + 'static>(
     // of leaving it claimed.
     let task = {
         let (engine, row, fence) = (engine.clone(), row.clone(), fence.clone());
-        tokio::spawn(async move { run_steps(&engine, &row, &fence, &stop).await })
+        tokio::spawn(async move { run_through_outages(&engine, row, &fence, &stop).await })
     };
     match task.await {
         Ok(Ok(())) => {}
@@ -95,8 +95,71 @@ enum RunError {
     LeaseLost,
     #[error("{0}")]
     Store(#[from] muster_store::StoreError),
+    /// A step failed because the database did (see `StepError::transient`).
+    #[error("{0}")]
+    Outage(String),
     #[error("{0}")]
     Definition(String),
+}
+
+impl RunError {
+    /// The database failed (unreachable, full, a commit's outcome lost): the step may succeed
+    /// when it is back.
+    fn is_outage(&self) -> bool {
+        match self {
+            RunError::Store(e) => e.is_transient(),
+            RunError::Outage(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The first wait before a step that failed on the database runs again, and the longest.
+const OUTAGE_FIRST_WAIT: Duration = Duration::from_millis(100);
+const OUTAGE_MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// Runs the process's steps, and when the database fails under them (a lost connection, a
+/// full disk), keeps the lease (its heartbeat goes on) and runs them again once the database
+/// answers, with back-off, instead of abandoning the process until its lease expires.
+/// Nothing is lost or done twice: what did not commit is re-run from the last committed step,
+/// read again from the database (a commit whose outcome was unknown may have happened).
+async fn run_through_outages<D: Send + Sync + 'static>(
+    engine: &Engine<D>,
+    mut row: ProcessRow,
+    fence: &Fence,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let mut wait = OUTAGE_FIRST_WAIT;
+    loop {
+        let err = match run_steps(engine, &row, fence, stop).await {
+            Err(e) if e.is_outage() => e,
+            other => return other,
+        };
+        warn!(process_id = %fence.process_id, error = %err, "the database failed under a step; it runs again when the database is back");
+        // Read again where the process stands, waiting out the outage.
+        row = loop {
+            let mut stopping = stop.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stopping.wait_for(|s| *s) => return Ok(()),
+            }
+            wait = (wait * 2).min(OUTAGE_MAX_WAIT);
+            match engine.store().process(fence.process_id).await {
+                Ok(Some(r)) => break r,
+                Ok(None) => return Ok(()),
+                Err(e) if e.is_transient() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let still_ours = row.attempt == fence.attempt
+            && row.lease_owner.as_deref() == Some(fence.worker.as_str())
+            && row.status().is_ok_and(|s| s == ProcessStatus::Running);
+        if !still_ours {
+            // Another worker took it over (the outage outlasted the lease), or the step that
+            // seemed lost did commit and ended the run.
+            return Ok(());
+        }
+    }
 }
 
 /// How many consecutive steps may share one transaction, and for how long (see `run_steps`).
@@ -363,6 +426,14 @@ async fn run_steps<D: Send + Sync + 'static>(
                         } else {
                             commit_tx(engine, tx).await?;
                         }
+                    }
+                    Err(err) if err.transient => {
+                        // The database failed, not the step: nothing of this transaction
+                        // commits, and the step runs again (see `run_through_outages`).
+                        if let Err(e) = tx.rollback().await {
+                            debug!(error = %e, "rolling back after a database failure");
+                        }
+                        return Err(RunError::Outage(err.message));
                     }
                     Err(err) => {
                         // The step's own writes are discarded; what ran before it in the chain

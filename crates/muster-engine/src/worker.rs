@@ -13,7 +13,7 @@ use tracing::{info, warn};
 pub async fn run<D: Send + Sync + 'static>(engine: Engine<D>, mut shutdown: watch::Receiver<bool>) {
     let cfg = engine.config().clone();
     let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
-    spawn_listener(&engine);
+    spawn_listener(&engine, shutdown.clone());
     // Processes started on this node while a slot is free come straight here, already
     // claimed (see `Engine::start`): no claim round trip, no wake-up of the claim loop.
     let (inbox, mut handed) = tokio::sync::mpsc::unbounded_channel();
@@ -119,27 +119,38 @@ async fn next_sleep<D: Send + Sync + 'static>(engine: &Engine<D>, poll: Duration
     }
 }
 
-/// On PostgreSQL, wakes the worker when any node announces work.
-fn spawn_listener<D: Send + Sync + 'static>(engine: &Engine<D>) {
+/// On PostgreSQL, wakes the worker when any node announces work, until `shutdown`.
+fn spawn_listener<D: Send + Sync + 'static>(engine: &Engine<D>, mut shutdown: watch::Receiver<bool>) {
     let engine = engine.clone();
     tokio::spawn(async move {
         loop {
-            match engine.store().work_listener().await {
-                Ok(Some(mut l)) => loop {
-                    match l.recv().await {
-                        Ok(()) => {
-                            engine.inner.wake.notify_one();
+            let listening = async {
+                match engine.store().work_listener().await {
+                    Ok(Some(mut l)) => loop {
+                        match l.recv().await {
+                            Ok(()) => engine.inner.wake.notify_one(),
+                            Err(e) => {
+                                warn!(error = %e, "work listener lost its connection; polling until it is back");
+                                return true;
+                            }
                         }
-                        Err(e) => {
-                            warn!(error = %e, "work listener lost its connection; polling until it is back");
-                            break;
-                        }
+                    },
+                    Ok(None) => false,
+                    Err(e) => {
+                        warn!(error = %e, "work listener could not connect");
+                        true
                     }
-                },
-                Ok(None) => return,
-                Err(e) => warn!(error = %e, "work listener could not connect"),
+                }
+            };
+            // Stopping ends the listener quietly: its connection going away then is expected.
+            tokio::select! {
+                again = listening => if !again { return },
+                _ = shutdown.wait_for(|s| *s) => return,
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
         }
     });
 }

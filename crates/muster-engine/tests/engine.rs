@@ -545,9 +545,15 @@ async fn open(db: &TestDb) -> Store {
 }
 
 async fn open_with(db: &TestDb, max_connections: u32) -> Store {
-    let store = Store::connect(&db.url, &StoreOptions { max_connections })
-        .await
-        .expect("connect to the test database");
+    let store = Store::connect(
+        &db.url,
+        &StoreOptions {
+            max_connections,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect to the test database");
     store.migrate().await.expect("migrate");
     store
 }

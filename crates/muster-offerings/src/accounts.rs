@@ -12,7 +12,7 @@ use muster_core::offering::lifecycle::{
 use muster_core::offering::model::{
     Account, AccountFields, HistoryEntry, OfferingUserUuid, OfferingUuid, UsernamePolicy, hex,
 };
-use muster_store::{AccountChange, AccountOrder, AccountQuery, ChangeOutcome, StoreError};
+use muster_store::{AccountChange, AccountOrder, AccountQuery, ChangeOutcome};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -841,7 +841,6 @@ impl Offerings {
         match self.store.delete_offering_user(a.uuid, &audit).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(account_not_found()),
-            Err(StoreError::Database(e)) => Err(DomainError::internal(e)),
             Err(e) => Err(store_error(e)),
         }
     }

@@ -135,7 +135,7 @@ pub(crate) fn store_error(e: StoreError) -> DomainError {
             DomainError::invalid("not_unique", "The fields offering, user must make a unique set.")
         }
         StoreError::Duplicate(what) => DomainError::conflict(codes::CONFLICT, format!("{what} already exists")),
-        other => DomainError::internal(other),
+        other => other.into(),
     }
 }
 

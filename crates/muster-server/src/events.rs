@@ -43,7 +43,7 @@ impl EventHub {
         self.numbered.subscribe()
     }
 
-    /// Runs the sequencer until the process ends.
+    /// Runs the sequencer until the process ends or the store is closed.
     pub fn spawn_sequencer(&self, store: Store) -> tokio::task::JoinHandle<()> {
         let hub = self.clone();
         tokio::spawn(async move {
@@ -59,6 +59,8 @@ impl EventHub {
                         }
                     }
                     Ok(_) => {}
+                    // The node is stopping.
+                    Err(muster_store::StoreError::Closed) => return,
                     Err(e) => {
                         tracing::warn!(error = %e, "event sequencer failed; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;

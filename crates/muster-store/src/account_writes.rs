@@ -26,10 +26,11 @@
 //! while its change is queued or being written does not cut a batch short for the others.
 
 use crate::offerings::push_sqlite_change;
+use crate::sqlite_writer::end_failed_batch;
 use crate::{AccountChange, Result, StoreError};
 use muster_core::offering::model::OfferingUserUuid;
-use sqlx::SqlitePool;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::pool::PoolConnection;
+use sqlx::{Sqlite, SqlitePool};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -79,13 +80,13 @@ impl AccountWrites {
         if let Err(mpsc::error::SendError(q)) = queue.send(queued) {
             // The task is gone (the runtime that started it has shut down): write directly.
             let mut conn = pool.acquire().await?;
-            return write_alone(&mut conn, &q).await;
+            return write_alone(&mut conn, &q).await.0;
         }
         // The task answers every change it received; no answer means it was stopped mid-batch
         // (the runtime shutting down), and then whether the change committed is unknown.
         answer
             .await
-            .unwrap_or(Err(StoreError::Database(sqlx::Error::WorkerCrashed)))
+            .unwrap_or_else(|_| Err(StoreError::OutcomeUnknown("the account writer stopped".into())))
     }
 }
 
@@ -98,8 +99,9 @@ async fn run(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Queued>) {
             Ok(conn) => conn,
             Err(e) => {
                 tracing::warn!(error = %e, "account writer: no connection");
+                let failure = crate::group_commit::GroupFailure::of(&e);
                 for q in batch.drain(..) {
-                    let _ = q.done.send(Err(StoreError::Database(sqlx::Error::PoolTimedOut)));
+                    let _ = q.done.send(Err(failure.clone().into_error()));
                 }
                 continue;
             }
@@ -116,7 +118,10 @@ async fn run(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Queued>) {
             if batch.is_empty() {
                 break;
             }
-            write_batch(&mut conn, &mut batch).await;
+            if !write_batch(&mut conn, &mut batch).await {
+                // The connection is being replaced (its state after a failure is unknown).
+                break;
+            }
             // Changes that came in meanwhile are written on the connection already in hand
             // (returning it to the pool and taking it again costs two more hand-offs to its
             // thread), but not for longer than this: other writers (the event sequencer,
@@ -129,19 +134,20 @@ async fn run(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Queued>) {
 }
 
 /// Commits `batch` in one transaction and answers each change; on a failure, writes each alone.
-async fn write_batch(conn: &mut SqliteConnection, batch: &mut Vec<Queued>) {
+/// Returns false when the connection must not be used again (it is closed when dropped).
+async fn write_batch(conn: &mut PoolConnection<Sqlite>, batch: &mut Vec<Queued>) -> bool {
     if batch.len() > 1 {
         let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("BEGIN IMMEDIATE; ");
         for q in batch.iter() {
             push_sqlite_change(&mut qb, q.uuid, q.version, &q.change);
         }
         qb.push("COMMIT;");
-        match qb.build_query_scalar::<i64>().fetch_all(&mut *conn).await {
+        match qb.build_query_scalar::<i64>().fetch_all(&mut **conn).await {
             Ok(applied) if applied.len() == batch.len() => {
                 for (q, n) in batch.drain(..).zip(applied) {
                     let _ = q.done.send(Ok(n == 1));
                 }
-                return;
+                return true;
             }
             Ok(applied) => {
                 // Cannot happen (one `SELECT changes()` per change); if it did, the batch
@@ -154,42 +160,45 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &mut Vec<Queued>) {
                 for q in batch.drain(..) {
                     let _ = q.done.send(Err(StoreError::Corrupt("account batch answer".into())));
                 }
-                return;
+                return true;
             }
-            Err(_) => {
+            Err(e) => {
                 // The batch stopped inside its transaction, which must end here; then each change
                 // is written alone, so that only the one that failed gets the error.
-                rollback(conn).await;
+                if !end_failed_batch(conn).await {
+                    let failure = crate::group_commit::GroupFailure::of(&e);
+                    for q in batch.drain(..) {
+                        let _ = q.done.send(Err(failure.clone().into_error()));
+                    }
+                    return false;
+                }
             }
         }
     }
+    let mut usable = true;
     for q in batch.drain(..) {
-        let result = write_alone(conn, &q).await;
+        let result = if usable {
+            let (result, clean) = write_alone(conn, &q).await;
+            usable = clean;
+            result
+        } else {
+            Err(StoreError::Unavailable("the write connection is being replaced".into()))
+        };
         let _ = q.done.send(result);
     }
+    usable
 }
 
-/// Writes one change in its own transaction.
-async fn write_alone(conn: &mut SqliteConnection, q: &Queued) -> Result<bool> {
+/// Writes one change in its own transaction; also says whether the connection is still usable.
+async fn write_alone(conn: &mut PoolConnection<Sqlite>, q: &Queued) -> (Result<bool>, bool) {
     let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("BEGIN IMMEDIATE; ");
     push_sqlite_change(&mut qb, q.uuid, q.version, &q.change);
     qb.push("COMMIT;");
-    match qb.build_query_scalar::<i64>().fetch_all(&mut *conn).await {
-        Ok(applied) => Ok(applied.first() == Some(&1)),
+    match qb.build_query_scalar::<i64>().fetch_all(&mut **conn).await {
+        Ok(applied) => (Ok(applied.first() == Some(&1)), true),
         Err(e) => {
-            rollback(conn).await;
-            Err(StoreError::unique_as(e, "username", "username"))
+            let clean = end_failed_batch(conn).await;
+            (Err(StoreError::unique_as(e, "username", "username")), clean)
         }
-    }
-}
-
-/// Ends a batch that stopped inside its transaction, here rather than on the connection's next
-/// use. (When the failure came before `BEGIN` took effect there is nothing to roll back, and
-/// SQLite says so: that is not worth a warning.)
-async fn rollback(conn: &mut SqliteConnection) {
-    if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await
-        && !e.to_string().contains("no transaction is active")
-    {
-        tracing::warn!(error = %e, "rollback after a failed account write");
     }
 }

@@ -85,9 +85,7 @@ async fn sequence_sqlite(write: &sqlx::SqlitePool, read: &sqlx::SqlitePool, limi
         Ok(n) => Ok(n.first().copied().unwrap_or(0).max(0) as u64),
         Err(e) => {
             // The batch stopped inside its transaction, which must end here.
-            if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
-                tracing::warn!(error = %rollback, "rollback after a failed sequencer pass");
-            }
+            crate::sqlite_writer::end_failed_batch(&mut conn).await;
             Err(e.into())
         }
     }
@@ -164,7 +162,7 @@ impl Store {
                     .await?;
                 numbered += n;
             }
-            tx.commit().await?;
+            crate::commit(tx).await?;
             numbered
         }))
     }
@@ -229,7 +227,7 @@ impl Store {
                         .bind(cut)
                         .execute(&mut *tx)
                         .await?;
-                    tx.commit().await?;
+                    crate::commit(tx).await?;
                     n
                 });
                 purged = cut;

@@ -17,8 +17,14 @@
 //! Statements that use the write pool directly (the directory's one-shot writes, claims, the
 //! sequencer) never see an open group: the connection goes back to the pool only after a
 //! `COMMIT`, and the group limits bound how long they wait for it.
+//!
+//! A failure that may have ended the group's SQLite transaction behind its back (a part that
+//! cannot be rolled back to its savepoint, a COMMIT that fails: a full disk, an I/O error)
+//! "breaks" the group: nobody else joins it, every member is told its writes did not commit,
+//! and the connection is closed (SQLite rolls back whatever is still open) rather than handed
+//! on in a state nobody knows; the next writer gets a fresh one from the pool.
 
-use crate::{Result, StoreError};
+use crate::{Failure, Result, StoreError};
 use sqlx::Sqlite;
 use sqlx::pool::PoolConnection;
 use std::collections::VecDeque;
@@ -36,13 +42,42 @@ pub(crate) struct Handover {
     pub(crate) group: Group,
 }
 
+/// Why a group did not commit; each member turns it into its error.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupFailure {
+    kind: Failure,
+    reason: String,
+}
+
+impl GroupFailure {
+    pub(crate) fn of(e: &sqlx::Error) -> Self {
+        Self {
+            kind: Failure::of(e),
+            reason: e.to_string(),
+        }
+    }
+
+    pub(crate) fn into_error(self) -> StoreError {
+        match self.kind {
+            Failure::Full => StoreError::StorageFull(self.reason),
+            Failure::Unavailable => StoreError::Unavailable(self.reason),
+            Failure::Other => StoreError::CommitFailed(self.reason),
+        }
+    }
+}
+
+type Outcome = std::result::Result<(), GroupFailure>;
+
 /// The members of an open group that wait for its COMMIT.
 pub(crate) struct Group {
-    waiting: Vec<oneshot::Sender<std::result::Result<(), String>>>,
+    waiting: Vec<oneshot::Sender<Outcome>>,
     members: usize,
     since: Instant,
     /// A member sent `BEGIN`: a SQLite transaction is open on the connection.
     pub(crate) open: bool,
+    /// The group's transaction may have ended behind its back (see the module comment).
+    /// (Boxed: it is rare, and the group travels inside every SQLite transaction.)
+    pub(crate) broken: Option<Box<GroupFailure>>,
 }
 
 impl Group {
@@ -52,6 +87,7 @@ impl Group {
             members: 0,
             since: Instant::now(),
             open: false,
+            broken: None,
         }
     }
 
@@ -116,11 +152,25 @@ impl Relay {
         }
     }
 
-    /// The holder's part is over (committed into the open transaction when `mine` is Some,
-    /// with its waiter for the outcome; rolled back otherwise): hands the connection to the
-    /// next in the queue, or commits the group. Returns the outcome for `mine`.
+    /// The holder's part is over (committed into the open transaction when `mine`, rolled
+    /// back otherwise): hands the connection to the next in the queue, or commits the group.
+    /// Returns the outcome for `mine`.
     pub(crate) async fn pass_on(&self, mut conn: PoolConnection<Sqlite>, mut group: Group, mine: bool) -> Result<()> {
+        if let Some(failure) = group.broken.take() {
+            return self.break_up(conn, group, *failure, mine).await;
+        }
+        if !group.open {
+            // No transaction is open: the holder's last batch carried the group's COMMIT (or
+            // nothing was begun). Every part waiting is committed, the holder's too, and they
+            // learn it now: whoever comes next starts a group of its own, whose fate is not
+            // theirs.
+            for w in std::mem::take(&mut group.waiting) {
+                let _ = w.send(Ok(()));
+            }
+            group = Group::new();
+        }
         let (me, outcome) = oneshot::channel();
+        let mine = mine && group.open;
         if mine {
             group.waiting.push(me);
         }
@@ -169,11 +219,12 @@ impl Relay {
             match sqlx::query("COMMIT").execute(&mut *conn).await {
                 Ok(_) => Ok(()),
                 Err(e) => {
-                    let msg = e.to_string();
-                    if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
-                        tracing::warn!(error = %rollback, "rollback after a failed group commit");
-                    }
-                    Err(msg)
+                    // Whether SQLite rolled back by itself or left the transaction open, the
+                    // connection is closed: nothing of the group survives, and the next writer
+                    // starts on a connection in a known state.
+                    tracing::warn!(error = %e, "a group commit failed; replacing the write connection");
+                    conn.close_on_drop();
+                    Err(GroupFailure::of(&e))
                 }
             }
         };
@@ -186,13 +237,38 @@ impl Relay {
         }
         reported(outcome).await
     }
+
+    /// Ends a broken group: closes the connection, tells every member that nothing of it
+    /// committed, and sends those queued to join to the pool for a fresh connection.
+    async fn break_up(
+        &self,
+        mut conn: PoolConnection<Sqlite>,
+        group: Group,
+        failure: GroupFailure,
+        mine: bool,
+    ) -> Result<()> {
+        conn.close_on_drop();
+        drop(conn);
+        let queued: Vec<_> = {
+            let mut st = self.lock();
+            st.held = false;
+            st.waiting.drain(..).collect()
+        };
+        for w in queued {
+            let _ = w.send(None);
+        }
+        for w in group.waiting {
+            let _ = w.send(Err(failure.clone()));
+        }
+        if mine { Err(failure.into_error()) } else { Ok(()) }
+    }
 }
 
 /// What the group's last member reported about its COMMIT.
-async fn reported(outcome: oneshot::Receiver<std::result::Result<(), String>>) -> Result<()> {
+async fn reported(outcome: oneshot::Receiver<Outcome>) -> Result<()> {
     match outcome.await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(StoreError::CommitFailed(e)),
+        Ok(Err(e)) => Err(e.into_error()),
         Err(_) => Err(StoreError::CommitFailed("the group ended without a word".into())),
     }
 }

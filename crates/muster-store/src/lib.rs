@@ -18,9 +18,11 @@ mod audit;
 mod catalogue;
 mod events;
 mod group_commit;
+mod health;
 mod offerings;
 mod processes;
 mod sessions;
+mod sqlite_writer;
 mod subscriptions;
 pub mod testing;
 mod throttle;
@@ -33,6 +35,7 @@ mod users;
 pub use audit::{AuditQuery, AuditRecord};
 pub use catalogue::{CatalogueRows, FixedInputRow, ProductBlockRow, ProductRow, ResourceTypeRow, WorkflowRow};
 pub use events::EventRecord;
+pub use health::DatabaseHealth;
 pub use offerings::{AccountChange, AccountOrder, AccountQuery, ChangeOutcome, Visibility};
 pub use processes::{
     Fence, NewProcess, ProcessQuery, ProcessRow, ProcessSort, ProcessUpdate, ScheduleRow, StepLog, StepRow,
@@ -61,16 +64,145 @@ pub enum StoreError {
     /// A fenced write matched no row: another worker holds the process now.
     #[error("the process's lease was lost")]
     Fenced,
-    /// The SQLite group commit this transaction's writes were part of failed: none of them
-    /// is committed.
+    /// The SQLite group commit this transaction's writes were part of failed for a reason
+    /// that was not theirs (another member's part broke the group): none of them is committed.
     #[error("the commit failed: {0}")]
     CommitFailed(String),
     #[error("unsupported database url (use sqlite:… or postgres://…)")]
     UnsupportedUrl,
+    /// The database has no room for the write (SQLite `SQLITE_FULL`: the disk, or the
+    /// configured size limit; PostgreSQL `53100 disk_full`). Nothing was written.
+    #[error("the database is full: {0}")]
+    StorageFull(String),
+    /// The database could not be reached or did not answer (connection refused or lost, pool
+    /// timeout, server shutting down, SQLite busy past its timeout). Nothing was written.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The connection was lost while a transaction was committing: whether it committed is
+    /// unknown.
+    #[error("the outcome of a commit is unknown: {0}")]
+    OutcomeUnknown(String),
+    /// The store was closed (the node is stopping).
+    #[error("the store is closed")]
+    Closed,
+    /// Any other database error.
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// Sorts a database error by what the caller can do about it (see [`Failure`]).
+    fn from(e: sqlx::Error) -> Self {
+        if matches!(e, sqlx::Error::PoolClosed) {
+            return StoreError::Closed;
+        }
+        match Failure::of(&e) {
+            Failure::Full => StoreError::StorageFull(e.to_string()),
+            Failure::Unavailable => StoreError::Unavailable(e.to_string()),
+            Failure::Other => StoreError::Database(e),
+        }
+    }
+}
+
+/// What kind of failure a database error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// No room: SQLite's `SQLITE_FULL` (13), PostgreSQL's `53100`.
+    Full,
+    /// The database could not be reached or used for now.
+    Unavailable,
+    /// Anything else: a constraint, a bug, bad data.
+    Other,
+}
+
+impl Failure {
+    pub(crate) fn of(e: &sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => Failure::Unavailable,
+            sqlx::Error::Database(d) => {
+                let Some(code) = d.code() else { return Failure::Other };
+                if let Ok(n) = code.parse::<i32>() {
+                    // SQLite: the primary result code is the low byte of the extended one
+                    // (https://www.sqlite.org/rescode.html).
+                    return match n & 0xff {
+                        13 => Failure::Full,
+                        // BUSY, LOCKED (another process held the file past the busy timeout),
+                        // IOERR, CANTOPEN, READONLY (a file system remounted read-only).
+                        5 | 6 | 8 | 10 | 14 => Failure::Unavailable,
+                        _ => Failure::Other,
+                    };
+                }
+                // PostgreSQL SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html).
+                match code.as_ref() {
+                    "53100" => Failure::Full,
+                    // Connection exceptions, server shutting down or starting, out of
+                    // resources, a hot standby that cannot write.
+                    c if c.starts_with("08") || c.starts_with("53") => Failure::Unavailable,
+                    "57P01" | "57P02" | "57P03" | "25006" => Failure::Unavailable,
+                    _ => Failure::Other,
+                }
+            }
+            _ => Failure::Other,
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether the failure was the database's (unreachable, full, a commit's outcome lost)
+    /// rather than the request's: trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::StorageFull(_)
+                | StoreError::Unavailable(_)
+                | StoreError::OutcomeUnknown(_)
+                | StoreError::CommitFailed(_)
+        )
+    }
+}
+
+impl From<StoreError> for muster_core::DomainError {
+    /// Store errors as every service reports them: a duplicate as a conflict, the database's
+    /// own trouble with its own code (507 full, 503 unavailable or outcome unknown), anything
+    /// else as an internal error whose detail goes to the log only.
+    fn from(e: StoreError) -> Self {
+        use muster_core::DomainError;
+        use muster_core::error::codes;
+        match e {
+            StoreError::Duplicate(what) => DomainError::conflict(codes::CONFLICT, format!("{what} already exists")),
+            StoreError::StorageFull(e) => {
+                tracing::warn!(error = %e, "a write was refused: the database is full");
+                DomainError::storage_full()
+            }
+            StoreError::Unavailable(e) | StoreError::CommitFailed(e) => {
+                tracing::warn!(error = %e, "the database is unavailable");
+                DomainError::database_unavailable()
+            }
+            StoreError::Closed => DomainError::database_unavailable(),
+            StoreError::OutcomeUnknown(e) => {
+                tracing::warn!(error = %e, "a commit's outcome is unknown");
+                DomainError::outcome_unknown()
+            }
+            other => DomainError::internal(other),
+        }
+    }
+}
+
+/// Commits `tx`. A commit that fails because the connection failed has an unknown outcome
+/// (the server may have committed before the answer was lost): reported as
+/// [`StoreError::OutcomeUnknown`], never as "nothing happened". On SQLite a failed COMMIT
+/// did not commit (the library reports the result of the write itself).
+pub(crate) async fn commit<DB: sqlx::Database>(tx: sqlx::Transaction<'_, DB>) -> Result<()> {
+    tx.commit().await.map_err(|e| match Failure::of(&e) {
+        Failure::Unavailable if DB::NAME == "PostgreSQL" => StoreError::OutcomeUnknown(e.to_string()),
+        _ => StoreError::from(e),
+    })
 }
 
 impl StoreError {
@@ -86,7 +218,7 @@ impl StoreError {
             {
                 StoreError::Duplicate(subject)
             }
-            _ => StoreError::Database(e),
+            _ => StoreError::from(e),
         }
     }
 }
@@ -120,13 +252,23 @@ pub enum Backend {
 pub struct StoreOptions {
     /// Connections to PostgreSQL, or SQLite readers.
     pub max_connections: u32,
+    /// SQLite: the largest the database file may grow, in MiB (`PRAGMA max_page_count` on
+    /// the writer). A write that would need more is refused as [`StoreError::StorageFull`],
+    /// as on a full disk. None: as large as the disk allows.
+    pub sqlite_max_size_mib: Option<u64>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { max_connections: 8 }
+        Self {
+            max_connections: 8,
+            sqlite_max_size_mib: None,
+        }
     }
 }
+
+/// SQLite's page size (the default, which muster never changes).
+const SQLITE_PAGE_SIZE: u64 = 4096;
 
 #[derive(Clone)]
 enum Inner {
@@ -152,6 +294,8 @@ pub struct Store {
     tokens: std::sync::Arc<token_cache::TokenCache>,
     /// This node's queue of offering-account changes to SQLite's writer (see `account_writes`).
     account_writes: std::sync::Arc<account_writes::AccountWrites>,
+    /// The last health check (see `health`).
+    health: std::sync::Arc<health::HealthCache>,
 }
 
 impl std::fmt::Debug for Store {
@@ -274,17 +418,24 @@ impl Store {
             // checks each connection when it is returned.)
             // Its statement cache also holds one batch statement per size of account-change
             // batch (`account_writes`), beside everything else that writes.
+            // A connection whose transaction state is unknown after a failure is replaced
+            // when it comes back to the pool (see `sqlite_writer`).
+            let mut writer = base
+                .clone()
+                .pragma("cache_size", "-32768")
+                .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
+                .pragma("temp_store", "memory")
+                .statement_cache_capacity(100 + account_writes::MAX_BATCH);
+            if let Some(mib) = options.sqlite_max_size_mib {
+                let pages = (mib.saturating_mul(1024 * 1024) / SQLITE_PAGE_SIZE).max(1);
+                writer = writer.pragma("max_page_count", pages.to_string());
+            }
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 .test_before_acquire(false)
                 .after_connect(|conn, _| Box::pin(async move { install_lease_check(conn).await }))
-                .connect_with(
-                    base.clone()
-                        .pragma("cache_size", "-32768")
-                        .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
-                        .pragma("temp_store", "memory")
-                        .statement_cache_capacity(100 + account_writes::MAX_BATCH),
-                )
+                .after_release(|conn, _| Box::pin(async move { sqlite_writer::released_clean(conn).await }))
+                .connect_with(writer)
                 .await?;
             let checkpointer = Some(Arc::new(Checkpointer::spawn(base.clone())));
             // Readers do not set pragmas that write (journal mode); the writer already did.
@@ -333,6 +484,7 @@ impl Store {
             inner,
             tokens: Default::default(),
             account_writes: Default::default(),
+            health: Default::default(),
         }
     }
 
@@ -358,6 +510,14 @@ impl Store {
             sqlx::query("SELECT 1").execute(pool).await?;
         });
         Ok(())
+    }
+
+    /// Whether [`Store::close`] was called (the node is stopping).
+    pub fn is_closed(&self) -> bool {
+        match &self.inner {
+            Inner::Sqlite { write, .. } => write.is_closed(),
+            Inner::Postgres(pool) => pool.is_closed(),
+        }
     }
 
     pub async fn close(&self) {

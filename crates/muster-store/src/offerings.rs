@@ -658,7 +658,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             crate::audit::insert!(&mut *tx, audit);
-            tx.commit().await?;
+            crate::commit(tx).await?;
         });
         Ok(())
     }
@@ -704,7 +704,7 @@ impl Store {
                 .rows_affected();
             if n == 1 {
                 crate::audit::insert!(&mut *tx, audit);
-                tx.commit().await?;
+                crate::commit(tx).await?;
             } else {
                 tx.rollback().await?;
             }
@@ -743,7 +743,7 @@ impl Store {
                 .rows_affected();
             if n == 1 {
                 crate::audit::insert!(&mut *tx, audit);
-                tx.commit().await?;
+                crate::commit(tx).await?;
                 Some(true)
             } else {
                 tx.rollback().await?;
@@ -774,7 +774,7 @@ impl Store {
             .rows_affected();
             if n == 1 {
                 crate::audit::insert!(&mut *tx, audit);
-                tx.commit().await?;
+                crate::commit(tx).await?;
             } else {
                 tx.rollback().await?;
             }
@@ -799,7 +799,7 @@ impl Store {
                 .rows_affected();
             if n == 1 {
                 crate::audit::insert!(&mut *tx, audit);
-                tx.commit().await?;
+                crate::commit(tx).await?;
             } else {
                 tx.rollback().await?;
             }
@@ -853,7 +853,7 @@ impl Store {
                 return Err(StoreError::unique_as(e, "slug", "slug"));
             }
             crate::audit::insert!(&mut *tx, audit);
-            tx.commit().await?;
+            crate::commit(tx).await?;
         });
         Ok(())
     }
@@ -910,7 +910,7 @@ impl Store {
             };
             if n == 1 {
                 crate::audit::insert!(&mut *tx, audit);
-                tx.commit().await?;
+                crate::commit(tx).await?;
             } else {
                 tx.rollback().await?;
             }
@@ -938,7 +938,7 @@ impl Store {
                 .rows_affected();
             if n == 1 {
                 crate::audit::insert!(&mut *tx, audit);
-                tx.commit().await?;
+                crate::commit(tx).await?;
                 Some(true)
             } else {
                 tx.rollback().await?;
@@ -966,7 +966,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             crate::audit::insert!(&mut *tx, audit);
-            tx.commit().await?;
+            crate::commit(tx).await?;
         });
         Ok(())
     }
@@ -1033,7 +1033,7 @@ impl Store {
                 .rows_affected();
             if n == 1 {
                 crate::audit::insert!(&mut *tx, audit);
-                tx.commit().await?;
+                crate::commit(tx).await?;
             } else {
                 tx.rollback().await?;
             }
@@ -1086,7 +1086,7 @@ impl Store {
             }
             insert_history!(&mut *tx, uuid.0, history);
             crate::audit::insert!(&mut *tx, audit);
-            tx.commit().await?;
+            crate::commit(tx).await?;
         });
         Ok(())
     }
@@ -1245,7 +1245,7 @@ impl Store {
                 .rows_affected();
             if n == 1 {
                 crate::audit::insert!(&mut *tx, audit);
-                tx.commit().await?;
+                crate::commit(tx).await?;
             } else {
                 tx.rollback().await?;
             }

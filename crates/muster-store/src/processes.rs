@@ -437,7 +437,7 @@ impl Store {
             let mut tx = pool.begin().await?;
             sqlx::query("UPDATE engine_settings SET global_lock = $1 WHERE id = 1").bind(locked).execute(&mut *tx).await?;
             crate::audit::insert!(&mut *tx, audit);
-            tx.commit().await?;
+            crate::commit(tx).await?;
         });
         Ok(())
     }

@@ -203,7 +203,7 @@ impl Store {
                 .await?;
                 sqlx::query("DELETE FROM login_throttle WHERE key = $1").bind(clear_throttle_key).execute(&mut *tx).await?;
                 crate::audit::insert!(&mut *tx, audit);
-                tx.commit().await?;
+                crate::commit(tx).await?;
             }
             held
         }))
@@ -287,7 +287,7 @@ impl Store {
                 .rows_affected();
             if n == 1 {
                 crate::audit::insert!(&mut *tx, audit);
-                tx.commit().await?;
+                crate::commit(tx).await?;
             }
             n
         });
@@ -306,7 +306,7 @@ impl Store {
                 .rows_affected();
             if n == 1 {
                 crate::audit::insert!(&mut *tx, audit);
-                tx.commit().await?;
+                crate::commit(tx).await?;
             }
             n
         });
@@ -323,7 +323,7 @@ impl Store {
             }
             .rows_affected();
             crate::audit::insert!(&mut *tx, audit);
-            tx.commit().await?;
+            crate::commit(tx).await?;
             n
         }))
     }

@@ -383,7 +383,7 @@ impl Store {
             .rows_affected();
             if n == 1 {
                 crate::audit::insert!(&mut *tx, audit);
-                tx.commit().await?;
+                crate::commit(tx).await?;
             }
             n == 1
         }))
@@ -411,7 +411,7 @@ impl Store {
             .rows_affected();
             if n == 1 {
                 crate::audit::insert!(&mut *tx, audit);
-                tx.commit().await?;
+                crate::commit(tx).await?;
             } else {
                 tx.rollback().await?;
             }

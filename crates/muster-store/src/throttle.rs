@@ -64,7 +64,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query("DELETE FROM login_throttle WHERE key = $1 AND failures <= 0").bind(key).execute(&mut *tx).await?;
-            tx.commit().await?;
+            crate::commit(tx).await?;
         });
         Ok(())
     }

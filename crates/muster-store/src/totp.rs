@@ -26,7 +26,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             crate::audit::insert!(&mut *tx, audit);
-            tx.commit().await?;
+            crate::commit(tx).await?;
         });
         Ok(())
     }
@@ -63,7 +63,7 @@ impl Store {
             let updated = removed == 1 && crate::users::write_user!(&mut *tx, user, version) == 1;
             if updated {
                 crate::audit::insert!(&mut *tx, audit);
-                tx.commit().await?;
+                crate::commit(tx).await?;
             }
             updated
         });

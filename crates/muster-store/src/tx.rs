@@ -92,12 +92,28 @@ impl SqliteTx {
         {
             g.open = true;
         }
+        if let Some(failure) = self.group.as_ref().and_then(|g| g.broken.as_deref()) {
+            // An earlier failure may have ended the transaction: nothing more is sent on it.
+            return Err(failure.clone().into_error());
+        }
         let Batch { sql, args, uniques, .. } = batch;
         let conn = self.conn()?;
-        sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+        match sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
             .fetch_all(&mut *conn)
             .await
-            .map_err(|e| map_batch_error(e, &uniques))
+        {
+            Ok(rows) => Ok(rows),
+            Err(e) => {
+                if !crate::sqlite_writer::statement_only(&e)
+                    && let Some(g) = self.group.as_mut()
+                {
+                    // A full disk, an I/O error…: SQLite may have rolled the whole transaction
+                    // back, every member's part with it.
+                    g.broken = Some(Box::new(crate::group_commit::GroupFailure::of(&e)));
+                }
+                Err(map_batch_error(e, &uniques))
+            }
+        }
     }
 
     /// Ends this part: committed into the group's transaction (`commit`), or undone; then the
@@ -141,14 +157,18 @@ impl SqliteTx {
         result.and(outcome)
     }
 
-    /// Undoes this part inside the open transaction; if even that fails, the whole
-    /// transaction (the group's COMMIT then fails and tells every member).
+    /// Undoes this part inside the open transaction. If that fails, the part's savepoint is
+    /// gone, and with it, perhaps, the whole transaction: the group is broken (see
+    /// `group_commit`), and every member learns that nothing of it committed.
     async fn undo(&mut self) {
+        if self.group.as_ref().is_some_and(|g| g.broken.is_some()) {
+            return;
+        }
         let Ok(conn) = self.conn() else { return };
         if let Err(e) = sqlx::raw_sql("ROLLBACK TO tx; RELEASE tx").execute(&mut *conn).await {
-            tracing::warn!(error = %e, "undoing a transaction's part failed; rolling back its group");
-            if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
-                tracing::warn!(error = %e, "rollback of a group failed");
+            tracing::warn!(error = %e, "undoing a transaction's part failed; the group does not commit");
+            if let Some(g) = self.group.as_mut() {
+                g.broken = Some(Box::new(crate::group_commit::GroupFailure::of(&e)));
             }
         }
     }
@@ -198,7 +218,10 @@ fn map_batch_error(e: sqlx::Error, uniques: &[fn(&sqlx::Error) -> Option<StoreEr
     {
         return StoreError::Fenced;
     }
-    uniques.iter().find_map(|m| m(&e)).unwrap_or(StoreError::Database(e))
+    uniques
+        .iter()
+        .find_map(|m| m(&e))
+        .unwrap_or_else(|| StoreError::from(e))
 }
 
 /// Statements held for the next round trip of a SQLite transaction (see [`SqliteTx`]).
@@ -304,7 +327,7 @@ macro_rules! write_stmt {
             None => {
                 $crate::tx::on_tx!($tx, conn => {
                     let r = sqlx::query($sql)$(.bind($v))*.execute(&mut *conn).await;
-                    $( let r = r.map_err(|e| ($map)(&e).unwrap_or($crate::StoreError::Database(e))); )?
+                    $( let r = r.map_err(|e| ($map)(&e).unwrap_or_else(|| $crate::StoreError::from(e))); )?
                     r?;
                 });
             }
@@ -515,7 +538,7 @@ impl StoreTx {
             // The held statements and the end of this part go in one round trip; the group's
             // COMMIT follows (see `group_commit`).
             Some(TxInner::Sqlite(mut t)) => t.leave(true).await?,
-            Some(TxInner::Postgres(t)) => t.commit().await?,
+            Some(TxInner::Postgres(t)) => crate::commit(t).await?,
             None => {}
         }
         Ok(())

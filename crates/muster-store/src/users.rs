@@ -252,7 +252,7 @@ impl Store {
             let mut tx = pool.begin().await?;
             insert_user_on!(&mut *tx, user);
             crate::audit::insert!(&mut *tx, audit);
-            tx.commit().await?;
+            crate::commit(tx).await?;
         });
         Ok(())
     }
@@ -321,7 +321,7 @@ impl Store {
                     }
                 }
                 crate::audit::insert!(&mut *tx, audit);
-                tx.commit().await?;
+                crate::commit(tx).await?;
             }
             n == 1
         });
@@ -335,7 +335,7 @@ impl Store {
             let n = sqlx::query("DELETE FROM users WHERE uuid = $1").bind(uuid).execute(&mut *tx).await?.rows_affected();
             if n == 1 {
                 crate::audit::insert!(&mut *tx, audit);
-                tx.commit().await?;
+                crate::commit(tx).await?;
             }
             n == 1
         });

@@ -70,7 +70,7 @@ impl Subscriptions {
             .store
             .subscription(id)
             .await
-            .map_err(DomainError::internal)?
+            .map_err(DomainError::from)?
             .ok_or_else(|| DomainError::not_found("subscription"))?;
         let mut m = self.base_json(&s);
         if let Some(p) = self.catalogue.product(s.product_id) {
@@ -78,7 +78,7 @@ impl Subscriptions {
                 m.insert(k.clone(), json!(v));
             }
         }
-        let in_use_by = self.store.in_use_by(id).await.map_err(DomainError::internal)?;
+        let in_use_by = self.store.in_use_by(id).await.map_err(DomainError::from)?;
         let in_use_by_ids: Vec<Uuid> = in_use_by.iter().map(|(i, _)| *i).collect();
         match &s.block {
             Block::UserGroup(b) => {
@@ -97,7 +97,7 @@ impl Subscriptions {
             }
             Block::User(b) => {
                 let group = match b.group {
-                    Some(gid) => match self.store.subscription(gid).await.map_err(DomainError::internal)? {
+                    Some(gid) => match self.store.subscription(gid).await.map_err(DomainError::from)? {
                         Some(Subscription {
                             block: Block::UserGroup(g),
                             ..
@@ -143,7 +143,7 @@ impl Subscriptions {
 
     /// A page of subscriptions and the total.
     pub async fn list(&self, q: &SubscriptionQuery) -> Result<(Vec<Value>, i64), DomainError> {
-        let (rows, total) = self.store.list_subscriptions(q).await.map_err(DomainError::internal)?;
+        let (rows, total) = self.store.list_subscriptions(q).await.map_err(DomainError::from)?;
         let items = rows
             .into_iter()
             .map(|r| {
@@ -171,17 +171,17 @@ impl Subscriptions {
             .store
             .subscription(id)
             .await
-            .map_err(DomainError::internal)?
+            .map_err(DomainError::from)?
             .ok_or_else(|| DomainError::not_found("subscription"))?;
         let users: Vec<_> = self
             .store
             .in_use_by(id)
             .await
-            .map_err(DomainError::internal)?
+            .map_err(DomainError::from)?
             .into_iter()
             .map(|(_, st)| st)
             .collect();
-        let relations = self.store.depends_on_insync(id).await.map_err(DomainError::internal)?;
+        let relations = self.store.depends_on_insync(id).await.map_err(DomainError::from)?;
         let product_type = s.block.product_type().as_str();
         let mut out = serde_json::Map::new();
         for key in ["create", "modify", "terminate", "system", "validate"] {
@@ -206,13 +206,7 @@ impl Subscriptions {
     /// `PUT /api/subscriptions/{id}/set_in_sync`: refused (409) while a process that is
     /// neither completed nor aborted holds the subscription.
     pub async fn set_in_sync(&self, ctx: &RequestCtx, actor: &str, id: Uuid) -> Result<(), DomainError> {
-        if self
-            .store
-            .subscription(id)
-            .await
-            .map_err(DomainError::internal)?
-            .is_none()
-        {
+        if self.store.subscription(id).await.map_err(DomainError::from)?.is_none() {
             return Err(DomainError::not_found("subscription"));
         }
         let entry = AuditEntry::new(
@@ -227,12 +221,7 @@ impl Subscriptions {
             id.to_string(),
             json!({ "subscription_id": id, "insync": true }),
         );
-        if !self
-            .store
-            .set_in_sync(id, &entry)
-            .await
-            .map_err(DomainError::internal)?
-        {
+        if !self.store.set_in_sync(id, &entry).await.map_err(DomainError::from)? {
             return Err(DomainError::conflict(
                 codes::WORKFLOW_BLOCKED,
                 "a process that is neither completed nor aborted holds the subscription",
@@ -246,7 +235,7 @@ impl Subscriptions {
     /// user of a deleted User subscription stays (locked, if it was terminated): the directory
     /// is its own record.
     pub async fn delete(&self, ctx: &RequestCtx, actor: &str, id: Uuid) -> Result<(), DomainError> {
-        let Some(s) = self.store.subscription(id).await.map_err(DomainError::internal)? else {
+        let Some(s) = self.store.subscription(id).await.map_err(DomainError::from)? else {
             return Err(DomainError::not_found("subscription"));
         };
         let entry = AuditEntry::new(
@@ -265,22 +254,22 @@ impl Subscriptions {
             .store
             .delete_subscription(id, &entry)
             .await
-            .map_err(DomainError::internal)?
+            .map_err(DomainError::from)?
         {
             return Ok(());
         }
         // Refused: say why, from what is stored now (it may have changed since the first read).
-        let Some(now) = self.store.subscription(id).await.map_err(DomainError::internal)? else {
+        let Some(now) = self.store.subscription(id).await.map_err(DomainError::from)? else {
             return Err(DomainError::not_found("subscription"));
         };
-        let users = self.store.in_use_by(id).await.map_err(DomainError::internal)?.len();
+        let users = self.store.in_use_by(id).await.map_err(DomainError::from)?.len();
         // Held as the DELETE sees it: by a process that exists and is not finished.
         let held = match now.locked_by_process {
             Some(pid) => self
                 .store
                 .process(pid)
                 .await
-                .map_err(DomainError::internal)?
+                .map_err(DomainError::from)?
                 .is_some_and(|p| !matches!(p.last_status.as_str(), "completed" | "aborted")),
             None => false,
         };
@@ -302,7 +291,7 @@ impl Subscriptions {
             Some(id.to_string()),
         )
         .failed(code);
-        self.store.insert_audit(&refusal).await.map_err(DomainError::internal)?;
+        self.store.insert_audit(&refusal).await.map_err(DomainError::from)?;
         Err(err)
     }
 }

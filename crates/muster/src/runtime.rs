@@ -77,6 +77,7 @@ pub async fn open_store(resolved: &Resolved) -> Result<Store> {
         &resolved.database_url,
         &StoreOptions {
             max_connections: resolved.db_max_connections,
+            sqlite_max_size_mib: resolved.sqlite_max_size_mib,
         },
     )
     .await

@@ -93,6 +93,8 @@ pub async fn run(resolved: Resolved) -> Result<()> {
                     tracing::info!(sessions = s, throttle_counters = t, "purged expired entries")
                 }
                 Ok(_) => {}
+                // The node is stopping.
+                Err(_) if purge.store().is_closed() => return,
                 Err(e) => tracing::warn!(error = %e, "purge failed"),
             }
         }

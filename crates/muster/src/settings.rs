@@ -67,6 +67,10 @@ pub struct Settings {
     /// connections than cores only add contention: the database is on the same few CPUs.
     #[arg(long, env = "MUSTER_DB_MAX_CONNECTIONS", help_heading = "Storage")]
     pub db_max_connections: Option<u32>,
+    /// SQLite: the largest the database file may grow, in MiB. Writes that would need more are
+    /// refused with 507 `storage_full`, as on a full disk, while reads go on [default: no limit].
+    #[arg(long, env = "MUSTER_SQLITE_MAX_SIZE_MIB", help_heading = "Storage")]
+    pub sqlite_max_size_mib: Option<u64>,
     /// Directory for the SQLite database and the generated server key [default: .].
     #[arg(long, env = "MUSTER_DATA_DIR", help_heading = "Storage")]
     pub data_dir: Option<PathBuf>,
@@ -184,6 +188,7 @@ pub struct Resolved {
     pub json_logs: bool,
     pub database_url: String,
     pub db_max_connections: u32,
+    pub sqlite_max_size_mib: Option<u64>,
     pub data_dir: PathBuf,
     pub secret_key: Option<String>,
     pub admin_username: String,
@@ -292,6 +297,7 @@ impl Settings {
             trusted_proxies: self.trusted_proxies.unwrap_or_default(),
             json_logs: log_format == "json",
             database_url,
+            sqlite_max_size_mib: self.sqlite_max_size_mib.filter(|m| *m > 0),
             db_max_connections: self
                 .db_max_connections
                 // More connections than cores only add contention (the database shares the CPUs);

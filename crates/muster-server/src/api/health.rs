@@ -14,40 +14,46 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
-    /// `ok`, or `unavailable` when the database does not answer.
+    /// `ok`; `read_only` when the database answers but refuses writes (full, read-only);
+    /// `unavailable` when it does not answer.
     pub status: &'static str,
+    /// The database in use: `sqlite` or `postgres`.
     pub database: &'static str,
+    /// The database answered a read.
+    pub reachable: bool,
+    /// The database committed a write.
+    pub writable: bool,
+    /// Why not: `storage_full`, `database_unavailable`, `timeout` or `database_error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<&'static str>,
     pub version: &'static str,
 }
 
-/// Liveness and database reachability.
+/// Liveness, and whether the database answers and takes writes. Answers within about two
+/// seconds whatever the database does: each check has its own short timeout.
 #[utoipa::path(get, path = "/api/health", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let version = env!("CARGO_PKG_VERSION");
-    let backend = match state.directory.store().backend() {
+    let store = state.directory.store();
+    let database = match store.backend() {
         muster_store::Backend::Sqlite => "sqlite",
         muster_store::Backend::Postgres => "postgres",
     };
-    match state.directory.store().ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(Health {
-                status: "ok",
-                database: backend,
-                version,
-            }),
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "health check: database unavailable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(Health {
-                    status: "unavailable",
-                    database: backend,
-                    version,
-                }),
-            )
-        }
-    }
+    let h = store.health().await;
+    let (code, status) = match (h.reachable, h.writable) {
+        (true, true) => (StatusCode::OK, "ok"),
+        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "read_only"),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+    };
+    (
+        code,
+        Json(Health {
+            status,
+            database,
+            reachable: h.reachable,
+            writable: h.writable,
+            problem: h.problem,
+            version: env!("CARGO_PKG_VERSION"),
+        }),
+    )
 }

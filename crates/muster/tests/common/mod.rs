@@ -184,6 +184,14 @@ impl Server {
         self.stderr.lock().map(|v| v.join("\n")).unwrap_or_default()
     }
 
+    /// The last `n` lines the server wrote to standard error.
+    pub fn log_tail(&self, n: usize) -> String {
+        self.stderr
+            .lock()
+            .map(|v| v[v.len().saturating_sub(n)..].join("\n"))
+            .unwrap_or_default()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -202,7 +210,13 @@ impl Server {
 
     /// Sends a prepared request.
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
-        let resp = req.send().await.expect("request");
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => panic!(
+                "request failed: {e}\nthe server's log ends with:\n{}",
+                self.log_tail(60)
+            ),
+        };
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await.expect("body");
@@ -300,6 +314,26 @@ impl Server {
     /// Kills the server (SIGKILL).
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
+    }
+
+    /// Stops the server as an operator would (SIGTERM) and waits for it to exit; panics if it
+    /// does not exit cleanly within 30 s.
+    pub async fn stop(&mut self) {
+        let pid = self.child.id().expect("a running server has a pid");
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success(), "kill -TERM {pid}");
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("muster did not stop within 30 s of SIGTERM")
+            .expect("wait for muster");
+        assert!(
+            status.success(),
+            "muster exited with {status}; stderr: {}",
+            self.stderr()
+        );
     }
 }
 
