@@ -70,6 +70,10 @@ pub enum StoreError {
     CommitFailed(String),
     #[error("unsupported database url (use sqlite:… or postgres://…)")]
     UnsupportedUrl,
+    /// The database could not be opened at start: names what (a path, or host, port and
+    /// database) and why.
+    #[error("cannot open {what}: {cause}")]
+    Open { what: String, cause: String },
     /// The database has no room for the write (SQLite `SQLITE_FULL`: the disk, or the
     /// configured size limit; PostgreSQL `53100 disk_full`). Nothing was written.
     #[error("the database is full: {0}")]
@@ -403,6 +407,68 @@ impl Store {
                 relay: Arc::default(),
             }))
         } else if url.starts_with("sqlite:") {
+            // A failure to open names the file: "unable to open database file" alone does not.
+            let what = || format!("the SQLite database {}", url.trim_start_matches("sqlite:"));
+            Self::connect_sqlite(url, options).await.map_err(|e| match e {
+                StoreError::Database(cause) => StoreError::Open {
+                    what: what(),
+                    cause: cause.to_string(),
+                },
+                StoreError::Unavailable(cause) => StoreError::Open { what: what(), cause },
+                other => other,
+            })
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url)?;
+            // One connection first, so that a wrong host, port, database or password is
+            // reported at once and as itself, not as a pool timeout ten seconds later.
+            {
+                use sqlx::Connection;
+                let what = format!(
+                    "PostgreSQL at {}:{} (database {:?})",
+                    opts.get_host(),
+                    opts.get_port(),
+                    opts.get_database().unwrap_or("(the user's)")
+                );
+                match sqlx::PgConnection::connect_with(&opts).await {
+                    Ok(c) => {
+                        let _ = c.close().await;
+                    }
+                    Err(e) => {
+                        // The server's own words, without its source location.
+                        let cause = match &e {
+                            sqlx::Error::Database(d) => d.message().to_owned(),
+                            other => other.to_string(),
+                        };
+                        return Err(StoreError::Open { what, cause });
+                    }
+                }
+            }
+            // sqlx pings every connection before handing it out, a network round trip per
+            // query. It also checks each connection when it comes back, so only one that sat
+            // idle (when the server may have closed it) needs the ping before use.
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(10))
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PG_PING_IDLE {
+                            sqlx::Connection::ping(conn).await?;
+                        }
+                        Ok(true)
+                    })
+                })
+                .connect_with(opts)
+                .await?;
+            Ok(Self::new(Inner::Postgres(pool)))
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    /// [`Store::connect`] for a SQLite file.
+    async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Self> {
+        {
             let base = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
@@ -454,28 +520,6 @@ impl Store {
                 checkpointer,
                 relay: Arc::default(),
             }))
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let opts = PgConnectOptions::from_str(url)?;
-            // sqlx pings every connection before handing it out, a network round trip per
-            // query. It also checks each connection when it comes back, so only one that sat
-            // idle (when the server may have closed it) needs the ping before use.
-            let pool = PgPoolOptions::new()
-                .max_connections(options.max_connections.max(1))
-                .acquire_timeout(Duration::from_secs(10))
-                .test_before_acquire(false)
-                .before_acquire(|conn, meta| {
-                    Box::pin(async move {
-                        if meta.idle_for >= PG_PING_IDLE {
-                            sqlx::Connection::ping(conn).await?;
-                        }
-                        Ok(true)
-                    })
-                })
-                .connect_with(opts)
-                .await?;
-            Ok(Self::new(Inner::Postgres(pool)))
-        } else {
-            Err(StoreError::UnsupportedUrl)
         }
     }
 

@@ -42,26 +42,48 @@ enum Command {
     User(admin::UserCommand),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async move {
-        match cli.command {
-            Command::Serve(settings) => serve::run(settings.resolve()?).await,
-            Command::Worker(settings) => worker::run(settings.resolve()?).await,
-            Command::Migrate(settings) => {
-                let resolved = settings.resolve()?;
-                runtime::init_logging(resolved.json_logs);
-                let store = runtime::open_store(&resolved).await?;
-                store.close().await;
-                println!("migrations applied");
-                Ok(())
-            }
-            Command::Openapi => {
-                println!("{}", muster_server::openapi_document().to_pretty_json()?);
-                Ok(())
-            }
-            Command::User(cmd) => admin::run(cmd).await,
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(cli.command)));
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line that names what failed and why (each cause after a colon), never a
+            // backtrace: a refused command is not a crash.
+            eprintln!("muster: {e:#}");
+            std::process::ExitCode::FAILURE
         }
-    })
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(settings) => serve::run(settings.resolve()?).await,
+        Command::Worker(settings) => worker::run(settings.resolve()?).await,
+        Command::Migrate(settings) => {
+            let resolved = settings.resolve()?;
+            runtime::init_logging(resolved.json_logs);
+            let store = runtime::open_store(&resolved).await?;
+            store.close().await;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Openapi => print_quietly(&muster_server::openapi_document().to_pretty_json()?),
+        Command::User(cmd) => admin::run(cmd).await,
+    }
+}
+
+/// Writes `text` to standard output; a reader that went away (`muster openapi | head`) ends
+/// the command quietly, as it does for Unix tools.
+fn print_quietly(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }

@@ -13,6 +13,11 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(300);
 
 pub async fn run(resolved: Resolved) -> Result<()> {
     runtime::init_logging(resolved.json_logs);
+    // The port first: a node that cannot listen must not create the database, the key or the
+    // first super-user (whose one-time password a rerun would never show again).
+    let listener = tokio::net::TcpListener::bind(resolved.listen.as_str())
+        .await
+        .with_context(|| format!("listening on {}", resolved.listen))?;
     let directory = runtime::directory(&resolved).await?;
 
     match directory
@@ -75,9 +80,6 @@ pub async fn run(resolved: Resolved) -> Result<()> {
     };
     let app = muster_server::app(state, &options);
 
-    let listener = tokio::net::TcpListener::bind(resolved.listen)
-        .await
-        .with_context(|| format!("binding {}", resolved.listen))?;
     let addr = listener.local_addr()?;
     println!("muster listening on http://{addr}");
     std::io::stdout().flush().ok();

@@ -25,7 +25,7 @@ pub struct Settings {
 
     /// Address to listen on [default: 127.0.0.1:8080]. Port 0 picks a free port.
     #[arg(long, env = "MUSTER_LISTEN", help_heading = "Server")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<String>,
     /// Largest request body accepted, in bytes [default: 65536].
     #[arg(long, env = "MUSTER_MAX_BODY_BYTES", help_heading = "Server")]
     pub max_body_bytes: Option<usize>,
@@ -169,13 +169,25 @@ impl std::fmt::Debug for Settings {
     }
 }
 
+/// `host:port` with a port, the host an address or a name (`localhost:8080`, `[::1]:8080`).
+fn checked_listen(listen: &str) -> Result<String> {
+    if listen.parse::<SocketAddr>().is_ok() {
+        return Ok(listen.to_owned());
+    }
+    match listen.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(listen.to_owned()),
+        _ => bail!("listen must be host:port (e.g. 127.0.0.1:8080 or localhost:8080), not {listen:?}"),
+    }
+}
+
 /// A hundred years: anything longer is "for ever", which 0 says.
 const MAX_EVENT_RETENTION_DAYS: u32 = 36_500;
 
 /// Settings with every default applied and every value checked.
 #[derive(Clone)]
 pub struct Resolved {
-    pub listen: SocketAddr,
+    /// `host:port`; the host may be a name (`localhost`).
+    pub listen: String,
     pub max_body_bytes: usize,
     pub request_timeout_secs: u64,
     pub worker_concurrency: usize,
@@ -285,7 +297,7 @@ impl Settings {
             parallelism: self.argon2_parallelism.unwrap_or(1),
         };
         Ok(Resolved {
-            listen: self.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            listen: checked_listen(self.listen.as_deref().unwrap_or("127.0.0.1:8080"))?,
             max_body_bytes: self.max_body_bytes.unwrap_or(64 * 1024),
             request_timeout_secs: self.request_timeout_secs.unwrap_or(30).max(1),
             worker_concurrency: self.worker_concurrency.unwrap_or(16),
@@ -353,11 +365,11 @@ mod tests {
         let file: Settings =
             toml::from_str("listen = \"127.0.0.1:9000\"\npassword_min_length = 12\napps = [\"crm\"]\n").expect("toml");
         let cli = Settings {
-            listen: Some("127.0.0.1:9100".parse().expect("addr")),
+            listen: Some("127.0.0.1:9100".into()),
             ..Default::default()
         };
         let r = overlay(&cli, file).expect("merge").finish().expect("valid");
-        assert_eq!(r.listen.port(), 9100);
+        assert_eq!(r.listen, "127.0.0.1:9100");
         assert_eq!(r.directory.password_policy.min_length, 12);
         assert_eq!(r.directory.apps, vec!["crm".to_owned()]);
         assert_eq!(r.max_body_bytes, 65536);

@@ -287,3 +287,97 @@ async fn serve_help_names_the_settings_without_showing_secrets() {
     assert!(!help.contains("Env-adm1n-s3cret"), "help hides the admin password");
     assert!(!help.contains("Env-s3cret-k3y-value"), "help hides the server key");
 }
+
+#[tokio::test]
+async fn openapi_into_a_closed_pipe_exits_quietly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cmd = muster("sqlite::memory:", dir.path());
+    let mut child = cmd
+        .arg("openapi")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Read one line, then hang up, as `| head -1` does.
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next_line().await.expect("read").as_deref(), Some("{"));
+    drop(lines);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("exits")
+        .expect("output");
+    assert!(
+        out.status.success(),
+        "exit {:?}; stderr: {}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn startup_errors_are_one_line_that_names_what_failed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Nothing listens on this port: the answer is at once, and names host, port and cause.
+    let started = std::time::Instant::now();
+    let mut cmd = muster("postgres://postgres@127.0.0.1:1/test", dir.path());
+    cmd.env("RUST_BACKTRACE", "1");
+    let out = run(cmd, &["serve", "--listen", "127.0.0.1:0"], None).await;
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.contains("127.0.0.1:1") && err.to_lowercase().contains("connection refused"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line, no backtrace: {err}");
+    // An SQLite file that cannot be created names its path.
+    let out = run(
+        muster("sqlite:/proc/muster-none/muster.db", dir.path()),
+        &["serve", "--listen", "127.0.0.1:0"],
+        None,
+    )
+    .await;
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("/proc/muster-none/muster.db"), "{err}");
+    // A listen address must be host:port, but the host may be a name.
+    let out = run(
+        muster("sqlite::memory:", dir.path()),
+        &["serve", "--listen", "nonsense"],
+        None,
+    )
+    .await;
+    assert!(text(&out.stderr).contains("host:port"), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn serve_on_a_taken_port_creates_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let db = dir.path().join("muster.db");
+    let out = run(
+        muster(&format!("sqlite:{}", db.display()), dir.path()),
+        &["serve", "--listen", &format!("localhost:{port}")],
+        None,
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(&format!("localhost:{port}")),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !text(&out.stdout).contains("one-time password"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!db.exists(), "the database was created before the port was found taken");
+    assert!(!dir.path().join("muster.key").exists(), "the key was created");
+}
