@@ -21,8 +21,9 @@ pub struct Health {
 }
 
 /// Liveness and database reachability.
-#[utoipa::path(get, path = "/api/health", tag = "operations",
-    responses((status = 200, body = Health), (status = 503, body = Health)))]
+#[utoipa::path(get, operation_id = "get_health", path = "/api/health", tag = "operations",
+    responses((status = 200, body = Health, description = "The server and its database answer"),
+        (status = 503, body = Health, description = "The database does not answer")))]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let version = env!("CARGO_PKG_VERSION");
     let backend = match state.directory.store().backend() {
