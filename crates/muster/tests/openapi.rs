@@ -34,9 +34,15 @@ async fn a_path_segment_that_is_not_utf8_is_a_problem() {
             (Method::GET, "/api/users/%FF%FEsecret"),
             (Method::GET, "/api/marketplace-offering-users/%FF%FEsecret/"),
             (Method::GET, "/api/processes/%FF%FEsecret"),
-            (Method::DELETE, "/api/marketplace-service-providers/%FF%FEsecret/api_tokens/%C0/"),
+            (
+                Method::DELETE,
+                "/api/marketplace-service-providers/%FF%FEsecret/api_tokens/%C0/",
+            ),
         ] {
-            let r = s.call(method, path, Some(&admin), None).await.expect_problem(400, "E008002");
+            let r = s
+                .call(method, path, Some(&admin), None)
+                .await
+                .expect_problem(400, "E008002");
             let text = r.body.to_string();
             assert!(text.contains("not valid UTF-8"), "{}: {path}: {text}", s.label);
             assert!(!text.contains("secret"), "{}: {path}: {text}", s.label);

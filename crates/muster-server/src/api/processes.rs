@@ -183,6 +183,7 @@ pub async fn get_process(
     responses((status = 204),
         (status = 400, description = "The input page is invalid (FormValidationError), or the body is not a JSON list (a problem document)",
             content((FormAnswer = "application/json"), (Problem = "application/problem+json"))),
+        (status = 510, body = FormAnswer, description = "FormNotCompleteError: the input form has more pages; the next one's JSON Schema"),
         (status = 409, body = Problem), (status = 404, body = Problem), (status = 403, body = Problem),
         (status = 503, body = Problem, description = "The engine is paused (`engine_paused`), or the database is unavailable (`database_unavailable`)")))]
 pub async fn resume(
