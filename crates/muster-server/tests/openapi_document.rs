@@ -91,16 +91,13 @@ fn path_parameters_are_exactly_those_of_the_path() {
         let mut declared = BTreeSet::new();
         for p in op["parameters"].as_array().into_iter().flatten() {
             let name = p["name"].as_str().expect("parameter name").to_owned();
-            match p["in"].as_str() {
-                Some("path") => {
-                    assert!(
-                        template.contains(&name),
-                        "{method} {path}: {name} is declared in the path but is not in it"
-                    );
-                    assert_eq!(p["required"], true, "{method} {path}: path parameter {name}");
-                    declared.insert(name);
-                }
-                _ => {}
+            if p["in"] == "path" {
+                assert!(
+                    template.contains(&name),
+                    "{method} {path}: {name} is declared in the path but is not in it"
+                );
+                assert_eq!(p["required"], true, "{method} {path}: path parameter {name}");
+                declared.insert(name);
             }
         }
         assert_eq!(declared, template, "{method} {path}: every path parameter is declared");
