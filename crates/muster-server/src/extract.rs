@@ -2,7 +2,8 @@
 
 use crate::AppState;
 use crate::error::{ApiError, problem};
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::path::ErrorKind as PathErrorKind;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
@@ -149,6 +150,50 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             Err(other) => Err(problem(other.status(), codes::INVALID_INPUT, other.body_text(), vec![])),
         }
     }
+}
+
+/// Path parameters that must parse into `T`. axum answers a refusal (a segment that is not
+/// UTF-8 once percent-decoded, say) in plain text; here it is a problem document like every
+/// other error, and never echoes the segment.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(rejection) => Err(path_rejection(rejection)),
+        }
+    }
+}
+
+fn path_rejection(rejection: PathRejection) -> Response {
+    let status = rejection.status();
+    if status.is_server_error() {
+        // A route and its extractor disagree: a bug, not the caller's doing.
+        return ApiError(DomainError::internal(rejection.body_text())).into_response();
+    }
+    let (field, message) = match &rejection {
+        PathRejection::FailedToDeserializePathParams(e) => match e.kind() {
+            PathErrorKind::InvalidUtf8InPathParam { key } => (Some(key.clone()), format!("{key} is not valid UTF-8")),
+            PathErrorKind::ParseErrorAtKey { key, .. } | PathErrorKind::DeserializeError { key, .. } => {
+                (Some(key.clone()), format!("{key} is not valid"))
+            }
+            _ => (None, "a path parameter is not valid".to_owned()),
+        },
+        _ => (None, "a path parameter is not valid".to_owned()),
+    };
+    let errors = field
+        .map(|field| {
+            vec![FieldError {
+                field,
+                code: codes::INVALID_INPUT.to_owned(),
+                message: message.clone(),
+            }]
+        })
+        .unwrap_or_default();
+    problem(status, codes::INVALID_INPUT, message, errors)
 }
 
 /// The client's address: the peer, or — when the peer is a trusted proxy — the nearest

@@ -41,7 +41,8 @@ pub struct HttpOptions {
 
 /// The whole application: API, docs, health and metrics, with every middleware applied.
 pub fn app(state: AppState, options: &HttpOptions) -> Router {
-    let (api, doc) = api::router().split_for_parts();
+    let (api, mut doc) = api::router().split_for_parts();
+    openapi::complete(&mut doc);
     let docs = utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/openapi.json", doc);
     Router::new()
         .merge(api)
@@ -71,7 +72,9 @@ pub fn app(state: AppState, options: &HttpOptions) -> Router {
 
 /// The OpenAPI document, without a running server (for `muster openapi`).
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api::router().split_for_parts().1
+    let mut doc = api::router().split_for_parts().1;
+    openapi::complete(&mut doc);
+    doc
 }
 
 /// Installs the process-wide Prometheus recorder. None if one is installed already.

@@ -110,33 +110,50 @@ pub struct UserView {
     pub last_name: Option<String>,
     pub is_totp_enabled: bool,
     pub totp_label: String,
+    // Documented as the (optional) fields themselves: a regular user's view has none of them.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = AdminFields)]
     pub admin: Option<AdminFields>,
 }
 
-/// Fields only super-users see.
+/// Fields only super-users see: present together when a super-user reads, absent otherwise,
+/// so none is `required` in the schema.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AdminFields {
+    #[schema(required = false)]
     pub is_active: bool,
+    #[schema(required = false)]
     pub is_internal: bool,
+    #[schema(required = false)]
     pub is_super_user: bool,
+    #[schema(required = false)]
     pub is_approval_needed: bool,
+    #[schema(required = false)]
     pub approval_status: ApprovalStatus,
+    #[schema(required = false)]
     pub approval_status_mod_by: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(required = false)]
     pub approval_status_mod_time: OffsetDateTime,
+    #[schema(required = false)]
     pub is_locked: bool,
     #[serde(with = "time::serde::rfc3339::option")]
     pub locked_time: Option<OffsetDateTime>,
     pub locked_by: Option<String>,
+    #[schema(required = false)]
     pub password_is_set: bool,
+    #[schema(required = false)]
     pub password_must_change: bool,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(required = false)]
     pub password_last_set: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(required = false)]
     pub password_expiry: OffsetDateTime,
+    #[schema(required = false)]
     pub sign_up_status: SignUpStatus,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(required = false)]
     pub sign_up_time: OffsetDateTime,
 }
 

@@ -18,6 +18,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
     /// The acting user's `user_id` (or `cli`).
@@ -66,7 +67,7 @@ fn when(field: &str, v: Option<String>) -> Result<Option<OffsetDateTime>, ApiErr
 }
 
 /// The audit log: who did what to whom, from where, with which outcome.
-#[utoipa::path(get, path = "/api/audit", tag = "audit", security(("session" = [])), params(AuditParams),
+#[utoipa::path(get, operation_id = "list_audit_records", path = "/api/audit", tag = "audit", security(("session" = [])), params(AuditParams),
     responses((status = 200, body = AuditPage), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn list(
     State(state): State<AppState>,

@@ -26,6 +26,7 @@ const POLL: Duration = Duration::from_secs(1);
 const REAUTH: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventParams {
     /// The stream to read: `directory` (super-users) or `offering_users` (super-users; provider
@@ -66,9 +67,11 @@ fn wants_sse(headers: &HeaderMap) -> bool {
 /// order. With `Accept: text/event-stream` the answer is a Server-Sent Events stream: each
 /// event's `id` is its number, so a client that reconnects with `Last-Event-ID` resumes exactly
 /// after the last event it saw. Otherwise the answer is one JSON page.
-#[utoipa::path(get, path = "/api/events", tag = "events", security(("session" = [])), params(EventParams),
+#[utoipa::path(get, operation_id = "read_events", path = "/api/events", tag = "events", security(("session" = []), ("token" = [])),
+    params(EventParams, ("Last-Event-ID" = Option<i64>, Header, description = "SSE: resume after this event (sent by EventSource on reconnect)")),
     responses(
-        (status = 200, body = EventPage, description = "A page of events (or, with Accept: text/event-stream, an SSE stream)"),
+        (status = 200, description = "A page of events, or with `Accept: text/event-stream` a Server-Sent Events stream (`id` the event's number, `event` its kind, `data` the event as JSON)",
+            content((EventPage = "application/json"), (String = "text/event-stream"))),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 410, body = Problem, description = "Events after the cursor are past their retention (events_expired)"),
     ))]

@@ -31,8 +31,9 @@ pub struct Health {
 
 /// Liveness, and whether the database answers and takes writes. Answers within about two
 /// seconds whatever the database does: each check has its own short timeout.
-#[utoipa::path(get, path = "/api/health", tag = "operations",
-    responses((status = 200, body = Health), (status = 503, body = Health)))]
+#[utoipa::path(get, operation_id = "get_health", path = "/api/health", tag = "operations",
+    responses((status = 200, body = Health, description = "The server and its database answer and take writes"),
+        (status = 503, body = Health, description = "The database does not answer, or refuses writes")))]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let store = state.directory.store();
     let database = match store.backend() {

@@ -5,10 +5,10 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::{AnyCaller, ApiJson, Ctx};
+use crate::extract::{AnyCaller, ApiJson, ApiPath, Ctx};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, RawQuery, Request, State};
+use axum::extract::{FromRequest, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use muster_core::error::{DomainError, codes};
@@ -22,6 +22,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use utoipa::openapi::schema::{AnyOfBuilder, Schema};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -241,20 +244,93 @@ fn paging_headers(headers: &mut HeaderMap, pairs: &[(String, String)], f: &Accou
     headers.insert("x-result-count", HeaderValue::from(total));
 }
 
+/// The list's query parameters, as the OpenAPI document declares them. The handler reads the
+/// raw query itself ([`parse_list`]): Waldur's clients repeat some parameters and
+/// comma-separate others, which a derived deserializer would not take.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // read by utoipa only
+pub struct AccountListParams {
+    /// Lifecycle state labels; repeat the parameter to match any of them.
+    state: Option<Vec<AccountState>>,
+    /// Runtime state labels; repeat the parameter to match any of them.
+    runtime_state: Option<Vec<RuntimeState>>,
+    /// Offering UUIDs, repeated or comma-separated.
+    offering_uuid: Option<Vec<uuid::Uuid>>,
+    /// The provider organisation's UUIDs, repeated or comma-separated.
+    provider_uuid: Option<Vec<uuid::Uuid>>,
+    /// Waldur's name for `provider_uuid`.
+    customer_uuid: Option<Vec<uuid::Uuid>>,
+    /// The directory user's UUID.
+    user_uuid: Option<uuid::Uuid>,
+    /// The directory username, exact and case-insensitive.
+    user_username: Option<String>,
+    is_restricted: Option<bool>,
+    /// Substring of the offering name, the local username, the person's names or username.
+    query: Option<String>,
+    /// Created at or after: a date (`YYYY-MM-DD`, midnight UTC) or an RFC 3339 date-time.
+    created: Option<String>,
+    /// Same as `created`.
+    created_after: Option<String>,
+    /// Created before: a date or an RFC 3339 date-time.
+    created_before: Option<String>,
+    /// Modified at or after: a date or an RFC 3339 date-time.
+    modified: Option<String>,
+    /// Same as `modified`.
+    modified_after: Option<String>,
+    /// Modified before: a date or an RFC 3339 date-time.
+    modified_before: Option<String>,
+    /// Order: comma-separated `created`, `modified`, `username`, `user_first_name`,
+    /// `user_last_name`, each with `-` for descending. Default `username`.
+    o: Option<String>,
+    /// Sparse fieldset: answer only these fields (repeated or comma-separated).
+    field: Option<Vec<String>>,
+    /// 1-based page number. Default 1.
+    #[param(minimum = 1)]
+    page: Option<i64>,
+    /// Default 10; larger values are capped at 300.
+    #[param(minimum = 1)]
+    page_size: Option<i64>,
+}
+
+/// One item of the list: the whole account or, with `field`, only the fields named.
+pub struct OfferingUserListItem;
+
+impl utoipa::PartialSchema for OfferingUserListItem {
+    fn schema() -> RefOr<Schema> {
+        // The sparse form is the account's own schema with nothing required, so it stays in
+        // step with `OfferingUserView`.
+        let sparse = match OfferingUserView::schema() {
+            RefOr::T(Schema::Object(mut object)) => {
+                object.required.clear();
+                object.description = Some("With `field`: only the fields named".to_owned());
+                RefOr::T(Schema::Object(object))
+            }
+            other => other,
+        };
+        AnyOfBuilder::new()
+            .item(Ref::from_schema_name(OfferingUserView::name()))
+            .item(sparse)
+            .into()
+    }
+}
+
+impl ToSchema for OfferingUserListItem {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((OfferingUserView::name().into(), OfferingUserView::schema()));
+        <OfferingUserView as ToSchema>::schemas(schemas);
+    }
+}
+
 /// List offering accounts (bare JSON array; `HEAD` for the count alone).
 ///
-/// Filters (all optional, AND-ed; repeatable ones OR-ed): `state` (labels, repeatable; an unknown
-/// label is a 400), `offering_uuid` (repeatable or comma-separated), `provider_uuid` (the
-/// provider organisation), `user_uuid`, `user_username` (case-insensitive exact), `is_restricted`,
-/// `runtime_state`, `query` (substring of offering name, local username, the person's names or
-/// username), `created` / `created_after` (at or after), `created_before`, `modified`,
-/// `modified_before`, `o` (`created`, `modified`, `username`, `user_first_name`,
-/// `user_last_name`, `-` for descending; default username), `field` (sparse fieldset), `page`,
-/// `page_size` (default 10, at most 300).
-#[utoipa::path(get, path = "/api/marketplace-offering-users/", tag = "offering-users",
-    security(("session" = []), ("token" = [])),
+/// Filters are AND-ed; the values of a repeated filter are OR-ed. An unknown parameter or an
+/// unknown state label is a 400.
+#[utoipa::path(get, operation_id = "list_offering_users", path = "/api/marketplace-offering-users/", tag = "offering-users",
+    security(("session" = []), ("token" = [])), params(AccountListParams),
     responses(
-        (status = 200, body = [OfferingUserView], description = "A page, with `Link` and `X-Result-Count` headers"),
+        (status = 200, body = [OfferingUserListItem], description = "A page, with `Link` and `X-Result-Count` headers",
+            headers(("Link" = String, description = "first, prev, next and last pages (RFC 8288)"), ("X-Result-Count" = i64, description = "Matching accounts on all pages"))),
         (status = 400, body = Problem), (status = 401, body = Problem),
     ))]
 pub async fn list(
@@ -297,7 +373,7 @@ pub async fn list(
 
 /// Create an offering account: super-users, the offering's provider managers or its provider
 /// token. Without `username` the account starts in `Requested`; with one, in `OK`.
-#[utoipa::path(post, path = "/api/marketplace-offering-users/", tag = "offering-users",
+#[utoipa::path(post, operation_id = "create_offering_user", path = "/api/marketplace-offering-users/", tag = "offering-users",
     security(("session" = []), ("token" = [])), request_body = CreateAccountInput,
     responses(
         (status = 201, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem),
@@ -316,13 +392,13 @@ pub async fn create(
 }
 
 /// One offering account (404 when the caller may not see it).
-#[utoipa::path(get, path = "/api/marketplace-offering-users/{uuid}/", tag = "offering-users",
+#[utoipa::path(get, operation_id = "get_offering_user", path = "/api/marketplace-offering-users/{uuid}/", tag = "offering-users",
     security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
     responses((status = 200, body = OfferingUserView), (status = 401, body = Problem), (status = 404, body = Problem)))]
 pub async fn retrieve(
     State(state): State<AppState>,
     AnyCaller(caller): AnyCaller,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
 ) -> ApiResult<Json<OfferingUserView>> {
     Ok(Json(state.offerings.get_account(&caller, &uuid).await?))
 }
@@ -330,7 +406,7 @@ pub async fn retrieve(
 /// Set the local username. A new non-empty username on an account being created (Requested,
 /// Creating, Pending *, Error creating) moves it to `OK` and clears the comments; the same
 /// username again changes nothing.
-#[utoipa::path(put, path = "/api/marketplace-offering-users/{uuid}/", tag = "offering-users",
+#[utoipa::path(put, operation_id = "set_offering_user_username", path = "/api/marketplace-offering-users/{uuid}/", tag = "offering-users",
     security(("session" = []), ("token" = [])), params(("uuid" = String, Path)), request_body = UsernameInput,
     responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
@@ -338,14 +414,14 @@ pub async fn put_username(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     AnyCaller(caller): AnyCaller,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
     ApiJson(input): ApiJson<UsernameInput>,
 ) -> ApiResult<Json<OfferingUserView>> {
     Ok(Json(state.offerings.set_username(&ctx, &caller, &uuid, input).await?))
 }
 
 /// Set the local username (same as `PUT`).
-#[utoipa::path(patch, path = "/api/marketplace-offering-users/{uuid}/", tag = "offering-users",
+#[utoipa::path(patch, operation_id = "patch_offering_user_username", path = "/api/marketplace-offering-users/{uuid}/", tag = "offering-users",
     security(("session" = []), ("token" = [])), params(("uuid" = String, Path)), request_body = UsernameInput,
     responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
@@ -353,21 +429,21 @@ pub async fn patch_username(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     AnyCaller(caller): AnyCaller,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
     ApiJson(input): ApiJson<UsernameInput>,
 ) -> ApiResult<Json<OfferingUserView>> {
     Ok(Json(state.offerings.set_username(&ctx, &caller, &uuid, input).await?))
 }
 
 /// Delete the account row (Waldur's hard delete).
-#[utoipa::path(delete, path = "/api/marketplace-offering-users/{uuid}/", tag = "offering-users",
+#[utoipa::path(delete, operation_id = "delete_offering_user", path = "/api/marketplace-offering-users/{uuid}/", tag = "offering-users",
     security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn destroy(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     AnyCaller(caller): AnyCaller,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     state.offerings.delete_account(&ctx, &caller, &uuid).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -375,13 +451,13 @@ pub async fn destroy(
 
 /// The account's history: every transition and naming, oldest first (who, when, from, to,
 /// comment).
-#[utoipa::path(get, path = "/api/marketplace-offering-users/{uuid}/history/", tag = "offering-users",
+#[utoipa::path(get, operation_id = "get_offering_user_history", path = "/api/marketplace-offering-users/{uuid}/history/", tag = "offering-users",
     security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
     responses((status = 200, body = [HistoryView]), (status = 401, body = Problem), (status = 404, body = Problem)))]
 pub async fn history(
     State(state): State<AppState>,
     AnyCaller(caller): AnyCaller,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
 ) -> ApiResult<Json<Vec<HistoryView>>> {
     Ok(Json(state.offerings.history(&caller, &uuid).await?))
 }
@@ -408,7 +484,7 @@ macro_rules! action {
             State(state): State<AppState>,
             Ctx(ctx): Ctx,
             AnyCaller(caller): AnyCaller,
-            Path(uuid): Path<String>,
+            ApiPath(uuid): ApiPath<String>,
             OptionalJson(input): OptionalJson<TransitionInput>,
         ) -> ApiResult<Json<OfferingUserView>> {
             run(state, ctx, caller, uuid, $action, input).await
@@ -418,7 +494,7 @@ macro_rules! action {
 
 action!(
     /// `Requested` / `Error creating` → `Creating`.
-    #[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/begin_creating/", tag = "offering-users",
+    #[utoipa::path(post, operation_id = "offering_user_begin_creating", path = "/api/marketplace-offering-users/{uuid}/begin_creating/", tag = "offering-users",
         security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
         responses((status = 200, body = OfferingUserView), (status = 400, body = Problem, description = "Invalid transition: `detail` names the current state and the valid ones"),
             (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
@@ -429,7 +505,7 @@ action!(
 action!(
     /// `Creating` / `Error creating` / `Pending additional validation` → `Pending account linking`;
     /// optional `comment` and `comment_url` for the person.
-    #[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/set_pending_account_linking/", tag = "offering-users",
+    #[utoipa::path(post, operation_id = "offering_user_set_pending_account_linking", path = "/api/marketplace-offering-users/{uuid}/set_pending_account_linking/", tag = "offering-users",
         security(("session" = []), ("token" = [])), params(("uuid" = String, Path)), request_body(content = TransitionInput, description = "Optional"),
         responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
     set_pending_account_linking,
@@ -439,7 +515,7 @@ action!(
 action!(
     /// `Creating` / `Error creating` / `Pending account linking` → `Pending additional
     /// validation`; optional `comment` and `comment_url` for the person.
-    #[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/set_pending_additional_validation/", tag = "offering-users",
+    #[utoipa::path(post, operation_id = "offering_user_set_pending_additional_validation", path = "/api/marketplace-offering-users/{uuid}/set_pending_additional_validation/", tag = "offering-users",
         security(("session" = []), ("token" = [])), params(("uuid" = String, Path)), request_body(content = TransitionInput, description = "Optional"),
         responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
     set_pending_additional_validation,
@@ -448,7 +524,7 @@ action!(
 
 action!(
     /// `Pending *` → `OK`; clears the comments.
-    #[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/set_validation_complete/", tag = "offering-users",
+    #[utoipa::path(post, operation_id = "offering_user_set_validation_complete", path = "/api/marketplace-offering-users/{uuid}/set_validation_complete/", tag = "offering-users",
         security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
         responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
     set_validation_complete,
@@ -457,7 +533,7 @@ action!(
 
 action!(
     /// Creation states and `Error deleting` → `OK` (manual recovery); clears the comments.
-    #[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/set_ok/", tag = "offering-users",
+    #[utoipa::path(post, operation_id = "offering_user_set_ok", path = "/api/marketplace-offering-users/{uuid}/set_ok/", tag = "offering-users",
         security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
         responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
     set_ok,
@@ -466,7 +542,7 @@ action!(
 
 action!(
     /// `Requested` / `Creating` / `Pending *` → `Error creating`.
-    #[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/set_error_creating/", tag = "offering-users",
+    #[utoipa::path(post, operation_id = "offering_user_set_error_creating", path = "/api/marketplace-offering-users/{uuid}/set_error_creating/", tag = "offering-users",
         security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
         responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
     set_error_creating,
@@ -475,7 +551,7 @@ action!(
 
 action!(
     /// `OK` → `Requested deletion`.
-    #[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/request_deletion/", tag = "offering-users",
+    #[utoipa::path(post, operation_id = "offering_user_request_deletion", path = "/api/marketplace-offering-users/{uuid}/request_deletion/", tag = "offering-users",
         security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
         responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
     request_deletion,
@@ -484,7 +560,7 @@ action!(
 
 action!(
     /// `Requested deletion` / `Error deleting` → `Deleting` (the agent's deletion claim).
-    #[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/set_deleting/", tag = "offering-users",
+    #[utoipa::path(post, operation_id = "offering_user_set_deleting", path = "/api/marketplace-offering-users/{uuid}/set_deleting/", tag = "offering-users",
         security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
         responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
     set_deleting,
@@ -493,7 +569,7 @@ action!(
 
 action!(
     /// `Deleting` → `Deleted` (terminal).
-    #[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/set_deleted/", tag = "offering-users",
+    #[utoipa::path(post, operation_id = "offering_user_set_deleted", path = "/api/marketplace-offering-users/{uuid}/set_deleted/", tag = "offering-users",
         security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
         responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
     set_deleted,
@@ -502,7 +578,7 @@ action!(
 
 action!(
     /// `Requested deletion` / `Deleting` → `Error deleting`.
-    #[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/set_error_deleting/", tag = "offering-users",
+    #[utoipa::path(post, operation_id = "offering_user_set_error_deleting", path = "/api/marketplace-offering-users/{uuid}/set_error_deleting/", tag = "offering-users",
         security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
         responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
     set_error_deleting,
@@ -510,14 +586,14 @@ action!(
 );
 
 /// Set the comment and/or its URL without changing the state (not on a Deleted account: 403).
-#[utoipa::path(patch, path = "/api/marketplace-offering-users/{uuid}/update_comments/", tag = "offering-users",
+#[utoipa::path(patch, operation_id = "offering_user_update_comments", path = "/api/marketplace-offering-users/{uuid}/update_comments/", tag = "offering-users",
     security(("session" = []), ("token" = [])), params(("uuid" = String, Path)), request_body = CommentsInput,
     responses((status = 200, body = CommentsView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn update_comments(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     AnyCaller(caller): AnyCaller,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
     ApiJson(input): ApiJson<CommentsInput>,
 ) -> ApiResult<Json<CommentsView>> {
     Ok(Json(
@@ -532,14 +608,14 @@ pub struct RestrictedInput {
 }
 
 /// Restrict or unrestrict the account (agents skip restricted accounts).
-#[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/update_restricted/", tag = "offering-users",
+#[utoipa::path(post, operation_id = "offering_user_update_restricted", path = "/api/marketplace-offering-users/{uuid}/update_restricted/", tag = "offering-users",
     security(("session" = []), ("token" = [])), params(("uuid" = String, Path)), request_body = RestrictedInput,
     responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn update_restricted(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     AnyCaller(caller): AnyCaller,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
     ApiJson(input): ApiJson<RestrictedInput>,
 ) -> ApiResult<Json<OfferingUserView>> {
     Ok(Json(
@@ -552,14 +628,14 @@ pub async fn update_restricted(
 
 /// Set the runtime state (`Active`, `Pending account linking`, `Pending additional
 /// validation`), optionally with comments; any lifecycle state but Deleted.
-#[utoipa::path(post, path = "/api/marketplace-offering-users/{uuid}/update_runtime_state/", tag = "offering-users",
+#[utoipa::path(post, operation_id = "offering_user_update_runtime_state", path = "/api/marketplace-offering-users/{uuid}/update_runtime_state/", tag = "offering-users",
     security(("session" = []), ("token" = [])), params(("uuid" = String, Path)), request_body = RuntimeStateInput,
     responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn update_runtime_state(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     AnyCaller(caller): AnyCaller,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
     ApiJson(input): ApiJson<RuntimeStateInput>,
 ) -> ApiResult<Json<OfferingUserView>> {
     Ok(Json(

@@ -4,9 +4,9 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::{ApiJson, ApiQuery, AuthUser, Ctx};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, AuthUser, Ctx};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use muster_core::error::{DomainError, codes};
@@ -14,7 +14,7 @@ use muster_core::workflow::ProcessStatus;
 use muster_core::workflow::form::FormStop;
 use muster_engine::StartError;
 use muster_store::{ProcessQuery, ProcessSort};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -31,49 +31,94 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(engine_status, set_engine_status))
 }
 
-/// The form protocol's answers, as orchestrator-core (pydantic-forms) sends them.
+/// An answer of the form protocol, as orchestrator-core (pydantic-forms) sends it: 510
+/// `FormNotCompleteError` with the next page, 400 `FormValidationError` or `FormOverflowError`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FormAnswer {
+    /// `FormNotCompleteError`, `FormValidationError` or `FormOverflowError`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub status: u16,
+    /// The next page's title (510), or what was wrong (400).
+    pub detail: Option<String>,
+    /// `E008002` on the 400s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+    /// 510: the next page, as a JSON Schema.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub form: Option<Value>,
+    /// 510: where the form stands (pages filled, pages left).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub meta: Option<Value>,
+    /// `FormValidationError`: one entry per invalid field (pydantic's error list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub validation_errors: Option<Value>,
+}
+
+/// The form protocol's answers.
 pub(crate) fn form_response(stop: FormStop) -> Response {
-    match stop {
+    let (status, answer) = match stop {
         FormStop::NotComplete { form, meta } => (
             StatusCode::NOT_EXTENDED,
-            Json(json!({
-                "type": "FormNotCompleteError",
-                "title": "Form not complete",
-                "status": 510,
-                "detail": form.get("title").cloned().unwrap_or(Value::Null),
-                "form": form,
-                "meta": meta,
-            })),
-        )
-            .into_response(),
+            FormAnswer {
+                kind: "FormNotCompleteError",
+                title: "Form not complete",
+                status: 510,
+                detail: form.get("title").and_then(Value::as_str).map(str::to_owned),
+                code: None,
+                form: Some(form),
+                meta: Some(meta),
+                validation_errors: None,
+            },
+        ),
         FormStop::Invalid { title, errors } => {
             let n = errors.len();
             let noun = if n == 1 { "error" } else { "errors" };
             (
                 StatusCode::BAD_REQUEST,
-                Json(json!({
-                    "type": "FormValidationError",
-                    "title": "Form not valid",
-                    "status": 400,
-                    "detail": format!("{n} validation {noun} for {title}"),
-                    "code": codes::INVALID_INPUT,
-                    "validation_errors": errors,
-                })),
+                FormAnswer {
+                    kind: "FormValidationError",
+                    title: "Form not valid",
+                    status: 400,
+                    detail: Some(format!("{n} validation {noun} for {title}")),
+                    code: Some(codes::INVALID_INPUT),
+                    form: None,
+                    meta: None,
+                    validation_errors: Some(json!(errors)),
+                },
             )
-                .into_response()
         }
         FormStop::Overflow => (
             StatusCode::BAD_REQUEST,
-            Json(json!({
-                "type": "FormOverflowError",
-                "title": "Form overflow",
-                "status": 400,
-                "detail": "more pages were posted than the form has",
-                "code": codes::INVALID_INPUT,
-            })),
-        )
-            .into_response(),
-    }
+            FormAnswer {
+                kind: "FormOverflowError",
+                title: "Form overflow",
+                status: 400,
+                detail: Some("more pages were posted than the form has".to_owned()),
+                code: Some(codes::INVALID_INPUT),
+                form: None,
+                meta: None,
+                validation_errors: None,
+            },
+        ),
+    };
+    (status, Json(answer)).into_response()
+}
+
+/// The answer to a started process.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Started {
+    pub id: Uuid,
+}
+
+/// The answer to an accepted callback.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CallbackAccepted {
+    pub process_id: Uuid,
 }
 
 fn start_error(e: StartError) -> Response {
@@ -93,35 +138,38 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 }
 
 /// Starts a workflow. The body is the list of form pages filled so far (`[]` to get page 1).
-#[utoipa::path(post, path = "/api/processes/{id}", tag = "processes", security(("session" = [])),
+#[utoipa::path(post, operation_id = "start_process", path = "/api/processes/{id}", tag = "processes", security(("session" = [])),
     params(("id" = String, Path, description = "The workflow name, e.g. create_user")),
     request_body(content = Vec<Object>),
-    responses((status = 201, description = "started: {\"id\": process_id}"), (status = 400, description = "FormValidationError"),
-        (status = 510, description = "FormNotCompleteError with the next page's JSON Schema"), (status = 404, body = Problem),
-        (status = 409, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 201, body = Started, description = "Started"),
+        (status = 400, description = "A page is invalid (FormValidationError), there are more pages than the form has (FormOverflowError), or the body is not a JSON list of pages (a problem document)",
+            content((FormAnswer = "application/json"), (Problem = "application/problem+json"))),
+        (status = 510, body = FormAnswer, description = "FormNotCompleteError with the next page's JSON Schema"), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 503, body = Problem, description = "The engine is paused (`engine_paused`), or the database is unavailable (`database_unavailable`)"),
+        (status = 403, body = Problem)))]
 pub async fn start(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,
     Ctx(ctx): Ctx,
-    Path(workflow): Path<String>,
+    ApiPath(workflow): ApiPath<String>,
     ApiJson(inputs): ApiJson<Vec<Value>>,
 ) -> Response {
     if let Err(e) = auth.require_super_user() {
         return ApiError(e).into_response();
     }
     match state.engine.start(&ctx, &auth.user_id(), &workflow, inputs).await {
-        Ok(id) => (StatusCode::CREATED, Json(json!({ "id": id }))).into_response(),
+        Ok(id) => (StatusCode::CREATED, Json(Started { id })).into_response(),
         Err(e) => start_error(e),
     }
 }
 
 /// One process: steps, current state, subscriptions, and its form while suspended.
 #[utoipa::path(get, path = "/api/processes/{id}", tag = "processes", security(("session" = [])),
-    params(("id" = Uuid, Path)), responses((status = 200, body = Object), (status = 404, body = Problem)))]
+    params(("id" = Uuid, Path)), responses((status = 200, body = Object), (status = 404, body = Problem), (status = 403, body = Problem)))]
 pub async fn get_process(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     auth.require_super_user()?;
     let id = parse_id(&id)?;
@@ -130,14 +178,19 @@ pub async fn get_process(
 }
 
 /// Resumes a suspended (with its input form), failed or waiting process.
-#[utoipa::path(put, path = "/api/processes/{id}/resume", tag = "processes", security(("session" = [])),
+#[utoipa::path(put, operation_id = "resume_process", path = "/api/processes/{id}/resume", tag = "processes", security(("session" = [])),
     params(("id" = Uuid, Path)), request_body(content = Vec<Object>),
-    responses((status = 204), (status = 400, description = "FormValidationError"), (status = 409, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 204),
+        (status = 400, description = "The input page is invalid (FormValidationError), or the body is not a JSON list (a problem document)",
+            content((FormAnswer = "application/json"), (Problem = "application/problem+json"))),
+        (status = 510, body = FormAnswer, description = "FormNotCompleteError: the input form has more pages; the next one's JSON Schema"),
+        (status = 409, body = Problem), (status = 404, body = Problem), (status = 403, body = Problem),
+        (status = 503, body = Problem, description = "The engine is paused (`engine_paused`), or the database is unavailable (`database_unavailable`)")))]
 pub async fn resume(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,
     Ctx(ctx): Ctx,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(inputs): ApiJson<Vec<Value>>,
 ) -> Response {
     if let Err(e) = auth.require_super_user() {
@@ -155,13 +208,13 @@ pub async fn resume(
 
 /// Aborts a process and undoes what it made (an aborted create leaves no subscription or
 /// directory user behind; held subscriptions are released).
-#[utoipa::path(put, path = "/api/processes/{id}/abort", tag = "processes", security(("session" = [])),
-    params(("id" = Uuid, Path)), responses((status = 204), (status = 409, body = Problem), (status = 404, body = Problem)))]
+#[utoipa::path(put, operation_id = "abort_process", path = "/api/processes/{id}/abort", tag = "processes", security(("session" = [])),
+    params(("id" = Uuid, Path)), responses((status = 204), (status = 409, body = Problem), (status = 404, body = Problem), (status = 403, body = Problem)))]
 pub async fn abort(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,
     Ctx(ctx): Ctx,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     auth.require_super_user()?;
     let id = parse_id(&id)?;
@@ -170,29 +223,31 @@ pub async fn abort(
 }
 
 /// An outside system reports back to a callback step. The token in the path is the credential.
-#[utoipa::path(post, path = "/api/processes/{id}/callback/{token}", tag = "processes",
+#[utoipa::path(post, operation_id = "process_callback", path = "/api/processes/{id}/callback/{token}", tag = "processes",
     params(("id" = Uuid, Path), ("token" = String, Path)), request_body(content = Object),
-    responses((status = 200), (status = 404, body = Problem)))]
+    responses((status = 200, body = CallbackAccepted), (status = 404, body = Problem),
+        (status = 503, body = Problem, description = "The engine is paused (`engine_paused`), or the database is unavailable (`database_unavailable`)")))]
 pub async fn callback(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
-    Path((id, token)): Path<(String, String)>,
+    ApiPath((id, token)): ApiPath<(String, String)>,
     ApiJson(data): ApiJson<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CallbackAccepted>> {
     let id = uuid_of(&id, "callback")?;
     state.engine.callback(&ctx, id, &token, data).await?;
-    Ok(Json(json!({ "process_id": id })))
+    Ok(Json(CallbackAccepted { process_id: id }))
 }
 
 /// `{"process_counts": {status: n}, "task_counts": {status: n}}`
-#[utoipa::path(get, path = "/api/processes/status-counts", tag = "processes", security(("session" = [])),
-    responses((status = 200, body = Object)))]
+#[utoipa::path(get, operation_id = "get_process_status_counts", path = "/api/processes/status-counts", tag = "processes", security(("session" = [])),
+    responses((status = 200, body = Object), (status = 403, body = Problem)))]
 pub async fn status_counts(State(state): State<AppState>, AuthUser(auth): AuthUser) -> ApiResult<Json<Value>> {
     auth.require_super_user()?;
     Ok(Json(state.engine.status_counts().await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// `start,end` (end exclusive). Default `0,20`; at most 1000 per page.
@@ -278,8 +333,8 @@ pub(crate) fn content_range(kind: &str, start: i64, count: usize, total: i64) ->
 }
 
 /// Processes, newest first unless sorted otherwise; `Content-Range: processes 0-20/1234`.
-#[utoipa::path(get, path = "/api/processes", tag = "processes", security(("session" = [])), params(ListParams),
-    responses((status = 200, body = Vec<Object>), (status = 400, body = Problem)))]
+#[utoipa::path(get, operation_id = "list_processes", path = "/api/processes", tag = "processes", security(("session" = [])), params(ListParams),
+    responses((status = 200, body = Vec<Object>), (status = 400, body = Problem), (status = 403, body = Problem)))]
 pub async fn list(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,
@@ -343,7 +398,7 @@ pub struct EngineSettings {
 
 /// `{"global_lock", "global_status": RUNNING|PAUSING|PAUSED, "running_processes"}`
 #[utoipa::path(get, path = "/api/settings/status", tag = "processes", security(("session" = [])),
-    responses((status = 200, body = Object)))]
+    responses((status = 200, body = Object), (status = 403, body = Problem)))]
 pub async fn engine_status(State(state): State<AppState>, AuthUser(auth): AuthUser) -> ApiResult<Json<Value>> {
     auth.require_super_user()?;
     Ok(Json(
@@ -353,7 +408,7 @@ pub async fn engine_status(State(state): State<AppState>, AuthUser(auth): AuthUs
 
 /// Pauses or resumes the engine.
 #[utoipa::path(put, path = "/api/settings/status", tag = "processes", security(("session" = [])),
-    request_body = EngineSettings, responses((status = 200, body = Object), (status = 400, body = Problem)))]
+    request_body = EngineSettings, responses((status = 200, body = Object), (status = 400, body = Problem), (status = 403, body = Problem)))]
 pub async fn set_engine_status(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,

@@ -2,9 +2,9 @@
 
 use crate::AppState;
 use crate::error::{ApiResult, Problem};
-use crate::extract::{ApiQuery, AuthUser};
+use crate::extract::{ApiPath, ApiQuery, AuthUser};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use muster_core::error::DomainError;
 use serde::Deserialize;
 use serde_json::Value;
@@ -22,6 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ProductParams {
     pub tag: Option<String>,
@@ -52,7 +53,7 @@ pub async fn list_products(
 pub async fn get_product(
     State(state): State<AppState>,
     AuthUser(_auth): AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let id = crate::api::processes::uuid_of(&id, "product")?;
     let c = state.subscriptions.catalogue();
@@ -63,18 +64,18 @@ pub async fn get_product(
     ))
 }
 
-#[utoipa::path(get, path = "/api/product_blocks", tag = "catalogue", security(("session" = [])),
+#[utoipa::path(get, operation_id = "list_product_blocks", path = "/api/product_blocks", tag = "catalogue", security(("session" = [])),
     responses((status = 200, body = Vec<Object>)))]
 pub async fn list_blocks(State(state): State<AppState>, AuthUser(_auth): AuthUser) -> ApiResult<Json<Vec<Value>>> {
     Ok(Json(state.subscriptions.catalogue().blocks.clone()))
 }
 
-#[utoipa::path(get, path = "/api/product_blocks/{id}", tag = "catalogue", security(("session" = [])),
+#[utoipa::path(get, operation_id = "get_product_block", path = "/api/product_blocks/{id}", tag = "catalogue", security(("session" = [])),
     params(("id" = Uuid, Path)), responses((status = 200, body = Object), (status = 404, body = Problem)))]
 pub async fn get_block(
     State(state): State<AppState>,
     AuthUser(_auth): AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let id = crate::api::processes::uuid_of(&id, "product block")?.to_string();
     state
@@ -108,7 +109,7 @@ pub async fn list_workflows(State(state): State<AppState>, AuthUser(_auth): Auth
 pub async fn get_workflow(
     State(state): State<AppState>,
     AuthUser(_auth): AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let c = state.subscriptions.catalogue();
     let w = c

@@ -3,9 +3,9 @@
 
 use crate::AppState;
 use crate::error::{ApiResult, Problem};
-use crate::extract::{AnyCaller, ApiJson, Ctx};
+use crate::extract::{AnyCaller, ApiJson, ApiPath, Ctx};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use muster_offerings::{
     AddManagerInput, ApiTokenView, CreateApiTokenInput, CreateOfferingInput, CreateProviderInput, NewApiToken,
@@ -59,7 +59,7 @@ pub async fn create_provider(
 pub async fn get_provider(
     State(state): State<AppState>,
     AnyCaller(caller): AnyCaller,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
 ) -> ApiResult<Json<ProviderView>> {
     Ok(Json(state.offerings.get_provider(&caller, &uuid).await?))
 }
@@ -72,7 +72,7 @@ pub async fn update_provider(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     AnyCaller(caller): AnyCaller,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
     ApiJson(input): ApiJson<UpdateProviderInput>,
 ) -> ApiResult<Json<ProviderView>> {
     Ok(Json(
@@ -88,21 +88,21 @@ pub async fn delete_provider(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     AnyCaller(caller): AnyCaller,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     state.offerings.delete_provider(&ctx, &caller, &uuid).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Make a directory user a manager of the provider (super-users).
-#[utoipa::path(post, path = "/api/marketplace-service-providers/{uuid}/add_manager/", tag = "providers", security(("session" = [])),
+#[utoipa::path(post, operation_id = "add_provider_manager", path = "/api/marketplace-service-providers/{uuid}/add_manager/", tag = "providers", security(("session" = [])),
     params(("uuid" = String, Path)), request_body = AddManagerInput,
     responses((status = 200, body = ProviderView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn add_manager(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     AnyCaller(caller): AnyCaller,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
     ApiJson(input): ApiJson<AddManagerInput>,
 ) -> ApiResult<Json<ProviderView>> {
     Ok(Json(
@@ -111,14 +111,14 @@ pub async fn add_manager(
 }
 
 /// Remove a manager from the provider (super-users).
-#[utoipa::path(post, path = "/api/marketplace-service-providers/{uuid}/remove_manager/", tag = "providers", security(("session" = [])),
+#[utoipa::path(post, operation_id = "remove_provider_manager", path = "/api/marketplace-service-providers/{uuid}/remove_manager/", tag = "providers", security(("session" = [])),
     params(("uuid" = String, Path)), request_body = AddManagerInput,
     responses((status = 200, body = ProviderView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn remove_manager(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     AnyCaller(caller): AnyCaller,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
     ApiJson(input): ApiJson<AddManagerInput>,
 ) -> ApiResult<Json<ProviderView>> {
     Ok(Json(
@@ -127,27 +127,27 @@ pub async fn remove_manager(
 }
 
 /// The provider's API tokens (never their keys): super-users and the provider's managers.
-#[utoipa::path(get, path = "/api/marketplace-service-providers/{uuid}/api_tokens/", tag = "providers", security(("session" = [])),
+#[utoipa::path(get, operation_id = "list_api_tokens", path = "/api/marketplace-service-providers/{uuid}/api_tokens/", tag = "providers", security(("session" = [])),
     params(("uuid" = String, Path)),
     responses((status = 200, body = [ApiTokenView]), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn list_tokens(
     State(state): State<AppState>,
     AnyCaller(caller): AnyCaller,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
 ) -> ApiResult<Json<Vec<ApiTokenView>>> {
     Ok(Json(state.offerings.list_api_tokens(&caller, &uuid).await?))
 }
 
 /// Mint an API token for the provider's agents (super-users and the provider's managers). The
 /// key is in this answer only; agents send it as `Authorization: Token <key>`.
-#[utoipa::path(post, path = "/api/marketplace-service-providers/{uuid}/api_tokens/", tag = "providers", security(("session" = [])),
+#[utoipa::path(post, operation_id = "create_api_token", path = "/api/marketplace-service-providers/{uuid}/api_tokens/", tag = "providers", security(("session" = [])),
     params(("uuid" = String, Path)), request_body = CreateApiTokenInput,
     responses((status = 201, body = NewApiToken), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn create_token(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     AnyCaller(caller): AnyCaller,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
     ApiJson(input): ApiJson<CreateApiTokenInput>,
 ) -> ApiResult<(StatusCode, Json<NewApiToken>)> {
     Ok((
@@ -157,14 +157,14 @@ pub async fn create_token(
 }
 
 /// Revoke an API token: its next use is a 401.
-#[utoipa::path(delete, path = "/api/marketplace-service-providers/{uuid}/api_tokens/{token_uuid}/", tag = "providers", security(("session" = [])),
+#[utoipa::path(delete, operation_id = "revoke_api_token", path = "/api/marketplace-service-providers/{uuid}/api_tokens/{token_uuid}/", tag = "providers", security(("session" = [])),
     params(("uuid" = String, Path), ("token_uuid" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn revoke_token(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     AnyCaller(caller): AnyCaller,
-    Path((uuid, token_uuid)): Path<(String, String)>,
+    ApiPath((uuid, token_uuid)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     state
         .offerings
@@ -206,7 +206,7 @@ pub async fn create_offering(
 pub async fn get_offering(
     State(state): State<AppState>,
     AnyCaller(caller): AnyCaller,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
 ) -> ApiResult<Json<OfferingView>> {
     Ok(Json(state.offerings.get_offering(&caller, &uuid).await?))
 }
@@ -219,7 +219,7 @@ pub async fn update_offering(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     AnyCaller(caller): AnyCaller,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
     ApiJson(input): ApiJson<UpdateOfferingInput>,
 ) -> ApiResult<Json<OfferingView>> {
     Ok(Json(
@@ -235,7 +235,7 @@ pub async fn delete_offering(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     AnyCaller(caller): AnyCaller,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     state.offerings.delete_offering(&ctx, &caller, &uuid).await?;
     Ok(StatusCode::NO_CONTENT)

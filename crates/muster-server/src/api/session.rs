@@ -2,9 +2,9 @@
 
 use crate::AppState;
 use crate::error::{ApiResult, Problem};
-use crate::extract::{ApiJson, ApiQuery, AuthUser, Ctx};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, AuthUser, Ctx};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use muster_directory::{LoginInput, LoginOutcome, SessionView, UserTarget};
 use serde::{Deserialize, Serialize};
@@ -38,7 +38,7 @@ pub async fn login(
 }
 
 /// The caller's session (verifies the token).
-#[utoipa::path(get, path = "/api/session", tag = "session", security(("session" = [])),
+#[utoipa::path(get, operation_id = "get_session", path = "/api/session", tag = "session", security(("session" = [])),
     responses((status = 200, body = SessionView), (status = 401, body = Problem)))]
 pub async fn current(State(state): State<AppState>, AuthUser(auth): AuthUser) -> ApiResult<Json<SessionView>> {
     Ok(Json(state.directory.current_session(&auth).await?))
@@ -53,7 +53,7 @@ pub async fn logout(State(state): State<AppState>, Ctx(ctx): Ctx, AuthUser(auth)
 }
 
 /// Renew the caller's session: the idle clock restarts; the absolute expiry stays.
-#[utoipa::path(post, path = "/api/session/renew", tag = "session", security(("session" = [])),
+#[utoipa::path(post, operation_id = "renew_session", path = "/api/session/renew", tag = "session", security(("session" = [])),
     responses((status = 200, body = SessionView), (status = 401, body = Problem)))]
 pub async fn renew(
     State(state): State<AppState>,
@@ -75,7 +75,7 @@ pub struct VerifyOutcome {
 }
 
 /// Whether another session token is valid (super-user only).
-#[utoipa::path(post, path = "/api/session/verify", tag = "session", security(("session" = [])), request_body = VerifyInput,
+#[utoipa::path(post, operation_id = "verify_session_token", path = "/api/session/verify", tag = "session", security(("session" = [])), request_body = VerifyInput,
     responses((status = 200, body = VerifyOutcome), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn verify(
     State(state): State<AppState>,
@@ -88,13 +88,14 @@ pub async fn verify(
 }
 
 /// The caller's live sessions (never their tokens).
-#[utoipa::path(get, path = "/api/sessions", tag = "session", security(("session" = [])),
+#[utoipa::path(get, operation_id = "list_sessions", path = "/api/sessions", tag = "session", security(("session" = [])),
     responses((status = 200, body = [SessionView]), (status = 401, body = Problem)))]
 pub async fn list(State(state): State<AppState>, AuthUser(auth): AuthUser) -> ApiResult<Json<Vec<SessionView>>> {
     Ok(Json(state.directory.list_sessions(&auth, UserTarget::Me).await?))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeAllParams {
     /// Keep the session this request came with. Default false.
@@ -107,7 +108,7 @@ pub struct Revoked {
 }
 
 /// End all of the caller's sessions.
-#[utoipa::path(delete, path = "/api/sessions", tag = "session", security(("session" = [])), params(RevokeAllParams),
+#[utoipa::path(delete, operation_id = "revoke_own_sessions", path = "/api/sessions", tag = "session", security(("session" = [])), params(RevokeAllParams),
     responses((status = 200, body = Revoked), (status = 401, body = Problem)))]
 pub async fn revoke_all(
     State(state): State<AppState>,
@@ -128,14 +129,14 @@ pub async fn revoke_all(
 }
 
 /// End one of the caller's sessions.
-#[utoipa::path(delete, path = "/api/sessions/{session_id}", tag = "session", security(("session" = [])),
+#[utoipa::path(delete, operation_id = "revoke_session", path = "/api/sessions/{session_id}", tag = "session", security(("session" = [])),
     params(("session_id" = Uuid, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem)))]
 pub async fn revoke(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     AuthUser(auth): AuthUser,
-    Path(session_id): Path<String>,
+    ApiPath(session_id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let id = Uuid::parse_str(&session_id).map_err(|_| muster_core::DomainError::not_found("session"))?;
     state.directory.revoke_session(&auth.ctx(ctx), &auth, id).await?;

@@ -3,9 +3,9 @@
 use crate::AppState;
 use crate::api::processes::{content_range, filter_pairs, parse_range, parse_sort};
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::{ApiQuery, AuthUser, Ctx};
+use crate::extract::{ApiPath, ApiQuery, AuthUser, Ctx};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use muster_core::error::{DomainError, codes};
@@ -31,6 +31,7 @@ fn bad(field: &str, msg: impl Into<String>) -> ApiError {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// `start,end` (end exclusive). Default `0,20`.
@@ -45,8 +46,8 @@ pub struct ListParams {
 }
 
 /// Subscriptions with filters, sorting and paging; `Content-Range: subscriptions 0-20/57`.
-#[utoipa::path(get, path = "/api/subscriptions", tag = "subscriptions", security(("session" = [])), params(ListParams),
-    responses((status = 200, body = Vec<Object>), (status = 400, body = Problem)))]
+#[utoipa::path(get, operation_id = "list_subscriptions", path = "/api/subscriptions", tag = "subscriptions", security(("session" = [])), params(ListParams),
+    responses((status = 200, body = Vec<Object>), (status = 400, body = Problem), (status = 403, body = Problem)))]
 pub async fn list(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,
@@ -99,14 +100,14 @@ pub async fn list(
 /// The subscription's domain model: fields, fixed inputs, blocks (a User's group nested),
 /// `in_use_by_ids` / `depends_on_ids`. Answers with an `ETag`; a request whose `If-None-Match`
 /// names the current one gets 304 without a body.
-#[utoipa::path(get, path = "/api/subscriptions/domain-model/{id}", tag = "subscriptions", security(("session" = [])),
+#[utoipa::path(get, operation_id = "get_subscription_domain_model", path = "/api/subscriptions/domain-model/{id}", tag = "subscriptions", security(("session" = [])),
     params(("id" = Uuid, Path), ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer")),
-    responses((status = 200, body = Object, headers(("ETag" = String))), (status = 304), (status = 404, body = Problem)))]
+    responses((status = 200, body = Object, headers(("ETag" = String))), (status = 304), (status = 404, body = Problem), (status = 403, body = Problem)))]
 pub async fn domain_model(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     auth.require_super_user()?;
     let id = crate::api::processes::uuid_of(&id, "subscription")?;
@@ -144,12 +145,12 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 /// The workflows per target, each with a `reason` when it may not start now.
-#[utoipa::path(get, path = "/api/subscriptions/workflows/{id}", tag = "subscriptions", security(("session" = [])),
-    params(("id" = Uuid, Path)), responses((status = 200, body = Object), (status = 404, body = Problem)))]
+#[utoipa::path(get, operation_id = "list_subscription_workflows", path = "/api/subscriptions/workflows/{id}", tag = "subscriptions", security(("session" = [])),
+    params(("id" = Uuid, Path)), responses((status = 200, body = Object), (status = 404, body = Problem), (status = 403, body = Problem)))]
 pub async fn workflows(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     auth.require_super_user()?;
     let id = crate::api::processes::uuid_of(&id, "subscription")?;
@@ -157,13 +158,13 @@ pub async fn workflows(
 }
 
 /// Marks a subscription in sync (recovery); 409 while an unfinished process holds it.
-#[utoipa::path(put, path = "/api/subscriptions/{id}/set_in_sync", tag = "subscriptions", security(("session" = [])),
-    params(("id" = Uuid, Path)), responses((status = 200), (status = 404, body = Problem), (status = 409, body = Problem)))]
+#[utoipa::path(put, operation_id = "set_subscription_in_sync", path = "/api/subscriptions/{id}/set_in_sync", tag = "subscriptions", security(("session" = [])),
+    params(("id" = Uuid, Path)), responses((status = 200), (status = 404, body = Problem), (status = 409, body = Problem), (status = 403, body = Problem)))]
 pub async fn set_in_sync(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,
     Ctx(ctx): Ctx,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     auth.require_super_user()?;
     let id = crate::api::processes::uuid_of(&id, "subscription")?;
@@ -174,14 +175,14 @@ pub async fn set_in_sync(
 /// Deletes an `initial` or `terminated` subscription (its blocks, relations and process links;
 /// the processes keep their history). 409 with the reason while it is in another status, other
 /// subscriptions depend on it, or an unfinished process holds it.
-#[utoipa::path(delete, path = "/api/subscriptions/{id}", tag = "subscriptions", security(("session" = [])),
+#[utoipa::path(delete, operation_id = "delete_subscription", path = "/api/subscriptions/{id}", tag = "subscriptions", security(("session" = [])),
     params(("id" = Uuid, Path)),
-    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem), (status = 403, body = Problem)))]
 pub async fn delete(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,
     Ctx(ctx): Ctx,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     auth.require_super_user()?;
     let id = crate::api::processes::uuid_of(&id, "subscription")?;

@@ -2,9 +2,9 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::{ApiJson, ApiQuery, AuthUser, BearerToken, Ctx};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, AuthUser, BearerToken, Ctx};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use muster_core::directory::create::CreateUserInput;
 use muster_core::directory::update::UpdateUserInput;
@@ -50,7 +50,7 @@ fn user_id(raw: &str) -> Result<UserId, ApiError> {
 ///
 /// The answer is the user enriched with every server-assigned value. A password that was not
 /// given is generated (192 bits) and never shown.
-#[utoipa::path(post, path = "/api/users", tag = "users", security(("session" = [])), request_body = CreateUserInput,
+#[utoipa::path(post, operation_id = "create_user", path = "/api/users", tag = "users", security(("session" = [])), request_body = CreateUserInput,
     responses(
         (status = 201, body = UserView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 409, body = Problem, description = "E001002 username exists"),
@@ -68,6 +68,7 @@ pub async fn create(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
     /// Exact, case-insensitive.
@@ -88,7 +89,7 @@ pub struct SearchParams {
 }
 
 /// Search users (super-user only), with Zato's paging metadata.
-#[utoipa::path(get, path = "/api/users", tag = "users", security(("session" = [])), params(SearchParams),
+#[utoipa::path(get, operation_id = "list_users", path = "/api/users", tag = "users", security(("session" = [])), params(SearchParams),
     responses((status = 200, body = SearchPage), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn search(
     State(state): State<AppState>,
@@ -157,7 +158,8 @@ pub struct ChangePasswordInput {
 
 /// Change the caller's password. The old password is required; the caller's other sessions end.
 #[utoipa::path(put, path = "/api/users/me/password", tag = "users", security(("session" = [])), request_body = ChangePasswordInput,
-    responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem, description = "E005001 old password wrong")))]
+    responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem, description = "E005001 old password wrong"),
+        (status = 429, body = Problem, description = "Too many wrong passwords (counted like logins); see Retry-After")))]
 pub async fn change_own_password(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
@@ -256,7 +258,7 @@ pub async fn disable_totp(
 pub async fn get_user(
     State(state): State<AppState>,
     BearerToken(token): BearerToken,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<UserView>> {
     // Authentication and the read share one database round trip: this is the hottest path.
     let id = match user_id(&id) {
@@ -278,7 +280,7 @@ pub async fn update_user(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     AuthUser(auth): AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(input): ApiJson<UpdateUserInput>,
 ) -> ApiResult<Json<UserView>> {
     let id = user_id(&id)?;
@@ -298,7 +300,7 @@ pub async fn delete_user(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     AuthUser(auth): AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     state
         .directory
@@ -308,12 +310,12 @@ pub async fn delete_user(
 }
 
 macro_rules! flag_action {
-    ($name:ident, $path:literal, $doc:literal, $call:ident, $value:expr) => {
+    ($name:ident, $op:literal, $path:literal, $doc:literal, $call:ident, $value:expr) => {
         #[doc = $doc]
-        #[utoipa::path(post, path = $path, tag = "users", security(("session" = [])),
+        #[utoipa::path(post, operation_id = $op, path = $path, tag = "users", security(("session" = [])),
             params(("user_id" = String, Path, description = "musr… id or UUID")),
             responses((status = 200, body = UserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-        pub async fn $name(State(state): State<AppState>, Ctx(ctx): Ctx, AuthUser(auth): AuthUser, Path(id): Path<String>) -> ApiResult<Json<UserView>> {
+        pub async fn $name(State(state): State<AppState>, Ctx(ctx): Ctx, AuthUser(auth): AuthUser, ApiPath(id): ApiPath<String>) -> ApiResult<Json<UserView>> {
             let id = user_id(&id)?;
             Ok(Json(state.directory.$call(&auth.ctx(ctx), &auth, id, $value).await?))
         }
@@ -322,6 +324,7 @@ macro_rules! flag_action {
 
 flag_action!(
     lock,
+    "lock_user",
     "/api/users/{user_id}/lock",
     "Lock a user (super-user only). Their sessions end.",
     set_locked,
@@ -329,6 +332,7 @@ flag_action!(
 );
 flag_action!(
     unlock,
+    "unlock_user",
     "/api/users/{user_id}/unlock",
     "Unlock a user (super-user only).",
     set_locked,
@@ -336,6 +340,7 @@ flag_action!(
 );
 flag_action!(
     approve,
+    "approve_user",
     "/api/users/{user_id}/approve",
     "Approve a user (super-user only).",
     set_approval,
@@ -343,6 +348,7 @@ flag_action!(
 );
 flag_action!(
     reject,
+    "reject_user",
     "/api/users/{user_id}/reject",
     "Reject a user (super-user only). Their sessions end; the user is kept.",
     set_approval,
@@ -361,14 +367,14 @@ pub struct SetPasswordInput {
 }
 
 /// Set another user's password (super-user only; no old password). Their sessions end.
-#[utoipa::path(put, path = "/api/users/{user_id}/password", tag = "users", security(("session" = [])), request_body = SetPasswordInput,
+#[utoipa::path(put, operation_id = "set_user_password", path = "/api/users/{user_id}/password", tag = "users", security(("session" = [])), request_body = SetPasswordInput,
     params(("user_id" = String, Path, description = "musr… id or UUID")),
     responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn set_password(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     AuthUser(auth): AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(input): ApiJson<SetPasswordInput>,
 ) -> ApiResult<StatusCode> {
     let id = user_id(&id)?;
@@ -387,13 +393,13 @@ pub async fn set_password(
 }
 
 /// A user's live sessions (super-user, or the user themself).
-#[utoipa::path(get, path = "/api/users/{user_id}/sessions", tag = "session", security(("session" = [])),
+#[utoipa::path(get, operation_id = "list_user_sessions", path = "/api/users/{user_id}/sessions", tag = "session", security(("session" = [])),
     params(("user_id" = String, Path, description = "musr… id or UUID")),
-    responses((status = 200, body = [SessionView]), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = [SessionView]), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn user_sessions(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Vec<SessionView>>> {
     Ok(Json(
         state
@@ -406,12 +412,12 @@ pub async fn user_sessions(
 /// End all of a user's sessions (super-user, or the user themself).
 #[utoipa::path(delete, path = "/api/users/{user_id}/sessions", tag = "session", security(("session" = [])),
     params(("user_id" = String, Path, description = "musr… id or UUID")),
-    responses((status = 200, body = Revoked), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = Revoked), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn revoke_user_sessions(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     AuthUser(auth): AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Revoked>> {
     let id = user_id(&id)?;
     let revoked = state

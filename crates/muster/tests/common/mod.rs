@@ -192,6 +192,11 @@ impl Server {
             .unwrap_or_default()
     }
 
+    /// The server's data directory (its key), for `muster user …` against the same database.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data_dir.path()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
