@@ -26,7 +26,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Wakes the event sequencer and the stream's followers.
     pub events: events::EventHub,
-    pub engine: muster_engine::Engine<muster_workflows::Deps>,
+    /// Starting and steering workflows (the engine, behind its permission checks).
+    pub processes: muster_workflows::Processes,
     pub subscriptions: muster_workflows::Subscriptions,
     /// Providers, offerings and offering accounts.
     pub offerings: muster_offerings::Offerings,

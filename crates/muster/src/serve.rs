@@ -61,7 +61,7 @@ pub async fn run(resolved: Resolved) -> Result<()> {
         stop_rx,
     )));
     let state = AppState {
-        engine,
+        processes: muster_workflows::Processes::new(engine),
         subscriptions,
         events,
         offerings: muster_offerings::Offerings::new(directory.store().clone()),
