@@ -40,13 +40,15 @@ pub struct HttpOptions {
     pub request_timeout: Duration,
 }
 
-/// The whole application: API, docs, health and metrics, with every middleware applied.
-pub fn app(state: AppState, options: &HttpOptions) -> Router {
+/// The whole application: API, docs, health and metrics, and `pages` (the web console, served
+/// beside the API under the same middleware), with every middleware applied.
+pub fn app(state: AppState, options: &HttpOptions, pages: Router<AppState>) -> Router {
     let (api, doc) = api::router().split_for_parts();
     let docs = utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/openapi.json", doc);
     Router::new()
         .merge(api)
         .merge(docs)
+        .merge(pages)
         .route("/metrics", axum::routing::get(middleware::metrics_endpoint))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)

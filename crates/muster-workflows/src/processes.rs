@@ -110,8 +110,6 @@ impl Processes {
     /// The version and step names of workflow `name`'s current definition (the catalogue is
     /// readable by every signed-in person).
     pub fn workflow_steps(&self, _auth: &Auth, name: &str) -> Option<(i32, Vec<&'static str>)> {
-        self.engine
-            .workflow(name)
-            .map(|def| (def.version, def.step_names()))
+        self.engine.workflow(name).map(|def| (def.version, def.step_names()))
     }
 }

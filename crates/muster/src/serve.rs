@@ -73,7 +73,11 @@ pub async fn run(resolved: Resolved) -> Result<()> {
         max_body_bytes: resolved.max_body_bytes,
         request_timeout: Duration::from_secs(resolved.request_timeout_secs),
     };
-    let app = muster_server::app(state, &options);
+    let console = muster_console::router(muster_console::ConsoleOptions {
+        secure_cookies: resolved.console_secure_cookies,
+        admin_username: resolved.admin_username.clone(),
+    });
+    let app = muster_server::app(state, &options, console);
 
     let listener = tokio::net::TcpListener::bind(resolved.listen)
         .await
