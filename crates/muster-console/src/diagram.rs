@@ -10,9 +10,9 @@ use muster_core::offering::lifecycle::{AccountState, TRANSITIONS};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-const BOX_W: i32 = 178;
+const BOX_W: i32 = 212;
 const BOX_H: i32 = 46;
-const COL: i32 = 250;
+const COL: i32 = 270;
 const ROW: i32 = 86;
 const PAD: i32 = 16;
 
@@ -80,7 +80,7 @@ pub fn svg(count: impl Fn(AccountState) -> i64, href: impl Fn(AccountState) -> S
     let mut out = String::new();
     let _ = write!(
         out,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" aria-labelledby="lifecycle-title"><title id="lifecycle-title">Offering-account lifecycle: states, the number of accounts in each, and the allowed transitions</title><defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#5b6670"/></marker></defs>"##
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="group" aria-labelledby="lifecycle-title"><title id="lifecycle-title">Offering-account lifecycle: states, the number of accounts in each, and the allowed transitions</title><defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#5b6670"/></marker></defs>"##
     );
     for ((from, to), actions) in edges() {
         let (fx, fy) = pos[&from];

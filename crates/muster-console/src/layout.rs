@@ -121,9 +121,9 @@ impl Layout {
         }
     }
 
-    /// Follows `streams` (comma-separated) live while the page is open.
-    pub fn live(mut self, streams: &str) -> Self {
-        self.live = Some(format!("/live?streams={streams}"));
+    /// Follows muster's event streams while the page is open, at `url` (see `live::url`).
+    pub fn live(mut self, url: String) -> Self {
+        self.live = Some(url);
         self
     }
 }
@@ -139,6 +139,9 @@ pub fn render_status<T: Template>(status: StatusCode, t: &T) -> Response {
     }
 }
 
+/// Renders a page with 200. A form shown again with what went wrong is such a page too: the
+/// messages are in it (next to their fields, announced as alerts), and a browser treats a
+/// document answered 4xx as a failed load.
 pub fn render<T: Template>(t: &T) -> Response {
     render_status(StatusCode::OK, t)
 }

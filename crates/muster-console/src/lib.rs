@@ -109,6 +109,9 @@ pub fn router(options: ConsoleOptions) -> Router<AppState> {
 /// Headers every console answer carries: pages are never cached (they show a person's data),
 /// are not framed, and run under [`CSP`] even when nothing else sets one.
 async fn page_headers(req: Request, next: Next) -> Response {
+    // A one-time message is shown by the next full page, then forgotten.
+    let had_flash =
+        !req.headers().contains_key("hx-request") && cookies::Cookies::of(req.headers()).get(cookies::FLASH).is_some();
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     let is_html = h
@@ -126,6 +129,9 @@ async fn page_headers(req: Request, next: Next) -> Response {
             .or_insert(HeaderValue::from_static("same-origin"));
         h.entry(header::X_CONTENT_TYPE_OPTIONS)
             .or_insert(HeaderValue::from_static("nosniff"));
+        if had_flash && let Ok(v) = HeaderValue::from_str(&cookies::clear(cookies::FLASH, "/", false)) {
+            h.append(header::SET_COOKIE, v);
+        }
     }
     resp
 }

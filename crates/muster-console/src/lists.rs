@@ -107,15 +107,21 @@ pub fn line(cells: &[String]) -> String {
 }
 
 /// A streamed CSV answer: `header`, then the rows `fetch(offset)` returns, page after page,
-/// until a page comes back short. An error mid-way ends the download early (the browser shows
-/// it as failed: the status line was already sent) and is logged.
-pub fn csv<F, Fut>(filename: &str, header: &[&str], fetch: F) -> Response
+/// until a page comes back short. The first page is read before answering, so a refusal (no
+/// permission, a bad filter) is an ordinary error page; an error later ends the download early
+/// (the browser shows it as failed: the status line was already sent) and is logged.
+pub async fn csv<F, Fut>(filename: &str, header: &[&str], fetch: F) -> Result<Response, muster_core::DomainError>
 where
     F: Fn(i64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Vec<Vec<String>>, muster_core::DomainError>> + Send + 'static,
 {
-    let head = line(&header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>());
-    let body = Body::from_stream(rows(head, fetch));
+    let first = fetch(0).await?;
+    let mut head = line(&header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>());
+    for r in &first {
+        head.push_str(&line(r));
+    }
+    let next = (first.len() as i64 >= EXPORT_PAGE).then_some(first.len() as i64);
+    let body = Body::from_stream(rows(head, next, fetch));
     let mut resp = body.into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -126,16 +132,16 @@ where
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
+    Ok(resp)
 }
 
-fn rows<F, Fut>(head: String, fetch: F) -> impl Stream<Item = Result<Bytes, std::io::Error>>
+fn rows<F, Fut>(head: String, next: Option<i64>, fetch: F) -> impl Stream<Item = Result<Bytes, std::io::Error>>
 where
     F: Fn(i64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Vec<Vec<String>>, muster_core::DomainError>> + Send + 'static,
 {
     // State: (offset of the next page, or None when done; the header still to send).
-    futures_util::stream::unfold((Some(0i64), Some(head), fetch), |(offset, head, fetch)| async move {
+    futures_util::stream::unfold((next, Some(head), fetch), |(offset, head, fetch)| async move {
         if let Some(h) = head {
             return Some((Ok(Bytes::from(h)), (offset, None, fetch)));
         }

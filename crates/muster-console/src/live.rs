@@ -31,6 +31,22 @@ const REAUTH: Duration = Duration::from_secs(15);
 #[derive(Deserialize)]
 pub struct LiveParams {
     streams: String,
+    /// `stream:seq,…`: where each stream stood when the page was read (see [`url`]).
+    from: Option<String>,
+}
+
+/// The URL a page follows `streams` (comma-separated) at: each stream's position is read now,
+/// *before* the page reads what it shows, so no change between the page's read and the
+/// connection is missed (one seen twice only refreshes a fragment again).
+pub async fn url(state: &AppState, viewer: &Viewer, streams: &str) -> String {
+    let caller = viewer.caller();
+    let mut from = Vec::new();
+    for a in access(state, &caller, streams).await {
+        if let Ok(seq) = state.directory.last_event_seq_with(&a).await {
+            from.push(format!("{}:{seq}", a.stream));
+        }
+    }
+    format!("/live?streams={streams}&from={}", from.join(","))
 }
 
 /// The name of the message about one changed thing.
@@ -77,9 +93,21 @@ pub async fn stream(
     if allowed.is_empty() {
         return Err(DomainError::super_user_required().into());
     }
+    let given = |stream: &str| {
+        p.from.as_deref().unwrap_or("").split(',').find_map(|pair| {
+            let (s, seq) = pair.split_once(':')?;
+            (s == stream).then(|| seq.parse::<i64>().ok()).flatten()
+        })
+    };
     let mut streams = Vec::new();
     for a in allowed {
-        let from = state.directory.last_event_seq_with(&a).await?;
+        let now = state.directory.last_event_seq_with(&a).await?;
+        // From where the page stood, unless that is past what retention kept (then from now:
+        // the page is reloaded by the person anyway) or ahead of the stream.
+        let from = match given(a.stream) {
+            Some(seq) if seq <= now && state.directory.check_cursor_with(&a, seq).await.is_ok() => seq,
+            _ => now,
+        };
         streams.push((a, from));
     }
     let token = Cookies::of(&headers)

@@ -194,6 +194,7 @@ fn row_of(a: OfferingUserView) -> Row {
 
 /// `GET /accounts`.
 pub async fn list(State(state): State<AppState>, viewer: Viewer, Query(params): Query) -> PageResult {
+    let live = crate::live::url(&state, &viewer, "offering_users").await;
     let f = filter(&params, params.page(), params.page_size())?;
     let caller = viewer.caller();
     let (total, items) = state.offerings.list_accounts(&caller, &f).await?;
@@ -212,7 +213,7 @@ pub async fn list(State(state): State<AppState>, viewer: Viewer, Query(params): 
     .collect();
     let can_manage = viewer.is_super_user() || !providers.is_empty();
     Ok(render(&AccountsPage {
-        layout: Layout::new(&viewer, "Offering accounts", "accounts").live("offering_users"),
+        layout: Layout::new(&viewer, "Offering accounts", "accounts").live(live),
         rows: items.into_iter().map(|a| row_of(a)).collect(),
         pager,
         sorts,
@@ -277,7 +278,8 @@ pub async fn csv(State(state): State<AppState>, viewer: Viewer, Query(params): Q
                     .collect())
             }
         },
-    ))
+    )
+    .await?)
 }
 
 /// Whether `actor` (as history records it) is the viewer.
@@ -329,13 +331,14 @@ impl AccountPage {
 
 /// `GET /accounts/{uuid}`: the account and its history.
 pub async fn detail(State(state): State<AppState>, viewer: Viewer, Path(uuid): Path<String>) -> PageResult {
+    let live = crate::live::url(&state, &viewer, "offering_users").await;
     let caller = viewer.caller();
     let a = state.offerings.get_account(&caller, &uuid).await?;
     let history = state.offerings.history(&caller, &uuid).await?;
     let providers = providers(&state, &viewer).await?;
     let can_manage = viewer.is_super_user() || !providers.is_empty();
     Ok(render(&AccountPage {
-        layout: Layout::new(&viewer, format!("Account of {}", a.user_username), "accounts").live("offering_users"),
+        layout: Layout::new(&viewer, format!("Account of {}", a.user_username), "accounts").live(live),
         row: row_of(a),
         history,
         can_manage,

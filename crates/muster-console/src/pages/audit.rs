@@ -127,5 +127,6 @@ pub async fn csv(State(state): State<AppState>, viewer: Viewer, Query(params): Q
                     .collect())
             }
         },
-    ))
+    )
+    .await?)
 }

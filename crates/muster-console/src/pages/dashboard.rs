@@ -77,6 +77,7 @@ pub async fn page(State(state): State<AppState>, viewer: Viewer) -> PageResult {
     }
     let caller = viewer.caller();
     let mut cards = Vec::new();
+    let live = crate::live::url(&state, &viewer, "processes,offering_users").await;
     let (mut engine_status, mut engine_paused, mut running) = (String::new(), false, 0);
     if super_user {
         let counts = state.processes.status_counts(&viewer.auth).await?;
@@ -173,7 +174,7 @@ pub async fn page(State(state): State<AppState>, viewer: Viewer) -> PageResult {
         |s| states_href(&[s], None),
     );
     Ok(render(&DashboardPage {
-        layout: Layout::new(&viewer, "Dashboard", "dashboard").live("processes,offering_users"),
+        layout: Layout::new(&viewer, "Dashboard", "dashboard").live(live),
         super_user,
         cards,
         providers,

@@ -9,11 +9,11 @@
 
 use crate::auth::{self, PRE_SESSION, SESSION, SecureCookies, Viewer};
 use crate::cookies::{self, Cookies};
-use crate::layout::{Layout, render, render_status};
+use crate::layout::{Layout, render};
 use askama::Template;
 use axum::Form;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use muster_core::error::{DomainError, ErrorKind, codes};
 use muster_directory::LoginInput;
@@ -185,7 +185,7 @@ pub async fn step(
     let Some(mut pending) = opened else {
         let mut p = login_page(&state, &options, "password", csrf, next);
         p.error = Some("That sign-in took too long. Please start again.".into());
-        return render_status(StatusCode::UNAUTHORIZED, &p);
+        return render(&p);
     };
     if let Some(code) = f.totp_code.filter(|c| !c.trim().is_empty()) {
         pending.t = Some(code.trim().to_owned());
@@ -196,7 +196,7 @@ pub async fn step(
             p.username = pending.u;
             p.reason = "Choose a new password.".into();
             p.error = Some("The two new passwords differ.".into());
-            return render_status(StatusCode::BAD_REQUEST, &p);
+            return render(&p);
         }
         (Some(a), _) if !a.is_empty() => Some(a),
         _ => None,
@@ -246,10 +246,10 @@ async fn attempt(
                     .seal(&serde_json::to_string(p).unwrap_or_default());
                 cookies::set(PENDING, &sealed, "/login", Some(PENDING_SECS), secure)
             };
-            let (status, set) = match e.code {
+            let set = match e.code {
                 codes::TOTP_MISSING => {
                     p.step = "totp";
-                    (StatusCode::UNAUTHORIZED, vec![keep(&pending)])
+                    vec![keep(&pending)]
                 }
                 codes::PASSWORD_MUST_CHANGE | codes::PASSWORD_EXPIRED => {
                     p.step = "new_password";
@@ -258,30 +258,27 @@ async fn attempt(
                     } else {
                         "Your password must be changed before you continue.".into()
                     };
-                    (StatusCode::FORBIDDEN, vec![keep(&pending)])
+                    vec![keep(&pending)]
                 }
                 _ if had_new_password && e.kind == ErrorKind::Invalid => {
                     // The new password was refused by the policy: ask again, keep the rest.
                     p.step = "new_password";
                     p.reason = "Choose a new password.".into();
                     p.error = Some(e.message.clone());
-                    (StatusCode::BAD_REQUEST, vec![keep(&pending)])
+                    vec![keep(&pending)]
                 }
                 codes::NOT_ALLOWED if pending.t.is_some() => {
                     p.step = "totp";
                     p.error = Some("That code is not right (or was used already). Enter the current one.".into());
                     let again = Pending { t: None, ..pending };
-                    (StatusCode::UNAUTHORIZED, vec![keep(&again)])
+                    vec![keep(&again)]
                 }
                 _ => {
                     p.error = Some(message(&e));
-                    (
-                        muster_server::error::status_of(e.kind),
-                        vec![cookies::clear(PENDING, "/login", secure)],
-                    )
+                    vec![cookies::clear(PENDING, "/login", secure)]
                 }
             };
-            with_cookies(render_status(status, &p), &set)
+            with_cookies(render(&p), &set)
         }
     }
 }

@@ -2,12 +2,11 @@
 //! own sessions, and the person's offering accounts with what each hosting site asks of them.
 
 use crate::auth::{SecureCookies, Viewer};
-use crate::layout::{Layout, render, render_status};
+use crate::layout::{Layout, render};
 use crate::pages::{PageResult, badge_class, done, when};
 use askama::Template;
 use axum::Form;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use muster_core::directory::UserView;
 use muster_directory::{SessionView, UserTarget};
@@ -118,7 +117,7 @@ pub async fn change_password(
         Err(message) => {
             let mut p = me_page(&state, &viewer).await?;
             p.password_error = Some(message);
-            Ok(render_status(StatusCode::BAD_REQUEST, &p))
+            Ok(render(&p))
         }
     }
 }
@@ -151,7 +150,7 @@ pub async fn begin_totp(State(state): State<AppState>, viewer: Viewer, Form(f): 
                 muster_core::error::codes::NOT_ALLOWED => "The password (or current code) is not right.".into(),
                 _ => e.message,
             });
-            Ok(render_status(StatusCode::BAD_REQUEST, &p))
+            Ok(render(&p))
         }
     }
 }
@@ -186,7 +185,7 @@ pub async fn confirm_totp(
                 }
                 _ => e.message,
             });
-            Ok(render_status(StatusCode::BAD_REQUEST, &p))
+            Ok(render(&p))
         }
     }
 }
@@ -216,7 +215,7 @@ pub async fn disable_totp(
                 muster_core::error::codes::NOT_ALLOWED => "The password or code is not right.".into(),
                 _ => e.message,
             });
-            Ok(render_status(StatusCode::BAD_REQUEST, &p))
+            Ok(render(&p))
         }
     }
 }

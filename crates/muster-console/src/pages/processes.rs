@@ -4,13 +4,12 @@
 
 use crate::auth::{SecureCookies, Viewer};
 use crate::forms::{self, Widget};
-use crate::layout::{Layout, render, render_status};
+use crate::layout::{Layout, render};
 use crate::lists::{self, Pager, SortLink};
 use crate::pages::{PageResult, badge_class, done, when_str};
 use crate::urls::{FormData, Params, Query};
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use muster_core::error::{DomainError, codes};
 use muster_core::workflow::ProcessStatus;
 use muster_core::workflow::form::FormStop;
@@ -100,6 +99,7 @@ fn query(p: &Params, offset: i64, limit: i64) -> Result<ProcessQuery, DomainErro
 
 /// `GET /processes`.
 pub async fn list(State(state): State<AppState>, viewer: Viewer, Query(params): Query) -> PageResult {
+    let live = crate::live::url(&state, &viewer, "processes").await;
     let q = query(&params, Pager::offset(&params), params.page_size())?;
     let page = state.processes.list(&viewer.auth, &q).await?;
     let tasks = params.get("tab") == Some("tasks");
@@ -126,7 +126,7 @@ pub async fn list(State(state): State<AppState>, viewer: Viewer, Query(params): 
     .map(|(c, l)| SortLink::new(&params, "/processes", c, l))
     .collect();
     Ok(render(&ProcessesPage {
-        layout: Layout::new(&viewer, if tasks { "Tasks" } else { "Processes" }, "processes").live("processes"),
+        layout: Layout::new(&viewer, if tasks { "Tasks" } else { "Processes" }, "processes").live(live),
         tasks,
         processes: page.items,
         statuses,
@@ -179,7 +179,8 @@ pub async fn csv(State(state): State<AppState>, viewer: Viewer, Query(params): Q
                     .collect())
             }
         },
-    ))
+    )
+    .await?)
 }
 
 // --- one process -----------------------------------------------------------------------------
@@ -235,6 +236,7 @@ fn steps_of(view: &ProcessView) -> Vec<Step> {
 #[template(path = "process.html")]
 struct ProcessPage {
     layout: Layout,
+    csrf: String,
     p: ProcessView,
     steps: Vec<Step>,
     resumable: bool,
@@ -258,6 +260,9 @@ impl ProcessPage {
 #[derive(Template)]
 #[template(path = "process_timeline.html")]
 struct TimelineFragment {
+    csrf: String,
+    resumable: bool,
+    abortable: bool,
     p: ProcessView,
     steps: Vec<Step>,
     running: bool,
@@ -269,7 +274,22 @@ impl TimelineFragment {
     }
 }
 
-fn process_page(viewer: &Viewer, view: ProcessView, values: &Map<String, Value>, errors: &Value) -> ProcessPage {
+/// A failed or waiting process can be retried (a suspended one waits for its form instead).
+fn resumable(status: Option<ProcessStatus>) -> bool {
+    status.is_some_and(|s| ProcessStatus::RESUMABLE.contains(&s) && s != ProcessStatus::Suspended)
+}
+
+fn abortable(status: Option<ProcessStatus>) -> bool {
+    status.is_some_and(|s| s.next().contains(&ProcessStatus::Aborted))
+}
+
+fn process_page(
+    viewer: &Viewer,
+    live: String,
+    view: ProcessView,
+    values: &Map<String, Value>,
+    errors: &Value,
+) -> ProcessPage {
     let status = ProcessStatus::parse(&view.last_status);
     let form = view.form.clone().unwrap_or(Value::Null);
     let fields: Vec<String> = form["properties"]
@@ -278,10 +298,11 @@ fn process_page(viewer: &Viewer, view: ProcessView, values: &Map<String, Value>,
         .unwrap_or_default();
     let by_field = forms::errors_by_field(errors, &fields);
     ProcessPage {
-        layout: Layout::new(viewer, format!("Process {}", view.workflow_name), "processes").live("processes"),
+        layout: Layout::new(viewer, format!("Process {}", view.workflow_name), "processes").live(live),
+        csrf: viewer.csrf.clone(),
         steps: steps_of(&view),
-        resumable: status.is_some_and(|s| ProcessStatus::RESUMABLE.contains(&s) && s != ProcessStatus::Suspended),
-        abortable: status.is_some_and(|s| s.next().contains(&ProcessStatus::Aborted)),
+        resumable: resumable(status),
+        abortable: abortable(status),
         running: status.is_some_and(|s| !s.is_final()),
         widgets: if form.is_null() {
             Vec::new()
@@ -305,8 +326,9 @@ fn process_page(viewer: &Viewer, view: ProcessView, values: &Map<String, Value>,
 
 /// `GET /processes/{id}`.
 pub async fn detail(State(state): State<AppState>, viewer: Viewer, Path(id): Path<String>) -> PageResult {
+    let live = crate::live::url(&state, &viewer, "processes").await;
     let view = state.processes.get(&viewer.auth, &id).await?;
-    Ok(render(&process_page(&viewer, view, &Map::new(), &Value::Null)))
+    Ok(render(&process_page(&viewer, live, view, &Map::new(), &Value::Null)))
 }
 
 /// `GET /processes/{id}/timeline`: the status and the steps, refreshed live.
@@ -314,6 +336,9 @@ pub async fn timeline(State(state): State<AppState>, viewer: Viewer, Path(id): P
     let view = state.processes.get(&viewer.auth, &id).await?;
     let status = ProcessStatus::parse(&view.last_status);
     Ok(render(&TimelineFragment {
+        csrf: viewer.csrf.clone(),
+        resumable: resumable(status),
+        abortable: abortable(status),
         steps: steps_of(&view),
         running: status.is_some_and(|s| !s.is_final()),
         p: view,
@@ -361,6 +386,7 @@ pub async fn resume(
     Path(id): Path<String>,
     FormData(f): FormData,
 ) -> PageResult {
+    let live = crate::live::url(&state, &viewer, "processes").await;
     let view = state.processes.get(&viewer.auth, &id).await?;
     let form = view.form.clone().unwrap_or(Value::Null);
     let input = forms::input_of(&form, &f, &Map::new());
@@ -376,10 +402,7 @@ pub async fn resume(
         )),
         Err(StartError::Form(FormStop::Invalid { errors, .. })) => {
             let errors = serde_json::to_value(errors).unwrap_or(Value::Null);
-            Ok(render_status(
-                StatusCode::BAD_REQUEST,
-                &process_page(&viewer, view, &input, &errors),
-            ))
+            Ok(render(&process_page(&viewer, live, view, &input, &errors)))
         }
         Err(StartError::Form(_)) => Ok(done(&format!("/processes/{id}"), "The form needs more pages.", secure)),
         Err(StartError::Domain(e)) => Err(e.into()),

@@ -2,12 +2,11 @@
 //! is shown once, on the page that created it; tokens can be revoked).
 
 use crate::auth::{SecureCookies, Viewer};
-use crate::layout::{Layout, render, render_status};
+use crate::layout::{Layout, render};
 use crate::pages::{PageResult, done, when};
 use crate::urls::FormData;
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use muster_core::error::{DomainError, codes};
 use muster_core::ids::UserId;
 use muster_directory::{SearchInput, UserTarget};
@@ -65,15 +64,12 @@ pub async fn create(
         )),
         Err(e) if e.kind == muster_core::ErrorKind::Invalid || e.kind == muster_core::ErrorKind::Conflict => {
             let providers = state.offerings.list_providers(&viewer.caller()).await?;
-            Ok(render_status(
-                StatusCode::BAD_REQUEST,
-                &ProvidersPage {
-                    layout: Layout::new(&viewer, "Providers", "providers"),
-                    providers,
-                    super_user: viewer.is_super_user(),
-                    error: Some(e.message),
-                },
-            ))
+            Ok(render(&ProvidersPage {
+                layout: Layout::new(&viewer, "Providers", "providers"),
+                providers,
+                super_user: viewer.is_super_user(),
+                error: Some(e.message),
+            }))
         }
         Err(e) => Err(e.into()),
     }
@@ -227,7 +223,7 @@ pub async fn act(
             Err(e) if e.kind == muster_core::ErrorKind::Invalid => {
                 let mut page = provider_page(&state, &viewer, &uuid).await?;
                 page.error = Some(e.message);
-                Ok(render_status(StatusCode::BAD_REQUEST, &page))
+                Ok(render(&page))
             }
             Err(e) => Err(e.into()),
         };
@@ -242,7 +238,7 @@ pub async fn act(
         {
             let mut page = provider_page(&state, &viewer, &uuid).await?;
             page.error = Some(e.message);
-            Ok(render_status(StatusCode::BAD_REQUEST, &page))
+            Ok(render(&page))
         }
         Err(e) => Err(e.into()),
     }

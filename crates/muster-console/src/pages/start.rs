@@ -9,12 +9,11 @@
 
 use crate::auth::Viewer;
 use crate::forms::{self, Widget};
-use crate::layout::{Layout, render, render_status};
+use crate::layout::{Layout, render};
 use crate::pages::{PageError, PageResult};
 use crate::urls::{FormData, Query};
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use muster_core::error::DomainError;
 use muster_core::workflow::Target;
@@ -357,7 +356,7 @@ pub async fn submit(
         Answer::Invalid { errors } => {
             let mut p = page(&state, &viewer, &workflow, &walk, &form, has_next, &input, &errors);
             p.layout.title = format!("Start {workflow}: check the form");
-            Ok(render_status(StatusCode::BAD_REQUEST, &p))
+            Ok(render(&p))
         }
         Answer::Page { form: next, has_next } => {
             walk.pages = pages;
@@ -393,10 +392,9 @@ async fn back_to_invalid(
     while let Some(last) = walk.pages.pop() {
         if let Answer::Page { form, has_next } = post_pages(state, viewer, workflow, walk.pages.clone()).await? {
             let values = last.as_object().cloned().unwrap_or_default();
-            return Ok(render_status(
-                StatusCode::BAD_REQUEST,
-                &page(state, viewer, workflow, &walk, &form, has_next, &values, &errors),
-            ));
+            return Ok(render(&page(
+                state, viewer, workflow, &walk, &form, has_next, &values, &errors,
+            )));
         }
     }
     Err(PageError(DomainError::invalid(

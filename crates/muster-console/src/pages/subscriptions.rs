@@ -110,6 +110,7 @@ fn query(p: &Params, offset: i64, limit: i64) -> Result<SubscriptionQuery, Domai
 
 /// `GET /subscriptions`.
 pub async fn list(State(state): State<AppState>, viewer: Viewer, Query(params): Query) -> PageResult {
+    let live = crate::live::url(&state, &viewer, "subscriptions").await;
     let q = query(&params, Pager::offset(&params), params.page_size())?;
     let (items, total) = state.subscriptions.list(&viewer.auth, &q).await?;
     let pager = Pager::new(&params, "/subscriptions", "/subscriptions.csv", total, items.len());
@@ -131,7 +132,7 @@ pub async fn list(State(state): State<AppState>, viewer: Viewer, Query(params): 
         .map(|p| (p.product_id.to_string(), p.name.clone()))
         .collect();
     Ok(render(&SubscriptionsPage {
-        layout: Layout::new(&viewer, "Subscriptions", "subscriptions").live("subscriptions"),
+        layout: Layout::new(&viewer, "Subscriptions", "subscriptions").live(live),
         tab: params.get("tab").unwrap_or("active").to_owned(),
         items,
         pager,
@@ -181,7 +182,8 @@ pub async fn csv(State(state): State<AppState>, viewer: Viewer, Query(params): Q
                     .collect())
             }
         },
-    ))
+    )
+    .await?)
 }
 
 /// A workflow on a subscription's page: startable, or why not.
@@ -233,6 +235,7 @@ impl SubscriptionPage {
 
 /// `GET /subscriptions/{id}`.
 pub async fn detail(State(state): State<AppState>, viewer: Viewer, Path(id): Path<String>) -> PageResult {
+    let live = crate::live::url(&state, &viewer, "subscriptions,processes").await;
     let model = state.subscriptions.domain_model(&viewer.auth, &id).await?;
     let wf = state.subscriptions.workflows(&viewer.auth, &id).await?;
     let mut workflows = Vec::new();
@@ -256,7 +259,7 @@ pub async fn detail(State(state): State<AppState>, viewer: Viewer, Path(id): Pat
     let processes = state.processes.list(&viewer.auth, &q).await?.items;
     let status = s(&model["status"]);
     Ok(render(&SubscriptionPage {
-        layout: Layout::new(&viewer, s(&model["description"]), "subscriptions").live("subscriptions,processes"),
+        layout: Layout::new(&viewer, s(&model["description"]), "subscriptions").live(live),
         id: s(&model["subscription_id"]),
         model_json: serde_json::to_string_pretty(&model).unwrap_or_default(),
         deletable: status == "initial" || status == "terminated",

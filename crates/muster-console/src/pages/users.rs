@@ -3,13 +3,12 @@
 //! offering accounts and audit trail; bulk approve/reject/lock/unlock with an outcome per row.
 
 use crate::auth::{SecureCookies, Viewer};
-use crate::layout::{Layout, render, render_status};
+use crate::layout::{Layout, render};
 use crate::lists::{self, Pager, SortLink};
 use crate::pages::{PageResult, badge_class, done, when};
 use crate::urls::{FormData, Params, Query};
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use muster_core::directory::create::CreateUserInput;
 use muster_core::directory::{ApprovalStatus, SignUpStatus, UserView};
@@ -149,7 +148,8 @@ pub async fn csv(State(state): State<AppState>, viewer: Viewer, Query(params): Q
                 Ok(rows)
             }
         },
-    ))
+    )
+    .await?)
 }
 
 // --- create ----------------------------------------------------------------------------------
@@ -232,15 +232,12 @@ pub async fn create(
             // Never send a password back into the page.
             let mut kept = form;
             kept.0.retain(|(k, _)| k != "password" && k != "totp_key");
-            Ok(render_status(
-                StatusCode::BAD_REQUEST,
-                &NewUserPage {
-                    layout: Layout::new(&viewer, "New user", "users"),
-                    form: kept,
-                    error: Some(e.message),
-                    field_errors,
-                },
-            ))
+            Ok(render(&NewUserPage {
+                layout: Layout::new(&viewer, "New user", "users"),
+                form: kept,
+                error: Some(e.message),
+                field_errors,
+            }))
         }
         Err(e) => Err(e.into()),
     }
