@@ -26,8 +26,8 @@ pub fn columns() -> BTreeMap<AccountState, usize> {
         for from in frontier {
             let d = depth[&from];
             for t in TRANSITIONS.iter().filter(|t| t.sources.contains(&from)) {
-                if !depth.contains_key(&t.target) {
-                    depth.insert(t.target, d + 1);
+                if let std::collections::btree_map::Entry::Vacant(e) = depth.entry(t.target) {
+                    e.insert(d + 1);
                     next.push(t.target);
                 }
             }

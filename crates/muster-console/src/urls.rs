@@ -89,10 +89,10 @@ impl Params {
 
     /// Rows per page: 25 unless the URL says 10, 50 or 100.
     pub fn page_size(&self) -> i64 {
-        match self.get("size").and_then(|p| p.parse().ok()) {
-            Some(n @ (10 | 25 | 50 | 100)) => n,
-            _ => 25,
-        }
+        self.get("size")
+            .and_then(|p| p.parse().ok())
+            .filter(|n| [10, 25, 50, 100].contains(n))
+            .unwrap_or(25)
     }
 
     /// `(column, descending)` from `sort=column` or `sort=-column`.
@@ -101,24 +101,6 @@ impl Params {
             Some(c) => (c, true),
             None => (s, false),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keeps_filters_and_resets_the_page() {
-        let p = Params::parse(Some("state=OK&state=Requested&page=3&q=a%20b"));
-        assert_eq!(p.all("state"), vec!["OK", "Requested"]);
-        assert_eq!(p.page(), 3);
-        assert_eq!(
-            p.with("sort", Some("-created")),
-            "?state=OK&state=Requested&q=a%20b&sort=-created"
-        );
-        assert_eq!(p.with("page", Some("4")), "?state=OK&state=Requested&q=a%20b&page=4");
-        assert_eq!(Params::parse(None).query(), "");
     }
 }
 
@@ -150,5 +132,23 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Query {
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
         Ok(Query(Params::parse(parts.uri.query())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_filters_and_resets_the_page() {
+        let p = Params::parse(Some("state=OK&state=Requested&page=3&q=a%20b"));
+        assert_eq!(p.all("state"), vec!["OK", "Requested"]);
+        assert_eq!(p.page(), 3);
+        assert_eq!(
+            p.with("sort", Some("-created")),
+            "?state=OK&state=Requested&q=a%20b&sort=-created"
+        );
+        assert_eq!(p.with("page", Some("4")), "?state=OK&state=Requested&q=a%20b&page=4");
+        assert_eq!(Params::parse(None).query(), "");
     }
 }

@@ -214,7 +214,7 @@ pub async fn list(State(state): State<AppState>, viewer: Viewer, Query(params): 
     let can_manage = viewer.is_super_user() || !providers.is_empty();
     Ok(render(&AccountsPage {
         layout: Layout::new(&viewer, "Offering accounts", "accounts").live(live),
-        rows: items.into_iter().map(|a| row_of(a)).collect(),
+        rows: items.into_iter().map(row_of).collect(),
         pager,
         sorts,
         states: AccountState::ALL.iter().map(|s| s.label()).collect(),

@@ -215,7 +215,6 @@ pub async fn create(
         is_totp_enabled: Some(form.get("is_totp_enabled").is_some()),
         totp_key: non_empty(&form, "totp_key"),
         totp_label: non_empty(&form, "totp_label"),
-        ..Default::default()
     };
     match state.directory.create_user(&viewer.ctx, &viewer.auth, input).await {
         Ok(user) => Ok(done(
