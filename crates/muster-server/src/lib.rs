@@ -26,7 +26,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Wakes the event sequencer and the stream's followers.
     pub events: events::EventHub,
-    pub engine: muster_engine::Engine<muster_workflows::Deps>,
+    /// Starting and steering workflows (the engine, behind its permission checks).
+    pub processes: muster_workflows::Processes,
     pub subscriptions: muster_workflows::Subscriptions,
     /// Providers, offerings and offering accounts.
     pub offerings: muster_offerings::Offerings,
@@ -39,14 +40,16 @@ pub struct HttpOptions {
     pub request_timeout: Duration,
 }
 
-/// The whole application: API, docs, health and metrics, with every middleware applied.
-pub fn app(state: AppState, options: &HttpOptions) -> Router {
+/// The whole application: API, docs, health and metrics, and `pages` (the web console, served
+/// beside the API under the same middleware), with every middleware applied.
+pub fn app(state: AppState, options: &HttpOptions, pages: Router<AppState>) -> Router {
     let (api, mut doc) = api::router().split_for_parts();
     openapi::complete(&mut doc);
     let docs = utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/openapi.json", doc);
     Router::new()
         .merge(api)
         .merge(docs)
+        .merge(pages)
         .route("/metrics", axum::routing::get(middleware::metrics_endpoint))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)

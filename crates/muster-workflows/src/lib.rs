@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod catalogue;
 pub mod forms;
 pub mod model;
+pub mod processes;
 pub mod subscriptions;
 pub mod tasks;
 pub mod user;
@@ -21,6 +22,7 @@ use muster_engine::{Engine, Workflow};
 use std::sync::{Arc, OnceLock};
 
 pub use catalogue::Catalogue;
+pub use processes::Processes;
 pub use subscriptions::Subscriptions;
 
 /// What the workflows' steps and forms use.

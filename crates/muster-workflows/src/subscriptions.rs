@@ -5,6 +5,7 @@ use muster_core::audit::{AuditEntry, RequestCtx, actions, kinds, streams};
 use muster_core::error::{DomainError, codes};
 use muster_core::workflow::lifecycle::{delete_blocked, start_blocked};
 use muster_core::workflow::product::Block;
+use muster_directory::Auth;
 use muster_store::{Store, Subscription, SubscriptionQuery};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -16,6 +17,9 @@ fn ts(t: Option<time::OffsetDateTime>) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// The subscription service. Who may do what is decided here (every call needs a super-user
+/// today), so the REST API and the console cannot disagree; a refusal comes before anything is
+/// read or parsed.
 #[derive(Clone)]
 pub struct Subscriptions {
     store: Store,
@@ -29,6 +33,11 @@ impl Subscriptions {
 
     pub fn catalogue(&self) -> &Arc<Catalogue> {
         &self.catalogue
+    }
+
+    /// Who may read and change subscriptions.
+    fn may_operate(auth: &Auth) -> Result<(), DomainError> {
+        auth.require_super_user()
     }
 
     fn product_json(&self, product_id: Uuid) -> Value {
@@ -65,7 +74,9 @@ impl Subscriptions {
     /// `GET /api/subscriptions/domain-model/{id}`: the subscription with its fixed inputs and
     /// its block tree; a block owned by another subscription (a User's group) is nested with
     /// its `owner_subscription_id`.
-    pub async fn domain_model(&self, id: Uuid) -> Result<Value, DomainError> {
+    pub async fn domain_model(&self, auth: &Auth, id: &str) -> Result<Value, DomainError> {
+        Self::may_operate(auth)?;
+        let id = crate::processes::parse_id(id, "subscription")?;
         let s = self
             .store
             .subscription(id)
@@ -142,7 +153,8 @@ impl Subscriptions {
     }
 
     /// A page of subscriptions and the total.
-    pub async fn list(&self, q: &SubscriptionQuery) -> Result<(Vec<Value>, i64), DomainError> {
+    pub async fn list(&self, auth: &Auth, q: &SubscriptionQuery) -> Result<(Vec<Value>, i64), DomainError> {
+        Self::may_operate(auth)?;
         let (rows, total) = self.store.list_subscriptions(q).await.map_err(DomainError::from)?;
         let items = rows
             .into_iter()
@@ -166,7 +178,9 @@ impl Subscriptions {
 
     /// `GET /api/subscriptions/workflows/{id}`: per target, the workflows and for each one that
     /// may not start now, the reason.
-    pub async fn workflows(&self, id: Uuid) -> Result<Value, DomainError> {
+    pub async fn workflows(&self, auth: &Auth, id: &str) -> Result<Value, DomainError> {
+        Self::may_operate(auth)?;
+        let id = crate::processes::parse_id(id, "subscription")?;
         let s = self
             .store
             .subscription(id)
@@ -205,8 +219,18 @@ impl Subscriptions {
 
     /// `PUT /api/subscriptions/{id}/set_in_sync`: refused (409) while a process that is
     /// neither completed nor aborted holds the subscription.
-    pub async fn set_in_sync(&self, ctx: &RequestCtx, actor: &str, id: Uuid) -> Result<(), DomainError> {
-        if self.store.subscription(id).await.map_err(DomainError::from)?.is_none() {
+    pub async fn set_in_sync(&self, ctx: &RequestCtx, auth: &Auth, id: &str) -> Result<(), DomainError> {
+        Self::may_operate(auth)?;
+        let id = crate::processes::parse_id(id, "subscription")?;
+        let actor = auth.user_id();
+        let actor = actor.as_str();
+        if self
+            .store
+            .subscription(id)
+            .await
+            .map_err(DomainError::from)?
+            .is_none()
+        {
             return Err(DomainError::not_found("subscription"));
         }
         let entry = AuditEntry::new(
@@ -234,7 +258,11 @@ impl Subscriptions {
     /// nothing uses or holds (see `delete_blocked`); 409 with the reason otherwise. The directory
     /// user of a deleted User subscription stays (locked, if it was terminated): the directory
     /// is its own record.
-    pub async fn delete(&self, ctx: &RequestCtx, actor: &str, id: Uuid) -> Result<(), DomainError> {
+    pub async fn delete(&self, ctx: &RequestCtx, auth: &Auth, id: &str) -> Result<(), DomainError> {
+        Self::may_operate(auth)?;
+        let id = crate::processes::parse_id(id, "subscription")?;
+        let actor = auth.user_id();
+        let actor = actor.as_str();
         let Some(s) = self.store.subscription(id).await.map_err(DomainError::from)? else {
             return Err(DomainError::not_found("subscription"));
         };

@@ -66,7 +66,7 @@ pub async fn run(resolved: Resolved) -> Result<()> {
         stop_rx,
     )));
     let state = AppState {
-        engine,
+        processes: muster_workflows::Processes::new(engine),
         subscriptions,
         events,
         offerings: muster_offerings::Offerings::new(directory.store().clone()),
@@ -78,7 +78,11 @@ pub async fn run(resolved: Resolved) -> Result<()> {
         max_body_bytes: resolved.max_body_bytes,
         request_timeout: Duration::from_secs(resolved.request_timeout_secs),
     };
-    let app = muster_server::app(state, &options);
+    let console = muster_console::router(muster_console::ConsoleOptions {
+        secure_cookies: resolved.console_secure_cookies,
+        admin_username: resolved.admin_username.clone(),
+    });
+    let app = muster_server::app(state, &options, console);
 
     let addr = listener.local_addr()?;
     println!("muster listening on http://{addr}");

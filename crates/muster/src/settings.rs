@@ -56,6 +56,10 @@ pub struct Settings {
     /// Proxies whose X-Forwarded-For is believed (comma-separated IPs) [default: none].
     #[arg(long, env = "MUSTER_TRUSTED_PROXIES", value_delimiter = ',', help_heading = "Server")]
     pub trusted_proxies: Option<Vec<IpAddr>>,
+    /// Mark the console's cookies `Secure` even when no trusted proxy says the request came
+    /// over https (set this behind a TLS proxy that sends no `X-Forwarded-Proto`) [default: false].
+    #[arg(long, env = "MUSTER_CONSOLE_SECURE_COOKIES", help_heading = "Server")]
+    pub console_secure_cookies: Option<bool>,
     /// Log format: `text` or `json` [default: text]. Levels come from MUSTER_LOG (e.g. `info`).
     #[arg(long, env = "MUSTER_LOG_FORMAT", help_heading = "Server")]
     pub log_format: Option<String>,
@@ -197,6 +201,7 @@ pub struct Resolved {
     pub event_retention_days: u32,
     pub scheduler_tick_secs: u64,
     pub trusted_proxies: Vec<IpAddr>,
+    pub console_secure_cookies: bool,
     pub json_logs: bool,
     pub database_url: String,
     pub db_max_connections: u32,
@@ -307,6 +312,7 @@ impl Settings {
             event_retention_days: self.event_retention_days.unwrap_or(30),
             scheduler_tick_secs: self.scheduler_tick_secs.unwrap_or(10).max(1),
             trusted_proxies: self.trusted_proxies.unwrap_or_default(),
+            console_secure_cookies: self.console_secure_cookies.unwrap_or(false),
             json_logs: log_format == "json",
             database_url,
             sqlite_max_size_mib: self.sqlite_max_size_mib.filter(|m| *m > 0),

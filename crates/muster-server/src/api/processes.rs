@@ -133,10 +133,6 @@ pub(crate) fn uuid_of(id: &str, what: &str) -> Result<Uuid, ApiError> {
     id.parse().map_err(|_| ApiError(DomainError::not_found(what)))
 }
 
-fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    uuid_of(id, "process")
-}
-
 /// Starts a workflow. The body is the list of form pages filled so far (`[]` to get page 1).
 #[utoipa::path(post, operation_id = "start_process", path = "/api/processes/{id}", tag = "processes", security(("session" = [])),
     params(("id" = String, Path, description = "The workflow name, e.g. create_user")),
@@ -154,10 +150,7 @@ pub async fn start(
     ApiPath(workflow): ApiPath<String>,
     ApiJson(inputs): ApiJson<Vec<Value>>,
 ) -> Response {
-    if let Err(e) = auth.require_super_user() {
-        return ApiError(e).into_response();
-    }
-    match state.engine.start(&ctx, &auth.user_id(), &workflow, inputs).await {
+    match state.processes.start(&ctx, &auth, &workflow, inputs).await {
         Ok(id) => (StatusCode::CREATED, Json(Started { id })).into_response(),
         Err(e) => start_error(e),
     }
@@ -171,9 +164,7 @@ pub async fn get_process(
     AuthUser(auth): AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    auth.require_super_user()?;
-    let id = parse_id(&id)?;
-    let view = state.engine.process_view(id).await?;
+    let view = state.processes.get(&auth, &id).await?;
     Ok(Json(serde_json::to_value(view).map_err(DomainError::internal)?))
 }
 
@@ -193,14 +184,7 @@ pub async fn resume(
     ApiPath(id): ApiPath<String>,
     ApiJson(inputs): ApiJson<Vec<Value>>,
 ) -> Response {
-    if let Err(e) = auth.require_super_user() {
-        return ApiError(e).into_response();
-    }
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(e) => return e.into_response(),
-    };
-    match state.engine.resume(&ctx, &auth.user_id(), id, inputs).await {
+    match state.processes.resume(&ctx, &auth, &id, inputs).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => start_error(e),
     }
@@ -216,9 +200,7 @@ pub async fn abort(
     Ctx(ctx): Ctx,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    auth.require_super_user()?;
-    let id = parse_id(&id)?;
-    state.engine.abort(&ctx, &auth.user_id(), id).await?;
+    state.processes.abort(&ctx, &auth, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -233,8 +215,7 @@ pub async fn callback(
     ApiPath((id, token)): ApiPath<(String, String)>,
     ApiJson(data): ApiJson<Value>,
 ) -> ApiResult<Json<CallbackAccepted>> {
-    let id = uuid_of(&id, "callback")?;
-    state.engine.callback(&ctx, id, &token, data).await?;
+    let id = state.processes.callback(&ctx, &id, &token, data).await?;
     Ok(Json(CallbackAccepted { process_id: id }))
 }
 
@@ -242,8 +223,7 @@ pub async fn callback(
 #[utoipa::path(get, operation_id = "get_process_status_counts", path = "/api/processes/status-counts", tag = "processes", security(("session" = [])),
     responses((status = 200, body = Object), (status = 403, body = Problem)))]
 pub async fn status_counts(State(state): State<AppState>, AuthUser(auth): AuthUser) -> ApiResult<Json<Value>> {
-    auth.require_super_user()?;
-    Ok(Json(state.engine.status_counts().await?))
+    Ok(Json(state.processes.status_counts(&auth).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -340,7 +320,6 @@ pub async fn list(
     AuthUser(auth): AuthUser,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> ApiResult<(HeaderMap, Json<Value>)> {
-    auth.require_super_user()?;
     let (start, end) = parse_range(p.range.as_deref())?;
     let mut sort = parse_sort(p.sort.as_deref(), ProcessSort::parse)?;
     if sort.is_empty() {
@@ -381,7 +360,7 @@ pub async fn list(
             other => return Err(bad("filter", format!("cannot filter by {other:?}"))),
         }
     }
-    let page = state.engine.list(&q).await?;
+    let page = state.processes.list(&auth, &q).await?;
     let headers = content_range("processes", start, page.items.len(), page.total);
     Ok((
         headers,
@@ -400,9 +379,8 @@ pub struct EngineSettings {
 #[utoipa::path(get, path = "/api/settings/status", tag = "processes", security(("session" = [])),
     responses((status = 200, body = Object), (status = 403, body = Problem)))]
 pub async fn engine_status(State(state): State<AppState>, AuthUser(auth): AuthUser) -> ApiResult<Json<Value>> {
-    auth.require_super_user()?;
     Ok(Json(
-        serde_json::to_value(state.engine.status().await?).map_err(DomainError::internal)?,
+        serde_json::to_value(state.processes.engine_status(&auth).await?).map_err(DomainError::internal)?,
     ))
 }
 
@@ -415,7 +393,6 @@ pub async fn set_engine_status(
     Ctx(ctx): Ctx,
     ApiJson(body): ApiJson<EngineSettings>,
 ) -> ApiResult<Json<Value>> {
-    auth.require_super_user()?;
-    let s = state.engine.set_paused(&ctx, &auth.user_id(), body.global_lock).await?;
+    let s = state.processes.set_paused(&ctx, &auth, body.global_lock).await?;
     Ok(Json(serde_json::to_value(s).map_err(DomainError::internal)?))
 }

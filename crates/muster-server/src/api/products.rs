@@ -108,7 +108,7 @@ pub async fn list_workflows(State(state): State<AppState>, AuthUser(_auth): Auth
     params(("id" = String, Path, description = "workflow_id or name")), responses((status = 200, body = Object), (status = 404, body = Problem)))]
 pub async fn get_workflow(
     State(state): State<AppState>,
-    AuthUser(_auth): AuthUser,
+    AuthUser(auth): AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let c = state.subscriptions.catalogue();
@@ -118,9 +118,9 @@ pub async fn get_workflow(
         .find(|w| w.name == id || w.workflow_id.to_string() == id)
         .ok_or_else(|| DomainError::not_found("workflow"))?;
     let mut v = w.json.clone();
-    if let Some(def) = state.engine.workflow(&w.name) {
-        v["version"] = serde_json::json!(def.version);
-        v["steps"] = serde_json::json!(def.step_names());
+    if let Some((version, steps)) = state.processes.workflow_steps(&auth, &w.name) {
+        v["version"] = serde_json::json!(version);
+        v["steps"] = serde_json::json!(steps);
     }
     Ok(Json(v))
 }

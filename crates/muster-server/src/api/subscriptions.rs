@@ -53,7 +53,6 @@ pub async fn list(
     AuthUser(auth): AuthUser,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> ApiResult<(HeaderMap, Json<Vec<Value>>)> {
-    auth.require_super_user()?;
     let (start, end) = parse_range(p.range.as_deref())?;
     let mut sort = parse_sort(p.sort.as_deref(), SubscriptionSort::parse)?;
     if sort.is_empty() {
@@ -93,7 +92,7 @@ pub async fn list(
             other => return Err(bad("filter", format!("cannot filter by {other:?}"))),
         }
     }
-    let (items, total) = state.subscriptions.list(&q).await?;
+    let (items, total) = state.subscriptions.list(&auth, &q).await?;
     Ok((content_range("subscriptions", start, items.len(), total), Json(items)))
 }
 
@@ -109,9 +108,7 @@ pub async fn domain_model(
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    auth.require_super_user()?;
-    let id = crate::api::processes::uuid_of(&id, "subscription")?;
-    let model = state.subscriptions.domain_model(id).await?;
+    let model = state.subscriptions.domain_model(&auth, &id).await?;
     let body = serde_json::to_vec(&model).map_err(|e| ApiError(DomainError::internal(e)))?;
     // The tag is the body's digest, not the subscription's `version`: the model also shows
     // other subscriptions (a User's group, its users), which change without this one's version.
@@ -152,9 +149,7 @@ pub async fn workflows(
     AuthUser(auth): AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    auth.require_super_user()?;
-    let id = crate::api::processes::uuid_of(&id, "subscription")?;
-    Ok(Json(state.subscriptions.workflows(id).await?))
+    Ok(Json(state.subscriptions.workflows(&auth, &id).await?))
 }
 
 /// Marks a subscription in sync (recovery); 409 while an unfinished process holds it.
@@ -166,9 +161,7 @@ pub async fn set_in_sync(
     Ctx(ctx): Ctx,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    auth.require_super_user()?;
-    let id = crate::api::processes::uuid_of(&id, "subscription")?;
-    state.subscriptions.set_in_sync(&ctx, &auth.user_id(), id).await?;
+    state.subscriptions.set_in_sync(&ctx, &auth, &id).await?;
     Ok(StatusCode::OK)
 }
 
@@ -184,9 +177,7 @@ pub async fn delete(
     Ctx(ctx): Ctx,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    auth.require_super_user()?;
-    let id = crate::api::processes::uuid_of(&id, "subscription")?;
-    state.subscriptions.delete(&ctx, &auth.user_id(), id).await?;
+    state.subscriptions.delete(&ctx, &auth, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
