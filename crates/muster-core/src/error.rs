@@ -44,6 +44,8 @@ pub mod codes {
     pub const WORKFLOW_BLOCKED: &str = "workflow_blocked";
     pub const INVALID_TRANSITION: &str = "invalid_transition";
     pub const EVENTS_EXPIRED: &str = "events_expired";
+    /// A provider API token on a route that needs a person's session.
+    pub const SESSION_REQUIRED: &str = "session_required";
 }
 
 /// What kind of refusal this is; the HTTP layer turns it into a status code.

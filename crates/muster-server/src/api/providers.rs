@@ -4,6 +4,7 @@
 use crate::AppState;
 use crate::error::{ApiResult, Problem};
 use crate::extract::{AnyCaller, ApiJson, Ctx};
+use crate::middleware::NoStore;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -149,11 +150,11 @@ pub async fn create_token(
     AnyCaller(caller): AnyCaller,
     Path(uuid): Path<String>,
     ApiJson(input): ApiJson<CreateApiTokenInput>,
-) -> ApiResult<(StatusCode, Json<NewApiToken>)> {
-    Ok((
+) -> ApiResult<NoStore<(StatusCode, Json<NewApiToken>)>> {
+    Ok(NoStore((
         StatusCode::CREATED,
         Json(state.offerings.create_api_token(&ctx, &caller, &uuid, input).await?),
-    ))
+    )))
 }
 
 /// Revoke an API token: its next use is a 401.
