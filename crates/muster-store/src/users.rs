@@ -298,6 +298,20 @@ impl Store {
         row.map(UserRow::into_user).transpose()
     }
 
+    /// Whether a user other than `except` has `username`, or a look-alike of it (the same
+    /// username key or confusable skeleton).
+    pub async fn username_taken(&self, username: &str, except: Option<Uuid>) -> Result<bool> {
+        let (key, skeleton) = (User::username_key(username), User::username_skeleton(username));
+        let found: Vec<Uuid> = on_db!(self, read, pool => {
+            sqlx::query_scalar("SELECT uuid FROM users WHERE username_key = $1 OR username_skeleton = $2 LIMIT 2")
+                .bind(&key)
+                .bind(&skeleton)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(found.iter().any(|u| Some(*u) != except))
+    }
+
     /// Writes `user` if its row is still at `version`; optionally revokes all of the user's
     /// sessions in the same transaction. Returns false when the row changed underneath (or
     /// is gone): the caller reloads and decides again.

@@ -989,10 +989,10 @@ async fn permissions_and_tokens() {
             .expect(200);
         assert_eq!(list.headers["x-result-count"], "1", "{}", s.label);
 
-        // Tokens reach nothing of the directory.
+        // Tokens reach nothing of the directory: the token is valid, the route is not for it.
         call(&s, Method::GET, "/api/users", Cred::Token(&mine.token), None)
             .await
-            .expect(401);
+            .expect_problem(403, "session_required");
         call(
             &s,
             Method::GET,
