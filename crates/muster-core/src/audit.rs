@@ -172,6 +172,9 @@ pub mod actions {
     pub const USER_TOTP_ENROLL: &str = "user.totp_enroll";
     pub const USER_TOTP_ENABLE: &str = "user.totp_enable";
     pub const USER_TOTP_DISABLE: &str = "user.totp_disable";
+    /// A username found, when migrating, to clash with another user's (see migration 0008).
+    pub const USER_USERNAME_CONFLICT: &str = "user.username_conflict";
+    pub const USER_RECOVER: &str = "user.recover";
     pub const SESSION_LOGIN: &str = "session.login";
     pub const SESSION_LOGOUT: &str = "session.logout";
     pub const SESSION_RENEW: &str = "session.renew";

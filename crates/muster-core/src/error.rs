@@ -52,6 +52,8 @@ pub mod codes {
     /// The connection was lost while the write was committing: it may or may not have been
     /// written. Re-read (the audit log's `cid` is the request id) before trying again.
     pub const OUTCOME_UNKNOWN: &str = "outcome_unknown";
+    /// A provider API token on a route that needs a person's session.
+    pub const SESSION_REQUIRED: &str = "session_required";
 }
 
 /// What kind of refusal this is; the HTTP layer turns it into a status code.

@@ -21,6 +21,19 @@ impl Directory {
     }
 }
 
+/// Event numbers start at 1, so a cursor is 0 (before the first) or more; a negative one is a
+/// malformed request (400), not a cursor from before what retention kept (410).
+fn valid_cursor(after: i64) -> Result<(), DomainError> {
+    if after < 0 {
+        return Err(DomainError::invalid_field(
+            "after",
+            codes::INVALID_INPUT,
+            "after must be 0 or more",
+        ));
+    }
+    Ok(())
+}
+
 /// Where a reader continues after `events`, read after `after` with `limit` once the stream's
 /// end was `last_seq`: past the last event, and past `last_seq` too when the page is not full
 /// (it then holds every event up to there that the reader may see).
@@ -112,6 +125,7 @@ impl Directory {
         after: i64,
         limit: i64,
     ) -> Result<EventPage, DomainError> {
+        valid_cursor(after)?;
         let last_seq = self.store.last_event_seq(access.stream).await.map_err(store_error)?;
         let events = self.events_after(access, after, limit).await?;
         // Numbers in a stream have no gaps, so an unfiltered page that starts right after the
@@ -172,6 +186,7 @@ impl Directory {
     /// cursor, and once as an SSE stream opens, so the client gets a status instead of a
     /// stream that ends at once; a connected follower keeps up and is not checked again.
     pub async fn check_cursor_with(&self, access: &StreamAccess, after: i64) -> Result<(), DomainError> {
+        valid_cursor(after)?;
         let purged = self.store.purged_event_seq(access.stream).await.map_err(store_error)?;
         if after < purged {
             return Err(DomainError::new(

@@ -27,6 +27,7 @@ pub use users::{SearchInput, SearchPage, UserTarget, password_changed};
 use muster_core::audit::{AuditEntry, RequestCtx};
 use muster_core::credentials::secretbox::SecretBox;
 use muster_core::directory::DirectoryConfig;
+use muster_core::directory::throttle::ThrottleKeys;
 use muster_core::error::{DomainError, codes};
 use muster_store::{Store, StoreError};
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub struct Directory {
     config: Arc<DirectoryConfig>,
     hashes: HashPool,
     secrets: SecretBox,
+    /// Keys the login throttle's counters (a key derived from the server key).
+    throttle_keys: ThrottleKeys,
 }
 
 impl Directory {
@@ -46,6 +49,7 @@ impl Directory {
             store,
             config: Arc::new(config),
             hashes,
+            throttle_keys: ThrottleKeys::new(secrets.derive_key("login throttle keys")),
             secrets,
         }
     }
@@ -77,7 +81,11 @@ impl Directory {
 /// Store errors as the domain sees them.
 pub(crate) fn store_error(e: StoreError) -> DomainError {
     match e {
-        StoreError::Duplicate("username") => DomainError::conflict(codes::USERNAME_EXISTS, "username already exists"),
+        StoreError::Duplicate("username") => DomainError::conflict(
+            codes::USERNAME_EXISTS,
+            "username already exists, or one that looks like it (the same name ignoring case, width \
+             and look-alike characters)",
+        ),
         StoreError::Duplicate(what) => DomainError::conflict(codes::CONFLICT, format!("{what} already exists")),
         other => other.into(),
     }

@@ -6,9 +6,9 @@ use muster_core::clock;
 use muster_core::credentials::{token, totp};
 use muster_core::directory::User;
 use muster_core::directory::login::{check_login, session_usable};
-use muster_core::directory::throttle::ThrottlePolicy;
+use muster_core::directory::throttle::{LoginKeys, ThrottlePolicy};
 use muster_core::error::{DomainError, codes};
-use muster_store::{LoginGuard, LoginPassword, SessionRecord};
+use muster_store::{LoginGuard, LoginPassword, SessionRecord, ThrottleReset};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
@@ -72,23 +72,29 @@ pub struct SessionView {
     pub current: bool,
 }
 
+/// One password check's claim on the login throttle, to give back when the credentials were
+/// right.
+pub(crate) struct Attempt {
+    keys: LoginKeys,
+    /// This attempt added the name to the address's failing names.
+    noted_address: bool,
+}
+
+/// The longest of the waits found so far.
+#[derive(Default)]
+struct Wait(Option<u64>);
+
+impl Wait {
+    fn add(&mut self, wait: Option<u64>) {
+        if let Some(w) = wait {
+            self.0 = Some(self.0.map_or(w, |x| x.max(w)));
+        }
+    }
+}
+
 /// How often at most a session's last-use time is written: often enough for the idle clock,
 /// rarely enough that reads do not turn into writes.
 const TOUCH_INTERVAL_SECS: i64 = 60;
-
-/// The throttle counter of an account name. Real usernames are at most 128 characters; longer
-/// attempts are cut so that junk names cannot bloat the table.
-fn account_key(username: &str) -> String {
-    let key: String = User::username_key(username)
-        .chars()
-        .take(muster_core::directory::validate::MAX_USERNAME_LEN)
-        .collect();
-    format!("account:{key}")
-}
-
-fn address_key(addr: &str) -> String {
-    format!("address:{addr}")
-}
 
 impl Directory {
     fn idle(&self) -> Duration {
@@ -114,79 +120,150 @@ impl Directory {
         }
     }
 
-    /// The counters a password check by `username` from `ctx` is throttled on: the account
-    /// name first (a successful login resets it), then the client address.
-    pub(crate) fn throttle_keys(&self, username: &str, ctx: &RequestCtx) -> Vec<(String, ThrottlePolicy)> {
-        let mut keys = vec![(account_key(username), self.config.account_throttle)];
-        if let Some(addr) = &ctx.remote_addr {
-            keys.push((address_key(addr), self.config.address_throttle));
-        }
-        keys
-    }
-
-    /// Counts this attempt on every counter before the password is checked. Err(wait) when
-    /// some counter says the attempt must not be made; nothing stays counted then.
+    /// Counts one password check by `username` from `ctx` on the login throttle before the
+    /// password is looked at (see `muster_core::directory::throttle`): Err(wait) when the
+    /// attempt must not be made, and then nothing stays counted.
     pub(crate) async fn claim_attempt(
         &self,
-        keys: &[(String, ThrottlePolicy)],
+        username: &str,
+        ctx: &RequestCtx,
         now: OffsetDateTime,
-    ) -> Result<Result<(), u64>, DomainError> {
+    ) -> Result<Result<Attempt, u64>, DomainError> {
+        let t = &self.config.throttle;
+        let keys = self.throttle_keys.of(username, ctx.remote_addr.as_deref());
+        let known = match &keys.address {
+            Some(address) => self
+                .store
+                .login_address_known(&keys.account, address, now - Duration::days(t.known_address_days))
+                .await
+                .map_err(store_error)?,
+            None => false,
+        };
+        // A name new to the address's failing names is held to the address's limit; a name
+        // already failing from it is held back by its own counter instead.
+        let new_name = match (&keys.address, known) {
+            (Some(address), false) => !self
+                .store
+                .address_failure_live(address, &keys.account, t.per_address.since(now))
+                .await
+                .map_err(store_error)?,
+            _ => false,
+        };
+
         // First look at every counter without writing: a throttled attempt must not bump (and
-        // so keep fresh) the counters of the keys that were not throttled.
-        let mut wait = None;
-        for (key, policy) in keys {
-            let state = self.store.throttle_state(key).await.map_err(store_error)?;
-            if let Err(w) = policy.admit(state, now) {
-                wait = Some(wait.map_or(w, |x: u64| x.max(w)));
-            }
+        // so keep fresh) the counters that did not hold it back.
+        let mut wait = Wait::default();
+        let pair = self.store.throttle_state(&keys.pair).await.map_err(store_error)?;
+        wait.add(t.per_account_and_address.admit(pair, now).err());
+        if !known {
+            let account = self.store.throttle_state(&keys.account).await.map_err(store_error)?;
+            wait.add(t.per_account.admit(account, now).err());
         }
-        if let Some(w) = wait {
+        if let (Some(address), true) = (&keys.address, new_name) {
+            wait.add(self.address_wait(address, &keys.account, now).await?);
+        }
+        if let Some(w) = wait.0 {
             return Ok(Err(w));
         }
-        for (i, (key, policy)) in keys.iter().enumerate() {
-            // Sixteen lost races in a row means a burst on this key: treat it as throttled.
-            let mut outcome = Err(1);
-            // Compare-and-swap: a lost race means another attempt was counted first; read again.
-            for _ in 0..16 {
-                let state = self.store.throttle_state(key).await.map_err(store_error)?;
-                match policy.admit(state, now) {
-                    Err(wait) => {
-                        outcome = Err(wait);
-                        break;
-                    }
-                    Ok(next) if self.store.throttle_cas(key, state, next).await.map_err(store_error)? => {
-                        outcome = Ok(());
-                        break;
-                    }
-                    Ok(_) => {}
+
+        let mut attempt = Attempt {
+            keys,
+            noted_address: false,
+        };
+        if let Err(w) = self
+            .bump(&attempt.keys.pair, &t.per_account_and_address, true, now)
+            .await?
+        {
+            return Ok(Err(w));
+        }
+        if let Err(w) = self.bump(&attempt.keys.account, &t.per_account, !known, now).await? {
+            self.release_throttle_keys(&[&attempt.keys.pair]).await;
+            return Ok(Err(w));
+        }
+        if let (Some(address), false) = (attempt.keys.address.clone(), known) {
+            self.store
+                .note_address_failure(&address, &attempt.keys.account, now)
+                .await
+                .map_err(store_error)?;
+            if new_name {
+                attempt.noted_address = true;
+                // Counted again after writing: of two attempts racing on new names, the later
+                // to count sees the other.
+                if let Some(w) = self.address_wait(&address, &attempt.keys.account, now).await? {
+                    self.release_attempt(&attempt).await;
+                    return Ok(Err(w));
                 }
             }
-            if let Err(wait) = outcome {
-                self.release_attempt(&keys[..i]).await;
-                return Ok(Err(wait));
-            }
         }
-        Ok(Ok(()))
+        Ok(Ok(attempt))
     }
 
-    /// Gives counted attempts back: the credentials were right.
-    pub(crate) async fn release_attempt(&self, keys: &[(String, ThrottlePolicy)]) {
-        for (key, _) in keys {
+    /// The wait before `account` may be tried as a new name from `address`, if any.
+    async fn address_wait(
+        &self,
+        address: &str,
+        account: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<u64>, DomainError> {
+        let policy = &self.config.throttle.per_address;
+        let (others, latest) = self
+            .store
+            .address_failures_besides(address, account, policy.since(now))
+            .await
+            .map_err(store_error)?;
+        Ok(policy.admit_another(others, latest, now).err())
+    }
+
+    /// Counts one attempt on the counter `key` by compare-and-swap (a lost race means another
+    /// attempt was counted first: read again). `limited`: the policy may refuse it.
+    async fn bump(
+        &self,
+        key: &str,
+        policy: &ThrottlePolicy,
+        limited: bool,
+        now: OffsetDateTime,
+    ) -> Result<Result<(), u64>, DomainError> {
+        // Sixteen lost races in a row means a burst on this key: treat it as throttled.
+        for _ in 0..16 {
+            let state = self.store.throttle_state(key).await.map_err(store_error)?;
+            let next = if limited {
+                match policy.admit(state, now) {
+                    Ok(next) => next,
+                    Err(wait) => return Ok(Err(wait)),
+                }
+            } else {
+                policy.count(state, now)
+            };
+            if self.store.throttle_cas(key, state, next).await.map_err(store_error)? {
+                return Ok(Ok(()));
+            }
+        }
+        Ok(Err(1))
+    }
+
+    async fn release_throttle_keys(&self, keys: &[&str]) {
+        for key in keys {
             if let Err(e) = self.store.release_throttle(key).await {
                 tracing::warn!(error = %e, "could not release a login attempt");
             }
         }
     }
 
+    /// Gives a counted attempt back: the credentials were right.
+    pub(crate) async fn release_attempt(&self, attempt: &Attempt) {
+        self.release_throttle_keys(&[&attempt.keys.pair, &attempt.keys.account])
+            .await;
+        if let (Some(address), true) = (&attempt.keys.address, attempt.noted_address)
+            && let Err(e) = self.store.forget_address_failure(address, &attempt.keys.account).await
+        {
+            tracing::warn!(error = %e, "could not release a login attempt");
+        }
+    }
+
     /// A refusal after the credentials were verified: the attempt is given back and the
     /// refusal audited.
-    async fn refuse_verified(
-        &self,
-        entry: AuditEntry,
-        keys: &[(String, ThrottlePolicy)],
-        e: DomainError,
-    ) -> DomainError {
-        self.release_attempt(keys).await;
+    async fn refuse_verified(&self, entry: AuditEntry, attempt: &Attempt, e: DomainError) -> DomainError {
+        self.release_attempt(attempt).await;
         self.audit_refusal(entry, &e).await;
         e
     }
@@ -215,12 +292,14 @@ impl Directory {
         let entry = AuditEntry::new(ctx, actions::SESSION_LOGIN, None, None);
         let now = clock::now();
 
-        let keys = self.throttle_keys(&input.username, ctx);
-        if let Err(wait) = self.claim_attempt(&keys, now).await? {
-            let e = DomainError::throttled(wait);
-            self.audit_refusal(entry, &e).await;
-            return Err(e);
-        }
+        let attempt = match self.claim_attempt(&input.username, ctx, now).await? {
+            Ok(attempt) => attempt,
+            Err(wait) => {
+                let e = DomainError::throttled(wait);
+                self.audit_refusal(entry, &e).await;
+                return Err(e);
+            }
+        };
 
         let found = self
             .store
@@ -246,7 +325,7 @@ impl Directory {
                     codes::TOTP_MISSING,
                     "totp_code is required",
                 );
-                return Err(self.refuse_verified(entry, &keys, e).await);
+                return Err(self.refuse_verified(entry, &attempt, e).await);
             };
             // Verified now, spent only when the session is opened: a refusal further down
             // (must-change, a weak new password) must not burn the code.
@@ -258,7 +337,7 @@ impl Directory {
 
         let verdict = match check_login(&user, now, &self.config, input.new_password.is_some()) {
             Ok(v) => v,
-            Err(e) => return Err(self.refuse_verified(entry, &keys, e).await),
+            Err(e) => return Err(self.refuse_verified(entry, &attempt, e).await),
         };
 
         let password = if verdict.must_set_new_password {
@@ -279,7 +358,7 @@ impl Directory {
                     }
                 });
             if let Err(e) = checked {
-                return Err(self.refuse_verified(entry, &keys, e).await);
+                return Err(self.refuse_verified(entry, &attempt, e).await);
             }
             Some(LoginPassword {
                 hash: self.hashes.hash(new_password).await?,
@@ -333,16 +412,24 @@ impl Directory {
             user_version: version,
             totp_step,
         };
+        let reset = ThrottleReset {
+            clear: vec![attempt.keys.pair.clone(), attempt.keys.account.clone()],
+            address: attempt
+                .keys
+                .address
+                .clone()
+                .map(|address| (address, attempt.keys.account.clone())),
+        };
         let opened = match self
             .store
-            .open_session(&session, &token_hash, guard, password.as_ref(), &keys[0].0, &entry)
+            .open_session(&session, &token_hash, guard, password.as_ref(), &reset, &entry)
             .await
         {
             Ok(opened) => opened,
             Err(e) => {
                 // The database failed (full, unreachable), not the credentials: the attempt
                 // must not count against the account, or an outage would lock people out.
-                self.release_attempt(&keys).await;
+                self.release_attempt(&attempt).await;
                 return Err(store_error(e));
             }
         };
@@ -351,8 +438,6 @@ impl Directory {
             // a concurrent login: this login does not stand.
             return Err(self.login_failed(entry.clone()).await);
         }
-        // The account counter was reset with the session; the address gets its attempt back.
-        self.release_attempt(&keys[1..]).await;
         Ok(LoginOutcome {
             token,
             expires_at: self.effective_expiry(&session),
@@ -571,16 +656,17 @@ impl Directory {
             .purge_sessions(now, now - self.idle())
             .await
             .map_err(store_error)?;
-        let window = self
-            .config
-            .account_throttle
-            .window_secs
-            .max(self.config.address_throttle.window_secs);
+        let t = &self.config.throttle;
         let counters = self
             .store
-            .purge_throttle(now - Duration::seconds(window))
+            .purge_throttle(now - Duration::seconds(t.longest_window_secs()))
             .await
-            .map_err(store_error)?;
+            .map_err(store_error)?
+            + self
+                .store
+                .purge_login_records(t.per_address.since(now), now - Duration::days(t.known_address_days))
+                .await
+                .map_err(store_error)?;
         Ok((sessions, counters))
     }
 }

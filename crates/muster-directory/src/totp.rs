@@ -50,18 +50,18 @@ impl Directory {
         password: String,
         code: Option<&str>,
     ) -> Result<(), DomainError> {
-        let keys = self.throttle_keys(&auth.user.username, ctx);
         let now = clock::now();
-        if let Err(wait) = self.claim_attempt(&keys, now).await? {
-            return Err(DomainError::throttled(wait));
-        }
+        let attempt = match self.claim_attempt(&auth.user.username, ctx, now).await? {
+            Ok(attempt) => attempt,
+            Err(wait) => return Err(DomainError::throttled(wait)),
+        };
         let (user, _) = self.load_self(auth).await?;
         let mut ok = self.hashes.verify(Some(user.password_hash.clone()), password).await?;
         if let (true, Some(code)) = (ok, code) {
             ok = self.check_totp(&user, code, now).await?;
         }
         if ok {
-            self.release_attempt(&keys).await;
+            self.release_attempt(&attempt).await;
             Ok(())
         } else {
             Err(wrong_credentials())

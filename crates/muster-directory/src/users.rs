@@ -388,6 +388,56 @@ impl Directory {
         self.update_by(ctx, "cli", true, user.uuid, action, input).await
     }
 
+    /// `muster user recover`: lets a user back in (see `update::recover`): unlocked, sign-up
+    /// final, approved, TOTP off with a fresh key (a switch-on needs a new enrolment), every
+    /// session ended, the account name's login-failure counter cleared. Audited as
+    /// `user.recover` by `cli`.
+    pub async fn cli_recover(
+        &self,
+        ctx: &RequestCtx,
+        username: &str,
+    ) -> Result<(User, Vec<&'static str>), DomainError> {
+        let (user, _) = self.load_username(username).await?;
+        let entry = AuditEntry::new(
+            ctx,
+            actions::USER_RECOVER,
+            Some("cli".into()),
+            Some(user.user_id().to_string()),
+        );
+        for _ in 0..5 {
+            let (mut user, version) = self.load_uuid(user.uuid).await?;
+            let now = clock::now();
+            let changed = muster_core::directory::update::recover(&mut user, "cli", now);
+            if changed.contains(&"is_totp_enabled") {
+                user.totp_key_sealed = self.secrets.seal(&muster_core::credentials::totp::generate_key());
+            }
+            user.updated_at = now;
+            let user_id = user.user_id().to_string();
+            let data =
+                json!({ "action": actions::USER_RECOVER, "changed": changed, "user": UserView::of(&user, true) });
+            let published = entry
+                .clone()
+                .with_details(json!({ "changed": changed, "sessions_ended": true }))
+                .with_event(streams::DIRECTORY, kinds::USER_UPDATED, user_id, data);
+            if self
+                .store
+                .update_user(&user, version, true, &published)
+                .await
+                .map_err(store_error)?
+            {
+                let account = self.throttle_keys.of(&user.username, None).account;
+                if let Err(e) = self.store.clear_throttle(&account).await {
+                    tracing::warn!(error = %e, "could not clear the account's login-failure counter");
+                }
+                return Ok((user, changed));
+            }
+        }
+        Err(DomainError::conflict(
+            codes::CONFLICT,
+            "the user changed concurrently; try again",
+        ))
+    }
+
     /// Sets a password from the command line: the one given (checked against the policy), or a
     /// generated one that is returned (to be shown once) and must be changed at next login.
     /// Ends the user's sessions.

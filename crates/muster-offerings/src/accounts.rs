@@ -18,8 +18,6 @@ use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// Waldur's `username` column is 100 characters.
-pub const MAX_USERNAME: usize = 100;
 /// Django's URLField default.
 pub const MAX_COMMENT_URL: usize = 200;
 pub const MAX_COMMENT: usize = 10_000;
@@ -37,7 +35,9 @@ pub struct CreateAccountInput {
     /// The directory user's `uuid`.
     pub user_uuid: String,
     /// Creating with a username creates the account directly in `OK` (the site already made it).
+    /// A portable login name: `[a-z_][a-z0-9_.-]*`, at most 32 characters.
     #[serde(default)]
+    #[schema(pattern = "^[a-z_][a-z0-9_.-]{0,31}$")]
     pub username: Option<String>,
 }
 
@@ -86,7 +86,8 @@ pub struct RuntimeStateInput {
 #[serde(deny_unknown_fields)]
 pub struct UsernameInput {
     /// A new non-empty username on an account being created moves it to `OK`; the same
-    /// username again changes nothing; `null` or `""` clears it.
+    /// username again changes nothing; `null` or `""` clears it. A portable login name:
+    /// `[a-z_][a-z0-9_.-]*`, at most 32 characters (else 400 `E001001`).
     #[serde(default, deserialize_with = "explicit")]
     #[schema(value_type = Option<String>)]
     pub username: Option<Option<String>>,
@@ -158,16 +159,11 @@ fn clean_url(field: &str, value: Option<String>) -> Result<String, DomainError> 
     }
 }
 
-/// A local username: at most 100 characters, no whitespace or control characters.
+/// A local username: empty (none yet) or a portable login name (see
+/// `muster_core::offering::username`).
 fn clean_username(value: Option<String>) -> Result<String, DomainError> {
     let value = value.unwrap_or_default();
-    if value.chars().count() > MAX_USERNAME || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(DomainError::invalid_field(
-            "username",
-            codes::INVALID_INPUT,
-            format!("username must be at most {MAX_USERNAME} characters without spaces"),
-        ));
-    }
+    muster_core::offering::username::check(&value)?;
     Ok(value)
 }
 
@@ -344,7 +340,12 @@ impl Offerings {
             ));
         };
         if username.is_empty() && o.username_policy == UsernamePolicy::WaldurUsername {
-            username = person.username.clone();
+            // The directory name in its case-insensitive form, when it is a safe login name;
+            // otherwise the account waits in Requested for the site to name it.
+            let key = muster_core::directory::User::username_key(&person.username);
+            if muster_core::offering::username::is_valid(&key) {
+                username = key;
+            }
         }
         let state = lifecycle::creation_state(Some(&username));
         let fields = AccountFields {
@@ -882,6 +883,8 @@ mod tests {
         assert_eq!(clean_username(None).ok().as_deref(), Some(""));
         assert!(clean_username(Some("jsmith".into())).is_ok());
         assert!(clean_username(Some("j smith".into())).is_err());
-        assert!(clean_username(Some("x".repeat(101))).is_err());
+        assert!(clean_username(Some("x".repeat(33))).is_err());
+        assert!(clean_username(Some("<script>".into())).is_err());
+        assert!(clean_username(Some("../../etc".into())).is_err());
     }
 }

@@ -265,13 +265,31 @@ fn bearer_in(headers: &axum::http::HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for BearerToken {
+/// The refusal of a request to a session-only route that carries no session token: 403 when
+/// it carries a valid provider API token instead (the token is fine; the route is not for it),
+/// else 401.
+async fn no_session_token(parts: &Parts, state: &AppState) -> Response {
+    let e = match api_token(&parts.headers) {
+        Some(key) => match state.directory.authenticate_api_token(key).await {
+            Ok(_) => DomainError::forbidden(
+                codes::SESSION_REQUIRED,
+                "this route needs a person's session (Authorization: Bearer); provider API tokens reach \
+                 the offering-account API and the event stream only",
+            ),
+            Err(e) => e,
+        },
+        None => DomainError::no_session(),
+    };
+    ApiError(e).into_response()
+}
+
+impl FromRequestParts<AppState> for BearerToken {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         match bearer(parts) {
             Some(t) => Ok(BearerToken(t.to_owned())),
-            None => Err(ApiError(DomainError::no_session()).into_response()),
+            None => Err(no_session_token(parts, state).await),
         }
     }
 }
@@ -284,7 +302,7 @@ impl FromRequestParts<AppState> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let Some(token) = bearer(parts) else {
-            return Err(ApiError(DomainError::no_session()).into_response());
+            return Err(no_session_token(parts, state).await);
         };
         match state.directory.authenticate(token).await {
             Ok(auth) => Ok(AuthUser(auth)),

@@ -54,6 +54,7 @@ pub fn app(state: AppState, options: &HttpOptions, pages: Router<AppState>) -> R
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .layer(axum::middleware::from_fn(middleware::refuse_control_characters))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::wake_sequencer,
@@ -70,6 +71,8 @@ pub fn app(state: AppState, options: &HttpOptions, pages: Router<AppState>) -> R
         ))
         .layer(middleware::trace_layer())
         .layer(axum::middleware::from_fn(middleware::request_id))
+        // Outermost: every answer gets the headers, those of the layers above included.
+        .layer(axum::middleware::from_fn(middleware::security_headers))
         .with_state(state)
 }
 

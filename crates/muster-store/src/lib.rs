@@ -41,11 +41,11 @@ pub use processes::{
     Fence, NewProcess, ProcessQuery, ProcessRow, ProcessSort, ProcessUpdate, ScheduleRow, StepLog, StepRow,
     WorkListener,
 };
-pub use sessions::{LoginGuard, LoginPassword, SessionAndTarget, SessionRecord};
+pub use sessions::{LoginGuard, LoginPassword, SessionAndTarget, SessionRecord, ThrottleReset};
 pub use subscriptions::{HoldTerms, Subscription, SubscriptionListRow, SubscriptionQuery, SubscriptionSort};
 pub use ts::Ts;
 pub use tx::{StoreTx, WriterHold};
-pub use users::{UserOrder, UserQuery};
+pub use users::{UserOrder, UserQuery, UsernameConflict};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
@@ -544,6 +544,14 @@ impl Store {
         match &self.inner {
             Inner::Sqlite { write, .. } => SQLITE_MIGRATIONS.run(write).await?,
             Inner::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        }
+        for c in self.fill_username_keys().await? {
+            tracing::warn!(
+                user_id = %muster_core::ids::UserId::from_uuid(c.user),
+                conflicts_with = ?c.with.map(muster_core::ids::UserId::from_uuid).map(|u| u.to_string()),
+                "a username clashes with another user's under the username rules: the account stays, \
+                 but logins by that name reach the other user until a super-user renames it"
+            );
         }
         Ok(())
     }

@@ -137,10 +137,30 @@ pub struct LoginPassword {
     pub revoke_other_sessions: bool,
 }
 
+/// What a successful login does to the login throttle, in the login's transaction.
+#[derive(Debug, Clone, Default)]
+pub struct ThrottleReset {
+    /// Counters reset (the account name's, and the name's from this address).
+    pub clear: Vec<String>,
+    /// (address key, account key): the name is no longer failing from that address, and the
+    /// address is now known to the name.
+    pub address: Option<(String, String)>,
+}
+
+impl ThrottleReset {
+    /// Resets only the counters `keys`.
+    pub fn clearing(keys: &[&str]) -> Self {
+        Self {
+            clear: keys.iter().map(|k| (*k).to_owned()).collect(),
+            address: None,
+        }
+    }
+}
+
 impl Store {
     /// Opens a session after a successful login, in one transaction with: the guard's checks
-    /// (see [`LoginGuard`]), the password the login carried (if any), the reset of the
-    /// account's throttle counter, and the audit record. Returns false, writing nothing, when
+    /// (see [`LoginGuard`]), the password the login carried (if any), the throttle's reset
+    /// (see [`ThrottleReset`]), and the audit record. Returns false, writing nothing, when
     /// the guard fails.
     pub async fn open_session(
         &self,
@@ -148,7 +168,7 @@ impl Store {
         token_hash: &[u8; 32],
         guard: LoginGuard,
         password: Option<&LoginPassword>,
-        clear_throttle_key: &str,
+        throttle: &ThrottleReset,
         audit: &AuditEntry,
     ) -> Result<bool> {
         Ok(on_db!(self, write, pool => {
@@ -201,7 +221,25 @@ impl Store {
                 .bind(&session.user_agent)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("DELETE FROM login_throttle WHERE key = $1").bind(clear_throttle_key).execute(&mut *tx).await?;
+                for key in &throttle.clear {
+                    sqlx::query("DELETE FROM login_throttle WHERE key = $1").bind(key).execute(&mut *tx).await?;
+                }
+                if let Some((address, account)) = &throttle.address {
+                    sqlx::query("DELETE FROM login_address_failures WHERE address_key = $1 AND account_key = $2")
+                        .bind(address)
+                        .bind(account)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "INSERT INTO login_known_addresses (account_key, address_key, last_success) VALUES ($1, $2, $3) \
+                         ON CONFLICT (account_key, address_key) DO UPDATE SET last_success = excluded.last_success",
+                    )
+                    .bind(account)
+                    .bind(address)
+                    .bind(Ts(session.created_at))
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 crate::audit::insert!(&mut *tx, audit);
                 crate::commit(tx).await?;
             }

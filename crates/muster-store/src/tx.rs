@@ -738,7 +738,7 @@ impl StoreTx {
         if let Some(b) = self.batch().await? {
             b.push(crate::users::INSERT_USER).bind(user.uuid)?;
             crate::users::bind_user_columns!(BatchBinder(&mut *b, Ok(())), user).1?;
-            b.may_clash(|e| StoreError::unique_opt(e, "username_key", "username"));
+            b.may_clash(crate::users::username_clash_opt);
             crate::audit::hold_record(b, audit)?;
         } else {
             on_tx!(self, conn => {

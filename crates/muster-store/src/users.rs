@@ -91,6 +91,22 @@ pub(crate) fn search_names(u: &User) -> String {
         .join("\u{1f}")
 }
 
+/// A clash with another user's username key or look-alike key: `Duplicate("username")` either
+/// way (when both clash, which one a database reports is its own choice); any other error as
+/// it is.
+pub(crate) fn username_clash(e: sqlx::Error) -> StoreError {
+    match username_clash_opt(&e) {
+        Some(clash) => clash,
+        None => StoreError::Database(e),
+    }
+}
+
+/// [`username_clash`] for an error that is only looked at.
+pub(crate) fn username_clash_opt(e: &sqlx::Error) -> Option<StoreError> {
+    StoreError::unique_opt(e, "username_skeleton", "username")
+        .or_else(|| StoreError::unique_opt(e, "username_key", "username"))
+}
+
 /// Writes every mutable column of `$u` if its row is still at `$version`, on `$conn` (inside
 /// another write); evaluates to the number of rows changed (0 or 1).
 macro_rules! write_user {
@@ -100,7 +116,7 @@ macro_rules! write_user {
             .bind($version)
             .execute($conn)
             .await
-            .map_err(|e| $crate::StoreError::unique_as(e, "username_key", "username"))?
+            .map_err($crate::users::username_clash)?
             .rows_affected()
     }};
 }
@@ -113,7 +129,7 @@ macro_rules! insert_user_on {
         $crate::users::bind_user_columns!(q, $u)
             .execute($conn)
             .await
-            .map_err(|e| $crate::StoreError::unique_as(e, "username_key", "username"))?;
+            .map_err($crate::users::username_clash)?;
     }};
 }
 pub(crate) use insert_user_on;
@@ -123,6 +139,7 @@ macro_rules! bind_user_columns {
     ($q:expr, $u:expr) => {
         $q.bind(&$u.username)
             .bind(muster_core::directory::User::username_key(&$u.username))
+            .bind(muster_core::directory::User::username_skeleton(&$u.username))
             .bind(&$u.email)
             .bind($u.email.as_ref().map(|e| e.to_lowercase()))
             .bind(&$u.display_name)
@@ -157,23 +174,29 @@ macro_rules! bind_user_columns {
 
 pub(crate) use bind_user_columns;
 
-pub(crate) const INSERT_USER: &str = "INSERT INTO users (uuid, username, username_key, email, email_key, display_name, \
-    first_name, middle_name, last_name, search_names, is_active, is_internal, is_super_user, is_approval_needed, \
-    approval_status, approval_status_mod_by, approval_status_mod_time, is_locked, locked_time, locked_by, \
-    password_hash, password_is_set, password_must_change, password_last_set, password_expiry, sign_up_status, \
-    sign_up_time, is_totp_enabled, totp_key_sealed, totp_label, totp_last_step, updated_at, version) VALUES \
-    ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, \
-    $24, $25, $26, $27, $28, $29, $30, $31, $32, 1)";
+pub(crate) const INSERT_USER: &str = "INSERT INTO users (uuid, username, username_key, username_skeleton, email, email_key, display_name, \
+    first_name, middle_name, last_name, search_names, is_active, is_internal, is_super_user, \
+    is_approval_needed, approval_status, approval_status_mod_by, approval_status_mod_time, is_locked, \
+    locked_time, locked_by, password_hash, password_is_set, password_must_change, password_last_set, \
+    password_expiry, sign_up_status, sign_up_time, is_totp_enabled, totp_key_sealed, totp_label, \
+    totp_last_step, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+    $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, \
+    $33, 1)";
 
-/// Writes every mutable column and bumps the version, if the version is still `$33`.
-pub(crate) const UPDATE_USER: &str = "UPDATE users SET username = $2, username_key = $3, email = $4, email_key = $5, \
-    display_name = $6, first_name = $7, middle_name = $8, last_name = $9, search_names = $10, is_active = $11, \
-    is_internal = $12, is_super_user = $13, is_approval_needed = $14, approval_status = $15, \
-    approval_status_mod_by = $16, approval_status_mod_time = $17, is_locked = $18, locked_time = $19, \
-    locked_by = $20, password_hash = $21, password_is_set = $22, password_must_change = $23, \
-    password_last_set = $24, password_expiry = $25, sign_up_status = $26, sign_up_time = $27, \
-    is_totp_enabled = $28, totp_key_sealed = $29, totp_label = $30, totp_last_step = $31, updated_at = $32, \
-    version = version + 1 WHERE uuid = $1 AND version = $33";
+/// Writes every mutable column and bumps the version, if the version is still `$34`. The
+/// username's keys are kept while the username stays the same: a user whose keys were kept
+/// from before the username rules (see migration 0008) can still be changed otherwise.
+pub(crate) const UPDATE_USER: &str = "UPDATE users SET username = $2, \
+    username_key = CASE WHEN username = $2 THEN username_key ELSE $3 END, \
+    username_skeleton = CASE WHEN username = $2 THEN username_skeleton ELSE $4 END, email = $5, \
+    email_key = $6, display_name = $7, first_name = $8, middle_name = $9, last_name = $10, \
+    search_names = $11, is_active = $12, is_internal = $13, is_super_user = $14, \
+    is_approval_needed = $15, approval_status = $16, approval_status_mod_by = $17, \
+    approval_status_mod_time = $18, is_locked = $19, locked_time = $20, locked_by = $21, \
+    password_hash = $22, password_is_set = $23, password_must_change = $24, password_last_set = $25, \
+    password_expiry = $26, sign_up_status = $27, sign_up_time = $28, is_totp_enabled = $29, \
+    totp_key_sealed = $30, totp_label = $31, totp_last_step = $32, updated_at = $33, \
+    version = version + 1 WHERE uuid = $1 AND version = $34";
 
 pub(crate) const USER_COLUMNS: &str = "uuid, username, email, display_name, first_name, middle_name, last_name, \
     is_active, is_internal, is_super_user, is_approval_needed, approval_status, approval_status_mod_by, \
@@ -273,6 +296,20 @@ impl Store {
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(User::username_key(username)).fetch_optional(pool).await?
         });
         row.map(UserRow::into_user).transpose()
+    }
+
+    /// Whether a user other than `except` has `username`, or a look-alike of it (the same
+    /// username key or confusable skeleton).
+    pub async fn username_taken(&self, username: &str, except: Option<Uuid>) -> Result<bool> {
+        let (key, skeleton) = (User::username_key(username), User::username_skeleton(username));
+        let found: Vec<Uuid> = on_db!(self, read, pool => {
+            sqlx::query_scalar("SELECT uuid FROM users WHERE username_key = $1 OR username_skeleton = $2 LIMIT 2")
+                .bind(&key)
+                .bind(&skeleton)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(found.iter().any(|u| Some(*u) != except))
     }
 
     /// Writes `user` if its row is still at `version`; optionally revokes all of the user's
@@ -395,5 +432,115 @@ impl Store {
             .map(|r| r.into_user().map(|(u, _)| u))
             .collect::<Result<_>>()?;
         Ok((total, users))
+    }
+}
+
+/// A user whose username, when the keys of rows written before the username rules were
+/// computed, clashed with another user's: it keeps its account and its old key, and gets a
+/// look-alike key of its own (`conflict:<uuid>`), until a super-user renames it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsernameConflict {
+    pub user: Uuid,
+    /// The user whose name it clashes with.
+    pub with: Option<Uuid>,
+}
+
+/// Rows filled in per transaction by [`Store::fill_username_keys`].
+const FILL_BATCH: usize = 500;
+
+impl Store {
+    /// Computes the username keys (RFC 8265) and look-alike keys (TR39 skeletons) of users
+    /// written before migration 0008, which SQL cannot compute. Rows whose stored key is
+    /// already their key go first, so a name that logs in today keeps logging in; then the
+    /// rest; each group oldest sign-up first. A row whose keys clash with a user already done
+    /// keeps its old key and account, gets `conflict:<uuid>` as its look-alike key and an
+    /// audit record `user.username_conflict`, and is returned. Run by [`Store::migrate`];
+    /// cheap when there is nothing to do.
+    pub async fn fill_username_keys(&self) -> Result<Vec<UsernameConflict>> {
+        let rows: Vec<(Uuid, String, String)> = on_db!(self, write, pool => {
+            sqlx::query_as(
+                "SELECT uuid, username, username_key FROM users WHERE username_skeleton IS NULL \
+                 ORDER BY sign_up_time, uuid",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        let (keeps, changes): (Vec<_>, Vec<_>) = rows
+            .into_iter()
+            .partition(|(_, name, stored)| User::username_key(name) == *stored);
+        let mut conflicts = Vec::new();
+        for batch in keeps.chunks(FILL_BATCH).chain(changes.chunks(FILL_BATCH)) {
+            conflicts.extend(self.fill_username_batch(batch).await?);
+        }
+        Ok(conflicts)
+    }
+
+    async fn fill_username_batch(&self, batch: &[(Uuid, String, String)]) -> Result<Vec<UsernameConflict>> {
+        let ctx = muster_core::audit::RequestCtx {
+            cid: format!("migrate-{}", Uuid::new_v4()),
+            ..Default::default()
+        };
+        let mut conflicts = Vec::new();
+        on_db!(self, write, pool => {
+            let mut tx = pool.begin().await?;
+            for (uuid, username, _) in batch {
+                let (key, skeleton) = (User::username_key(username), User::username_skeleton(username));
+                // A savepoint each: on PostgreSQL a refused statement spoils its transaction.
+                sqlx::query("SAVEPOINT fill_username").execute(&mut *tx).await?;
+                let set = sqlx::query(
+                    "UPDATE users SET username_key = $2, username_skeleton = $3 WHERE uuid = $1 AND username_skeleton IS NULL",
+                )
+                .bind(uuid)
+                .bind(&key)
+                .bind(&skeleton)
+                .execute(&mut *tx)
+                .await;
+                match set {
+                    Ok(_) => {
+                        sqlx::query("RELEASE SAVEPOINT fill_username").execute(&mut *tx).await?;
+                    }
+                    Err(e) if username_clash_opt(&e).is_some() => {
+                        sqlx::query("ROLLBACK TO SAVEPOINT fill_username").execute(&mut *tx).await?;
+                        sqlx::query("RELEASE SAVEPOINT fill_username").execute(&mut *tx).await?;
+                        let with: Option<Uuid> = sqlx::query_scalar(
+                            "SELECT uuid FROM users WHERE (username_key = $1 OR username_skeleton = $2) AND uuid <> $3 \
+                             ORDER BY sign_up_time LIMIT 1",
+                        )
+                        .bind(&key)
+                        .bind(&skeleton)
+                        .bind(uuid)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        let flagged = sqlx::query(
+                            "UPDATE users SET username_skeleton = $2 WHERE uuid = $1 AND username_skeleton IS NULL",
+                        )
+                        .bind(uuid)
+                        .bind(format!("conflict:{}", uuid.simple()))
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                        if flagged == 0 {
+                            // Another node filled this row in meanwhile.
+                            continue;
+                        }
+                        let user_id = muster_core::ids::UserId::from_uuid(*uuid).to_string();
+                        let entry = AuditEntry::new(
+                            &ctx,
+                            muster_core::audit::actions::USER_USERNAME_CONFLICT,
+                            Some("migrate".into()),
+                            Some(user_id),
+                        )
+                        .with_details(serde_json::json!({
+                            "conflicts_with": with.map(|w| muster_core::ids::UserId::from_uuid(w).to_string()),
+                        }));
+                        crate::audit::insert!(&mut *tx, &entry);
+                        conflicts.push(UsernameConflict { user: *uuid, with });
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            tx.commit().await?;
+        });
+        Ok(conflicts)
     }
 }

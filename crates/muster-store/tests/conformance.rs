@@ -13,7 +13,7 @@ use muster_core::directory::{ApprovalStatus, DirectoryConfig, SignUpStatus, User
 use muster_store::testing::TestDb;
 use muster_store::{
     AuditQuery, AuditRecord, Backend, LoginGuard, LoginPassword, SessionRecord, Store, StoreError, StoreOptions,
-    UserOrder, UserQuery,
+    ThrottleReset, UserOrder, UserQuery, UsernameConflict,
 };
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -203,7 +203,7 @@ async fn login(store: &Store, label: &str, s: &SessionRecord, hash: &[u8; 32]) {
             hash,
             guard_for(store, label, s.user_uuid).await,
             None,
-            "account:nobody",
+            &ThrottleReset::clearing(&["account:nobody"]),
             &entry(actions::SESSION_LOGIN, Some(s.user_uuid.to_string())),
         )
         .await
@@ -1696,6 +1696,10 @@ async fn open_session_stores_the_session_clears_throttle_and_audits() {
         let now = clock::now();
         fail_login(&store, label, &["account:alice", "address:192.0.2.7"], now).await;
         fail_login(&store, label, &["account:alice"], now).await;
+        store
+            .note_address_failure("address:192.0.2.7", "account:alice", now)
+            .await
+            .unwrap_or_else(|e| panic!("{label}: note_address_failure: {e}"));
         assert_eq!(
             throttle_failures(&store, label, "account:alice").await,
             Some(2),
@@ -1721,11 +1725,29 @@ async fn open_session_stores_the_session_clears_throttle_and_audits() {
                 &hash,
                 guard_for(&store, label, s.user_uuid).await,
                 None,
-                "account:alice",
+                &ThrottleReset {
+                    clear: vec!["account:alice".into()],
+                    address: Some(("address:192.0.2.7".into(), "account:alice".into())),
+                },
                 &audit,
             )
             .await
             .unwrap_or_else(|e| panic!("{label}: open_session: {e}"));
+        let since = now - Duration::hours(1);
+        assert!(
+            !store
+                .address_failure_live("address:192.0.2.7", "account:alice", since)
+                .await
+                .expect("read"),
+            "{label}: the name no longer fails from the address"
+        );
+        assert!(
+            store
+                .login_address_known("account:alice", "address:192.0.2.7", since)
+                .await
+                .expect("read"),
+            "{label}: the address is known to the name"
+        );
 
         let (got_s, got_u, version) = by_token(&store, label, &hash)
             .await
@@ -1813,7 +1835,7 @@ async fn open_session_with_a_login_password() {
                 &s3_hash,
                 guard_for(&store, label, s3.user_uuid).await,
                 Some(&rehash),
-                "account:alice",
+                &ThrottleReset::clearing(&["account:alice"]),
                 &entry(actions::SESSION_LOGIN, None),
             )
             .await
@@ -1851,7 +1873,7 @@ async fn open_session_with_a_login_password() {
                 &s4_hash,
                 guard_for(&store, label, s4.user_uuid).await,
                 Some(&changed),
-                "account:alice",
+                &ThrottleReset::clearing(&["account:alice"]),
                 &entry(actions::SESSION_LOGIN, None),
             )
             .await
@@ -1928,7 +1950,7 @@ async fn open_session_is_atomic() {
                 &b1_hash,
                 guard_for(&store, label, s2.user_uuid).await,
                 Some(&pw),
-                "account:alice",
+                &ThrottleReset::clearing(&["account:alice"]),
                 &entry(actions::SESSION_LOGIN, None),
             )
             .await;
@@ -1961,7 +1983,7 @@ async fn open_session_is_atomic() {
                 &g_hash,
                 guard_for(&store, label, g.user_uuid).await,
                 None,
-                "account:alice",
+                &ThrottleReset::clearing(&["account:alice"]),
                 &entry(actions::SESSION_LOGIN, None),
             )
             .await;
@@ -3140,7 +3162,7 @@ async fn a_login_that_read_a_stale_user_or_a_spent_step_opens_nothing() {
                         &hash,
                         guard,
                         None,
-                        "account:alice",
+                        &ThrottleReset::clearing(&["account:alice"]),
                         &entry(actions::SESSION_LOGIN, None),
                     )
                     .await
@@ -3452,6 +3474,306 @@ async fn purging_old_events_deletes_a_prefix_per_stream_and_numbering_goes_on() 
             assert_eq!(n, 1, "{label}");
         }
         assert_eq!(purged("slow").await, 1, "{label}");
+        store.close().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Look-alike usernames (migration 0008)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn look_alike_usernames_are_refused_by_the_index_even_when_racing() {
+    for db in TestDb::all().await {
+        let label = db.label;
+        let store = open(&db).await;
+        insert(&store, label, &new_user("admin")).await;
+        insert(&store, label, &new_user("straße")).await;
+        let audits = audit_total(&store, label).await;
+        for name in ["\u{430}dmin", "adrnin", "STRASSE", "strasse"] {
+            let dup = new_user(name);
+            let r = store.insert_user(&dup, &create_entry(&dup)).await;
+            assert!(
+                matches!(r, Err(StoreError::Duplicate("username"))),
+                "{label}: inserting {name:?}: {r:?}"
+            );
+            assert!(
+                load(&store, label, dup.uuid).await.is_none(),
+                "{label}: {name:?}: no row"
+            );
+        }
+        assert_eq!(audit_total(&store, label).await, audits, "{label}: nothing audited");
+
+        // Renaming into a look-alike is refused too, and changes nothing.
+        let bob = new_user("bob");
+        insert(&store, label, &bob).await;
+        let mut rename = bob.clone();
+        rename.username = "\u{430}dmin".into();
+        let r = store.update_user(&rename, 1, false, &create_entry(&rename)).await;
+        assert!(matches!(r, Err(StoreError::Duplicate("username"))), "{label}: {r:?}");
+        let (kept, _) = load(&store, label, bob.uuid).await.expect("bob");
+        assert_eq!(kept.username, "bob", "{label}: rename refused");
+
+        // Eight look-alikes of one new name at once: exactly one goes in.
+        let names = [
+            "carol",
+            "car\u{43e}l",
+            "\u{441}arol",
+            "CAROL",
+            "c\u{430}rol",
+            "car\u{3bf}l",
+            "\u{441}ar\u{43e}l",
+            "\u{ff43}\u{ff41}\u{ff52}\u{ff4f}\u{ff4c}",
+        ];
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(names.len()));
+        let tasks: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                let u = new_user(name);
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.insert_user(&u, &create_entry(&u)).await
+                })
+            })
+            .collect();
+        let (mut ok, mut clash) = (0, 0);
+        for t in tasks {
+            match t.await.unwrap_or_else(|e| panic!("{label}: task: {e}")) {
+                Ok(()) => ok += 1,
+                Err(StoreError::Duplicate(_)) => clash += 1,
+                Err(e) => panic!("{label}: concurrent insert_user: unexpected error {e:?}"),
+            }
+        }
+        assert_eq!(ok, 1, "{label}: one of the look-alikes goes in ({clash} refused)");
+        store.close().await;
+    }
+}
+
+/// Makes `user`'s row look as it did before migration 0008: `username` as stored then, its key
+/// lower-cased, no look-alike key.
+async fn as_before_0008(db: &TestDb, user: Uuid, username: &str) {
+    let sql = "UPDATE users SET username = $2, username_key = $3, username_skeleton = NULL WHERE uuid = $1";
+    if db.label == "postgres" {
+        let raw = sqlx::PgPool::connect(&db.url).await.expect("raw connection");
+        sqlx::query(sql)
+            .bind(user)
+            .bind(username)
+            .bind(username.to_lowercase())
+            .execute(&raw)
+            .await
+            .expect("legacy row");
+        raw.close().await;
+    } else {
+        let raw = sqlx::SqlitePool::connect(&db.url).await.expect("raw connection");
+        sqlx::query(sql)
+            .bind(user)
+            .bind(username)
+            .bind(username.to_lowercase())
+            .execute(&raw)
+            .await
+            .expect("legacy row");
+        raw.close().await;
+    }
+}
+
+#[tokio::test]
+async fn keys_of_rows_from_before_the_username_rules_are_filled_in_and_clashes_flagged() {
+    for db in TestDb::all().await {
+        let label = db.label;
+        let store = open(&db).await;
+        let t0 = clock::now() - Duration::days(100);
+        // (name as stored before the rules, sign-up day); each is inserted under a neutral name
+        // first, then turned into the old row.
+        let old = [
+            ("\u{ff41}\u{ff44}\u{ff4d}\u{ff49}\u{ff4e}", 0), // full-width: its key changes
+            ("admin", 1),
+            ("\u{430}dmin", 2), // Cyrillic а
+            ("STRASSE", 3),
+            ("Stra\u{df}e", 4),
+            ("Admin\u{200b}", 5), // refused by PRECIS today
+            ("bob", 6),
+        ];
+        let mut ids = Vec::new();
+        for (i, (name, day)) in old.iter().enumerate() {
+            let mut u = new_user(&format!("placeholder{i}x"));
+            u.sign_up_time = t0 + Duration::days(*day);
+            insert(&store, label, &u).await;
+            as_before_0008(&db, u.uuid, name).await;
+            ids.push(u.uuid);
+        }
+        let audits = audit_total(&store, label).await;
+
+        let mut conflicts = store
+            .fill_username_keys()
+            .await
+            .unwrap_or_else(|e| panic!("{label}: fill_username_keys: {e}"));
+        conflicts.sort_by_key(|c| ids.iter().position(|u| *u == c.user));
+        let (fullwidth, admin, cyrillic, strasse, strasse2, zwsp) = (ids[0], ids[1], ids[2], ids[3], ids[4], ids[5]);
+        assert_eq!(
+            conflicts,
+            vec![
+                // The full-width name signed up first, but "admin" already held the key: a name
+                // that logs in today keeps doing so.
+                UsernameConflict {
+                    user: fullwidth,
+                    with: Some(admin)
+                },
+                UsernameConflict {
+                    user: cyrillic,
+                    with: Some(admin)
+                },
+                UsernameConflict {
+                    user: strasse2,
+                    with: Some(strasse)
+                },
+                UsernameConflict {
+                    user: zwsp,
+                    with: Some(admin)
+                },
+            ],
+            "{label}"
+        );
+        assert_eq!(
+            audit_total(&store, label).await,
+            audits + 4,
+            "{label}: each clash audited"
+        );
+        let rec = newest_audit(&store, label).await;
+        assert_eq!(rec.action, actions::USER_USERNAME_CONFLICT, "{label}");
+        assert_eq!(
+            rec.target.as_deref(),
+            Some(muster_core::ids::UserId::from_uuid(fullwidth).to_string().as_str()),
+            "{label}: names whose key changes are done last"
+        );
+
+        // Every account is still there; names reach the accounts that kept their keys.
+        assert_eq!(user_count(&store, label).await, 7, "{label}");
+        for (typed, owner) in [
+            ("ADMIN", admin),
+            ("\u{ff41}\u{ff44}\u{ff4d}\u{ff49}\u{ff4e}", admin),
+            ("strasse", strasse),
+            ("Stra\u{df}e", strasse2),
+            ("Admin\u{200b}", zwsp),
+            ("BOB", ids[6]),
+        ] {
+            let (got, _) = store
+                .user_by_username(typed)
+                .await
+                .unwrap_or_else(|e| panic!("{label}: {e}"))
+                .unwrap_or_else(|| panic!("{label}: {typed:?} should be found"));
+            assert_eq!(got.uuid, owner, "{label}: {typed:?}");
+        }
+        // A flagged user can still be changed otherwise (its keys stay)…
+        let (mut u, version) = load(&store, label, fullwidth).await.expect("row");
+        u.email = Some("fw@example.org".into());
+        assert!(
+            store
+                .update_user(&u, version, false, &create_entry(&u))
+                .await
+                .expect("update"),
+            "{label}"
+        );
+        // …and renamed out of the clash.
+        let (mut u, version) = load(&store, label, fullwidth).await.expect("row");
+        u.username = "admin-two".into();
+        assert!(
+            store
+                .update_user(&u, version, false, &create_entry(&u))
+                .await
+                .expect("rename"),
+            "{label}"
+        );
+        assert_eq!(
+            store
+                .user_by_username("ADMIN-TWO")
+                .await
+                .expect("read")
+                .map(|(u, _)| u.uuid),
+            Some(fullwidth)
+        );
+
+        // Nothing left to do, and a clash never comes back.
+        assert_eq!(store.fill_username_keys().await.expect("again"), vec![], "{label}");
+        // A new look-alike of a flagged name's owner is refused as ever.
+        let dup = new_user("\u{430}DMIN");
+        assert!(store.insert_user(&dup, &create_entry(&dup)).await.is_err(), "{label}");
+        store.close().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Login throttle: names failing per address, known addresses
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn address_failures_count_distinct_names_and_known_addresses_last() {
+    for db in TestDb::all().await {
+        let label = db.label;
+        let store = open(&db).await;
+        let now = clock::now();
+        let hour_ago = now - Duration::hours(1);
+        let (addr, other) = ("address:a", "address:b");
+        for (name, at) in [
+            ("account:1", now),
+            ("account:2", now - Duration::minutes(30)),
+            ("account:old", now - Duration::hours(2)),
+        ] {
+            store.note_address_failure(addr, name, at).await.expect("note");
+        }
+        store.note_address_failure(other, "account:9", now).await.expect("note");
+        // Noting a name again moves its time, not the count.
+        store
+            .note_address_failure(addr, "account:2", now)
+            .await
+            .expect("note again");
+        let (n, latest) = store
+            .address_failures_besides(addr, "account:new", hour_ago)
+            .await
+            .expect("count");
+        assert_eq!(
+            (n, latest),
+            (2, Some(now)),
+            "{label}: two live names, the old one lapsed"
+        );
+        let (n, _) = store
+            .address_failures_besides(addr, "account:1", hour_ago)
+            .await
+            .expect("count");
+        assert_eq!(n, 1, "{label}: the asking name is not counted");
+        assert!(
+            store
+                .address_failure_live(addr, "account:1", hour_ago)
+                .await
+                .expect("live")
+        );
+        assert!(
+            !store
+                .address_failure_live(addr, "account:old", hour_ago)
+                .await
+                .expect("lapsed")
+        );
+        store.forget_address_failure(addr, "account:1").await.expect("forget");
+        assert!(
+            !store
+                .address_failure_live(addr, "account:1", hour_ago)
+                .await
+                .expect("forgotten")
+        );
+
+        // Known addresses are written by a login (see open_session's test); none here.
+        assert!(
+            !store
+                .login_address_known("account:1", addr, hour_ago)
+                .await
+                .expect("unknown")
+        );
+        // Purging: lapsed names and long-unused known addresses go.
+        let purged = store
+            .purge_login_records(hour_ago, now - Duration::days(90))
+            .await
+            .expect("purge");
+        assert_eq!(purged, 1, "{label}: the lapsed name");
         store.close().await;
     }
 }

@@ -167,8 +167,12 @@ fn create_form<'a>(deps: &'a Deps, _: &'a State, run: &'a mut FormRun) -> FormFu
         }
         let username = str_of(&v, "username").unwrap_or_default();
         let store = deps.directory.store();
-        if store.user_by_username(username).await?.is_some() || store.username_held(username).await? {
-            return Err(field_error(&title, "username", "this username is taken"));
+        if store.username_taken(username, None).await? || store.username_held(username).await? {
+            return Err(field_error(
+                &title,
+                "username",
+                "this username (or one that looks like it) is taken",
+            ));
         }
         Ok(())
     })
@@ -283,11 +287,16 @@ fn group_name(g: &Subscription) -> String {
     }
 }
 
+/// The username as the directory stores it (the form checked it against the same rules).
+fn stored_username(typed: &str) -> Result<String, StepError> {
+    muster_core::directory::validate::username(typed).map_err(|e| StepError::new(e.message))
+}
+
 step!(initialize_subscription, |ctx| {
     let mut s = model::load_own(ctx).await?;
     let gid = first_group(ctx)?;
     let group = link_group(ctx, gid).await?;
-    let username = ctx.str("username")?.to_owned();
+    let username = stored_username(ctx.str("username")?)?;
     let affiliation = ctx
         .deps
         .catalogue
@@ -379,19 +388,24 @@ fn modify_form<'a>(deps: &'a Deps, _: &'a State, run: &'a mut FormRun) -> FormFu
         let v = run.page(page)?;
         let new_name = str_of(&v, "username").unwrap_or_default();
         if Some(new_name) != u.username.as_deref() {
-            // Taken by someone else: another directory user, or another User subscription. A
-            // change of case of one's own name is no clash.
+            // The directory's username rules, checked now so that a bad name is a form error.
+            if let Err(e) = muster_core::directory::validate::username(new_name) {
+                return Err(field_error(&title, "username", &e.message));
+            }
+            // Taken by someone else: another directory user (or a look-alike of one), or
+            // another User subscription. A change of case of one's own name is no clash.
             let store = deps.directory.store();
-            let other_user = store
-                .user_by_username(new_name)
-                .await?
-                .is_some_and(|(found, _)| Some(found.uuid) != u.directory_user);
+            let other_user = store.username_taken(new_name, u.directory_user).await?;
             let same_name = u
                 .username
                 .as_deref()
                 .is_some_and(|old| old.eq_ignore_ascii_case(new_name));
             if other_user || (!same_name && store.username_held(new_name).await?) {
-                return Err(field_error(&title, "username", "this username is taken"));
+                return Err(field_error(
+                    &title,
+                    "username",
+                    "this username (or one that looks like it) is taken",
+                ));
             }
         }
         Ok(())
@@ -415,7 +429,7 @@ step!(modify_subscription, |ctx| {
     let previous_group = user_of(&s).and_then(|u| u.group);
     let gid = first_group(ctx)?;
     let group = link_group(ctx, gid).await?;
-    let username = ctx.str("username")?.to_owned();
+    let username = stored_username(ctx.str("username")?)?;
     let affiliation = ctx
         .deps
         .catalogue

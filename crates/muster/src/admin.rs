@@ -35,6 +35,11 @@ enum UserAction {
     Lock { username: String },
     /// Unlock a user.
     Unlock { username: String },
+    /// Let a user who is shut out back in (typically a super-user who set their own sign-up
+    /// back or lost their second factor): unlock, sign-up final, approval approved, TOTP off
+    /// (a new enrolment is needed to switch it on again), every session ended. The password
+    /// stays; use set-password for that. Audited as user.recover.
+    Recover { username: String },
 }
 
 #[derive(Args)]
@@ -93,6 +98,19 @@ pub async fn run(cmd: UserCommand) -> Result<()> {
         UserAction::Lock { username } => {
             directory.cli_set_locked(&ctx, &username, true).await.map_err(refused)?;
             println!("locked '{username}'");
+            Ok(())
+        }
+        UserAction::Recover { username } => {
+            let (user, changed) = directory.cli_recover(&ctx, &username).await.map_err(refused)?;
+            let changed = if changed.is_empty() {
+                "nothing needed undoing".to_owned()
+            } else {
+                format!("changed: {}", changed.join(", "))
+            };
+            println!(
+                "recovered '{username}' ({}): {changed}; every session ended",
+                user.user_id()
+            );
             Ok(())
         }
         UserAction::Unlock { username } => {

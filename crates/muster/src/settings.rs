@@ -10,7 +10,7 @@ use clap::Args;
 use muster_core::credentials::password::Argon2Params;
 use muster_core::directory::DirectoryConfig;
 use muster_core::directory::policy::{DEFAULT_REJECT_LIST, PasswordPolicy};
-use muster_core::directory::throttle::ThrottlePolicy;
+use muster_core::directory::throttle::{LoginThrottle, MAX_ACCOUNT_FAILURES};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -148,12 +148,22 @@ pub struct Settings {
     /// A session ends this many seconds after login, however used [default: 43200].
     #[arg(long, env = "MUSTER_SESSION_ABSOLUTE_SECS", help_heading = "Sessions")]
     pub session_absolute_secs: Option<i64>,
-    /// Failed logins per account name before throttling starts [default: 5].
+    /// Failed logins per account name from one client address before that address is slowed
+    /// for that name [default: 5].
+    #[arg(long, env = "MUSTER_LOGIN_FAILURES_PER_ACCOUNT_ADDRESS", help_heading = "Sessions")]
+    pub login_failures_per_account_address: Option<u32>,
+    /// Consecutive failed logins per account name, from anywhere, before the name is slowed
+    /// from addresses it never logged in from; at most 100 [default: 100].
     #[arg(long, env = "MUSTER_LOGIN_FAILURES_PER_ACCOUNT", help_heading = "Sessions")]
     pub login_failures_per_account: Option<u32>,
-    /// Failed logins per client address before throttling starts [default: 50].
-    #[arg(long, env = "MUSTER_LOGIN_FAILURES_PER_ADDRESS", help_heading = "Sessions")]
-    pub login_failures_per_address: Option<u32>,
+    /// Distinct account names failing from one client address within an hour before it is
+    /// slowed for further new names [default: 50].
+    #[arg(long, env = "MUSTER_LOGIN_ACCOUNTS_PER_ADDRESS", help_heading = "Sessions")]
+    pub login_accounts_per_address: Option<u32>,
+    /// Days a successful login makes its address known to the account (exempt from the
+    /// account's and the address's limits) [default: 90].
+    #[arg(long, env = "MUSTER_LOGIN_KNOWN_ADDRESS_DAYS", help_heading = "Sessions")]
+    pub login_known_address_days: Option<i64>,
     /// Longest wait throttling imposes, in seconds [default: 900].
     #[arg(long, env = "MUSTER_LOGIN_MAX_DELAY_SECS", help_heading = "Sessions")]
     pub login_max_delay_secs: Option<i64>,
@@ -277,13 +287,33 @@ impl Settings {
         if apps.is_empty() || apps.iter().any(|a| a.trim().is_empty()) {
             bail!("apps must name at least one application, none empty");
         }
-        let max_delay = self.login_max_delay_secs.unwrap_or(900);
-        let mut account = ThrottlePolicy::per_account();
-        account.free_failures = self.login_failures_per_account.unwrap_or(account.free_failures);
-        account.max_delay_secs = max_delay;
-        let mut address = ThrottlePolicy::per_address();
-        address.free_failures = self.login_failures_per_address.unwrap_or(address.free_failures);
-        address.max_delay_secs = max_delay;
+        let max_delay = positive("login_max_delay_secs", self.login_max_delay_secs.unwrap_or(900))?;
+        let mut throttle = LoginThrottle::default();
+        let per_account = self
+            .login_failures_per_account
+            .unwrap_or(throttle.per_account.free_failures);
+        if !(1..=MAX_ACCOUNT_FAILURES).contains(&per_account) {
+            // NIST SP 800-63B §5.2.2: no more than 100 consecutive failures per account.
+            bail!("login_failures_per_account must be between 1 and {MAX_ACCOUNT_FAILURES}");
+        }
+        throttle.per_account.free_failures = per_account;
+        if let Some(n) = self.login_failures_per_account_address {
+            throttle.per_account_and_address.free_failures = n.max(1);
+        }
+        if let Some(n) = self.login_accounts_per_address {
+            throttle.per_address.free_failures = n.max(1);
+        }
+        throttle.known_address_days = positive(
+            "login_known_address_days",
+            self.login_known_address_days.unwrap_or(throttle.known_address_days),
+        )?;
+        for policy in [
+            &mut throttle.per_account_and_address,
+            &mut throttle.per_account,
+            &mut throttle.per_address,
+        ] {
+            policy.max_delay_secs = max_delay;
+        }
         let directory = DirectoryConfig {
             approval_required: self.approval_required.unwrap_or(false),
             password_expiry_days: positive("password_expiry_days", self.password_expiry_days.unwrap_or(730))?,
@@ -293,8 +323,7 @@ impl Settings {
             password_policy: policy,
             session_idle_secs: positive("session_idle_secs", self.session_idle_secs.unwrap_or(1800))?,
             session_absolute_secs: positive("session_absolute_secs", self.session_absolute_secs.unwrap_or(43_200))?,
-            account_throttle: account,
-            address_throttle: address,
+            throttle,
         };
         let argon2 = Argon2Params {
             memory_kib: self.argon2_memory_kib.unwrap_or(19 * 1024),
@@ -380,6 +409,25 @@ mod tests {
         assert_eq!(r.directory.apps, vec!["crm".to_owned()]);
         assert_eq!(r.max_body_bytes, 65536);
         assert_eq!(r.database_url, "sqlite:./muster.db");
+    }
+
+    #[test]
+    fn the_account_ceiling_follows_nist() {
+        let r = Settings::default().finish().expect("defaults");
+        assert_eq!(r.directory.throttle.per_account.free_failures, 100);
+        assert_eq!(r.directory.throttle.per_account_and_address.free_failures, 5);
+        assert_eq!(r.directory.throttle.per_address.free_failures, 50);
+        let over = Settings {
+            login_failures_per_account: Some(101),
+            ..Default::default()
+        };
+        assert!(over.finish().is_err(), "more than 100 consecutive failures is refused");
+        let delay = Settings {
+            login_max_delay_secs: Some(2),
+            ..Default::default()
+        };
+        let r = delay.finish().expect("valid");
+        assert_eq!(r.directory.throttle.per_address.max_delay_secs, 2);
     }
 
     #[test]

@@ -254,6 +254,102 @@ async fn super_users_come_from_the_command_line_and_the_cli_acts_on_a_live_direc
 }
 
 #[tokio::test]
+async fn recover_lets_a_shut_out_super_user_back_in() {
+    for db in TestDb::all().await {
+        let l = db.label;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (url, data) = (db.url.as_str(), dir.path());
+        for name in ["boss", "deputy"] {
+            let out = run(
+                muster(url, data),
+                &["user", "create-super-user", name, "--password-stdin"],
+                Some(&format!("{ROOT_PASSWORD}\n")),
+            )
+            .await;
+            assert_success(&out, &format!("{l}: create-super-user {name}"));
+        }
+        let serve = Serve::start(url, data).await;
+        let token = |body: &Value| body["token"].as_str().expect("token").to_owned();
+        let (_, body) = serve
+            .login(json!({"username": "deputy", "password": ROOT_PASSWORD}))
+            .await;
+        let deputy = token(&body);
+        let (_, body) = serve
+            .login(json!({"username": "boss", "password": ROOT_PASSWORD}))
+            .await;
+        let boss_session = token(&body);
+        let (_, me) = serve.get("/api/users/me", &boss_session).await;
+        let boss_id = me["user_id"].as_str().expect("user_id").to_owned();
+
+        // Everything that shuts a user out at once (set by another super-user: nobody may do
+        // it to themselves), with TOTP on and a key the boss never saw.
+        let r = serve
+            .client
+            .patch(format!("{}/api/users/{boss_id}", serve.base))
+            .bearer_auth(&deputy)
+            .json(&json!({"sign_up_status": "before_confirmation", "is_locked": true,
+                          "approval_status": "rejected", "is_totp_enabled": true}))
+            .send()
+            .await
+            .expect("patch");
+        assert_eq!(r.status().as_u16(), 200, "{l}");
+        let (status, body) = serve
+            .login(json!({"username": "boss", "password": ROOT_PASSWORD}))
+            .await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (401, json!("E005008")),
+            "{l}: shut out (a TOTP code nobody has)"
+        );
+
+        let out = run(muster(url, data), &["user", "recover", "boss"], None).await;
+        let stdout = assert_success(&out, &format!("{l}: user recover"));
+        assert!(stdout.contains("recovered 'boss'"), "{l}: {stdout}");
+        for field in ["is_locked", "sign_up_status", "approval_status", "is_totp_enabled"] {
+            assert!(stdout.contains(field), "{l}: {field} named: {stdout}");
+        }
+        let (status, body) = serve.get("/api/session", &boss_session).await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (401, json!("E007001")),
+            "{l}: sessions ended"
+        );
+        let (status, body) = serve
+            .login(json!({"username": "boss", "password": ROOT_PASSWORD}))
+            .await;
+        assert_eq!(status, 201, "{l}: back in, with no TOTP code: {body}");
+        let (_, boss) = serve.get(&format!("/api/users/{boss_id}"), &deputy).await;
+        assert_eq!(
+            (
+                &boss["is_locked"],
+                &boss["sign_up_status"],
+                &boss["approval_status"],
+                &boss["is_totp_enabled"]
+            ),
+            (&json!(false), &json!("final"), &json!("approved"), &json!(false)),
+            "{l}: {boss}"
+        );
+        let (_, audit) = serve.get("/api/audit?action=user.recover", &deputy).await;
+        assert_eq!(audit["total"], json!(1), "{l}: audited: {audit}");
+        let rec = &audit["result"][0];
+        assert_eq!(
+            (&rec["actor"], &rec["target"], &rec["outcome"]),
+            (&json!("cli"), &json!(boss_id), &json!("success")),
+            "{l}: {rec}"
+        );
+
+        // Recovering someone who is fine changes nothing but still ends sessions; an unknown
+        // name is refused.
+        let out = run(muster(url, data), &["user", "recover", "boss"], None).await;
+        let stdout = assert_success(&out, &format!("{l}: recover again"));
+        assert!(stdout.contains("nothing needed undoing"), "{l}: {stdout}");
+        let out = run(muster(url, data), &["user", "recover", "nobody"], None).await;
+        assert!(!out.status.success(), "{l}: an unknown user");
+        assert!(text(&out.stderr).contains("no such user"), "{l}: {}", text(&out.stderr));
+    }
+}
+
+#[tokio::test]
 async fn openapi_prints_the_document() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
     cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());

@@ -721,7 +721,7 @@ async fn bad_input_changes_nothing() {
             Some(json!({"username": "has space"})),
         )
         .await
-        .expect_problem(400, "E008002");
+        .expect_problem(400, "E001001");
         call(
             &s,
             Method::PATCH,
@@ -989,10 +989,10 @@ async fn permissions_and_tokens() {
             .expect(200);
         assert_eq!(list.headers["x-result-count"], "1", "{}", s.label);
 
-        // Tokens reach nothing of the directory.
+        // Tokens reach nothing of the directory: the token is valid, the route is not for it.
         call(&s, Method::GET, "/api/users", Cred::Token(&mine.token), None)
             .await
-            .expect(401);
+            .expect_problem(403, "session_required");
         call(
             &s,
             Method::GET,
@@ -1552,5 +1552,105 @@ async fn openapi_documents_the_offering_paths() {
         "/api/marketplace-provider-offerings/",
     ] {
         assert!(doc.body["paths"].get(path).is_some(), "missing {path}");
+    }
+}
+
+#[tokio::test]
+async fn local_usernames_are_portable_login_names() {
+    for s in Server::all(&[]).await {
+        let l = s.label;
+        let site = site(&s, "Names").await;
+        let agent = Cred::Token(&site.token);
+        let a = account(&s, &site, "names-person").await;
+        let id = a["uuid"].as_str().expect("uuid").to_owned();
+        for bad in [
+            "<script>",
+            "../../etc",
+            "a/b",
+            "JSmith",
+            "1abc",
+            ".hidden",
+            "élodie",
+            "x\u{0}y",
+        ] {
+            for method in [Method::PATCH, Method::PUT] {
+                let r = call(
+                    &s,
+                    method.clone(),
+                    &format!("{BASE}{id}/"),
+                    agent,
+                    Some(json!({"username": bad})),
+                )
+                .await;
+                let r = r.expect_problem(400, "E001001");
+                assert_eq!(r.body["errors"][0]["field"], json!("username"), "{l}: {bad:?}");
+            }
+            let user = s
+                .create_user(json!({"username": format!("p{}", uuid::Uuid::new_v4().simple())}))
+                .await;
+            call(
+                &s,
+                Method::POST,
+                BASE,
+                agent,
+                Some(json!({"offering_uuid": site.offering, "user_uuid": user["uuid"], "username": bad})),
+            )
+            .await
+            .expect_problem(400, "E001001");
+        }
+        let after = get(&s, agent, &id).await;
+        assert_eq!(
+            (after["state"].clone(), after["username"].clone()),
+            (json!("Requested"), Value::Null),
+            "{l}: unchanged"
+        );
+        let ok = call(
+            &s,
+            Method::PATCH,
+            &format!("{BASE}{id}/"),
+            agent,
+            Some(json!({"username": "j.smith-2"})),
+        )
+        .await
+        .expect(200);
+        assert_eq!(ok.body["username"], json!("j.smith-2"), "{l}");
+
+        // An offering that names accounts after the directory uses the name's lower-case form
+        // when that is a portable login name, and otherwise leaves the naming to the site.
+        let admin = Cred::Bearer(&s.admin_token);
+        let o = call(
+            &s,
+            Method::POST,
+            "/api/marketplace-provider-offerings/",
+            admin,
+            Some(
+                json!({"name": "Names Cloud", "provider_uuid": site.provider, "type": "Marketplace.Slurm",
+                        "username_generation_policy": "waldur_username"}),
+            ),
+        )
+        .await
+        .expect(201);
+        let offering = o.body["uuid"].as_str().expect("uuid").to_owned();
+        for (name, expected_state, expected) in [
+            ("Carol.Jones", "OK", json!("carol.jones")),
+            ("\u{e9}lodie", "Requested", Value::Null),
+            ("mallory<script>", "Requested", Value::Null),
+        ] {
+            let user = s.create_user(json!({"username": name})).await;
+            let r = call(
+                &s,
+                Method::POST,
+                BASE,
+                agent,
+                Some(json!({"offering_uuid": offering, "user_uuid": user["uuid"]})),
+            )
+            .await
+            .expect(201);
+            assert_eq!(
+                (r.body["state"].clone(), r.body["username"].clone()),
+                (json!(expected_state), expected),
+                "{l}: {name}"
+            );
+        }
     }
 }

@@ -351,10 +351,7 @@ async fn unknown_user_wrong_password_and_wrong_totp_code_look_the_same() {
 #[tokio::test]
 async fn unknown_users_cost_as_much_time_as_wrong_passwords() {
     // Throttling would answer quickly and spoil the measurement: lift it for this server.
-    let env = [
-        ("MUSTER_LOGIN_FAILURES_PER_ACCOUNT", "1000"),
-        ("MUSTER_LOGIN_FAILURES_PER_ADDRESS", "1000"),
-    ];
+    let env = [("MUSTER_LOGIN_FAILURES_PER_ACCOUNT_ADDRESS", "1000")];
     for s in Server::all(&env).await {
         let l = s.label;
         s.create_user(json!({"username": "timed", "password": PW})).await;
@@ -980,9 +977,12 @@ async fn waiting_out_retry_after_is_enough() {
 }
 
 #[tokio::test]
-async fn failures_from_one_address_throttle_it_across_usernames() {
+async fn an_address_failing_on_many_names_is_slowed_for_new_names_only() {
+    // The policy changed: an address used to be throttled on every attempt after 50 failures,
+    // which let one client lock every user behind a shared address out. Now it is held to a
+    // number of distinct failing names, and only for names new to it.
     let env = [
-        ("MUSTER_LOGIN_FAILURES_PER_ADDRESS", "3"),
+        ("MUSTER_LOGIN_ACCOUNTS_PER_ADDRESS", "3"),
         ("MUSTER_LOGIN_MAX_DELAY_SECS", "2"),
     ];
     for s in Server::all(&env).await {
@@ -991,20 +991,261 @@ async fn failures_from_one_address_throttle_it_across_usernames() {
         login_resp(&s, "kate", WRONG).await.problem(401, "E005001", l);
         login_resp(&s, "someone", WRONG).await.problem(401, "E005001", l);
         login_resp(&s, "someone-else", WRONG).await.problem(401, "E005001", l);
-        let r = login_resp(&s, "kate", PW).await.problem(
+        let r = login_resp(&s, "a-fourth-name", WRONG).await.problem(
             429,
             "throttled",
-            &format!("{l}: 4th failure-free attempt from 127.0.0.1"),
+            &format!("{l}: a fourth failing name from 127.0.0.1"),
         );
         assert!((1..=2).contains(&retry_after(&r)), "{l}");
-        login_resp(&s, "a-fourth-name", WRONG)
-            .await
-            .problem(429, "throttled", &format!("{l}: any name"));
-        tokio::time::sleep(Duration::from_millis(2100)).await;
+        // A name already failing from the address is held back by its own counter only.
+        login_resp(&s, "someone", WRONG).await.problem(401, "E005001", l);
         let r = login_resp(&s, "kate", PW)
             .await
-            .ok(201, &format!("{l}: after the delay"));
+            .ok(201, &format!("{l}: kate's own counter has one failure"));
         assert_alive(&s, &token_of(&r), l).await;
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        login_resp(&s, "a-fourth-name", WRONG)
+            .await
+            .problem(401, "E005001", &format!("{l}: after the delay"));
+    }
+}
+
+/// `POST /api/session` as if from `addr` (the test server trusts 127.0.0.1 as a proxy).
+async fn login_from(s: &Server, addr: &str, username: &str, password: &str) -> Resp {
+    s.send(
+        s.request(Method::POST, "/api/session")
+            .header("x-forwarded-for", addr)
+            .json(&json!({"username": username, "password": password})),
+    )
+    .await
+}
+
+/// Settings for tests that log in from several addresses: 127.0.0.1 is a trusted proxy, and
+/// no wait is longer than 2 s.
+const FROM_ADDRESSES: [(&str, &str); 2] = [
+    ("MUSTER_TRUSTED_PROXIES", "127.0.0.1"),
+    ("MUSTER_LOGIN_MAX_DELAY_SECS", "2"),
+];
+
+#[tokio::test]
+async fn failures_elsewhere_never_refuse_the_right_password_from_a_clean_address() {
+    for s in Server::all(&FROM_ADDRESSES).await {
+        let l = s.label;
+        s.create_user(json!({"username": "lena", "password": PW})).await;
+        // Strangers at six addresses: five failures each is all the pair allows…
+        for a in 1..=6 {
+            let attacker = format!("198.51.100.{a}");
+            for _ in 0..5 {
+                login_from(&s, &attacker, "lena", WRONG)
+                    .await
+                    .problem(401, "E005001", l);
+            }
+            let r = login_from(&s, &attacker, "lena", PW).await.problem(
+                429,
+                "throttled",
+                &format!("{l}: the sixth try from {attacker}, even with the right password"),
+            );
+            assert!(retry_after(&r) >= 1, "{l}");
+        }
+        // …and thirty failures on the name, below its ceiling of 100, hold nobody else back.
+        let r = login_from(&s, "203.0.113.7", "lena", PW)
+            .await
+            .ok(201, &format!("{l}: the real user from their own address"));
+        assert_alive(&s, &token_of(&r), l).await;
+    }
+}
+
+#[tokio::test]
+async fn an_attacker_guessing_once_per_retry_after_never_locks_the_user_out() {
+    for s in Server::all(&FROM_ADDRESSES).await {
+        let l = s.label;
+        s.create_user(json!({"username": "mona", "password": PW})).await;
+        let attacker = "198.51.100.20";
+        let (mut guesses, mut refused) = (0, 0);
+        for round in 0..12 {
+            let r = login_from(&s, attacker, "mona", WRONG).await;
+            match r.status.as_u16() {
+                401 => guesses += 1,
+                429 => {
+                    refused += 1;
+                    // The attacker waits exactly as long as told, then guesses again.
+                    tokio::time::sleep(Duration::from_secs(retry_after(&r)) + Duration::from_millis(50)).await;
+                    login_from(&s, attacker, "mona", WRONG).await.problem(
+                        401,
+                        "E005001",
+                        &format!("{l}: round {round}, after Retry-After"),
+                    );
+                    guesses += 1;
+                }
+                other => panic!("{l}: round {round}: {other} {}", r.body),
+            }
+            // Between any two guesses the real user logs in from their own address.
+            let r = login_from(&s, "203.0.113.8", "mona", PW)
+                .await
+                .ok(201, &format!("{l}: round {round}: the real user"));
+            assert_alive(&s, &token_of(&r), l).await;
+        }
+        assert!(
+            refused >= 5,
+            "{l}: the attacker was slowed ({refused} refusals, {guesses} guesses)"
+        );
+    }
+}
+
+#[tokio::test]
+async fn past_the_account_ceiling_only_that_name_is_slowed_and_known_addresses_still_get_in() {
+    let env = [
+        FROM_ADDRESSES[0],
+        FROM_ADDRESSES[1],
+        ("MUSTER_LOGIN_FAILURES_PER_ACCOUNT", "10"),
+    ];
+    for s in Server::all(&env).await {
+        let l = s.label;
+        s.create_user(json!({"username": "nina", "password": PW})).await;
+        s.create_user(json!({"username": "otto", "password": PW})).await;
+        let home = "203.0.113.9";
+        login_from(&s, home, "nina", PW)
+            .await
+            .ok(201, &format!("{l}: nina at home"));
+        // Ten failures from two addresses, five each (all each pair allows without a wait).
+        for a in 1..=2 {
+            for _ in 0..5 {
+                login_from(&s, &format!("198.51.100.{}", 30 + a), "nina", WRONG)
+                    .await
+                    .problem(401, "E005001", l);
+            }
+        }
+        let fresh = "192.0.2.44";
+        let r = login_from(&s, fresh, "nina", PW).await.problem(
+            429,
+            "throttled",
+            &format!("{l}: past the ceiling, nina is slowed from an address she never used"),
+        );
+        assert!((1..=2).contains(&retry_after(&r)), "{l}");
+        login_from(&s, fresh, "otto", PW)
+            .await
+            .ok(201, &format!("{l}: only nina's name is slowed"));
+        let r = login_from(&s, home, "nina", PW)
+            .await
+            .ok(201, &format!("{l}: from home nina still gets in"));
+        assert_alive(&s, &token_of(&r), l).await;
+        // Her login ended the run of consecutive failures: the fresh address is fine again.
+        login_from(&s, fresh, "nina", PW)
+            .await
+            .ok(201, &format!("{l}: after a success the ceiling counts from zero"));
+    }
+}
+
+#[tokio::test]
+async fn spraying_random_names_from_one_address_does_not_lock_out_the_users_behind_it() {
+    for s in Server::all(&FROM_ADDRESSES).await {
+        let l = s.label;
+        let shared = "198.51.100.77";
+        for name in ["pat", "quinn", "rosa", "sam"] {
+            s.create_user(json!({"username": name, "password": PW})).await;
+        }
+        // pat logs in from the shared address every day.
+        login_from(&s, shared, "pat", PW).await.ok(201, l);
+        // Someone behind the same address tries 45 random names.
+        for i in 0..45 {
+            login_from(
+                &s,
+                shared,
+                &format!("spray-{i}-{}", uuid::Uuid::new_v4().simple()),
+                WRONG,
+            )
+            .await
+            .problem(401, "E005001", &format!("{l}: sprayed name {i}"));
+        }
+        // Everyone behind it still gets in, first-timers included.
+        for name in ["pat", "quinn", "rosa"] {
+            login_from(&s, shared, name, PW)
+                .await
+                .ok(201, &format!("{l}: {name} behind the sprayed address"));
+        }
+        // Past 50 distinct failing names, new names from the address are slowed…
+        let mut slowed = None;
+        for i in 45..70 {
+            let r = login_from(
+                &s,
+                shared,
+                &format!("spray-{i}-{}", uuid::Uuid::new_v4().simple()),
+                WRONG,
+            )
+            .await;
+            if r.status.as_u16() == 429 {
+                slowed = Some(r);
+                break;
+            }
+            r.problem(401, "E005001", &format!("{l}: sprayed name {i}"));
+        }
+        let slowed = slowed.unwrap_or_else(|| panic!("{l}: the sprayer was never slowed"));
+        assert!((1..=2).contains(&retry_after(&slowed)), "{l}");
+        // …but a name that logged in from it before is not…
+        login_from(&s, shared, "pat", PW)
+            .await
+            .ok(201, &format!("{l}: a known address is never held back by the spray"));
+        // …and a first-timer waits at most the Retry-After the sprayer gets.
+        let r = login_from(&s, shared, "sam", PW).await;
+        if r.status.as_u16() == 429 {
+            tokio::time::sleep(Duration::from_secs(retry_after(&r)) + Duration::from_millis(50)).await;
+            login_from(&s, shared, "sam", PW)
+                .await
+                .ok(201, &format!("{l}: sam after waiting"));
+        } else {
+            r.ok(201, l);
+        }
+    }
+}
+
+/// Every text stored in the throttle's tables, as one string per row.
+async fn throttle_rows(url: &str) -> Vec<String> {
+    let sql = [
+        "SELECT key FROM login_throttle",
+        "SELECT address_key || ' ' || account_key FROM login_address_failures",
+        "SELECT account_key || ' ' || address_key FROM login_known_addresses",
+    ];
+    let mut rows = Vec::new();
+    if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url).await.expect("sqlite");
+        for q in sql {
+            rows.extend(sqlx::query_scalar::<_, String>(q).fetch_all(&pool).await.expect(q));
+        }
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.expect("postgres");
+        for q in sql {
+            rows.extend(sqlx::query_scalar::<_, String>(q).fetch_all(&pool).await.expect(q));
+        }
+        pool.close().await;
+    }
+    rows
+}
+
+#[tokio::test]
+async fn the_throttle_stores_neither_typed_names_nor_addresses() {
+    for s in Server::all(&FROM_ADDRESSES).await {
+        let l = s.label;
+        s.create_user(json!({"username": "uma", "password": PW})).await;
+        // A password typed into the username field, and a real name.
+        let typed = "Hunter2-typed-in-the-wrong-field";
+        login_from(&s, "198.51.100.99", typed, WRONG)
+            .await
+            .problem(401, "E005001", l);
+        login_from(&s, "198.51.100.99", "uma", WRONG)
+            .await
+            .problem(401, "E005001", l);
+        login_from(&s, "203.0.113.99", "uma", PW).await.ok(201, l);
+        let rows = throttle_rows(&s.db_url).await;
+        assert!(
+            rows.len() >= 4,
+            "{l}: counters, a failing name and a known address: {rows:?}"
+        );
+        for row in &rows {
+            for secret in [typed, &typed.to_lowercase(), "uma", "198.51.100", "203.0.113"] {
+                assert!(!row.contains(secret), "{l}: {secret:?} stored in {row:?}");
+            }
+        }
     }
 }
 

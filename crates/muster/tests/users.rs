@@ -1855,3 +1855,117 @@ async fn refused_flag_actions_by_regular_users_are_audited() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 13. Username rules (RFC 8265, TR39 look-alikes)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn look_alike_and_invisible_usernames_are_refused_beside_existing_ones() {
+    for s in Server::all(&[]).await {
+        let l = s.label;
+        let token = s.admin_token.clone();
+        let create = |name: &str| create_req(&s, &token, &json!({"username": name}));
+        // "admin" exists (the bootstrap super-user). An accented name is a different name…
+        let precomposed = s.create_user(json!({"username": "\u{e1}dmin"})).await;
+        assert_eq!(str_of(&precomposed, "username"), "\u{e1}dmin", "{l}");
+        // …but its decomposed spelling is the same one.
+        refused(&s, create("a\u{301}dmin"), Some("a\u{301}dmin"), 409, Some("E001002")).await;
+        for look_alike in [
+            "\u{430}dmin",
+            "\u{ff41}\u{ff44}\u{ff4d}\u{ff49}\u{ff4e}",
+            "ADMIN",
+            "adrnin",
+        ] {
+            let r = refused(&s, create(look_alike), None, 409, Some("E001002")).await;
+            assert!(str_of(&r.body, "detail").contains("looks like"), "{l}: {}", r.body);
+        }
+        for invisible in [
+            "admin\u{200b}",
+            "ad\u{ad}min",
+            "\u{202e}nimda",
+            "ad\u{0}min",
+            "ad\u{7f}min",
+        ] {
+            let r = refused(&s, create(invisible), None, 400, Some("E001001")).await;
+            assert_eq!(error_field(&r), Some("username"), "{l}: {invisible:?}");
+        }
+        refused(&s, create("ad min"), None, 400, Some("E001004")).await;
+        s.create_user(json!({"username": "stra\u{df}e"})).await;
+        refused(&s, create("STRASSE"), Some("STRASSE"), 409, Some("E001002")).await;
+
+        // Full-width input is stored in its ordinary form, case kept.
+        let bob = s
+            .create_user(json!({"username": "\u{ff22}\u{ff4f}\u{ff42}", "password": PASSWORD}))
+            .await;
+        assert_eq!(str_of(&bob, "username"), "Bob", "{l}");
+        // A rename is held to the same rules, and changes nothing when refused.
+        let id = str_of(&bob, "user_id").to_owned();
+        let r = s
+            .patch(&format!("/api/users/{id}"), &token, json!({"username": "\u{430}dmin"}))
+            .await;
+        assert_eq!((r.status.as_u16(), r.code()), (409, "E001002"), "{l}: {}", r.body);
+        assert_eq!(str_of(&user(&s, &id).await, "username"), "Bob", "{l}");
+
+        // Logins look names up the same way.
+        login(&s, "\u{ff42}\u{ff4f}\u{ff42}", PASSWORD).await.expect(201);
+        login(&s, "BOB", PASSWORD).await.expect(201);
+        login(&s, "\u{ff21}\u{ff24}\u{ff2d}\u{ff29}\u{ff2e}", ADMIN_PASSWORD)
+            .await
+            .expect(201);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 14. Super-users cannot shut themselves out
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn super_users_cannot_shut_themselves_out_through_their_own_record() {
+    for s in Server::all(&[]).await {
+        let l = s.label;
+        let token = s.admin_token.clone();
+        let before = me(&s, &token).await.expect(200).body;
+        for body in [
+            json!({"sign_up_status": "before_confirmation"}),
+            json!({"is_totp_enabled": true}),
+            json!({"is_locked": true}),
+            json!({"approval_status": "rejected"}),
+        ] {
+            let r = s.patch("/api/users/me", &token, body.clone()).await;
+            assert_eq!(
+                (r.status.as_u16(), r.code()),
+                (400, "E008001"),
+                "{l}: {body}: {}",
+                r.body
+            );
+            assert_problem_shape(&s, &r);
+        }
+        assert_eq!(me(&s, &token).await.expect(200).body, before, "{l}: nothing changed");
+        assert_alive(&s, &token, "after the refusals").await;
+        login(&s, ADMIN, ADMIN_PASSWORD).await.expect(201);
+        // What does not shut anyone out is still allowed.
+        s.patch(
+            "/api/users/me",
+            &token,
+            json!({"sign_up_status": "final", "is_totp_enabled": false}),
+        )
+        .await
+        .expect(200);
+        // Once a key is enrolled (a code from it was accepted), TOTP may be switched back on.
+        let (key, step) = s.enrol_totp(&token, ADMIN_PASSWORD).await;
+        s.patch("/api/users/me", &token, json!({"is_totp_enabled": false}))
+            .await
+            .expect(200);
+        let r = s
+            .patch("/api/users/me", &token, json!({"is_totp_enabled": true}))
+            .await
+            .expect(200);
+        assert_eq!(r.body["is_totp_enabled"], json!(true), "{l}");
+        s.try_login(
+            json!({"username": ADMIN, "password": ADMIN_PASSWORD, "totp_code": common::totp_code(&key, step + 1)}),
+        )
+        .await
+        .expect(201);
+    }
+}

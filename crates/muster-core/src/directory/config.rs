@@ -1,7 +1,7 @@
 //! Settings the directory's rules read.
 
 use super::policy::PasswordPolicy;
-use super::throttle::ThrottlePolicy;
+use super::throttle::LoginThrottle;
 
 #[derive(Debug, Clone)]
 pub struct DirectoryConfig {
@@ -20,8 +20,8 @@ pub struct DirectoryConfig {
     pub session_idle_secs: i64,
     /// …and after this long in any case.
     pub session_absolute_secs: i64,
-    pub account_throttle: ThrottlePolicy,
-    pub address_throttle: ThrottlePolicy,
+    /// How failed logins are counted and slowed.
+    pub throttle: LoginThrottle,
 }
 
 impl Default for DirectoryConfig {
@@ -35,8 +35,7 @@ impl Default for DirectoryConfig {
             password_policy: PasswordPolicy::default(),
             session_idle_secs: 30 * 60,
             session_absolute_secs: 12 * 3600,
-            account_throttle: ThrottlePolicy::per_account(),
-            address_throttle: ThrottlePolicy::per_address(),
+            throttle: LoginThrottle::default(),
         }
     }
 }

@@ -129,7 +129,7 @@ pub fn plan(
     let username = input
         .username
         .ok_or_else(|| DomainError::invalid_field("username", codes::USERNAME_INVALID, "username is required"))?;
-    validate::username(&username)?;
+    let username = validate::username(&username)?;
     let email = non_empty(input.email);
     if let Some(e) = &email {
         validate::email(e)?;

@@ -8,6 +8,7 @@ pub mod policy;
 pub mod throttle;
 pub mod update;
 pub mod user;
+pub mod username;
 pub mod validate;
 
 pub use config::DirectoryConfig;

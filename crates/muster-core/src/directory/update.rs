@@ -197,8 +197,7 @@ impl UpdateUserInput {
             }
         }
         if let Some(username) = self.username {
-            let username = required("username", username)?;
-            validate::username(&username)?;
+            let username = validate::username(&required("username", username)?)?;
             if user.username != username {
                 user.username = username;
                 applied.changed.push("username");
@@ -206,6 +205,16 @@ impl UpdateUserInput {
         }
         if let Some(v) = self.is_totp_enabled {
             let v = required("is_totp_enabled", v)?;
+            // A key is enrolled once a code from it was accepted (enrolment's confirmation, or
+            // a login): until then nobody has shown they hold it, and switching it on for
+            // oneself would shut oneself out.
+            if v && is_self && !user.is_totp_enabled && user.totp_last_step.is_none() {
+                return Err(DomainError::invalid(
+                    codes::INVALID_OPERATION,
+                    "TOTP cannot be switched on for yourself before a key is enrolled; \
+                     enrol one with POST /api/users/me/totp",
+                ));
+            }
             if user.is_totp_enabled != v {
                 user.is_totp_enabled = v;
                 applied.changed.push("is_totp_enabled");
@@ -251,6 +260,14 @@ impl UpdateUserInput {
         }
         if let Some(v) = self.sign_up_status {
             let v = required("sign_up_status", v)?;
+            // Only `final` users may log in: any other status on oneself is a lock-out that
+            // nobody but another super-user (or `muster user recover`) could undo.
+            if v != SignUpStatus::Final && is_self {
+                return Err(DomainError::invalid(
+                    codes::INVALID_OPERATION,
+                    "a super-user cannot take back their own sign-up",
+                ));
+            }
             if user.sign_up_status != v {
                 user.sign_up_status = v;
                 applied.changed.push("sign_up_status");
@@ -275,6 +292,37 @@ impl UpdateUserInput {
         }
         Ok(applied)
     }
+}
+
+/// The command line's recovery of a user shut out of their account (a super-user who set their
+/// own sign-up back, lost their second factor, …): unlocked, sign-up `final`, approved, TOTP
+/// off with its spent step forgotten (the caller replaces the key, so a later switch-on needs a
+/// new enrolment). The password is left alone. Returns the fields that changed; the caller ends
+/// the user's sessions.
+pub fn recover(user: &mut User, by: &str, now: OffsetDateTime) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if user.is_locked {
+        user.is_locked = false;
+        user.locked_time = Some(now);
+        user.locked_by = Some(by.to_owned());
+        changed.push("is_locked");
+    }
+    if user.sign_up_status != SignUpStatus::Final {
+        user.sign_up_status = SignUpStatus::Final;
+        changed.push("sign_up_status");
+    }
+    if user.approval_status != ApprovalStatus::Approved {
+        user.approval_status = ApprovalStatus::Approved;
+        user.approval_status_mod_by = by.to_owned();
+        user.approval_status_mod_time = now;
+        changed.push("approval_status");
+    }
+    if user.is_totp_enabled || user.totp_last_step.is_some() {
+        user.is_totp_enabled = false;
+        user.totp_last_step = None;
+        changed.push("is_totp_enabled");
+    }
+    changed
 }
 
 #[cfg(test)]
@@ -388,6 +436,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn recovery_undoes_every_lock_out() {
+        let mut u = user();
+        let now = crate::clock::now();
+        assert!(recover(&mut u, "cli", now).is_empty(), "nothing to undo");
+        u.is_locked = true;
+        u.sign_up_status = SignUpStatus::BeforeConfirmation;
+        u.approval_status = ApprovalStatus::Rejected;
+        u.is_totp_enabled = true;
+        u.totp_last_step = Some(7);
+        let changed = recover(&mut u, "cli", now);
+        assert_eq!(
+            changed,
+            vec!["is_locked", "sign_up_status", "approval_status", "is_totp_enabled"]
+        );
+        assert!(!u.is_locked && !u.is_totp_enabled && u.totp_last_step.is_none());
+        assert_eq!(
+            (u.sign_up_status, u.approval_status),
+            (SignUpStatus::Final, ApprovalStatus::Approved)
+        );
+        assert_eq!(u.approval_status_mod_by, "cli");
+        assert_eq!(u.locked_by.as_deref(), Some("cli"));
+    }
+
+    #[test]
     fn super_users_cannot_lock_or_reject_themselves_and_nulls_are_refused() {
         let mut u = user();
         u.is_super_user = true;
@@ -405,6 +477,32 @@ pub(crate) mod tests {
             .apply(&mut u, caller, now)
             .expect_err("self-reject");
         assert_eq!(e.code, codes::INVALID_OPERATION);
+        let e = input(serde_json::json!({"sign_up_status": "before_confirmation"}))
+            .apply(&mut u, caller, now)
+            .expect_err("self sign-up reset");
+        assert_eq!(e.code, codes::INVALID_OPERATION);
+        let e = input(serde_json::json!({"is_totp_enabled": true}))
+            .apply(&mut u, caller, now)
+            .expect_err("TOTP on without an enrolled key");
+        assert_eq!(e.code, codes::INVALID_OPERATION);
+        assert!(
+            !u.is_totp_enabled && u.sign_up_status == SignUpStatus::Final,
+            "nothing changed"
+        );
+        input(serde_json::json!({"sign_up_status": "final", "is_totp_enabled": false}))
+            .apply(&mut u, caller, now)
+            .expect("the states that do not lock one out are fine");
+        // Once a code from the key was accepted, switching TOTP back on is one's own choice.
+        u.totp_last_step = Some(1);
+        input(serde_json::json!({"is_totp_enabled": true}))
+            .apply(&mut u, caller, now)
+            .expect("an enrolled key");
+        assert!(u.is_totp_enabled);
+        // On someone else (whose key a super-user may have handed over), both are allowed.
+        let mut other = user();
+        input(serde_json::json!({"sign_up_status": "before_confirmation", "is_totp_enabled": true}))
+            .apply(&mut other, caller, now)
+            .expect("another user");
         let e = input(serde_json::json!({"username": null}))
             .apply(&mut u, caller, now)
             .expect_err("null username");

@@ -86,9 +86,14 @@ impl User {
         UserId::from_uuid(self.uuid)
     }
 
-    /// The key under which usernames are unique: case-insensitive.
+    /// The key under which usernames are unique and looked up (RFC 8265 UsernameCaseMapped).
     pub fn username_key(username: &str) -> String {
-        username.to_lowercase()
+        super::username::key(username)
+    }
+
+    /// The key that keeps look-alike usernames apart (a TR39 confusable skeleton).
+    pub fn username_skeleton(username: &str) -> String {
+        super::username::skeleton(&super::username::key(username))
     }
 }
 

@@ -6,40 +6,13 @@
 
 use crate::error::{DomainError, codes};
 
-pub const MAX_USERNAME_LEN: usize = 128;
+pub const MAX_USERNAME_LEN: usize = super::username::MAX_LEN;
 pub const MAX_EMAIL_LEN: usize = 128;
 pub const MAX_NAME_LEN: usize = 191;
 
-pub fn username(value: &str) -> Result<(), DomainError> {
-    if value.is_empty() {
-        return Err(DomainError::invalid_field(
-            "username",
-            codes::USERNAME_INVALID,
-            "username must not be empty",
-        ));
-    }
-    if value.chars().count() > MAX_USERNAME_LEN {
-        return Err(DomainError::invalid_field(
-            "username",
-            codes::USERNAME_TOO_LONG,
-            format!("username must be at most {MAX_USERNAME_LEN} characters"),
-        ));
-    }
-    if value.chars().any(char::is_whitespace) {
-        return Err(DomainError::invalid_field(
-            "username",
-            codes::USERNAME_HAS_WHITESPACE,
-            "username must not contain whitespace",
-        ));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(DomainError::invalid_field(
-            "username",
-            codes::USERNAME_INVALID,
-            "username contains control characters",
-        ));
-    }
-    Ok(())
+/// Checks a username and returns the form to store (see [`super::username`]).
+pub fn username(value: &str) -> Result<String, DomainError> {
+    super::username::canonical(value)
 }
 
 pub fn email(value: &str) -> Result<(), DomainError> {
@@ -106,7 +79,7 @@ mod tests {
 
     #[test]
     fn usernames() {
-        assert!(username("alice").is_ok());
+        assert_eq!(username("alice").ok().as_deref(), Some("alice"));
         assert!(username("élodie.dupont@example").is_ok());
         assert_eq!(username("").map_err(|e| e.code), Err(codes::USERNAME_INVALID));
         assert_eq!(username("a b").map_err(|e| e.code), Err(codes::USERNAME_HAS_WHITESPACE));

@@ -3,3 +3,4 @@
 
 pub mod lifecycle;
 pub mod model;
+pub mod username;

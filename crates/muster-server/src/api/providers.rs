@@ -4,6 +4,7 @@
 use crate::AppState;
 use crate::error::{ApiResult, Problem};
 use crate::extract::{AnyCaller, ApiJson, ApiPath, Ctx};
+use crate::middleware::NoStore;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -149,11 +150,11 @@ pub async fn create_token(
     AnyCaller(caller): AnyCaller,
     ApiPath(uuid): ApiPath<String>,
     ApiJson(input): ApiJson<CreateApiTokenInput>,
-) -> ApiResult<(StatusCode, Json<NewApiToken>)> {
-    Ok((
+) -> ApiResult<NoStore<(StatusCode, Json<NewApiToken>)>> {
+    Ok(NoStore((
         StatusCode::CREATED,
         Json(state.offerings.create_api_token(&ctx, &caller, &uuid, input).await?),
-    ))
+    )))
 }
 
 /// Revoke an API token: its next use is a 401.

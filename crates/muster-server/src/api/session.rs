@@ -3,6 +3,7 @@
 use crate::AppState;
 use crate::error::{ApiResult, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, AuthUser, Ctx};
+use crate::middleware::NoStore;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -33,8 +34,11 @@ pub async fn login(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     ApiJson(input): ApiJson<LoginInput>,
-) -> ApiResult<(StatusCode, Json<LoginOutcome>)> {
-    Ok((StatusCode::CREATED, Json(state.directory.login(&ctx, input).await?)))
+) -> ApiResult<NoStore<(StatusCode, Json<LoginOutcome>)>> {
+    Ok(NoStore((
+        StatusCode::CREATED,
+        Json(state.directory.login(&ctx, input).await?),
+    )))
 }
 
 /// The caller's session (verifies the token).

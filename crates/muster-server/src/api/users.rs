@@ -3,6 +3,7 @@
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, AuthUser, BearerToken, Ctx};
+use crate::middleware::NoStore;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -194,12 +195,12 @@ pub async fn begin_totp(
     Ctx(ctx): Ctx,
     AuthUser(auth): AuthUser,
     ApiJson(input): ApiJson<PasswordProof>,
-) -> ApiResult<(StatusCode, Json<TotpEnrollment>)> {
+) -> ApiResult<NoStore<(StatusCode, Json<TotpEnrollment>)>> {
     let enrollment = state
         .directory
         .begin_totp_enrollment(&auth.ctx(ctx), &auth, input.password, input.totp_code)
         .await?;
-    Ok((StatusCode::CREATED, Json(enrollment)))
+    Ok(NoStore((StatusCode::CREATED, Json(enrollment))))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
