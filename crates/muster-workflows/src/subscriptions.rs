@@ -224,13 +224,7 @@ impl Subscriptions {
         let id = crate::processes::parse_id(id, "subscription")?;
         let actor = auth.user_id();
         let actor = actor.as_str();
-        if self
-            .store
-            .subscription(id)
-            .await
-            .map_err(DomainError::from)?
-            .is_none()
-        {
+        if self.store.subscription(id).await.map_err(DomainError::from)?.is_none() {
             return Err(DomainError::not_found("subscription"));
         }
         let entry = AuditEntry::new(
