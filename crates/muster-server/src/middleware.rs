@@ -7,7 +7,7 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::time::Instant;
-use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::classify::{SharedClassifier, StatusInRangeAsFailures};
 use tower_http::trace::TraceLayer;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -67,9 +67,14 @@ pub fn route_label(req: &Request) -> String {
 
 /// Logs one span per request with its id, method and route template; never the raw path,
 /// query, headers or body (they carry tokens and passwords).
-pub fn trace_layer() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, impl Fn(&Request) -> tracing::Span + Clone>
+///
+/// Only a 500 is logged as a failed response: it is a bug or an unforeseen failure. The other
+/// 5xx answers are muster working as designed and are not errors of the server: 510 is the
+/// form protocol asking for the next page, 503 a paused engine or an unreachable database and
+/// 507 a full one (both logged once, as warnings, where they happen).
+pub fn trace_layer() -> TraceLayer<SharedClassifier<StatusInRangeAsFailures>, impl Fn(&Request) -> tracing::Span + Clone>
 {
-    TraceLayer::new_for_http().make_span_with(|req: &Request| {
+    TraceLayer::new(StatusInRangeAsFailures::new(500..=500).into_make_classifier()).make_span_with(|req: &Request| {
         let id = req.extensions().get::<RequestId>().map(|r| r.0.as_str()).unwrap_or("");
         tracing::info_span!(
             "request",

@@ -43,3 +43,24 @@ async fn serves_health_docs_and_metrics_on_every_database() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_form_protocol_is_not_logged_as_an_error() {
+    let db = muster_store::testing::TestDb::sqlite();
+    let s = Server::start(db, &[]).await;
+    // An empty form asks for the first page: 510 is the protocol working, not a failure.
+    let r = s
+        .call(
+            reqwest::Method::POST,
+            "/api/processes/create_user_group",
+            Some(&s.admin_token),
+            Some(serde_json::json!([])),
+        )
+        .await;
+    assert_eq!(r.status, 510, "{}", r.body);
+    s.call(reqwest::Method::GET, "/api/health", None, None)
+        .await
+        .expect(200);
+    let log = s.stderr();
+    assert!(!log.contains(" ERROR "), "logged an error: {log}");
+}
