@@ -10,7 +10,11 @@
 //!   with SQL (setup only), then measures (a) the dashboard list — one provider, two states,
 //!   `page_size=100` — and (b) lifecycle transitions driven over HTTP by `--agents` concurrent
 //!   agents with provider API tokens.
+//! - `console`: every list and detail page of the web console with `--users` users,
+//!   `--subscriptions` subscriptions (made by workflows) and `--accounts` offering accounts,
+//!   and the CSV export of every user (not in the default set).
 
+mod console;
 mod offerings;
 
 use anyhow::{Context, Result, bail};
@@ -66,6 +70,15 @@ struct Args {
     /// Concurrent clients of the dashboard list in the `offerings` scenario.
     #[arg(long, default_value_t = 4)]
     list_clients: usize,
+    /// Subscriptions made by workflows in the `console` scenario (user groups included).
+    #[arg(long, default_value_t = 10_000)]
+    subscriptions: usize,
+    /// User groups among them.
+    #[arg(long, default_value_t = 100)]
+    groups: usize,
+    /// Requests per page in the `console` scenario.
+    #[arg(long, default_value_t = 200)]
+    page_requests: usize,
     /// Concurrent agents (provider tokens) driving transitions in the `offerings` scenario.
     #[arg(long, default_value_t = 16)]
     agents: usize,
@@ -399,6 +412,7 @@ async fn main() -> Result<()> {
             "workflows" => workflows::throughput(&server, &token, args.workflow_clients, args.duration).await?,
             "drain" => workflows::drain(&server, &token, args.drain, &args.muster).await?,
             "offerings" => offerings::scenario(&args, &server, &token).await?,
+            "console" => console::scenario(&args, &server, &token).await?,
             other => bail!("unknown scenario {other}"),
         }
     }

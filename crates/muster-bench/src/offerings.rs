@@ -35,9 +35,9 @@ const STATE_SQL: &str = "CASE \
     WHEN b < 96 THEN 'error_creating' WHEN b < 98 THEN 'deleted' WHEN b < 99 THEN 'deletion_requested' \
     ELSE 'error_deleting' END";
 
-struct Site {
-    provider: String,
-    token: String,
+pub(crate) struct Site {
+    pub provider: String,
+    pub token: String,
 }
 
 async fn post(c: &reqwest::Client, url: String, token: &str, body: Value) -> Result<Value> {
@@ -51,7 +51,7 @@ async fn post(c: &reqwest::Client, url: String, token: &str, body: Value) -> Res
         .await?)
 }
 
-async fn sites(c: &reqwest::Client, base: &str, admin: &str) -> Result<Vec<Site>> {
+pub(crate) async fn sites(c: &reqwest::Client, base: &str, admin: &str) -> Result<Vec<Site>> {
     let mut out = Vec::new();
     for p in 0..PROVIDERS {
         let provider = post(
@@ -86,8 +86,59 @@ async fn sites(c: &reqwest::Client, base: &str, admin: &str) -> Result<Vec<Site>
     Ok(out)
 }
 
+/// SQL that inserts `count` approved, active users named `{prefix}1` … (`now`: SQLite's
+/// microseconds; PostgreSQL uses its own clock).
+fn users_sql(sqlite: bool, prefix: &str, count: usize, now: i64) -> String {
+    const COLUMNS: &str = "uuid, username, username_key, email, email_key, first_name, last_name, search_names, \
+         is_active, is_internal, is_super_user, is_approval_needed, approval_status, approval_status_mod_by, \
+         approval_status_mod_time, is_locked, password_hash, password_is_set, password_must_change, \
+         password_last_set, password_expiry, sign_up_status, sign_up_time, is_totp_enabled, totp_key_sealed, \
+         totp_label, updated_at";
+    if sqlite {
+        format!(
+            "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {count}) \
+             INSERT INTO users ({COLUMNS}) \
+             SELECT randomblob(16), '{prefix}' || n, '{prefix}' || n, '{prefix}' || n || '@example.org', '{prefix}' || n || '@example.org', \
+             'Bench', 'User ' || n, 'bench' || char(31) || 'user ' || n, 1, 0, 0, 0, 'approved', 'bench', {now}, 0, \
+             'x', 1, 0, {now}, {now} + 31536000000000, 'final', {now}, 0, '', 'bench', {now} FROM g"
+        )
+    } else {
+        format!(
+            "INSERT INTO users ({COLUMNS}) \
+             SELECT gen_random_uuid(), '{prefix}' || n, '{prefix}' || n, '{prefix}' || n || '@example.org', '{prefix}' || n || '@example.org', \
+             'Bench', 'User ' || n, 'bench' || chr(31) || 'user ' || n, true, false, false, false, 'approved', 'bench', \
+             now(), false, 'x', true, false, now(), now() + interval '1 year', 'final', now(), false, '', 'bench', now() \
+             FROM generate_series(1, {count}) n"
+        )
+    }
+}
+
+/// Bulk-loads `count` users named `{prefix}1` … with SQL (no accounts).
+pub(crate) async fn bulk_users(url: &str, prefix: &str, count: usize) -> Result<()> {
+    if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url).await?;
+        sqlx::query("PRAGMA busy_timeout = 60000").execute(&pool).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_micros() as i64;
+        sqlx::query(sqlx::AssertSqlSafe(users_sql(true, prefix, count, now)))
+            .execute(&pool)
+            .await?;
+        sqlx::query("ANALYZE").execute(&pool).await?;
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(url).await?;
+        sqlx::query(sqlx::AssertSqlSafe(users_sql(false, prefix, count, 0)))
+            .execute(&pool)
+            .await?;
+        sqlx::query("VACUUM ANALYZE users").execute(&pool).await?;
+        pool.close().await;
+    }
+    Ok(())
+}
+
 /// Bulk-loads people and accounts with SQL: every person gets an account on every offering.
-async fn bulk_load(url: &str, accounts: usize) -> Result<()> {
+pub(crate) async fn bulk_load(url: &str, accounts: usize) -> Result<()> {
     let offerings = PROVIDERS * OFFERINGS_PER_PROVIDER;
     let people = accounts.div_ceil(offerings);
     if url.starts_with("sqlite:") {
@@ -96,17 +147,7 @@ async fn bulk_load(url: &str, accounts: usize) -> Result<()> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_micros() as i64;
-        let users = format!(
-            "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {people}) \
-             INSERT INTO users (uuid, username, username_key, email, email_key, first_name, last_name, search_names, \
-             is_active, is_internal, is_super_user, is_approval_needed, approval_status, approval_status_mod_by, \
-             approval_status_mod_time, is_locked, password_hash, password_is_set, password_must_change, \
-             password_last_set, password_expiry, sign_up_status, sign_up_time, is_totp_enabled, totp_key_sealed, \
-             totp_label, updated_at) \
-             SELECT randomblob(16), 'bu' || n, 'bu' || n, 'bu' || n || '@example.org', 'bu' || n || '@example.org', \
-             'Bench', 'User ' || n, 'bench' || char(31) || 'user ' || n, 1, 0, 0, 0, 'approved', 'bench', {now}, 0, \
-             'x', 1, 0, {now}, {now} + 31536000000000, 'final', {now}, 0, '', 'bench', {now} FROM g"
-        );
+        let users = users_sql(true, "bu", people, now);
         sqlx::query(sqlx::AssertSqlSafe(users)).execute(&pool).await?;
         // A deterministic, evenly spread state bucket per (person, offering).
         let accounts = format!(
@@ -125,17 +166,7 @@ async fn bulk_load(url: &str, accounts: usize) -> Result<()> {
         pool.close().await;
     } else {
         let pool = sqlx::PgPool::connect(url).await?;
-        let users = format!(
-            "INSERT INTO users (uuid, username, username_key, email, email_key, first_name, last_name, search_names, \
-             is_active, is_internal, is_super_user, is_approval_needed, approval_status, approval_status_mod_by, \
-             approval_status_mod_time, is_locked, password_hash, password_is_set, password_must_change, \
-             password_last_set, password_expiry, sign_up_status, sign_up_time, is_totp_enabled, totp_key_sealed, \
-             totp_label, updated_at) \
-             SELECT gen_random_uuid(), 'bu' || n, 'bu' || n, 'bu' || n || '@example.org', 'bu' || n || '@example.org', \
-             'Bench', 'User ' || n, 'bench' || chr(31) || 'user ' || n, true, false, false, false, 'approved', 'bench', \
-             now(), false, 'x', true, false, now(), now() + interval '1 year', 'final', now(), false, '', 'bench', now() \
-             FROM generate_series(1, {people}) n"
-        );
+        let users = users_sql(false, "bu", people, 0);
         sqlx::query(sqlx::AssertSqlSafe(users)).execute(&pool).await?;
         let accounts = format!(
             "INSERT INTO offering_users (uuid, offering_uuid, provider_uuid, user_uuid, username, state, runtime_state, \

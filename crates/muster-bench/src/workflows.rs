@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const USER_INTERNAL: &str = "091035e7-95a1-5997-8286-74a4ad1cc551";
-const USER_GROUP: &str = "31892964-6ad1-52eb-8c09-77fba68b51b6";
+pub(crate) const USER_INTERNAL: &str = "091035e7-95a1-5997-8286-74a4ad1cc551";
+pub(crate) const USER_GROUP: &str = "31892964-6ad1-52eb-8c09-77fba68b51b6";
 
 async fn post(c: &reqwest::Client, base: &str, token: &str, path: &str, body: Value) -> Result<(u16, Value)> {
     let r = c
@@ -33,7 +33,7 @@ async fn get(c: &reqwest::Client, base: &str, token: &str, path: &str) -> Result
         .await?)
 }
 
-async fn start(c: &reqwest::Client, base: &str, token: &str, wf: &str, pages: Value) -> Result<String> {
+pub(crate) async fn start(c: &reqwest::Client, base: &str, token: &str, wf: &str, pages: Value) -> Result<String> {
     let (status, body) = post(c, base, token, &format!("/api/processes/{wf}"), pages).await?;
     if status != 201 {
         bail!("starting {wf}: {status} {body}");
@@ -42,7 +42,7 @@ async fn start(c: &reqwest::Client, base: &str, token: &str, wf: &str, pages: Va
 }
 
 /// Polls until the process is final; returns its last status.
-async fn wait(c: &reqwest::Client, base: &str, token: &str, pid: &str, every: Duration) -> Result<Value> {
+pub(crate) async fn wait(c: &reqwest::Client, base: &str, token: &str, pid: &str, every: Duration) -> Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let p = get(c, base, token, &format!("/api/processes/{pid}")).await?;

@@ -334,6 +334,18 @@ impl<D: Send + Sync + 'static> Engine<D> {
         Ok(pid)
     }
 
+    /// Whether a workflow worker runs anywhere: this node's, or one whose heartbeat was
+    /// recorded lately. A process started when none does waits until one starts.
+    pub async fn worker_alive(&self) -> bool {
+        if self.inner.local.lock().is_ok_and(|l| l.is_some()) {
+            return true;
+        }
+        let since = clock::now()
+            - time::Duration::try_from(crate::worker::WORKER_HEARTBEAT * 3).unwrap_or(time::Duration::MINUTE);
+        // Unknown (the database did not answer) is not reported as "no worker".
+        self.inner.store.worker_seen_since(since).await.unwrap_or(true)
+    }
+
     /// A free slot of this node's worker, if it runs and has one.
     fn free_local_slot(&self) -> Option<Handoff> {
         let local = self.inner.local.lock().ok()?;

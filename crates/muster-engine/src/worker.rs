@@ -35,6 +35,7 @@ pub async fn run<D: Send + Sync + 'static>(engine: Engine<D>, mut shutdown: watc
             }
         })
     };
+    let heartbeat = spawn_heartbeat(&engine);
     info!(worker = %cfg.worker_name, concurrency = cfg.concurrency, "worker started");
     loop {
         if *shutdown.borrow() {
@@ -101,7 +102,37 @@ pub async fn run<D: Send + Sync + 'static>(engine: Engine<D>, mut shutdown: watc
     // Let running processes reach their next step boundary.
     let _ = slots.acquire_many(cfg.concurrency.max(1) as u32).await;
     runs_handed.abort();
+    heartbeat.abort();
+    let stale = clock::now() - time::Duration::try_from(WORKER_FORGOTTEN).unwrap_or(time::Duration::HOUR);
+    if let Err(e) = engine.store().worker_gone(&cfg.worker_name, stale).await {
+        warn!(error = %e, "could not record that the worker stopped");
+    }
     info!(worker = %cfg.worker_name, "worker stopped");
+}
+
+/// How often a worker records that it is alive (see `Engine::worker_alive`).
+pub(crate) const WORKER_HEARTBEAT: Duration = Duration::from_secs(10);
+/// A worker not heard of for this long is gone (a node that died without saying so).
+const WORKER_FORGOTTEN: Duration = Duration::from_secs(24 * 3600);
+
+/// Records this worker's heartbeat until aborted, so that starts on nodes without a worker of
+/// their own can tell whether any worker runs.
+fn spawn_heartbeat<D: Send + Sync + 'static>(engine: &Engine<D>) -> tokio::task::JoinHandle<()> {
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        let cfg = engine.config().clone();
+        let mut tick = tokio::time::interval(WORKER_HEARTBEAT);
+        loop {
+            tick.tick().await;
+            if let Err(e) = engine
+                .store()
+                .worker_alive(&cfg.worker_name, cfg.concurrency as i64, clock::now())
+                .await
+            {
+                warn!(error = %e, "could not record the worker's heartbeat");
+            }
+        }
+    })
 }
 
 /// Until the earliest queued process becomes claimable, at most `poll`.

@@ -19,6 +19,7 @@ mod catalogue;
 mod events;
 mod group_commit;
 mod health;
+mod nodes;
 mod offerings;
 mod processes;
 mod sessions;

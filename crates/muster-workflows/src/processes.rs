@@ -16,6 +16,10 @@ use muster_store::ProcessQuery;
 use serde_json::Value;
 use uuid::Uuid;
 
+/// What a start says when no worker runs anywhere.
+pub const NO_WORKER: &str = "no workflow worker has been seen lately: the process is queued and waits until one runs \
+     (start muster serve with workers, or muster worker)";
+
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct Processes {
@@ -53,6 +57,16 @@ impl Processes {
     ) -> Result<Uuid, StartError> {
         Self::may_operate(auth).map_err(StartError::Domain)?;
         self.engine.start(ctx, &auth.user_id(), name, inputs).await
+    }
+
+    /// Said after a start when no workflow worker runs anywhere: the process is queued, but
+    /// nothing will run it until one starts (`muster serve` with workers, or `muster worker`).
+    pub async fn no_worker_warning(&self) -> Option<&'static str> {
+        if self.engine.worker_alive().await {
+            return None;
+        }
+        tracing::warn!("a workflow was started, but no worker runs: it waits until one starts");
+        Some(NO_WORKER)
     }
 
     /// One process with its steps and, while suspended at an input step, its form.

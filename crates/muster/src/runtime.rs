@@ -90,6 +90,20 @@ pub async fn directory(resolved: &Resolved) -> Result<Directory> {
     let store = open_store(resolved).await?;
     std::fs::create_dir_all(&resolved.data_dir).ok();
     let secrets = server_key(resolved)?;
+    // Every node must hold the key the database's secrets are sealed with (TOTP keys; the
+    // login throttle's and the console's keys are derived from it): a node with another one
+    // stops here, saying so, instead of failing later on every sealed value.
+    let recorded = store
+        .record_server_key(secrets.key_id(), muster_core::clock::now())
+        .await
+        .context("recording the server key's id")?;
+    if recorded != secrets.key_id() {
+        bail!(
+            "this node's server key (id {}) is not the one this database's secrets are sealed with (id {recorded}): \
+             give every node sharing the database the same MUSTER_SECRET_KEY (or <data dir>/muster.key)",
+            secrets.key_id()
+        );
+    }
     let hasher = match PasswordHasher::new(resolved.argon2) {
         Ok(h) => h,
         Err(e) => bail!("{e}"),

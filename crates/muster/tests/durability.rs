@@ -396,3 +396,58 @@ async fn two_worker_processes_on_postgres_run_each_process_once() {
     assert!(c1 > 0 && c2 > 0, "both workers worked: {c1} and {c2}");
     checks.close().await;
 }
+
+#[tokio::test]
+async fn a_start_with_no_worker_anywhere_says_so_until_one_runs() {
+    for db in TestDb::all().await {
+        let url = db.url.clone();
+        let s = Server::start_on(db.label, &url, &[KEY, NO_WORKER]).await;
+        let form = json!([{"product": USER_GROUP}, {"group_name": "Nobody Runs"}]);
+        let r = s
+            .post("/api/processes/create_user_group", &s.admin_token, form.clone())
+            .await
+            .expect(201);
+        let warning = r.body["warning"].as_str().unwrap_or_default();
+        assert!(warning.contains("no workflow worker"), "{}: {}", db.label, r.body);
+        assert!(s.stderr().contains("no worker runs"), "{}: logged", db.label);
+        // A worker starts elsewhere: it records its heartbeat at once, and starts stop warning.
+        let _worker = WorkerProcess::start(&url, &[KEY]).await;
+        let form = json!([{"product": USER_GROUP}, {"group_name": "Someone Runs"}]);
+        let r = s
+            .post("/api/processes/create_user_group", &s.admin_token, form)
+            .await
+            .expect(201);
+        assert!(r.body.get("warning").is_none(), "{}: {}", db.label, r.body);
+        drop(db);
+    }
+}
+
+#[tokio::test]
+async fn a_node_with_another_server_key_refuses_to_start() {
+    for db in TestDb::all().await {
+        let url = db.url.clone();
+        let _first = Server::start_on(db.label, &url, &[KEY]).await;
+        let other = ("MUSTER_SECRET_KEY", "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=");
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_muster"))
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("MUSTER_LISTEN", "127.0.0.1:0")
+            .env("MUSTER_DATABASE_URL", &url)
+            .env("MUSTER_DATA_DIR", data_dir.path())
+            .env(other.0, other.1)
+            .env("MUSTER_ADMIN_PASSWORD", common::ADMIN_PASSWORD)
+            .output()
+            .await
+            .expect("run muster");
+        assert!(!out.status.success(), "{}: started with another key", db.label);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("server key") && err.contains("MUSTER_SECRET_KEY"),
+            "{}: {err}",
+            db.label
+        );
+        drop(db);
+    }
+}

@@ -202,6 +202,9 @@ async fn a_full_sqlite_database_refuses_writes_loses_nothing_and_recovers_withou
                             json!({"username": name, "email": format!("{name}@example.org")}),
                         )
                         .await;
+                    if r.status == 500 {
+                        panic!("create user: 500: {}\nserver log:\n{}", r.body, s.log_tail(40));
+                    }
                     let o = outcome(&r, "create user");
                     let id = r.body["user_id"].as_str().map(str::to_owned);
                     users.lock().expect("lock").push((name, o, id));
@@ -368,6 +371,9 @@ async fn killed_postgres_connections_give_503s_or_successes_and_processes_go_on_
                     if r.status == 503 && r.code() == "outcome_unknown" {
                         continue;
                     }
+                    if r.status == 500 {
+                        panic!("workflow start: 500: {}\nserver log:\n{}", r.body, s.log_tail(40));
+                    }
                     if outcome(&r, "workflow start") == Outcome::Done {
                         processes
                             .lock()
@@ -382,6 +388,9 @@ async fn killed_postgres_connections_give_503s_or_successes_and_processes_go_on_
                         let cid = r.headers["x-request-id"].to_str().expect("request id").to_owned();
                         unknown.lock().expect("lock").push((cid, name));
                         continue;
+                    }
+                    if r.status == 500 {
+                        panic!("create user: 500: {}\nserver log:\n{}", r.body, s.log_tail(40));
                     }
                     let o = outcome(&r, "create user");
                     users.lock().expect("lock").push((name, o));

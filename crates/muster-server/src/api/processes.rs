@@ -113,6 +113,9 @@ pub(crate) fn form_response(stop: FormStop) -> Response {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Started {
     pub id: Uuid,
+    /// Present when no workflow worker runs anywhere: the process waits until one starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<&'static str>,
 }
 
 /// The answer to an accepted callback.
@@ -151,7 +154,10 @@ pub async fn start(
     ApiJson(inputs): ApiJson<Vec<Value>>,
 ) -> Response {
     match state.processes.start(&ctx, &auth, &workflow, inputs).await {
-        Ok(id) => (StatusCode::CREATED, Json(Started { id })).into_response(),
+        Ok(id) => {
+            let warning = state.processes.no_worker_warning().await;
+            (StatusCode::CREATED, Json(Started { id, warning })).into_response()
+        }
         Err(e) => start_error(e),
     }
 }
