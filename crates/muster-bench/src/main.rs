@@ -76,6 +76,10 @@ struct Args {
     /// User groups among them.
     #[arg(long, default_value_t = 100)]
     groups: usize,
+    /// Concurrent clients per page in the `console` scenario (1: the server's time to render
+    /// a page, without queueing behind other requests).
+    #[arg(long, default_value_t = 1)]
+    page_clients: usize,
     /// Requests per page in the `console` scenario.
     #[arg(long, default_value_t = 200)]
     page_requests: usize,

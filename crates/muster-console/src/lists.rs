@@ -107,20 +107,48 @@ pub fn line(cells: &[String]) -> String {
 }
 
 /// A streamed CSV answer: `header`, then the rows `fetch(offset)` returns, page after page,
-/// until a page comes back short. The first page is read before answering, so a refusal (no
-/// permission, a bad filter) is an ordinary error page; an error later ends the download early
-/// (the browser shows it as failed: the status line was already sent) and is logged.
+/// until a page comes back short. For lists paged by offset (bounded ones); a list that can
+/// hold every user or account pages by key with [`csv_by_key`].
 pub async fn csv<F, Fut>(filename: &str, header: &[&str], fetch: F) -> Result<Response, muster_core::DomainError>
 where
     F: Fn(i64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Vec<Vec<String>>, muster_core::DomainError>> + Send + 'static,
 {
-    let first = fetch(0).await?;
+    csv_by_key(filename, header, move |at: Option<i64>| {
+        let offset = at.unwrap_or(0);
+        let page = fetch(offset);
+        async move {
+            let rows = page.await?;
+            let next = (rows.len() as i64 >= EXPORT_PAGE).then_some(offset + rows.len() as i64);
+            Ok((rows, next))
+        }
+    })
+    .await
+}
+
+/// One batch of an export: its rows, and where the next batch starts (None after the last).
+pub type Batch<K> = (Vec<Vec<String>>, Option<K>);
+
+/// A streamed CSV answer: `header`, then the batches `fetch(key)` returns, starting with
+/// `fetch(None)`, until one says there is no next. One batch is in memory at a time. The first
+/// batch is read before answering, so a refusal (no permission, a bad filter) is an ordinary
+/// error page; an error later ends the download early (the browser shows it as failed: the
+/// status line was already sent) and is logged.
+pub async fn csv_by_key<K, F, Fut>(
+    filename: &str,
+    header: &[&str],
+    fetch: F,
+) -> Result<Response, muster_core::DomainError>
+where
+    K: Send + 'static,
+    F: Fn(Option<K>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Batch<K>, muster_core::DomainError>> + Send + 'static,
+{
+    let (first, next) = fetch(None).await?;
     let mut head = line(&header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>());
     for r in &first {
         head.push_str(&line(r));
     }
-    let next = (first.len() as i64 >= EXPORT_PAGE).then_some(first.len() as i64);
     let body = Body::from_stream(rows(head, next, fetch));
     let mut resp = body.into_response();
     let h = resp.headers_mut();
@@ -135,28 +163,27 @@ where
     Ok(resp)
 }
 
-fn rows<F, Fut>(head: String, next: Option<i64>, fetch: F) -> impl Stream<Item = Result<Bytes, std::io::Error>>
+fn rows<K, F, Fut>(head: String, next: Option<K>, fetch: F) -> impl Stream<Item = Result<Bytes, std::io::Error>>
 where
-    F: Fn(i64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Vec<Vec<String>>, muster_core::DomainError>> + Send + 'static,
+    K: Send + 'static,
+    F: Fn(Option<K>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Batch<K>, muster_core::DomainError>> + Send + 'static,
 {
-    // State: (offset of the next page, or None when done; the header still to send).
-    futures_util::stream::unfold((next, Some(head), fetch), |(offset, head, fetch)| async move {
+    // State: where the next batch starts (None: done), the header still to send.
+    futures_util::stream::unfold((next, Some(head), fetch), |(key, head, fetch)| async move {
         if let Some(h) = head {
-            return Some((Ok(Bytes::from(h)), (offset, None, fetch)));
+            return Some((Ok(Bytes::from(h)), (key, None, fetch)));
         }
-        let offset = offset?;
-        match fetch(offset).await {
-            Ok(page) => {
-                let n = page.len() as i64;
-                if n == 0 {
+        let key = key?;
+        match fetch(Some(key)).await {
+            Ok((batch, next)) => {
+                if batch.is_empty() {
                     return None;
                 }
                 let mut chunk = String::new();
-                for r in &page {
+                for r in &batch {
                     chunk.push_str(&line(r));
                 }
-                let next = (n >= EXPORT_PAGE).then_some(offset + n);
                 Some((Ok(Bytes::from(chunk)), (next, None, fetch)))
             }
             Err(e) => {

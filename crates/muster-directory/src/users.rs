@@ -9,7 +9,7 @@ use muster_core::directory::update::{Caller, UpdateUserInput};
 use muster_core::directory::{ApprovalStatus, SignUpStatus, User, UserView};
 use muster_core::error::{DomainError, codes};
 use muster_core::ids::UserId;
-use muster_store::{UserOrder, UserQuery};
+use muster_store::{UserCursor, UserOrder, UserQuery};
 use serde::Serialize;
 use serde_json::json;
 use time::Duration;
@@ -36,7 +36,26 @@ pub struct SearchInput {
     pub page_size: i64,
 }
 
+impl SearchInput {
+    /// The filters and order (paging is the caller's).
+    fn query(self) -> UserQuery {
+        UserQuery {
+            username: self.username,
+            email: self.email,
+            name: self.name,
+            approval_status: self.approval_status,
+            sign_up_status: self.sign_up_status,
+            is_locked: self.is_locked,
+            order: self.order,
+            offset: 0,
+            limit: 0,
+        }
+    }
+}
+
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
+/// The most users one export batch reads.
+pub const EXPORT_BATCH: i64 = 1000;
 pub const MAX_PAGE_SIZE: i64 = 100;
 
 /// One page of users, with Zato's paging metadata.
@@ -736,15 +755,9 @@ impl Directory {
         };
         let cur_page = input.page.max(1);
         let query = UserQuery {
-            username: input.username,
-            email: input.email,
-            name: input.name,
-            approval_status: input.approval_status,
-            sign_up_status: input.sign_up_status,
-            is_locked: input.is_locked,
-            order: input.order,
             offset: (cur_page - 1).saturating_mul(page_size),
             limit: page_size,
+            ..input.query()
         };
         let (total, users) = self.store.search_users(&query).await.map_err(store_error)?;
         let num_pages = (total + page_size - 1) / page_size;
@@ -759,5 +772,24 @@ impl Directory {
             prev_page: (cur_page > 1).then(|| cur_page - 1),
             result: users.iter().map(|u| UserView::of(u, true)).collect(),
         })
+    }
+
+    /// Super-user export: the next `limit` users matching `input` (its paging fields unused)
+    /// after `after`, and where the next batch starts (None after the last). For streaming
+    /// every match, e.g. as CSV: keyset paging, so the whole export costs one pass.
+    pub async fn export_users(
+        &self,
+        auth: &Auth,
+        input: SearchInput,
+        after: Option<UserCursor>,
+        limit: i64,
+    ) -> Result<(Vec<UserView>, Option<UserCursor>), DomainError> {
+        auth.require_super_user()?;
+        let (users, next) = self
+            .store
+            .export_users(&input.query(), after.as_ref(), limit.clamp(1, EXPORT_BATCH))
+            .await
+            .map_err(store_error)?;
+        Ok((users.iter().map(|u| UserView::of(u, true)).collect(), next))
     }
 }

@@ -25,6 +25,7 @@ mod processes;
 mod sessions;
 mod sqlite_writer;
 mod subscriptions;
+mod tallies;
 pub mod testing;
 mod throttle;
 mod token_cache;
@@ -46,7 +47,7 @@ pub use sessions::{LoginGuard, LoginPassword, SessionAndTarget, SessionRecord, T
 pub use subscriptions::{HoldTerms, Subscription, SubscriptionListRow, SubscriptionQuery, SubscriptionSort};
 pub use ts::Ts;
 pub use tx::{StoreTx, WriterHold};
-pub use users::{UserOrder, UserQuery, UsernameConflict};
+pub use users::{UserCursor, UserOrder, UserQuery, UsernameConflict};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};

@@ -442,6 +442,37 @@ pub struct AccountQuery {
 }
 
 impl AccountQuery {
+    /// The same count as a query on `offering_user_tallies`, whose rows carry only provider,
+    /// offering and state: None when `self` filters on anything else. A person's own accounts
+    /// in the visibility do not matter when the provider filter keeps to visible providers.
+    fn for_tallies(&self) -> Option<std::borrow::Cow<'_, AccountQuery>> {
+        let other_filters = self.user_uuid.is_some()
+            || self.user_username.is_some()
+            || self.is_restricted.is_some()
+            || !self.runtime_states.is_empty()
+            || self.query.is_some()
+            || self.created_from.is_some()
+            || self.created_before.is_some()
+            || self.modified_from.is_some()
+            || self.modified_before.is_some();
+        if other_filters {
+            return None;
+        }
+        match &self.visibility {
+            Visibility::All | Visibility::Limited { user: None, .. } => Some(std::borrow::Cow::Borrowed(self)),
+            Visibility::Limited {
+                providers,
+                user: Some(_),
+            } if !self.provider_uuids.is_empty() && self.provider_uuids.iter().all(|p| providers.contains(p)) => {
+                Some(std::borrow::Cow::Owned(AccountQuery {
+                    visibility: Visibility::All,
+                    ..self.clone()
+                }))
+            }
+            Visibility::Limited { .. } => None,
+        }
+    }
+
     /// Whether the filters need the users and offerings tables (otherwise counting reads only
     /// `offering_users` and its indexes).
     fn needs_joins(&self) -> bool {
@@ -640,8 +671,10 @@ impl Store {
         if order.is_empty() {
             keys.push(self.binary("ou.username"));
         }
-        // A unique last key makes pages stable.
-        keys.push("ou.uuid".to_owned());
+        // A unique last key makes pages stable. It runs the same way as the key before it, so
+        // that one index, e.g. (modified, uuid), read forwards or backwards, gives the order.
+        let last_desc = order.last().is_some_and(|(_, desc)| *desc);
+        keys.push(if last_desc { "ou.uuid DESC" } else { "ou.uuid" }.to_owned());
         format!(" ORDER BY {}", keys.join(", "))
     }
 
@@ -1253,8 +1286,17 @@ impl Store {
         }))
     }
 
-    /// How many accounts match `q` (ignoring paging).
+    /// How many accounts match `q` (ignoring paging). Filters by provider, offering and state
+    /// alone are answered from the tallies (`offering_user_tallies`): a few hundred rows
+    /// however many accounts there are.
     pub async fn count_offering_users(&self, q: &AccountQuery) -> Result<i64> {
+        if let Some(t) = q.for_tallies() {
+            return Ok(on_db!(self, read, pool => {
+                let mut qb = sqlx::QueryBuilder::new("SELECT COALESCE(SUM(ou.n), 0) FROM offering_user_tallies ou");
+                push_account_filters!(qb, t.as_ref());
+                qb.build_query_scalar().fetch_one(pool).await?
+            }));
+        }
         let from = if q.needs_joins() {
             "SELECT COUNT(*) FROM offering_users ou JOIN offerings o ON o.uuid = ou.offering_uuid \
              JOIN users u ON u.uuid = ou.user_uuid"

@@ -300,7 +300,11 @@ impl Store {
             for (col, desc) in &q.sort {
                 qb.push(col.column()).push(if *desc { " DESC, " } else { " ASC, " });
             }
-            qb.push("process_id ASC LIMIT ").push_bind(q.limit).push(" OFFSET ").push_bind(q.offset);
+            // The unique last key runs the same way as the key before it, so that one index,
+            // (is_task, started_at, process_id), read backwards gives the newest first.
+            let last_desc = q.sort.last().is_some_and(|(_, desc)| *desc);
+            qb.push(if last_desc { "process_id DESC" } else { "process_id ASC" });
+            qb.push(" LIMIT ").push_bind(q.limit).push(" OFFSET ").push_bind(q.offset);
             let rows: Vec<ProcessRow> = qb.build_query_as().fetch_all(pool).await?;
             let mut cq = sqlx::QueryBuilder::new("SELECT COUNT(*) FROM processes");
             push_process_filters!(cq, q);

@@ -179,6 +179,8 @@ pub struct SubscriptionQuery {
     pub customer_id: Option<String>,
     /// Case-insensitive substring of the description.
     pub text: Option<String>,
+    /// Only the User subscriptions of this directory user.
+    pub directory_user: Option<Uuid>,
     pub sort: Vec<(SubscriptionSort, bool)>,
     pub offset: i64,
     pub limit: i64,
@@ -187,6 +189,11 @@ pub struct SubscriptionQuery {
 macro_rules! push_subscription_filters {
     ($qb:expr, $q:expr) => {{
         $qb.push(" WHERE 1 = 1");
+        if let Some(u) = $q.directory_user {
+            $qb.push(" AND s.subscription_id IN (SELECT subscription_id FROM user_blocks WHERE directory_user = ")
+                .push_bind(u)
+                .push(")");
+        }
         if !$q.product_ids.is_empty() {
             $qb.push(" AND s.product_id IN (");
             let mut sep = $qb.separated(", ");

@@ -3,6 +3,7 @@
 use crate::{Result, Store, StoreError, Ts, on_db};
 use muster_core::audit::AuditEntry;
 use muster_core::directory::{ApprovalStatus, SignUpStatus, User};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// A `users` row as the database holds it.
@@ -432,6 +433,79 @@ impl Store {
             .map(|r| r.into_user().map(|(u, _)| u))
             .collect::<Result<_>>()?;
         Ok((total, users))
+    }
+}
+
+/// Where an export of [`Store::export_users`] goes on from: the sort key of the last row sent.
+#[derive(Debug, Clone)]
+pub struct UserCursor {
+    sign_up_time: OffsetDateTime,
+    username_key: String,
+}
+
+/// A users row with its sort key, for [`Store::export_users`].
+#[derive(sqlx::FromRow)]
+struct ExportRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    cursor_key: String,
+}
+
+impl Store {
+    /// The next `limit` users matching `q` after `after`, in `q.order`, and where the next
+    /// page starts (None after the last). Keyset paging, without a count: an export of every
+    /// user costs one index range scan in all, where OFFSET paging would rescan what it skips
+    /// on every page. `q.offset` and `q.limit` are not used.
+    pub async fn export_users(
+        &self,
+        q: &UserQuery,
+        after: Option<&UserCursor>,
+        limit: i64,
+    ) -> Result<(Vec<User>, Option<UserCursor>)> {
+        let key = match self.backend() {
+            crate::Backend::Sqlite => "username_key",
+            crate::Backend::Postgres => "username_key COLLATE \"C\"",
+        };
+        let rows: Vec<ExportRow> = on_db!(self, read, pool => {
+            let mut page = sqlx::QueryBuilder::new(format!("SELECT {USER_COLUMNS}, username_key AS cursor_key FROM users"));
+            push_user_filters!(page, q);
+            if let Some(c) = after {
+                match q.order {
+                    UserOrder::Username => {
+                        page.push(format!(" AND {key} > ")).push_bind(c.username_key.clone());
+                    }
+                    UserOrder::SignUpTime => {
+                        page.push(" AND (sign_up_time > ").push_bind(Ts(c.sign_up_time));
+                        page.push(" OR (sign_up_time = ").push_bind(Ts(c.sign_up_time));
+                        page.push(format!(" AND {key} > ")).push_bind(c.username_key.clone()).push("))");
+                    }
+                    UserOrder::SignUpTimeDesc => {
+                        page.push(" AND (sign_up_time < ").push_bind(Ts(c.sign_up_time));
+                        page.push(" OR (sign_up_time = ").push_bind(Ts(c.sign_up_time));
+                        page.push(format!(" AND {key} > ")).push_bind(c.username_key.clone()).push("))");
+                    }
+                }
+            }
+            page.push(match q.order {
+                UserOrder::Username => format!(" ORDER BY {key}"),
+                UserOrder::SignUpTime => format!(" ORDER BY sign_up_time, {key}"),
+                UserOrder::SignUpTimeDesc => format!(" ORDER BY sign_up_time DESC, {key}"),
+            });
+            page.push(" LIMIT ").push_bind(limit.max(0));
+            page.build_query_as().fetch_all(pool).await?
+        });
+        let full = rows.len() as i64 >= limit.max(1);
+        let mut next = None;
+        let mut users = Vec::with_capacity(rows.len());
+        for r in rows {
+            let (u, _) = r.user.into_user()?;
+            next = Some(UserCursor {
+                sign_up_time: u.sign_up_time,
+                username_key: r.cursor_key,
+            });
+            users.push(u);
+        }
+        Ok((users, next.filter(|_| full)))
     }
 }
 

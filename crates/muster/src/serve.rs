@@ -10,6 +10,8 @@ use std::time::Duration;
 
 /// How often expired sessions and lapsed throttle counters are deleted.
 const PURGE_INTERVAL: Duration = Duration::from_secs(300);
+/// How often the offering account tallies are folded (each change appends two rows).
+const TALLY_COMPACTION_INTERVAL: Duration = Duration::from_secs(30);
 
 pub async fn run(resolved: Resolved) -> Result<()> {
     runtime::init_logging(resolved.json_logs);
@@ -102,6 +104,20 @@ pub async fn run(resolved: Resolved) -> Result<()> {
                 // The node is stopping.
                 Err(_) if purge.store().is_closed() => return,
                 Err(e) => tracing::warn!(error = %e, "purge failed"),
+            }
+        }
+    });
+
+    // The account tallies' +1/-1 rows, folded into one per key (see the store's tallies.rs).
+    let tallies = directory.store().clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TALLY_COMPACTION_INTERVAL);
+        loop {
+            tick.tick().await;
+            match tallies.compact_offering_user_tallies().await {
+                Ok(_) => {}
+                Err(_) if tallies.is_closed() => return,
+                Err(e) => tracing::warn!(error = %e, "compacting the account tallies failed"),
             }
         }
     });

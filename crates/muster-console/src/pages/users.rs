@@ -17,7 +17,7 @@ use muster_core::ids::UserId;
 use muster_directory::{SearchInput, UserTarget};
 use muster_offerings::{AccountFilter, OfferingUserView};
 use muster_server::AppState;
-use muster_store::{AuditQuery, AuditRecord, SubscriptionQuery, UserOrder};
+use muster_store::{AuditQuery, AuditRecord, SubscriptionQuery, UserCursor, UserOrder};
 use serde_json::Value;
 
 #[derive(Template)]
@@ -97,7 +97,7 @@ fn opt(v: &Option<String>) -> String {
 pub async fn csv(State(state): State<AppState>, viewer: Viewer, Query(params): Query) -> PageResult {
     search_input(&params, 1, 1)?;
     let auth = viewer.auth.clone();
-    Ok(lists::csv(
+    Ok(lists::csv_by_key(
         "users.csv",
         &[
             "user_id",
@@ -112,21 +112,18 @@ pub async fn csv(State(state): State<AppState>, viewer: Viewer, Query(params): Q
             "is_totp_enabled",
             "sign_up_time",
         ],
-        move |offset| {
+        move |after: Option<UserCursor>| {
             let (state, auth, params) = (state.clone(), auth.clone(), params.clone());
             async move {
-                // The directory pages by 100 at most: gather one export page from several.
-                let mut rows = Vec::new();
-                let mut page = offset / 100 + 1;
-                while (rows.len() as i64) < lists::EXPORT_PAGE {
-                    let got = state
-                        .directory
-                        .search_users(&auth, search_input(&params, page, 100)?)
-                        .await?;
-                    let n = got.result.len();
-                    for u in got.result {
+                let (users, next) = state
+                    .directory
+                    .export_users(&auth, search_input(&params, 1, 1)?, after, lists::EXPORT_PAGE)
+                    .await?;
+                let rows = users
+                    .into_iter()
+                    .map(|u| {
                         let a = u.admin.as_ref();
-                        rows.push(vec![
+                        vec![
                             u.user_id.to_string(),
                             u.username.clone(),
                             opt(&u.display_name),
@@ -138,14 +135,10 @@ pub async fn csv(State(state): State<AppState>, viewer: Viewer, Query(params): Q
                             a.map(|a| a.sign_up_status.as_str().to_owned()).unwrap_or_default(),
                             u.is_totp_enabled.to_string(),
                             a.map(|a| when(&a.sign_up_time)).unwrap_or_default(),
-                        ]);
-                    }
-                    if n < 100 {
-                        break;
-                    }
-                    page += 1;
-                }
-                Ok(rows)
+                        ]
+                    })
+                    .collect();
+                Ok((rows, next))
             }
         },
     )
@@ -281,7 +274,7 @@ pub async fn detail(State(state): State<AppState>, viewer: Viewer, Path(id): Pat
     let uid = user_id(&id)?;
     let user = state.directory.get_user(&viewer.auth, UserTarget::Id(uid)).await?;
     let subs = SubscriptionQuery {
-        text: Some(format!("User {} from", user.username)),
+        directory_user: Some(user.uuid),
         limit: 50,
         ..Default::default()
     };

@@ -809,3 +809,85 @@ async fn offering_events_are_filtered_by_provider() {
         assert!(none.is_empty(), "{label}");
     }
 }
+
+/// The account totals read from the tallies equal a count of the accounts themselves, after
+/// creations, transitions, refused transitions, deletions and compactions.
+#[tokio::test]
+async fn offering_account_tallies_match_the_accounts() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        let label = db.label;
+        let (p, o) = setup(&store, label, "tally").await;
+        let (_, o2) = setup(&store, label, "tally2").await;
+        let mut accounts = Vec::new();
+        for i in 0..6 {
+            let on = if i % 3 == 0 { &o2 } else { &o };
+            accounts.push(account(&store, label, on, "", AccountState::Requested).await);
+        }
+        // What the tallies say, against what a count of the rows says (the filter has a
+        // runtime-state condition that every account meets, so it is counted row by row).
+        let check = |store: Store, what: &'static str| async move {
+            for (states, offerings, providers) in [
+                (vec![], vec![], vec![]),
+                (vec![AccountState::Requested], vec![], vec![]),
+                (vec![AccountState::Creating, AccountState::Ok], vec![], vec![p.uuid.0]),
+                (vec![AccountState::Ok], vec![o.uuid.0], vec![]),
+                (vec![], vec![o2.uuid.0], vec![]),
+            ] {
+                let q = AccountQuery {
+                    states: states.clone(),
+                    offering_uuids: offerings.clone(),
+                    provider_uuids: providers.clone(),
+                    ..Default::default()
+                };
+                let rows = AccountQuery {
+                    runtime_states: vec![RuntimeState::Active],
+                    ..q.clone()
+                };
+                let tallied = store.count_offering_users(&q).await.expect("count");
+                let counted = store.count_offering_users(&rows).await.expect("count");
+                assert_eq!(
+                    tallied, counted,
+                    "{label} {what}: {states:?} {offerings:?} {providers:?}"
+                );
+            }
+        };
+        check(store.clone(), "created").await;
+        for a in &accounts[..4] {
+            let r = store
+                .change_offering_user(*a, transition_rule(Action::BeginCreating))
+                .await;
+            assert!(matches!(r, Ok(ChangeOutcome::Changed { .. })), "{label}: {r:?}");
+        }
+        for a in &accounts[..2] {
+            let r = store.change_offering_user(*a, transition_rule(Action::SetOk)).await;
+            assert!(matches!(r, Ok(ChangeOutcome::Changed { .. })), "{label}: {r:?}");
+        }
+        // Refused: nothing counted.
+        let r = store
+            .change_offering_user(accounts[5], transition_rule(Action::SetDeleted))
+            .await;
+        assert!(matches!(r, Ok(ChangeOutcome::Refused(_))), "{label}: {r:?}");
+        check(store.clone(), "after transitions").await;
+        assert!(
+            store.compact_offering_user_tallies().await.expect("compact") > 0,
+            "{label}: the +1/-1 rows fold"
+        );
+        assert_eq!(
+            store.compact_offering_user_tallies().await.expect("compact"),
+            0,
+            "{label}: folded already"
+        );
+        check(store.clone(), "compacted").await;
+        assert!(
+            store
+                .delete_offering_user(accounts[0], &entry(actions::OFFERING_USER_DELETE))
+                .await
+                .expect("delete"),
+            "{label}"
+        );
+        check(store.clone(), "after a deletion").await;
+        store.compact_offering_user_tallies().await.expect("compact");
+        check(store.clone(), "compacted again").await;
+    }
+}
