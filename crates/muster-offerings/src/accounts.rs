@@ -171,9 +171,35 @@ fn account_not_found() -> DomainError {
     DomainError::not_found("offering user")
 }
 
+/// The username muster gives a new account on `o` under its policy; empty when the site names
+/// it (`service_provider`) or the policy has no valid name for the person (the account then
+/// waits in `Requested` for the site).
+pub(crate) fn username_for(
+    o: &muster_core::offering::model::Offering,
+    person: &muster_core::directory::User,
+) -> String {
+    match o.username_policy {
+        UsernamePolicy::WaldurUsername => {
+            // The directory name in its case-insensitive form, when it is a safe login name.
+            let key = muster_core::directory::User::username_key(&person.username);
+            if muster_core::offering::username::is_valid(&key) {
+                key
+            } else {
+                String::new()
+            }
+        }
+        _ => String::new(),
+    }
+}
+
 /// The event data of a change: identifiers and labels, nothing secret. `provider_uuid` decides
 /// who may read it.
-fn event_data(a: &Account, previous: Option<AccountState>, action: &str, changed: &[&str]) -> serde_json::Value {
+pub(crate) fn event_data(
+    a: &Account,
+    previous: Option<AccountState>,
+    action: &str,
+    changed: &[&str],
+) -> serde_json::Value {
     json!({
         "offering_user_uuid": a.uuid.to_string(),
         "offering_uuid": a.offering_uuid.to_string(),
@@ -192,7 +218,7 @@ fn event_data(a: &Account, previous: Option<AccountState>, action: &str, changed
 }
 
 /// The audit record (with its event) and history entry of a change from `before` to `fields`.
-fn change_records(
+pub(crate) fn change_records(
     ctx: &RequestCtx,
     actor: &str,
     before: &Account,
@@ -339,13 +365,8 @@ impl Offerings {
                 "no such user",
             ));
         };
-        if username.is_empty() && o.username_policy == UsernamePolicy::WaldurUsername {
-            // The directory name in its case-insensitive form, when it is a safe login name;
-            // otherwise the account waits in Requested for the site to name it.
-            let key = muster_core::directory::User::username_key(&person.username);
-            if muster_core::offering::username::is_valid(&key) {
-                username = key;
-            }
+        if username.is_empty() {
+            username = username_for(&o, &person);
         }
         let state = lifecycle::creation_state(Some(&username));
         let fields = AccountFields {

@@ -14,6 +14,7 @@
 //! - anything else is invisible (404); visible but not allowed is 403.
 
 mod accounts;
+pub mod membership;
 mod providers;
 mod views;
 

@@ -13,6 +13,7 @@
 //! The store decides nothing: it writes what the services hand it and reports conflicts (a
 //! taken username, a row changed underneath) as [`StoreError`]s.
 
+mod account_tx;
 mod account_writes;
 mod audit;
 mod catalogue;

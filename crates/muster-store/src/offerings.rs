@@ -80,7 +80,7 @@ const OFFERING_COLUMNS: &str =
     "uuid, provider_uuid, name, slug, type, provider_can_create, username_policy, created, modified";
 
 #[derive(sqlx::FromRow)]
-struct AccountRow {
+pub(crate) struct AccountRow {
     uuid: Uuid,
     offering_uuid: Uuid,
     offering_name: String,
@@ -104,7 +104,7 @@ struct AccountRow {
 }
 
 impl AccountRow {
-    fn into_account(self) -> Result<Account> {
+    pub(crate) fn into_account(self) -> Result<Account> {
         let state =
             AccountState::from_db(&self.state).ok_or_else(|| StoreError::Corrupt(format!("state {:?}", self.state)))?;
         let runtime_state = RuntimeState::from_db(&self.runtime_state)
@@ -143,7 +143,7 @@ impl AccountRow {
 }
 
 /// The joined columns of an account view.
-const ACCOUNT_SELECT: &str = "SELECT ou.uuid, ou.offering_uuid, o.name AS offering_name, ou.provider_uuid, \
+pub(crate) const ACCOUNT_SELECT: &str = "SELECT ou.uuid, ou.offering_uuid, o.name AS offering_name, ou.provider_uuid, \
     p.name AS provider_name, ou.user_uuid, u.username AS user_username, u.display_name AS user_display_name, \
     u.first_name AS user_first_name, u.last_name AS user_last_name, u.email AS user_email, ou.username, ou.state, \
     ou.runtime_state, ou.is_restricted, ou.service_provider_comment, ou.service_provider_comment_url, ou.version, \
@@ -209,10 +209,13 @@ macro_rules! insert_history {
              comment_url, cid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind($account)
-        .bind(Ts($h.at))
+        .bind(crate::Ts($h.at))
         .bind(&$h.actor)
         .bind(&$h.action)
-        .bind($h.from_state.map(|s: AccountState| s.as_db()))
+        .bind(
+            $h.from_state
+                .map(|s: muster_core::offering::lifecycle::AccountState| s.as_db()),
+        )
         .bind($h.to_state.as_db())
         .bind(&$h.comment)
         .bind(&$h.comment_url)
@@ -221,6 +224,7 @@ macro_rules! insert_history {
         .await?;
     }};
 }
+pub(crate) use insert_history;
 
 // ---------------------------------------------------------------------------------------------
 // Account changes and queries
@@ -262,7 +266,7 @@ macro_rules! push_update {
 
 /// `states`, padded with its last element to the number of states there are (an `IN` list
 /// means the same with repeats). Empty stays empty.
-fn padded_states(states: &[AccountState]) -> impl Iterator<Item = AccountState> + '_ {
+pub(crate) fn padded_states(states: &[AccountState]) -> impl Iterator<Item = AccountState> + '_ {
     let pad = states.last().copied().into_iter().cycle();
     states
         .iter()

@@ -2,5 +2,6 @@
 //! marketplace offering users.
 
 pub mod lifecycle;
+pub mod membership;
 pub mod model;
 pub mod username;

@@ -1,0 +1,553 @@
+//! Group offerings follow membership (the hosting-sites issue, parts 1 and 2): changing a
+//! group's offerings changes every active member's accounts in the same step; the validate
+//! workflows name each account that disagrees; a modify or the reconcile task repairs drift;
+//! returning members get their old account back. Against the real binary, on SQLite and (with
+//! MUSTER_TEST_DATABASE_URL) PostgreSQL.
+
+mod common;
+
+use common::{Resp, Server};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+const USER_GROUP: &str = "31892964-6ad1-52eb-8c09-77fba68b51b6";
+const USER_INTERNAL: &str = "091035e7-95a1-5997-8286-74a4ad1cc551";
+const SETTLED: &[&str] = &["completed", "failed", "aborted", "suspended"];
+
+async fn settle(s: &Server, pid: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let p = s
+            .get(&format!("/api/processes/{pid}"), &s.admin_token)
+            .await
+            .expect(200)
+            .body;
+        if p["last_status"].as_str().is_some_and(|st| SETTLED.contains(&st)) {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "{}: process did not settle: {p}", s.label);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn start(s: &Server, workflow: &str, pages: Value) -> String {
+    let r = s
+        .post(&format!("/api/processes/{workflow}"), &s.admin_token, pages)
+        .await
+        .expect(201);
+    r.body["id"].as_str().expect("process id").to_owned()
+}
+
+async fn run(s: &Server, workflow: &str, pages: Value) -> Value {
+    let pid = start(s, workflow, pages).await;
+    let p = settle(s, &pid).await;
+    assert_eq!(p["last_status"], "completed", "{}: {workflow}: {p}", s.label);
+    p
+}
+
+/// Runs `workflow`, which must fail; returns the process.
+async fn run_failing(s: &Server, workflow: &str, pages: Value) -> Value {
+    let pid = start(s, workflow, pages).await;
+    let p = settle(s, &pid).await;
+    assert_eq!(p["last_status"], "failed", "{}: {workflow}: {p}", s.label);
+    p
+}
+
+async fn abort(s: &Server, p: &Value) {
+    let pid = p["process_id"].as_str().expect("process id");
+    s.put(&format!("/api/processes/{pid}/abort"), &s.admin_token, json!({}))
+        .await
+        .expect(204);
+}
+
+async fn provider(s: &Server) -> String {
+    s.post(
+        "/api/marketplace-service-providers/",
+        &s.admin_token,
+        json!({"name": "HPC Centre"}),
+    )
+    .await
+    .expect(201)
+    .body["uuid"]
+        .as_str()
+        .expect("provider uuid")
+        .to_owned()
+}
+
+async fn offering(s: &Server, provider: &str, name: &str) -> String {
+    s.post(
+        "/api/marketplace-provider-offerings/",
+        &s.admin_token,
+        json!({ "name": name, "provider_uuid": provider }),
+    )
+    .await
+    .expect(201)
+    .body["uuid"]
+        .as_str()
+        .expect("offering uuid")
+        .to_owned()
+}
+
+async fn group(s: &Server, name: &str, offerings: &[&str]) -> String {
+    let p = run(
+        s,
+        "create_user_group",
+        json!([{"product": USER_GROUP}, {"group_name": name, "offerings": offerings}]),
+    )
+    .await;
+    p["current_state"]["subscription_id"]
+        .as_str()
+        .expect("group id")
+        .to_owned()
+}
+
+async fn modify_group(s: &Server, gid: &str, name: &str, offerings: &[&str]) -> Value {
+    run(
+        s,
+        "modify_user_group",
+        json!([{"subscription_id": gid}, {"group_name": name, "offerings": offerings}]),
+    )
+    .await
+}
+
+/// Creates `n` users in `gid` (named `{prefix}{i}`), all processes started before any is
+/// waited for; returns (subscription id, directory user uuid in hex) per user.
+async fn members(s: &Server, gid: &str, prefix: &str, n: usize) -> Vec<(String, String)> {
+    let mut pids = Vec::with_capacity(n);
+    for i in 0..n {
+        pids.push(
+            start(
+                s,
+                "create_user",
+                json!([{"product": USER_INTERNAL}, {"username": format!("{prefix}{i}"), "user_group_ids": [gid]}]),
+            )
+            .await,
+        );
+    }
+    let mut out = Vec::with_capacity(n);
+    for pid in pids {
+        let p = settle(s, &pid).await;
+        assert_eq!(p["last_status"], "completed", "{}: {p}", s.label);
+        out.push((
+            p["current_state"]["subscription_id"].as_str().expect("sid").to_owned(),
+            p["current_state"]["user_uuid"]
+                .as_str()
+                .expect("user uuid")
+                .replace('-', ""),
+        ));
+    }
+    out
+}
+
+/// Every account on `offering`: user uuid (hex) → (account uuid, state).
+async fn accounts_on(s: &Server, offering: &str) -> BTreeMap<String, (String, String)> {
+    let mut out = BTreeMap::new();
+    for page in 1.. {
+        let r = s
+            .get(
+                &format!("/api/marketplace-offering-users/?offering_uuid={offering}&page_size=300&page={page}"),
+                &s.admin_token,
+            )
+            .await
+            .expect(200);
+        let items = r.body.as_array().cloned().unwrap_or_default();
+        for a in &items {
+            out.insert(
+                a["user_uuid"].as_str().unwrap_or("").to_owned(),
+                (
+                    a["uuid"].as_str().unwrap_or("").to_owned(),
+                    a["state"].as_str().unwrap_or("").to_owned(),
+                ),
+            );
+        }
+        if items.len() < 300 {
+            break;
+        }
+    }
+    out
+}
+
+fn states(accounts: &BTreeMap<String, (String, String)>) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for (_, st) in accounts.values() {
+        *out.entry(st.clone()).or_default() += 1;
+    }
+    out
+}
+
+async fn act(s: &Server, account: &str, action: &str) -> Resp {
+    s.post(
+        &format!("/api/marketplace-offering-users/{account}/{action}/"),
+        &s.admin_token,
+        json!({}),
+    )
+    .await
+}
+
+async fn set_username(s: &Server, account: &str, username: &str) {
+    s.patch(
+        &format!("/api/marketplace-offering-users/{account}/"),
+        &s.admin_token,
+        json!({"username": username}),
+    )
+    .await
+    .expect(200);
+}
+
+async fn account(s: &Server, uuid: &str) -> Value {
+    s.get(&format!("/api/marketplace-offering-users/{uuid}/"), &s.admin_token)
+        .await
+        .expect(200)
+        .body
+}
+
+const N: usize = 1000;
+
+#[tokio::test]
+async fn group_offerings_follow_a_thousand_members_and_drift_is_found_and_repaired() {
+    for s in Server::all(&[]).await {
+        let l = s.label;
+        let p = provider(&s).await;
+        let (o1, o2, o3) = (
+            offering(&s, &p, "Cluster").await,
+            offering(&s, &p, "Cloud").await,
+            offering(&s, &p, "Archive").await,
+        );
+        let gid = group(&s, "Physics", &[&o1]).await;
+        let users = members(&s, &gid, "m", N).await;
+        let all: BTreeSet<String> = users.iter().map(|u| u.1.clone()).collect();
+        let on1 = accounts_on(&s, &o1).await;
+        assert_eq!(on1.len(), N, "{l}");
+
+        // A few accounts move on: two are made (OK), one is being made (Creating).
+        let ok: Vec<String> = users[..2].iter().map(|u| on1[&u.1].0.clone()).collect();
+        for a in &ok {
+            act(&s, a, "begin_creating").await.expect(200);
+            set_username(&s, a, &format!("ok{}", &a[..6])).await;
+        }
+        let creating = on1[&users[2].1].0.clone();
+        act(&s, &creating, "begin_creating").await.expect(200);
+        // One member leaves: terminated members are left alone.
+        let (gone_sid, gone) = users[N - 1].clone();
+        run(&s, "terminate_user", json!([{"subscription_id": gone_sid}, {}])).await;
+        let active: BTreeSet<String> = all.iter().filter(|u| **u != gone).cloned().collect();
+
+        // Before version 2, a group's offerings changed nothing for its members. Now: o1 is
+        // dropped, o2 and o3 added, in the one step.
+        let p2 = modify_group(&s, &gid, "Physics", &[&o2, &o3]).await;
+        let report = &p2["current_state"]["offering_accounts"];
+        assert_eq!(report["requested"], json!(2 * (N - 1)), "{l}: {report}");
+        assert_eq!(report["deletion_requested"], json!(2), "{l}: {report}");
+        assert_eq!(report["withdrawn"], json!(1), "{l}: {report}");
+        assert_eq!(report["discarded"], json!(N - 4), "{l}: {report}");
+        for o in [&o2, &o3] {
+            let on = accounts_on(&s, o).await;
+            let users_on: BTreeSet<String> = on.keys().cloned().collect();
+            assert_eq!(users_on, active, "{l}: every active member, and only they, on {o}");
+            assert_eq!(states(&on), BTreeMap::from([("Requested".to_owned(), N - 1)]), "{l}");
+        }
+        let on1 = accounts_on(&s, &o1).await;
+        for a in &ok {
+            assert_eq!(account(&s, a).await["state"], "Requested deletion", "{l}");
+        }
+        assert_eq!(account(&s, &creating).await["state"], "Requested deletion", "{l}");
+        assert_eq!(
+            on1[&gone].1, "Requested",
+            "{l}: the terminated member's account is left alone"
+        );
+        assert_eq!(
+            states(&on1),
+            BTreeMap::from([
+                ("Deleted".to_owned(), N - 4),
+                ("Requested deletion".to_owned(), 3),
+                ("Requested".to_owned(), 1),
+            ]),
+            "{l}"
+        );
+        // The named operations are in the history, with who did them.
+        let h = s
+            .get(
+                &format!("/api/marketplace-offering-users/{creating}/history/"),
+                &s.admin_token,
+            )
+            .await
+            .expect(200)
+            .body;
+        let actions: Vec<&str> = h
+            .as_array()
+            .expect("history")
+            .iter()
+            .filter_map(|e| e["action"].as_str())
+            .collect();
+        assert!(actions.contains(&"withdraw"), "{l}: {h}");
+        let discarded = &on1[&users[3].1].0;
+        let audit = s
+            .audit(&format!("action=offering_user.discard&target={discarded}"))
+            .await;
+        assert_eq!(audit["total"], 1, "{l}: {audit}");
+
+        // A second modify with the same offerings changes nothing.
+        let again = modify_group(&s, &gid, "Physics", &[&o2, &o3]).await;
+        let report = &again["current_state"]["offering_accounts"];
+        for k in [
+            "requested",
+            "restored",
+            "rerequested",
+            "deletion_requested",
+            "discarded",
+            "withdrawn",
+        ] {
+            assert_eq!(report[k], json!(0), "{l}: {k}: {report}");
+        }
+        run(&s, "validate_user_group", json!([{"subscription_id": gid}])).await;
+
+        // Drift: an operator deletes one member's account on o2. Both validations name it.
+        let (victim_sid, victim) = users[10].clone();
+        let on2 = accounts_on(&s, &o2).await;
+        s.delete(
+            &format!("/api/marketplace-offering-users/{}/", on2[&victim].0),
+            &s.admin_token,
+        )
+        .await
+        .expect(204);
+        let failed = run_failing(&s, "validate_user_group", json!([{"subscription_id": gid}])).await;
+        let reason = failed["failed_reason"].as_str().unwrap_or("");
+        assert!(
+            reason.contains(&format!("user {victim} has no account on offering {o2}")),
+            "{l}: {reason}"
+        );
+        abort(&s, &failed).await;
+        let failed = run_failing(&s, "validate_user", json!([{"subscription_id": victim_sid}])).await;
+        let reason = failed["failed_reason"].as_str().unwrap_or("");
+        assert!(
+            reason.contains(&format!("user {victim} has no account on offering {o2}")),
+            "{l}: {reason}"
+        );
+        abort(&s, &failed).await;
+        // A modify of the group brings it back.
+        let fixed = modify_group(&s, &gid, "Physics", &[&o2, &o3]).await;
+        assert_eq!(
+            fixed["current_state"]["offering_accounts"]["requested"],
+            json!(1),
+            "{l}"
+        );
+        run(&s, "validate_user_group", json!([{"subscription_id": gid}])).await;
+        run(&s, "validate_user", json!([{"subscription_id": victim_sid}])).await;
+
+        // Drift again; the reconcile task repairs it and says what it changed.
+        let on3 = accounts_on(&s, &o3).await;
+        s.delete(
+            &format!("/api/marketplace-offering-users/{}/", on3[&victim].0),
+            &s.admin_token,
+        )
+        .await
+        .expect(204);
+        let task = run(&s, "task_reconcile_offering_accounts", json!([])).await;
+        let st = &task["current_state"];
+        assert_eq!(st["groups_changed"].as_array().map(Vec::len), Some(1), "{l}: {st}");
+        assert_eq!(st["groups_changed"][0]["subscription_id"], json!(gid), "{l}: {st}");
+        assert_eq!(st["offering_accounts"]["requested"], json!(1), "{l}: {st}");
+        let task = run(&s, "task_reconcile_offering_accounts", json!([])).await;
+        assert_eq!(
+            task["current_state"]["groups_changed"],
+            json!([]),
+            "{l}: nothing left to change"
+        );
+        let on3 = accounts_on(&s, &o3).await;
+        assert_eq!(on3.keys().cloned().collect::<BTreeSet<_>>(), active, "{l}");
+    }
+}
+
+async fn user_in(s: &Server, gid: &str, username: &str) -> (String, String) {
+    let p = run(
+        s,
+        "create_user",
+        json!([{"product": USER_INTERNAL}, {"username": username, "user_group_ids": [gid]}]),
+    )
+    .await;
+    (
+        p["current_state"]["subscription_id"].as_str().expect("sid").to_owned(),
+        p["current_state"]["user_uuid"]
+            .as_str()
+            .expect("user uuid")
+            .replace('-', ""),
+    )
+}
+
+async fn move_to(s: &Server, sid: &str, username: &str, gid: &str) -> Value {
+    run(
+        s,
+        "modify_user",
+        json!([{"subscription_id": sid}, {"username": username, "age": null, "user_group_ids": [gid]}]),
+    )
+    .await
+}
+
+/// The history's (action, from, to), oldest first.
+async fn history(s: &Server, account: &str) -> Vec<(String, String, String)> {
+    s.get(
+        &format!("/api/marketplace-offering-users/{account}/history/"),
+        &s.admin_token,
+    )
+    .await
+    .expect(200)
+    .body
+    .as_array()
+    .expect("history")
+    .iter()
+    .map(|e| {
+        (
+            e["action"].as_str().unwrap_or("").to_owned(),
+            e["from_state"].as_str().unwrap_or("").to_owned(),
+            e["to_state"].as_str().unwrap_or("").to_owned(),
+        )
+    })
+    .collect()
+}
+
+/// Waits until the `offering_users` stream holds an event for `account` whose action is
+/// `action` (PostgreSQL numbers events just after they commit).
+async fn event_for(s: &Server, account: &str, action: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = s
+            .get("/api/events?stream=offering_users&after=0&limit=10000", &s.admin_token)
+            .await
+            .expect(200)
+            .body;
+        if let Some(e) = page["events"].as_array().and_then(|evs| {
+            evs.iter()
+                .find(|e| e["subject"] == account && e["data"]["action"] == action)
+                .cloned()
+        }) {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: no {action} event for {account}",
+            s.label
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn returning_members_get_their_accounts_back() {
+    for s in Server::all(&[]).await {
+        let l = s.label;
+        let p = provider(&s).await;
+        let (oa, ob) = (offering(&s, &p, "Cluster").await, offering(&s, &p, "Cloud").await);
+        let (ga, gb) = (group(&s, "A", &[&oa]).await, group(&s, "B", &[&ob]).await);
+        let (sid, user) = user_in(&s, &ga, "ada").await;
+        let acc = accounts_on(&s, &oa).await[&user].0.clone();
+        act(&s, &acc, "begin_creating").await.expect(200);
+        set_username(&s, &acc, "ada_hpc").await;
+
+        // Each way out of the account, and back: the member moves to B and returns to A.
+        for agent in [&[][..], &["set_deleting"][..], &["set_error_deleting"][..]] {
+            move_to(&s, &sid, "ada", &gb).await;
+            assert_eq!(account(&s, &acc).await["state"], "Requested deletion", "{l}");
+            for a in agent {
+                act(&s, &acc, a).await.expect(200);
+            }
+            let before = account(&s, &acc).await["state"].as_str().unwrap_or("").to_owned();
+            let p = move_to(&s, &sid, "ada", &ga).await;
+            assert_eq!(p["current_state"]["offering_accounts"]["restored"], 1, "{l}: {p}");
+            let a = account(&s, &acc).await;
+            assert_eq!(
+                (a["state"].as_str(), a["username"].as_str()),
+                (Some("OK"), Some("ada_hpc")),
+                "{l}"
+            );
+            let h = history(&s, &acc).await;
+            assert_eq!(
+                h.last(),
+                Some(&("restore".to_owned(), before.clone(), "OK".to_owned())),
+                "{l}: {h:?}"
+            );
+        }
+        // Its own audit record and event.
+        let audit = s.audit(&format!("action=offering_user.restore&target={acc}")).await;
+        assert_eq!(audit["total"], 3, "{l}: {audit}");
+        let e = event_for(&s, &acc, "restore").await;
+        assert_eq!(e["kind"], "offering_user.updated", "{l}: {e}");
+        assert_eq!(e["data"]["state"], "OK", "{l}: {e}");
+
+        // Deleted at the site: requested anew under the same name.
+        move_to(&s, &sid, "ada", &gb).await;
+        act(&s, &acc, "set_deleting").await.expect(200);
+        act(&s, &acc, "set_deleted").await.expect(200);
+        let p = move_to(&s, &sid, "ada", &ga).await;
+        assert_eq!(p["current_state"]["offering_accounts"]["rerequested"], 1, "{l}: {p}");
+        let a = account(&s, &acc).await;
+        assert_eq!(
+            (a["state"].as_str(), a["username"].as_str()),
+            (Some("Requested"), Some("ada_hpc")),
+            "{l}"
+        );
+        assert_eq!(
+            history(&s, &acc).await.last(),
+            Some(&("rerequest".to_owned(), "Deleted".to_owned(), "Requested".to_owned())),
+            "{l}"
+        );
+        let audit = s.audit(&format!("action=offering_user.rerequest&target={acc}")).await;
+        assert_eq!(audit["total"], 1, "{l}: {audit}");
+        event_for(&s, &acc, "rerequest").await;
+        // The site makes it again; the group drops the offering and takes it back: restored.
+        act(&s, &acc, "begin_creating").await.expect(200);
+        act(&s, &acc, "set_ok").await.expect(200);
+        modify_group(&s, &ga, "A", &[]).await;
+        assert_eq!(account(&s, &acc).await["state"], "Requested deletion", "{l}");
+        let p = modify_group(&s, &ga, "A", &[&oa]).await;
+        assert_eq!(p["current_state"]["offering_accounts"]["restored"], 1, "{l}: {p}");
+        assert_eq!(account(&s, &acc).await["state"], "OK", "{l}");
+        // Only one account per person per offering, all along.
+        assert_eq!(accounts_on(&s, &oa).await.len(), 1, "{l}");
+        run(&s, "validate_user", json!([{"subscription_id": sid}])).await;
+    }
+}
+
+/// A member returns while the site agent claims the account's deletion: whichever commits
+/// first, the account ends OK under its old name, and the agent either claimed it before the
+/// restore (its `set_deleting` is in the history, before `restore`) or was told to back off.
+#[tokio::test]
+async fn a_rejoin_racing_the_agents_set_deleting_ends_ok() {
+    for s in Server::all(&[]).await {
+        let l = s.label;
+        let p = provider(&s).await;
+        let (oa, ob) = (offering(&s, &p, "Cluster").await, offering(&s, &p, "Cloud").await);
+        let (ga, gb) = (group(&s, "A", &[&oa]).await, group(&s, "B", &[&ob]).await);
+        let (sid, user) = user_in(&s, &ga, "ada").await;
+        let acc = accounts_on(&s, &oa).await[&user].0.clone();
+        act(&s, &acc, "begin_creating").await.expect(200);
+        set_username(&s, &acc, "ada_hpc").await;
+        let (mut claimed, mut refused) = (0, 0);
+        for _ in 0..8 {
+            move_to(&s, &sid, "ada", &gb).await;
+            assert_eq!(account(&s, &acc).await["state"], "Requested deletion", "{l}");
+            let (_, agent) = tokio::join!(move_to(&s, &sid, "ada", &ga), act(&s, &acc, "set_deleting"));
+            let a = account(&s, &acc).await;
+            assert_eq!(
+                (a["state"].as_str(), a["username"].as_str()),
+                (Some("OK"), Some("ada_hpc")),
+                "{l}"
+            );
+            let h = history(&s, &acc).await;
+            let tail: Vec<&str> = h[h.len() - 2..].iter().map(|e| e.0.as_str()).collect();
+            match agent.status.as_u16() {
+                200 => {
+                    claimed += 1;
+                    assert_eq!(tail, ["set_deleting", "restore"], "{l}: {h:?}");
+                    assert_eq!(h.last().map(|e| e.1.as_str()), Some("Deleting"), "{l}");
+                }
+                400 => {
+                    refused += 1;
+                    assert_eq!(tail, ["request_deletion", "restore"], "{l}: {h:?}");
+                }
+                other => panic!("{l}: set_deleting answered {other}: {}", agent.body),
+            }
+        }
+        assert_eq!(claimed + refused, 8, "{l}");
+    }
+}
