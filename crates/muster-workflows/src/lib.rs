@@ -69,6 +69,7 @@ pub fn workflows() -> Vec<Workflow<Deps>> {
         user::create(),
         user::modify_v1(),
         user::modify(),
+        user::terminate_v1(),
         user::terminate(),
         user::validate_v1(),
         user::validate(),

@@ -82,6 +82,24 @@ step!(reconcile_member_accounts, |ctx| {
     Ok(StepOutcome::merge([("offering_accounts", json!(report))]))
 });
 
+// terminate_user (v2): the leaving user keeps no live account (the subscription is still
+// active here; `set_status` follows).
+step!(retire_member_accounts, |ctx| {
+    let rctx = crate::model::request_ctx(ctx);
+    let Some((user, _)) = member_of(ctx).await? else {
+        return Ok(StepOutcome::merge([(
+            "offering_accounts",
+            json!(Reconciled::default()),
+        )]));
+    };
+    let offerings = ctx.deps.offerings.clone();
+    let tx = ctx.tx().await?;
+    let report = offerings
+        .reconcile_members(tx, &rctx, &[user], &BTreeSet::new())
+        .await?;
+    Ok(StepOutcome::merge([("offering_accounts", json!(report))]))
+});
+
 // validate_user_group (v2): every active member's accounts match the group's offerings.
 step!(validate_group_accounts, |ctx| {
     let group = crate::model::load_own(ctx).await?;

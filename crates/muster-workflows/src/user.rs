@@ -518,7 +518,9 @@ fn terminate_form<'a>(deps: &'a Deps, _: &'a State, run: &'a mut FormRun) -> For
     })
 }
 
-pub fn terminate() -> Workflow<Deps> {
+/// Version 1, kept for processes that started with it: only `OK` accounts are put up for
+/// deletion; accounts still being made stay as they are.
+pub fn terminate_v1() -> Workflow<Deps> {
     Workflow::new("terminate_user", 1, Target::Terminate, "Terminate user")
         .form(terminate_form)
         .then("store_process_subscription", store_process_subscription)
@@ -528,6 +530,23 @@ pub fn terminate() -> Workflow<Deps> {
             Step::retry("request_account_deletion", crate::accounts::request_account_deletion)
                 .when(has_group_offerings),
         )
+        .then("set_status", set_status_terminated)
+        .then("resync", resync)
+        .done()
+}
+
+/// Version 2: every live account of the user is retired (`request_deletion` from `OK`,
+/// `discard` from `Requested`, `withdraw` while the site is making it), in the step.
+pub fn terminate() -> Workflow<Deps> {
+    Workflow::new("terminate_user", 2, Target::Terminate, "Terminate user")
+        .form(terminate_form)
+        .then("store_process_subscription", store_process_subscription)
+        .then("unsync", unsync)
+        .then("deprovision_user", deprovision_user)
+        .step(Step::retry(
+            "retire_member_accounts",
+            crate::membership::retire_member_accounts,
+        ))
         .then("set_status", set_status_terminated)
         .then("resync", resync)
         .done()
