@@ -9,10 +9,9 @@ use muster_core::error::{DomainError, ErrorKind, codes};
 use muster_core::offering::lifecycle::{
     self, AccountState, Action, CommentEffect, RuntimeState, UsernameChange, username_change,
 };
-use muster_core::offering::model::{
-    Account, AccountFields, HistoryEntry, OfferingUserUuid, OfferingUuid, UsernamePolicy, hex,
-};
-use muster_store::{AccountChange, AccountOrder, AccountQuery, ChangeOutcome};
+use muster_core::offering::model::{Account, AccountFields, HistoryEntry, OfferingUserUuid, OfferingUuid, hex};
+use muster_core::offering::naming::{self, Proposal};
+use muster_store::{AccountChange, AccountOrder, AccountQuery, ChangeOutcome, StoreError};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -169,27 +168,6 @@ fn clean_username(value: Option<String>) -> Result<String, DomainError> {
 
 fn account_not_found() -> DomainError {
     DomainError::not_found("offering user")
-}
-
-/// The username muster gives a new account on `o` under its policy; empty when the site names
-/// it (`service_provider`) or the policy has no valid name for the person (the account then
-/// waits in `Requested` for the site).
-pub(crate) fn username_for(
-    o: &muster_core::offering::model::Offering,
-    person: &muster_core::directory::User,
-) -> String {
-    match o.username_policy {
-        UsernamePolicy::WaldurUsername => {
-            // The directory name in its case-insensitive form, when it is a safe login name.
-            let key = muster_core::directory::User::username_key(&person.username);
-            if muster_core::offering::username::is_valid(&key) {
-                key
-            } else {
-                String::new()
-            }
-        }
-        _ => String::new(),
-    }
 }
 
 /// The event data of a change: identifiers and labels, nothing secret. `provider_uuid` decides
@@ -349,7 +327,7 @@ impl Offerings {
         actor: Actor<'_>,
         offering: OfferingUuid,
         user: Uuid,
-        mut username: String,
+        username: String,
     ) -> Result<Account, DomainError> {
         let Some(o) = self.store.offering(offering).await.map_err(store_error)? else {
             return Err(DomainError::invalid_field(
@@ -365,9 +343,66 @@ impl Offerings {
                 "no such user",
             ));
         };
-        if username.is_empty() {
-            username = username_for(&o, &person);
+        // A name given by the caller is used as it is; otherwise the offering's policy may name
+        // the account (see `muster_core::offering::naming`). A generated name that another
+        // account took in the meantime is picked again.
+        let proposal = if username.is_empty() {
+            crate::naming::proposal(&o, &person)
+        } else {
+            Proposal::None
+        };
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let name = match proposal.prefix() {
+                Some(prefix) => {
+                    let taken: std::collections::BTreeSet<String> = self
+                        .store
+                        .offering_usernames(o.uuid, prefix)
+                        .await
+                        .map_err(store_error)?
+                        .into_iter()
+                        .collect();
+                    if let Proposal::Counter(prefix) = &proposal {
+                        let n = self
+                            .store
+                            .next_username_number(o.uuid, naming::highest_counter(prefix, &taken))
+                            .await
+                            .map_err(store_error)?
+                            .unwrap_or(0);
+                        naming::counter_name(prefix, n)
+                    } else {
+                        proposal.pick(&taken)
+                    }
+                }
+                None => username.clone(),
+            };
+            let generated = proposal.prefix().is_some() && !name.is_empty();
+            match self.insert_named(ctx, actor, &o, &person, name).await {
+                Err(StoreError::Duplicate("username")) if generated && attempts < 8 => continue,
+                Err(e) => return Err(store_error(e)),
+                Ok(uuid) => {
+                    // Read back for the joined fields (provider name, the person's names).
+                    return self
+                        .store
+                        .offering_user(uuid)
+                        .await
+                        .map_err(store_error)?
+                        .ok_or_else(account_not_found);
+                }
+            }
         }
+    }
+
+    async fn insert_named(
+        &self,
+        ctx: &RequestCtx,
+        actor: Actor<'_>,
+        o: &muster_core::offering::model::Offering,
+        person: &muster_core::directory::User,
+        username: String,
+    ) -> Result<OfferingUserUuid, StoreError> {
+        let user = person.uuid;
         let state = lifecycle::creation_state(Some(&username));
         let fields = AccountFields {
             username,
@@ -425,15 +460,9 @@ impl Offerings {
                 event_data(&account, None, "create", &[]),
             );
         self.store
-            .insert_offering_user(uuid, &o, user, &fields, &history, &audit)
-            .await
-            .map_err(store_error)?;
-        // Read back for the joined fields (provider name, the person's names).
-        self.store
-            .offering_user(uuid)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(account_not_found)
+            .insert_offering_user(uuid, o, user, &fields, &history, &audit)
+            .await?;
+        Ok(uuid)
     }
 
     // --- reading -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@
 
 mod accounts;
 pub mod membership;
+mod naming;
 mod providers;
 mod views;
 

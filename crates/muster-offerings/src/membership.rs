@@ -7,7 +7,7 @@
 //! `muster_core::offering::membership`; the lifecycle table is used as it is
 //! (`request_deletion` from `OK`) and never widened.
 
-use crate::accounts::{change_records, event_data, username_for};
+use crate::accounts::{change_records, event_data};
 use crate::{Offerings, store_error};
 use muster_core::audit::{AuditEntry, RequestCtx, actions, kinds, streams};
 use muster_core::error::DomainError;
@@ -16,6 +16,7 @@ use muster_core::offering::membership::{self, Operation};
 use muster_core::offering::model::{
     Account, AccountFields, HistoryEntry, Offering, OfferingUserUuid, OfferingUuid, hex,
 };
+use muster_core::offering::naming::{self, Proposal};
 use muster_store::{AccountChange, StoreTx};
 use serde::Serialize;
 use serde_json::json;
@@ -116,6 +117,9 @@ impl Offerings {
             }
         }
         let accounts = tx.accounts_of_users(members).await.map_err(store_error)?;
+        // The names each offering has, by the prefix the policy asked about: read once, and
+        // kept up to date with the names this run gives.
+        let mut taken: BTreeMap<(Uuid, String), BTreeSet<String>> = BTreeMap::new();
         let by: BTreeMap<(Uuid, Uuid), &Account> =
             accounts.iter().map(|a| ((a.user_uuid, a.offering_uuid.0), a)).collect();
         for m in members {
@@ -124,7 +128,7 @@ impl Offerings {
                 match membership::for_member(existing.map(|a| a.state)) {
                     None => {}
                     Some(None) => {
-                        let a = self.insert_in(tx, ctx, offering, *m).await?;
+                        let a = self.insert_in(tx, ctx, offering, *m, &mut taken).await?;
                         report.requested += 1;
                         report.note(a.0, *m, offering.uuid, "create", a.1);
                     }
@@ -172,11 +176,47 @@ impl Offerings {
         ctx: &RequestCtx,
         offering: &Offering,
         user: Uuid,
+        taken: &mut BTreeMap<(Uuid, String), BTreeSet<String>>,
     ) -> Result<(OfferingUserUuid, AccountState), DomainError> {
         let Some((person, _)) = self.store.user_by_uuid(user).await.map_err(store_error)? else {
             return Err(DomainError::internal("a group member has no directory user"));
         };
-        let username = username_for(offering, &person);
+        let proposal = crate::naming::proposal(offering, &person);
+        let username = match proposal.prefix() {
+            None => String::new(),
+            Some(prefix) => {
+                let key = (offering.uuid.0, prefix.to_owned());
+                if !taken.contains_key(&key) {
+                    let names = tx
+                        .offering_usernames(offering.uuid.0, prefix)
+                        .await
+                        .map_err(store_error)?;
+                    taken.insert(key.clone(), names.into_iter().collect());
+                }
+                let set = taken.entry(key).or_default();
+                let name = match &proposal {
+                    Proposal::Counter(prefix) => {
+                        let n = tx
+                            .next_username_number(offering.uuid.0, naming::highest_counter(prefix, set))
+                            .await
+                            .map_err(store_error)?
+                            .unwrap_or(0);
+                        naming::counter_name(prefix, n)
+                    }
+                    _ => proposal.pick(set),
+                };
+                if !name.is_empty() {
+                    // Every cached list the new name belongs to (a `full_name` base can be
+                    // another's base with a suffix).
+                    for ((o, p), set) in taken.iter_mut() {
+                        if *o == offering.uuid.0 && name.starts_with(p.as_str()) {
+                            set.insert(name.clone());
+                        }
+                    }
+                }
+                name
+            }
+        };
         let state = lifecycle::creation_state(Some(&username));
         let fields = AccountFields {
             username,

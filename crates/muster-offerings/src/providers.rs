@@ -10,8 +10,9 @@ use muster_core::clock;
 use muster_core::credentials::token;
 use muster_core::error::{DomainError, codes};
 use muster_core::offering::model::{
-    ApiToken, ApiTokenUuid, Offering, OfferingUuid, Provider, ProviderUuid, UsernamePolicy, hex,
+    ApiToken, ApiTokenUuid, IdentityClaim, Offering, OfferingUuid, Provider, ProviderUuid, UsernamePolicy, hex,
 };
+use muster_core::offering::naming;
 use muster_directory::Caller;
 use serde::Deserialize;
 use serde_json::json;
@@ -55,6 +56,11 @@ pub struct CreateOfferingInput {
     pub service_provider_can_create_offering_user: Option<bool>,
     /// Default `service_provider` (the site's agent names accounts).
     pub username_generation_policy: Option<UsernamePolicy>,
+    /// The `anonymized` policy's prefix: a lower-case letter first, then login-name
+    /// characters, at most 27; default `walduruser_`.
+    pub username_anonymized_prefix: Option<String>,
+    /// The directory attribute the `identity_claim` policy uses; default `username`.
+    pub username_identity_claim: Option<IdentityClaim>,
 }
 
 /// `PATCH /api/marketplace-provider-offerings/{uuid}/`.
@@ -66,7 +72,10 @@ pub struct UpdateOfferingInput {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub service_provider_can_create_offering_user: Option<bool>,
+    /// Changing the policy never renames existing accounts.
     pub username_generation_policy: Option<UsernamePolicy>,
+    pub username_anonymized_prefix: Option<String>,
+    pub username_identity_claim: Option<IdentityClaim>,
 }
 
 /// `POST /api/marketplace-service-providers/{uuid}/api_tokens/`.
@@ -75,6 +84,21 @@ pub struct UpdateOfferingInput {
 pub struct CreateApiTokenInput {
     /// What the token is for, e.g. `slurm-agent@cluster1`.
     pub name: String,
+}
+
+fn check_prefix(prefix: &str) -> Result<String, DomainError> {
+    if naming::is_valid_prefix(prefix) {
+        Ok(prefix.to_owned())
+    } else {
+        Err(DomainError::invalid_field(
+            "username_anonymized_prefix",
+            codes::INVALID_INPUT,
+            format!(
+                "a lower-case letter first, then lower-case letters, digits, _, . or -, at most {} characters",
+                naming::MAX_PREFIX
+            ),
+        ))
+    }
 }
 
 fn check_name(field: &str, name: &str) -> Result<String, DomainError> {
@@ -345,6 +369,11 @@ impl Offerings {
             kind,
             provider_can_create: input.service_provider_can_create_offering_user.unwrap_or(true),
             username_policy: input.username_generation_policy.unwrap_or_default(),
+            username_prefix: match input.username_anonymized_prefix {
+                Some(p) => check_prefix(&p)?,
+                None => naming::DEFAULT_PREFIX.to_owned(),
+            },
+            username_claim: input.username_identity_claim.unwrap_or_default(),
             created: now,
             modified: now,
         };
@@ -413,6 +442,12 @@ impl Offerings {
         // Changing the policy never renames existing accounts (Waldur renamed even OK ones).
         if let Some(v) = input.username_generation_policy {
             o.username_policy = v;
+        }
+        if let Some(v) = input.username_anonymized_prefix {
+            o.username_prefix = check_prefix(&v)?;
+        }
+        if let Some(v) = input.username_identity_claim {
+            o.username_claim = v;
         }
         if o != before {
             o.modified = clock::now();

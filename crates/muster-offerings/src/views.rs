@@ -2,7 +2,9 @@
 //! and runtime states as labels, times as RFC 3339).
 
 use muster_core::offering::lifecycle::{AccountState, RuntimeState};
-use muster_core::offering::model::{Account, ApiToken, HistoryEntry, Offering, Provider, UsernamePolicy, hex};
+use muster_core::offering::model::{
+    Account, ApiToken, HistoryEntry, IdentityClaim, Offering, Provider, UsernamePolicy, hex,
+};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -150,6 +152,8 @@ pub struct OfferingView {
     pub customer_uuid: String,
     pub service_provider_can_create_offering_user: bool,
     pub username_generation_policy: UsernamePolicy,
+    pub username_anonymized_prefix: String,
+    pub username_identity_claim: IdentityClaim,
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -168,6 +172,8 @@ impl From<&Offering> for OfferingView {
             customer_uuid: o.provider_uuid.to_string(),
             service_provider_can_create_offering_user: o.provider_can_create,
             username_generation_policy: o.username_policy,
+            username_anonymized_prefix: o.username_prefix.clone(),
+            username_identity_claim: o.username_claim,
             created: o.created,
             modified: o.modified,
         }

@@ -86,6 +86,8 @@ async fn setup(db: &TestDb, policy: UsernamePolicy) -> (Offerings, OfferingUuid,
         kind: "Marketplace.Basic".into(),
         provider_can_create: false,
         username_policy: policy,
+        username_prefix: "walduruser_".into(),
+        username_claim: Default::default(),
         created: now,
         modified: now,
     };

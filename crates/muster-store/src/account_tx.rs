@@ -78,6 +78,48 @@ impl StoreTx {
         Ok(out)
     }
 
+    /// `Store::offering_usernames`, read in this transaction (so it sees the names this step
+    /// already gave).
+    pub async fn offering_usernames(&mut self, offering: uuid::Uuid, prefix: &str) -> Result<Vec<String>> {
+        let pattern = format!(
+            "{}%",
+            prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+        );
+        let rows: Vec<String> = on_tx!(self, conn => {
+            sqlx::query_scalar(
+                "SELECT username FROM offering_users WHERE offering_uuid = $1 AND username LIKE $2 ESCAPE '\\'",
+            )
+            .bind(offering)
+            .bind(&pattern)
+            .fetch_all(&mut *conn)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// `Store::next_username_number` for a step: on SQLite in this transaction (which holds
+    /// the one write lock anyway), on PostgreSQL on a connection of its own, committed at once,
+    /// so the offering's row is not locked until the step commits (a number of a step that
+    /// rolls back is a gap).
+    pub async fn next_username_number(&mut self, offering: uuid::Uuid, at_least: i64) -> Result<Option<i64>> {
+        if self.backend() == Backend::Postgres {
+            let store = self.store.clone();
+            return store
+                .next_username_number(muster_core::offering::model::OfferingUuid(offering), at_least)
+                .await;
+        }
+        Ok(on_tx!(self, conn => {
+            sqlx::query_scalar(
+                "UPDATE offerings SET username_counter = MAX(username_counter, $2) + 1 WHERE uuid = $1 \
+                 RETURNING username_counter",
+            )
+            .bind(offering)
+            .bind(at_least)
+            .fetch_optional(&mut *conn)
+            .await?
+        }))
+    }
+
     /// Inserts an account with its first history entry and audit record (and event), in this
     /// transaction. `Duplicate("offering user")` / `Duplicate("username")` as
     /// `Store::insert_offering_user`.

@@ -16,8 +16,8 @@ use muster_core::audit::AuditEntry;
 use muster_core::error::DomainError;
 use muster_core::offering::lifecycle::{AccountState, RuntimeState};
 use muster_core::offering::model::{
-    Account, AccountFields, ApiToken, ApiTokenUuid, HistoryEntry, Offering, OfferingUserUuid, OfferingUuid, Provider,
-    ProviderUuid, UsernamePolicy,
+    Account, AccountFields, ApiToken, ApiTokenUuid, HistoryEntry, IdentityClaim, Offering, OfferingUserUuid,
+    OfferingUuid, Provider, ProviderUuid, UsernamePolicy,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -55,6 +55,9 @@ struct OfferingRow {
     kind: String,
     provider_can_create: bool,
     username_policy: String,
+    username_policy_generated: Option<String>,
+    username_prefix: String,
+    username_claim: String,
     created: Ts,
     modified: Ts,
 }
@@ -68,16 +71,32 @@ impl OfferingRow {
             slug: self.slug,
             kind: self.kind,
             provider_can_create: self.provider_can_create,
-            username_policy: UsernamePolicy::parse(&self.username_policy)
-                .ok_or_else(|| StoreError::Corrupt(format!("username_policy {:?}", self.username_policy)))?,
+            username_policy: UsernamePolicy::parse(
+                self.username_policy_generated
+                    .as_deref()
+                    .unwrap_or(&self.username_policy),
+            )
+            .ok_or_else(|| StoreError::Corrupt(format!("username_policy {:?}", self.username_policy)))?,
+            username_prefix: self.username_prefix,
+            username_claim: IdentityClaim::parse(&self.username_claim)
+                .ok_or_else(|| StoreError::Corrupt(format!("username_claim {:?}", self.username_claim)))?,
             created: self.created.0,
             modified: self.modified.0,
         })
     }
 }
 
-const OFFERING_COLUMNS: &str =
-    "uuid, provider_uuid, name, slug, type, provider_can_create, username_policy, created, modified";
+const OFFERING_COLUMNS: &str = "uuid, provider_uuid, name, slug, type, provider_can_create, username_policy, \
+    username_policy_generated, username_prefix, username_claim, created, modified";
+
+/// How a policy is stored: the original column holds the two policies its CHECK constraint
+/// knows, `username_policy_generated` the newer ones (see migration 0014).
+fn stored_policy(p: UsernamePolicy) -> (&'static str, Option<&'static str>) {
+    match p {
+        UsernamePolicy::ServiceProvider | UsernamePolicy::WaldurUsername => (p.as_str(), None),
+        _ => (UsernamePolicy::ServiceProvider.as_str(), Some(p.as_str())),
+    }
+}
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct AccountRow {
@@ -839,7 +858,8 @@ impl Store {
             let mut tx = pool.begin().await?;
             let inserted = sqlx::query(
                 "INSERT INTO offerings (uuid, provider_uuid, name, slug, type, provider_can_create, username_policy, \
-                 created, modified) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 username_policy_generated, username_prefix, username_claim, created, modified) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(o.uuid.0)
             .bind(o.provider_uuid.0)
@@ -847,7 +867,10 @@ impl Store {
             .bind(&o.slug)
             .bind(&o.kind)
             .bind(o.provider_can_create)
-            .bind(o.username_policy.as_str())
+            .bind(stored_policy(o.username_policy).0)
+            .bind(stored_policy(o.username_policy).1)
+            .bind(&o.username_prefix)
+            .bind(o.username_claim.as_str())
             .bind(Ts(o.created))
             .bind(Ts(o.modified))
             .execute(&mut *tx)
@@ -894,14 +917,17 @@ impl Store {
             let mut tx = pool.begin().await?;
             let updated = sqlx::query(
                 "UPDATE offerings SET name = $2, slug = $3, type = $4, provider_can_create = $5, username_policy = $6, \
-                 modified = $7 WHERE uuid = $1",
+                 username_policy_generated = $7, username_prefix = $8, username_claim = $9, modified = $10 WHERE uuid = $1",
             )
             .bind(o.uuid.0)
             .bind(&o.name)
             .bind(&o.slug)
             .bind(&o.kind)
             .bind(o.provider_can_create)
-            .bind(o.username_policy.as_str())
+            .bind(stored_policy(o.username_policy).0)
+            .bind(stored_policy(o.username_policy).1)
+            .bind(&o.username_prefix)
+            .bind(o.username_claim.as_str())
             .bind(Ts(o.modified))
             .execute(&mut *tx)
             .await;
@@ -1101,6 +1127,40 @@ impl Store {
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(uuid.0).fetch_optional(pool).await?
         });
         row.map(AccountRow::into_account).transpose()
+    }
+
+    /// The local usernames on `offering` (of any account, deleted ones included) that start
+    /// with `prefix`: what a generated name must not repeat.
+    pub async fn offering_usernames(&self, offering: OfferingUuid, prefix: &str) -> Result<Vec<String>> {
+        let pattern = format!("{}%", like_escape(prefix));
+        Ok(on_db!(self, read, pool => {
+            sqlx::query_scalar(
+                "SELECT username FROM offering_users WHERE offering_uuid = $1 AND username LIKE $2 ESCAPE '\\'",
+            )
+            .bind(offering.0)
+            .bind(&pattern)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Draws the next number of `offering`'s username counter, above `at_least` (one
+    /// statement, committed at once: concurrent callers never draw the same number, and no
+    /// lock is held after it). None when there is no such offering.
+    pub async fn next_username_number(&self, offering: OfferingUuid, at_least: i64) -> Result<Option<i64>> {
+        let sql = match self.backend() {
+            Backend::Sqlite => {
+                "UPDATE offerings SET username_counter = MAX(username_counter, $2) + 1 WHERE uuid = $1 \
+                 RETURNING username_counter"
+            }
+            Backend::Postgres => {
+                "UPDATE offerings SET username_counter = GREATEST(username_counter, $2) + 1 WHERE uuid = $1 \
+                 RETURNING username_counter"
+            }
+        };
+        Ok(on_db!(self, write, pool => {
+            sqlx::query_scalar(sql).bind(offering.0).bind(at_least).fetch_optional(pool).await?
+        }))
     }
 
     /// The account of `user` on `offering`, if there is one.

@@ -547,3 +547,178 @@ async fn a_rejoin_racing_the_agents_set_deleting_ends_ok() {
         assert_eq!(claimed + refused, 8, "{l}");
     }
 }
+
+async fn offering_with(s: &Server, provider: &str, name: &str, extra: Value) -> String {
+    let mut body = json!({ "name": name, "provider_uuid": provider });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    s.post("/api/marketplace-provider-offerings/", &s.admin_token, body)
+        .await
+        .expect(201)
+        .body["uuid"]
+        .as_str()
+        .expect("offering uuid")
+        .to_owned()
+}
+
+/// Requests an account for a directory user as the admin: (uuid, state, username).
+async fn request(s: &Server, offering: &str, user: &Value) -> (String, String, String) {
+    let a = s
+        .post(
+            "/api/marketplace-offering-users/",
+            &s.admin_token,
+            json!({"offering_uuid": offering, "user_uuid": user["uuid"]}),
+        )
+        .await
+        .expect(201)
+        .body;
+    (
+        a["uuid"].as_str().unwrap_or("").to_owned(),
+        a["state"].as_str().unwrap_or("").to_owned(),
+        a["username"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+fn login_name(name: &str) -> bool {
+    let mut c = name.chars();
+    c.next().is_some_and(|f| f.is_ascii_lowercase())
+        && name.len() <= 32
+        && c.all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || "_.-".contains(x))
+}
+
+#[tokio::test]
+async fn username_policies_give_unique_login_names_that_survive_a_return() {
+    for s in Server::all(&[]).await {
+        let l = s.label;
+        let p = provider(&s).await;
+        // A prefix that could not start a login name is refused, and nothing is created.
+        let bad = s
+            .post(
+                "/api/marketplace-provider-offerings/",
+                &s.admin_token,
+                json!({"name": "Bad", "provider_uuid": p, "username_generation_policy": "anonymized", "username_anonymized_prefix": "1x"}),
+            )
+            .await
+            .expect(400);
+        assert_eq!(
+            bad.body["errors"][0]["field"], "username_anonymized_prefix",
+            "{l}: {}",
+            bad.body
+        );
+        let anon = offering_with(
+            &s,
+            &p,
+            "Anon",
+            json!({"username_generation_policy": "anonymized", "username_anonymized_prefix": "hpc_"}),
+        )
+        .await;
+        let full = offering_with(&s, &p, "Full", json!({"username_generation_policy": "full_name"})).await;
+        let claim = offering_with(
+            &s,
+            &p,
+            "Claim",
+            json!({"username_generation_policy": "identity_claim", "username_identity_claim": "email_local_part"}),
+        )
+        .await;
+        let o = s
+            .get(&format!("/api/marketplace-provider-offerings/{anon}/"), &s.admin_token)
+            .await
+            .expect(200)
+            .body;
+        assert_eq!(
+            (&o["username_generation_policy"], &o["username_anonymized_prefix"]),
+            (&json!("anonymized"), &json!("hpc_")),
+            "{l}: {o}"
+        );
+
+        // full_name: ASCII, with a suffix when taken; a name with nothing usable waits for the site.
+        let people = [
+            ("elodie1", "Élodie", "Ñúñez"),
+            ("elodie2", "Elodie", "Nunez"),
+            ("jorgen", "Jørgen", "Straße"),
+            ("li", "李", "王"),
+        ];
+        let mut got = Vec::new();
+        for (u, f, last) in people {
+            let user = s
+                .create_user(
+                    json!({"username": u, "first_name": f, "last_name": last, "email": format!("{u}@example.org")}),
+                )
+                .await;
+            got.push(request(&s, &full, &user).await);
+        }
+        let names: Vec<(&str, &str)> = got.iter().map(|g| (g.1.as_str(), g.2.as_str())).collect();
+        assert_eq!(
+            names,
+            [
+                ("OK", "elodie_nunez"),
+                ("OK", "elodie_nunez_01"),
+                ("OK", "jorgen_strasse"),
+                ("Requested", ""),
+            ],
+            "{l}"
+        );
+
+        // identity_claim: the e-mail's local part, lower-cased.
+        let ada = s
+            .create_user(json!({"username": "ada", "email": "Ada.L@example.org"}))
+            .await;
+        assert_eq!(request(&s, &claim, &ada).await.2, "ada.l", "{l}");
+
+        // anonymized: many at once, through the API, all distinct.
+        let client = reqwest::Client::new();
+        let mut users = Vec::new();
+        for i in 0..20 {
+            users.push(s.create_user(json!({"username": format!("anon{i}")})).await["uuid"].clone());
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for u in users {
+            let req = client
+                .post(s.url("/api/marketplace-offering-users/"))
+                .bearer_auth(&s.admin_token)
+                .json(&json!({"offering_uuid": anon, "user_uuid": u}));
+            set.spawn(async move {
+                let r = req.send().await.expect("send");
+                assert_eq!(r.status().as_u16(), 201);
+                r.json::<Value>().await.expect("json")["username"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            });
+        }
+        let mut anon_names = BTreeSet::new();
+        while let Some(n) = set.join_next().await {
+            let n = n.expect("task");
+            assert!(login_name(&n) && n.starts_with("hpc_"), "{l}: {n}");
+            assert!(anon_names.insert(n.clone()), "{l}: {n} given twice");
+        }
+        assert_eq!(anon_names.len(), 20, "{l}");
+        assert_eq!(
+            anon_names.last().map(String::as_str),
+            Some("hpc_00020"),
+            "{l}: gaps are fine, but there are none here"
+        );
+
+        // Through the workflows: a group on the anonymized offering names its members; the name
+        // survives a move away and back (restore).
+        let (ga, gb) = (group(&s, "A", &[&anon]).await, group(&s, "B", &[]).await);
+        let (sid, user) = user_in(&s, &ga, "grace").await;
+        let (acc, (_, st)) = accounts_on(&s, &anon)
+            .await
+            .remove(&user)
+            .map(|x| (x.0.clone(), x))
+            .expect("account");
+        assert_eq!(st, "OK", "{l}");
+        let name = account(&s, &acc).await["username"].as_str().unwrap_or("").to_owned();
+        assert_eq!(name, "hpc_00021", "{l}");
+        move_to(&s, &sid, "grace", &gb).await;
+        move_to(&s, &sid, "grace", &ga).await;
+        let a = account(&s, &acc).await;
+        assert_eq!(
+            (a["state"].as_str(), a["username"].as_str()),
+            (Some("OK"), Some(name.as_str())),
+            "{l}"
+        );
+    }
+}

@@ -4,4 +4,5 @@
 pub mod lifecycle;
 pub mod membership;
 pub mod model;
+pub mod naming;
 pub mod username;

@@ -66,20 +66,90 @@ pub enum UsernamePolicy {
     ServiceProvider,
     /// The account takes the person's directory username when it is requested.
     WaldurUsername,
+    /// The offering's prefix and a zero-padded counter (`walduruser_00001`).
+    Anonymized,
+    /// `first_last` in ASCII, with `_01` … when taken.
+    FullName,
+    /// An attribute of the directory user ([`IdentityClaim`]), lower-cased.
+    IdentityClaim,
 }
 
 impl UsernamePolicy {
+    pub const ALL: [Self; 5] = [
+        Self::ServiceProvider,
+        Self::WaldurUsername,
+        Self::Anonymized,
+        Self::FullName,
+        Self::IdentityClaim,
+    ];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::ServiceProvider => "service_provider",
             Self::WaldurUsername => "waldur_username",
+            Self::Anonymized => "anonymized",
+            Self::FullName => "full_name",
+            Self::IdentityClaim => "identity_claim",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::ServiceProvider, Self::WaldurUsername]
-            .into_iter()
-            .find(|p| p.as_str() == s)
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// The attribute of the directory user the `identity_claim` policy names accounts after
+/// (Waldur reads `site_username` from the identity provider's claims; muster's directory
+/// holds these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityClaim {
+    /// The directory username.
+    #[default]
+    Username,
+    /// The local part of the e-mail address (before the `@`).
+    EmailLocalPart,
+    FirstName,
+    LastName,
+    DisplayName,
+}
+
+impl IdentityClaim {
+    pub const ALL: [Self; 5] = [
+        Self::Username,
+        Self::EmailLocalPart,
+        Self::FirstName,
+        Self::LastName,
+        Self::DisplayName,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Username => "username",
+            Self::EmailLocalPart => "email_local_part",
+            Self::FirstName => "first_name",
+            Self::LastName => "last_name",
+            Self::DisplayName => "display_name",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// The claim's value for `user`, if it has one.
+    pub fn value_of(self, user: &crate::directory::User) -> Option<String> {
+        match self {
+            Self::Username => Some(user.username.clone()),
+            Self::EmailLocalPart => user
+                .email
+                .as_deref()
+                .and_then(|e| e.split_once('@'))
+                .map(|(local, _)| local.to_owned()),
+            Self::FirstName => user.first_name.clone(),
+            Self::LastName => user.last_name.clone(),
+            Self::DisplayName => user.display_name.clone(),
+        }
     }
 }
 
@@ -102,6 +172,10 @@ pub struct Offering {
     /// Waldur's `service_provider_can_create_offering_user`.
     pub provider_can_create: bool,
     pub username_policy: UsernamePolicy,
+    /// The `anonymized` policy's prefix.
+    pub username_prefix: String,
+    /// The `identity_claim` policy's attribute.
+    pub username_claim: IdentityClaim,
     pub created: OffsetDateTime,
     pub modified: OffsetDateTime,
 }

@@ -33,6 +33,8 @@ fn offering(p: &Provider, slug: &str) -> Offering {
         kind: "Marketplace.Slurm".to_owned(),
         provider_can_create: true,
         username_policy: UsernamePolicy::ServiceProvider,
+        username_prefix: "walduruser_".to_owned(),
+        username_claim: Default::default(),
         created: now,
         modified: now,
     }
