@@ -378,7 +378,8 @@ impl Offerings {
                 None => username.clone(),
             };
             let generated = proposal.prefix().is_some() && !name.is_empty();
-            match self.insert_named(ctx, actor, &o, &person, name).await {
+            let posix = crate::posix::allocate(self.store.allocate_posix(&o).await.map_err(store_error)?, &o)?;
+            match self.insert_named(ctx, actor, &o, &person, name, posix).await {
                 Err(StoreError::Duplicate("username")) if generated && attempts < 8 => continue,
                 Err(e) => return Err(store_error(e)),
                 Ok(uuid) => {
@@ -401,6 +402,7 @@ impl Offerings {
         o: &muster_core::offering::model::Offering,
         person: &muster_core::directory::User,
         username: String,
+        posix: Option<muster_core::offering::model::PosixIdentity>,
     ) -> Result<OfferingUserUuid, StoreError> {
         let user = person.uuid;
         let state = lifecycle::creation_state(Some(&username));
@@ -440,6 +442,7 @@ impl Offerings {
             version: 1,
             created: at,
             modified: at,
+            posix: posix.clone(),
         };
         let history = HistoryEntry {
             at,
@@ -460,7 +463,7 @@ impl Offerings {
                 event_data(&account, None, "create", &[]),
             );
         self.store
-            .insert_offering_user(uuid, o, user, &fields, &history, &audit)
+            .insert_offering_user(uuid, o, user, &fields, &history, &audit, posix.as_ref())
             .await?;
         Ok(uuid)
     }

@@ -16,6 +16,7 @@
 mod accounts;
 pub mod membership;
 mod naming;
+mod posix;
 mod providers;
 mod views;
 

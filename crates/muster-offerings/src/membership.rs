@@ -217,6 +217,7 @@ impl Offerings {
                 name
             }
         };
+        let posix = crate::posix::allocate(tx.allocate_posix(offering).await.map_err(store_error)?, offering)?;
         let state = lifecycle::creation_state(Some(&username));
         let fields = AccountFields {
             username,
@@ -253,6 +254,7 @@ impl Offerings {
             version: 1,
             created: at,
             modified: at,
+            posix: posix.clone(),
         };
         let history = HistoryEntry {
             at,
@@ -274,7 +276,7 @@ impl Offerings {
                 uuid.to_string(),
                 event_data(&account, None, "create", &[]),
             );
-        tx.insert_offering_user(uuid, offering, user, &fields, &history, &audit)
+        tx.insert_offering_user(uuid, offering, user, &fields, &history, &audit, posix.as_ref())
             .await
             .map_err(store_error)?;
         Ok((uuid, state))
@@ -289,7 +291,18 @@ impl Offerings {
         op: Operation,
     ) -> Result<AccountState, DomainError> {
         let mut fields = a.fields();
-        fields.state = op.target(&a.username);
+        // A deleted account released its name; if another account has taken it since, the
+        // site names the account requested anew.
+        if op == Operation::Rerequest
+            && !a.username.is_empty()
+            && tx
+                .username_taken_by_other(a.offering_uuid.0, &a.username, a.uuid)
+                .await
+                .map_err(store_error)?
+        {
+            fields.username.clear();
+        }
+        fields.state = op.target(&fields.username);
         if op.clears_comments() {
             fields.comment.clear();
             fields.comment_url.clear();

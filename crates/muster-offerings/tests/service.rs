@@ -88,6 +88,7 @@ async fn setup(db: &TestDb, policy: UsernamePolicy) -> (Offerings, OfferingUuid,
         username_policy: policy,
         username_prefix: "walduruser_".into(),
         username_claim: Default::default(),
+        posix: None,
         created: now,
         modified: now,
     };

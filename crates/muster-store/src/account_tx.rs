@@ -16,7 +16,7 @@ use crate::offerings::{ACCOUNT_SELECT, AccountRow, insert_history, padded_states
 use crate::tx::{StoreTx, on_tx};
 use crate::{AccountChange, Backend, Result, StoreError, Ts};
 use muster_core::audit::AuditEntry;
-use muster_core::offering::model::{Account, AccountFields, HistoryEntry, Offering, OfferingUserUuid};
+use muster_core::offering::model::{Account, AccountFields, HistoryEntry, Offering, OfferingUserUuid, PosixIdentity};
 use uuid::Uuid;
 
 /// How many user ids one `IN (…)` list carries (well under either database's bind limit).
@@ -120,9 +120,61 @@ impl StoreTx {
         }))
     }
 
+    /// `Store::allocate_posix` for a step: in this transaction on SQLite, on a connection of
+    /// its own on PostgreSQL (see `next_username_number`).
+    pub async fn allocate_posix(&mut self, offering: &Offering) -> Result<crate::PosixAllocation> {
+        if self.backend() == Backend::Postgres {
+            let store = self.store.clone();
+            return store.allocate_posix(offering).await;
+        }
+        let Some(p) = &offering.posix else {
+            return Ok(crate::PosixAllocation::NoPool);
+        };
+        let uid: Option<i64> = on_tx!(self, conn => {
+            sqlx::query_scalar(crate::offerings::NEXT_UID_SQLITE).bind(offering.uuid.0).fetch_optional(&mut *conn).await?
+        });
+        let Some(uid) = uid else {
+            return Ok(crate::PosixAllocation::UidPoolFull);
+        };
+        let gid = match p.shared_gid {
+            Some(g) => Some(g),
+            None => on_tx!(self, conn => {
+                sqlx::query_scalar(crate::offerings::NEXT_GID_SQLITE).bind(offering.uuid.0).fetch_optional(&mut *conn).await?
+            }),
+        };
+        Ok(match gid {
+            Some(gid) => crate::PosixAllocation::Allocated { uid, gid },
+            None => crate::PosixAllocation::GidPoolFull,
+        })
+    }
+
+    /// Whether another live account of `offering` (any state but `deleted`, as the unique index
+    /// counts them) has `username`.
+    pub async fn username_taken_by_other(
+        &mut self,
+        offering: uuid::Uuid,
+        username: &str,
+        except: OfferingUserUuid,
+    ) -> Result<bool> {
+        let n: i64 = on_tx!(self, conn => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM offering_users WHERE offering_uuid = $1 AND username = $2 \
+                 AND state <> 'deleted' AND uuid <> $3",
+            )
+            .bind(offering)
+            .bind(username)
+            .bind(except.0)
+            .fetch_one(&mut *conn)
+            .await?
+        });
+        Ok(n > 0)
+    }
+
     /// Inserts an account with its first history entry and audit record (and event), in this
     /// transaction. `Duplicate("offering user")` / `Duplicate("username")` as
     /// `Store::insert_offering_user`.
+    // The row, its first history entry, its audit record and its Unix identity: one insert.
+    #[allow(clippy::too_many_arguments)]
     pub async fn insert_offering_user(
         &mut self,
         uuid: OfferingUserUuid,
@@ -131,13 +183,15 @@ impl StoreTx {
         fields: &AccountFields,
         history: &HistoryEntry,
         audit: &AuditEntry,
+        posix: Option<&PosixIdentity>,
     ) -> Result<()> {
         let at = audit.at;
         on_tx!(self, conn => {
             sqlx::query(
                 "INSERT INTO offering_users (uuid, offering_uuid, provider_uuid, user_uuid, username, state, \
                  runtime_state, is_restricted, service_provider_comment, service_provider_comment_url, version, \
-                 created, modified) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11)",
+                 created, modified, uidnumber, primarygroup, login_shell, home_prefix, home_directory) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15, $16)",
             )
             .bind(uuid.0)
             .bind(offering.uuid.0)
@@ -150,6 +204,11 @@ impl StoreTx {
             .bind(&fields.comment)
             .bind(&fields.comment_url)
             .bind(Ts(at))
+            .bind(posix.map(|x| x.uid))
+            .bind(posix.map(|x| x.gid))
+            .bind(posix.map(|x| x.login_shell.as_str()))
+            .bind(posix.map(|x| x.home_prefix.as_str()))
+            .bind(posix.and_then(|x| x.home_override.as_deref()))
             .execute(&mut *conn)
             .await
             .map_err(|e| match StoreError::unique_as(e, "user_uuid", "offering user") {

@@ -722,3 +722,160 @@ async fn username_policies_give_unique_login_names_that_survive_a_return() {
         );
     }
 }
+
+/// A returning member whose deleted account's name another account took in the meantime gets
+/// the account requested anew without a name (the site names it), not a failing workflow.
+#[tokio::test]
+async fn a_rerequest_whose_name_was_taken_waits_for_the_site_to_name_it() {
+    for s in Server::all(&[]).await {
+        let l = s.label;
+        let p = provider(&s).await;
+        let (oa, ob) = (offering(&s, &p, "Cluster").await, offering(&s, &p, "Cloud").await);
+        let (ga, gb) = (group(&s, "A", &[&oa]).await, group(&s, "B", &[&ob]).await);
+        let (sid, user) = user_in(&s, &ga, "ada").await;
+        let acc = accounts_on(&s, &oa).await[&user].0.clone();
+        act(&s, &acc, "begin_creating").await.expect(200);
+        set_username(&s, &acc, "ada_hpc").await;
+        move_to(&s, &sid, "ada", &gb).await;
+        act(&s, &acc, "set_deleting").await.expect(200);
+        act(&s, &acc, "set_deleted").await.expect(200);
+        // The name is free again, and the site gives it to someone else.
+        let bob = s.create_user(json!({"username": "bob"})).await;
+        s.post(
+            "/api/marketplace-offering-users/",
+            &s.admin_token,
+            json!({"offering_uuid": oa, "user_uuid": bob["uuid"], "username": "ada_hpc"}),
+        )
+        .await
+        .expect(201);
+        let p = move_to(&s, &sid, "ada", &ga).await;
+        assert_eq!(p["current_state"]["offering_accounts"]["rerequested"], 1, "{l}: {p}");
+        let a = account(&s, &acc).await;
+        assert_eq!(
+            (a["state"].as_str(), &a["username"]),
+            (Some("Requested"), &Value::Null),
+            "{l}: {a}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn accounts_get_unix_identities_from_their_offerings_pools() {
+    for s in Server::all(&[]).await {
+        let l = s.label;
+        let p = provider(&s).await;
+        let posix = |uid: (i64, i64), shared: Option<i64>, home: &str| {
+            json!({"posix_settings": {"uid_min": uid.0, "uid_max": uid.1, "gid_min": 6000, "gid_max": 6999,
+                "home_prefix": home, "login_shell": "/bin/bash", "shared_gid": shared}})
+        };
+        // Bad settings are refused, and nothing is created.
+        let before = s
+            .get("/api/marketplace-provider-offerings/", &s.admin_token)
+            .await
+            .expect(200)
+            .body;
+        for bad in [posix((5002, 5000), None, "/home/"), posix((5000, 5002), None, "home")] {
+            let mut body = json!({"name": "Bad", "provider_uuid": p});
+            if let (Some(b), Some(e)) = (body.as_object_mut(), bad.as_object()) {
+                b.extend(e.clone());
+            }
+            s.post("/api/marketplace-provider-offerings/", &s.admin_token, body)
+                .await
+                .expect(400);
+        }
+        let after = s
+            .get("/api/marketplace-provider-offerings/", &s.admin_token)
+            .await
+            .expect(200)
+            .body;
+        assert_eq!(before, after, "{l}");
+
+        let mut extra = posix((5000, 5002), None, "/home/");
+        extra["username_generation_policy"] = json!("waldur_username");
+        let small = offering_with(&s, &p, "Small", extra).await;
+        let (ga, gb) = (group(&s, "A", &[&small]).await, group(&s, "B", &[]).await);
+        let mut seen = Vec::new();
+        let mut first = None;
+        for name in ["ann", "bob", "cy"] {
+            let (sid, user) = user_in(&s, &ga, name).await;
+            let acc = accounts_on(&s, &small).await[&user].0.clone();
+            let a = account(&s, &acc).await;
+            assert_eq!(a["home_directory"], format!("/home/{name}"), "{l}: {a}");
+            assert_eq!(a["login_shell"], "/bin/bash", "{l}");
+            assert_eq!(a["backend_metadata"]["uidnumber"], a["uidnumber"], "{l}: {a}");
+            assert_eq!(a["backend_metadata"]["primarygroup"], a["primarygroup"], "{l}: {a}");
+            assert_eq!(a["backend_metadata"]["homeDir"], a["home_directory"], "{l}: {a}");
+            assert_eq!(a["backend_metadata"]["loginShell"], "/bin/bash", "{l}: {a}");
+            seen.push((
+                a["uidnumber"].as_i64().unwrap_or(0),
+                a["primarygroup"].as_i64().unwrap_or(0),
+            ));
+            first.get_or_insert((sid, acc));
+        }
+        assert_eq!(seen, [(5000, 6000), (5001, 6001), (5002, 6002)], "{l}");
+        // The pool is full: the next account is refused with a clear error, and nothing is made.
+        let dan = s.create_user(json!({"username": "dan"})).await;
+        let r = s
+            .post(
+                "/api/marketplace-offering-users/",
+                &s.admin_token,
+                json!({"offering_uuid": small, "user_uuid": dan["uuid"]}),
+            )
+            .await
+            .expect_problem(409, "posix_pool_full");
+        assert!(
+            r.body["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("uid pool (5000–5002) is full"),
+            "{l}: {}",
+            r.body
+        );
+        assert_eq!(accounts_on(&s, &small).await.len(), 3, "{l}");
+        // A returning member keeps their uid.
+        let (sid, acc) = first.expect("first member");
+        move_to(&s, &sid, "ann", &gb).await;
+        move_to(&s, &sid, "ann", &ga).await;
+        let a = account(&s, &acc).await;
+        assert_eq!(
+            (a["state"].as_str(), a["uidnumber"].as_i64()),
+            (Some("OK"), Some(5000)),
+            "{l}: {a}"
+        );
+
+        // A shared primary group; the home directory follows the name the site gives.
+        let shared = offering_with(&s, &p, "Shared", posix((7000, 7999), Some(100), "/scratch/")).await;
+        let mut set = tokio::task::JoinSet::new();
+        let client = reqwest::Client::new();
+        for i in 0..20 {
+            let u = s.create_user(json!({"username": format!("p{i}")})).await["uuid"].clone();
+            let req = client
+                .post(s.url("/api/marketplace-offering-users/"))
+                .bearer_auth(&s.admin_token)
+                .json(&json!({"offering_uuid": shared, "user_uuid": u}));
+            set.spawn(async move {
+                let r = req.send().await.expect("send");
+                assert_eq!(r.status().as_u16(), 201);
+                r.json::<Value>().await.expect("json")
+            });
+        }
+        let mut uids = BTreeSet::new();
+        let mut one = String::new();
+        while let Some(a) = set.join_next().await {
+            let a = a.expect("task");
+            assert_eq!(a["primarygroup"], 100, "{l}: {a}");
+            assert_eq!(a["home_directory"], Value::Null, "{l}: no name yet: {a}");
+            assert!(
+                uids.insert(a["uidnumber"].as_i64().unwrap_or(0)),
+                "{l}: uid given twice: {a}"
+            );
+            one = a["uuid"].as_str().unwrap_or("").to_owned();
+        }
+        assert_eq!(uids.len(), 20, "{l}");
+        assert!(uids.iter().all(|u| (7000..=7999).contains(u)), "{l}: {uids:?}");
+        set_username(&s, &one, "pat").await;
+        let a = account(&s, &one).await;
+        assert_eq!(a["home_directory"], "/scratch/pat", "{l}: {a}");
+        assert_eq!(a["backend_metadata"]["homeDir"], "/scratch/pat", "{l}: {a}");
+    }
+}

@@ -198,6 +198,7 @@ pub async fn act(
                     username_generation_policy: None,
                     username_anonymized_prefix: None,
                     username_identity_claim: None,
+                    posix_settings: None,
                 };
                 let off = o.create_offering(ctx, &caller, input).await?;
                 Ok(format!("Offering {} was created.", off.name))

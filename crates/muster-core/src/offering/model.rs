@@ -176,8 +176,52 @@ pub struct Offering {
     pub username_prefix: String,
     /// The `identity_claim` policy's attribute.
     pub username_claim: IdentityClaim,
+    /// The Unix identity pool of the offering's accounts; None: accounts get none.
+    pub posix: Option<PosixSettings>,
     pub created: OffsetDateTime,
     pub modified: OffsetDateTime,
+}
+
+/// An offering's POSIX settings (Waldur's offering plugin options `homedir_prefix`,
+/// `login_shell` and its uid/gid pools): every account created on the offering gets a uid
+/// (and a primary gid) from them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct PosixSettings {
+    pub uid_min: i64,
+    pub uid_max: i64,
+    /// The pool of per-user primary groups (unused when `shared_gid` is set).
+    pub gid_min: i64,
+    pub gid_max: i64,
+    /// Ends with `/`; the home directory is this and the username.
+    pub home_prefix: String,
+    pub login_shell: String,
+    /// One primary group shared by every account, instead of one group per user.
+    pub shared_gid: Option<i64>,
+}
+
+/// An account's Unix identity, allocated when the account is created and kept for its life
+/// (across deletion and restore).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PosixIdentity {
+    pub uid: i64,
+    pub gid: i64,
+    pub login_shell: String,
+    /// The offering's home prefix when the account was created.
+    pub home_prefix: String,
+    /// A home directory set explicitly; None: derived from the prefix and the username, so it
+    /// follows a rename (as Waldur re-derives `homeDir` while it still has the derived value).
+    pub home_override: Option<String>,
+}
+
+impl PosixIdentity {
+    /// The home directory of an account named `username`; None while it has no name.
+    pub fn home_directory(&self, username: &str) -> Option<String> {
+        match &self.home_override {
+            Some(h) => Some(h.clone()),
+            None if username.is_empty() => None,
+            None => Some(format!("{}{username}", self.home_prefix)),
+        }
+    }
 }
 
 /// An offering account with the denormalised fields Waldur's API returns.
@@ -203,6 +247,7 @@ pub struct Account {
     pub version: i64,
     pub created: OffsetDateTime,
     pub modified: OffsetDateTime,
+    pub posix: Option<PosixIdentity>,
 }
 
 /// The mutable part of an account: what a change writes.
