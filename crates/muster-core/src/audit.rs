@@ -202,4 +202,9 @@ pub mod actions {
     pub const OFFERING_USER_TRANSITION: &str = "offering_user.transition";
     pub const OFFERING_USER_UPDATE: &str = "offering_user.update";
     pub const OFFERING_USER_DELETE: &str = "offering_user.delete";
+    // The membership operations (see `offering::membership`), each its own action.
+    pub const OFFERING_USER_RESTORE: &str = "offering_user.restore";
+    pub const OFFERING_USER_REREQUEST: &str = "offering_user.rerequest";
+    pub const OFFERING_USER_DISCARD: &str = "offering_user.discard";
+    pub const OFFERING_USER_WITHDRAW: &str = "offering_user.withdraw";
 }

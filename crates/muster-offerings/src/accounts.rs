@@ -9,10 +9,9 @@ use muster_core::error::{DomainError, ErrorKind, codes};
 use muster_core::offering::lifecycle::{
     self, AccountState, Action, CommentEffect, RuntimeState, UsernameChange, username_change,
 };
-use muster_core::offering::model::{
-    Account, AccountFields, HistoryEntry, OfferingUserUuid, OfferingUuid, UsernamePolicy, hex,
-};
-use muster_store::{AccountChange, AccountOrder, AccountQuery, ChangeOutcome};
+use muster_core::offering::model::{Account, AccountFields, HistoryEntry, OfferingUserUuid, OfferingUuid, hex};
+use muster_core::offering::naming::{self, Proposal};
+use muster_store::{AccountChange, AccountOrder, AccountQuery, ChangeOutcome, StoreError};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -173,7 +172,12 @@ fn account_not_found() -> DomainError {
 
 /// The event data of a change: identifiers and labels, nothing secret. `provider_uuid` decides
 /// who may read it.
-fn event_data(a: &Account, previous: Option<AccountState>, action: &str, changed: &[&str]) -> serde_json::Value {
+pub(crate) fn event_data(
+    a: &Account,
+    previous: Option<AccountState>,
+    action: &str,
+    changed: &[&str],
+) -> serde_json::Value {
     json!({
         "offering_user_uuid": a.uuid.to_string(),
         "offering_uuid": a.offering_uuid.to_string(),
@@ -192,7 +196,7 @@ fn event_data(a: &Account, previous: Option<AccountState>, action: &str, changed
 }
 
 /// The audit record (with its event) and history entry of a change from `before` to `fields`.
-fn change_records(
+pub(crate) fn change_records(
     ctx: &RequestCtx,
     actor: &str,
     before: &Account,
@@ -323,7 +327,7 @@ impl Offerings {
         actor: Actor<'_>,
         offering: OfferingUuid,
         user: Uuid,
-        mut username: String,
+        username: String,
     ) -> Result<Account, DomainError> {
         let Some(o) = self.store.offering(offering).await.map_err(store_error)? else {
             return Err(DomainError::invalid_field(
@@ -339,14 +343,68 @@ impl Offerings {
                 "no such user",
             ));
         };
-        if username.is_empty() && o.username_policy == UsernamePolicy::WaldurUsername {
-            // The directory name in its case-insensitive form, when it is a safe login name;
-            // otherwise the account waits in Requested for the site to name it.
-            let key = muster_core::directory::User::username_key(&person.username);
-            if muster_core::offering::username::is_valid(&key) {
-                username = key;
+        // A name given by the caller is used as it is; otherwise the offering's policy may name
+        // the account (see `muster_core::offering::naming`). A generated name that another
+        // account took in the meantime is picked again.
+        let proposal = if username.is_empty() {
+            crate::naming::proposal(&o, &person)
+        } else {
+            Proposal::None
+        };
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let name = match proposal.prefix() {
+                Some(prefix) => {
+                    let taken: std::collections::BTreeSet<String> = self
+                        .store
+                        .offering_usernames(o.uuid, prefix)
+                        .await
+                        .map_err(store_error)?
+                        .into_iter()
+                        .collect();
+                    if let Proposal::Counter(prefix) = &proposal {
+                        let n = self
+                            .store
+                            .next_username_number(o.uuid, naming::highest_counter(prefix, &taken))
+                            .await
+                            .map_err(store_error)?
+                            .unwrap_or(0);
+                        naming::counter_name(prefix, n)
+                    } else {
+                        proposal.pick(&taken)
+                    }
+                }
+                None => username.clone(),
+            };
+            let generated = proposal.prefix().is_some() && !name.is_empty();
+            let posix = crate::posix::allocate(self.store.allocate_posix(&o).await.map_err(store_error)?, &o)?;
+            match self.insert_named(ctx, actor, &o, &person, name, posix).await {
+                Err(StoreError::Duplicate("username")) if generated && attempts < 8 => continue,
+                Err(e) => return Err(store_error(e)),
+                Ok(uuid) => {
+                    // Read back for the joined fields (provider name, the person's names).
+                    return self
+                        .store
+                        .offering_user(uuid)
+                        .await
+                        .map_err(store_error)?
+                        .ok_or_else(account_not_found);
+                }
             }
         }
+    }
+
+    async fn insert_named(
+        &self,
+        ctx: &RequestCtx,
+        actor: Actor<'_>,
+        o: &muster_core::offering::model::Offering,
+        person: &muster_core::directory::User,
+        username: String,
+        posix: Option<muster_core::offering::model::PosixIdentity>,
+    ) -> Result<OfferingUserUuid, StoreError> {
+        let user = person.uuid;
         let state = lifecycle::creation_state(Some(&username));
         let fields = AccountFields {
             username,
@@ -384,6 +442,7 @@ impl Offerings {
             version: 1,
             created: at,
             modified: at,
+            posix: posix.clone(),
         };
         let history = HistoryEntry {
             at,
@@ -404,15 +463,9 @@ impl Offerings {
                 event_data(&account, None, "create", &[]),
             );
         self.store
-            .insert_offering_user(uuid, &o, user, &fields, &history, &audit)
-            .await
-            .map_err(store_error)?;
-        // Read back for the joined fields (provider name, the person's names).
-        self.store
-            .offering_user(uuid)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(account_not_found)
+            .insert_offering_user(uuid, o, user, &fields, &history, &audit, posix.as_ref())
+            .await?;
+        Ok(uuid)
     }
 
     // --- reading -----------------------------------------------------------------------------

@@ -14,6 +14,9 @@
 //! - anything else is invisible (404); visible but not allowed is 403.
 
 mod accounts;
+pub mod membership;
+mod naming;
+mod posix;
 mod providers;
 mod views;
 

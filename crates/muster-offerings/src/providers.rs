@@ -10,8 +10,10 @@ use muster_core::clock;
 use muster_core::credentials::token;
 use muster_core::error::{DomainError, codes};
 use muster_core::offering::model::{
-    ApiToken, ApiTokenUuid, Offering, OfferingUuid, Provider, ProviderUuid, UsernamePolicy, hex,
+    ApiToken, ApiTokenUuid, IdentityClaim, Offering, OfferingUuid, PosixSettings, Provider, ProviderUuid,
+    UsernamePolicy, hex,
 };
+use muster_core::offering::naming;
 use muster_directory::Caller;
 use serde::Deserialize;
 use serde_json::json;
@@ -55,6 +57,14 @@ pub struct CreateOfferingInput {
     pub service_provider_can_create_offering_user: Option<bool>,
     /// Default `service_provider` (the site's agent names accounts).
     pub username_generation_policy: Option<UsernamePolicy>,
+    /// The `anonymized` policy's prefix: a lower-case letter first, then login-name
+    /// characters, at most 27; default `walduruser_`.
+    pub username_anonymized_prefix: Option<String>,
+    /// The directory attribute the `identity_claim` policy uses; default `username`.
+    pub username_identity_claim: Option<IdentityClaim>,
+    /// The uid/gid pools, home prefix and login shell of the offering's accounts; absent: the
+    /// accounts get no Unix identity.
+    pub posix_settings: Option<PosixSettings>,
 }
 
 /// `PATCH /api/marketplace-provider-offerings/{uuid}/`.
@@ -66,7 +76,12 @@ pub struct UpdateOfferingInput {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub service_provider_can_create_offering_user: Option<bool>,
+    /// Changing the policy never renames existing accounts.
     pub username_generation_policy: Option<UsernamePolicy>,
+    pub username_anonymized_prefix: Option<String>,
+    pub username_identity_claim: Option<IdentityClaim>,
+    /// Sets (or changes) the pools; numbers already handed out stay taken.
+    pub posix_settings: Option<PosixSettings>,
 }
 
 /// `POST /api/marketplace-service-providers/{uuid}/api_tokens/`.
@@ -75,6 +90,44 @@ pub struct UpdateOfferingInput {
 pub struct CreateApiTokenInput {
     /// What the token is for, e.g. `slurm-agent@cluster1`.
     pub name: String,
+}
+
+/// Largest uid/gid muster hands out (2^31 - 2: `-1` and `2^31 - 1` mean "none" to some tools).
+const MAX_ID: i64 = (1 << 31) - 2;
+
+fn check_posix(p: PosixSettings) -> Result<PosixSettings, DomainError> {
+    let bad = |msg: &str| DomainError::invalid_field("posix_settings", codes::INVALID_INPUT, msg.to_owned());
+    let range = |min: i64, max: i64| (1..=MAX_ID).contains(&min) && (min..=MAX_ID).contains(&max);
+    if !range(p.uid_min, p.uid_max) || !range(p.gid_min, p.gid_max) {
+        return Err(bad(&format!("each range needs 1 <= min <= max <= {MAX_ID}")));
+    }
+    if p.shared_gid.is_some_and(|g| !(0..=MAX_ID).contains(&g)) {
+        return Err(bad("shared_gid is out of range"));
+    }
+    let path =
+        |v: &str| v.starts_with('/') && v.len() <= 255 && !v.contains("..") && v.chars().all(|c| c.is_ascii_graphic());
+    if !path(&p.home_prefix) || !p.home_prefix.ends_with('/') {
+        return Err(bad("home_prefix must be an absolute path ending with /"));
+    }
+    if !path(&p.login_shell) || p.login_shell.ends_with('/') {
+        return Err(bad("login_shell must be an absolute path"));
+    }
+    Ok(p)
+}
+
+fn check_prefix(prefix: &str) -> Result<String, DomainError> {
+    if naming::is_valid_prefix(prefix) {
+        Ok(prefix.to_owned())
+    } else {
+        Err(DomainError::invalid_field(
+            "username_anonymized_prefix",
+            codes::INVALID_INPUT,
+            format!(
+                "a lower-case letter first, then lower-case letters, digits, _, . or -, at most {} characters",
+                naming::MAX_PREFIX
+            ),
+        ))
+    }
 }
 
 fn check_name(field: &str, name: &str) -> Result<String, DomainError> {
@@ -345,6 +398,12 @@ impl Offerings {
             kind,
             provider_can_create: input.service_provider_can_create_offering_user.unwrap_or(true),
             username_policy: input.username_generation_policy.unwrap_or_default(),
+            username_prefix: match input.username_anonymized_prefix {
+                Some(p) => check_prefix(&p)?,
+                None => naming::DEFAULT_PREFIX.to_owned(),
+            },
+            username_claim: input.username_identity_claim.unwrap_or_default(),
+            posix: input.posix_settings.map(check_posix).transpose()?,
             created: now,
             modified: now,
         };
@@ -413,6 +472,15 @@ impl Offerings {
         // Changing the policy never renames existing accounts (Waldur renamed even OK ones).
         if let Some(v) = input.username_generation_policy {
             o.username_policy = v;
+        }
+        if let Some(v) = input.username_anonymized_prefix {
+            o.username_prefix = check_prefix(&v)?;
+        }
+        if let Some(v) = input.username_identity_claim {
+            o.username_claim = v;
+        }
+        if let Some(v) = input.posix_settings {
+            o.posix = Some(check_posix(v)?);
         }
         if o != before {
             o.modified = clock::now();

@@ -2,7 +2,9 @@
 //! and runtime states as labels, times as RFC 3339).
 
 use muster_core::offering::lifecycle::{AccountState, RuntimeState};
-use muster_core::offering::model::{Account, ApiToken, HistoryEntry, Offering, Provider, UsernamePolicy, hex};
+use muster_core::offering::model::{
+    Account, ApiToken, HistoryEntry, IdentityClaim, Offering, PosixSettings, Provider, UsernamePolicy, hex,
+};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -38,6 +40,16 @@ pub struct OfferingUserView {
     pub modified: OffsetDateTime,
     /// Bumped by every change (muster addition).
     pub version: i64,
+    /// The account's Unix identity (null when its offering has no POSIX pools); also in
+    /// `backend_metadata` under Waldur's keys.
+    pub uidnumber: Option<i64>,
+    pub primarygroup: Option<i64>,
+    pub login_shell: Option<String>,
+    /// The home prefix and the username (null while the account has no name).
+    pub home_directory: Option<String>,
+    /// `{uidnumber, primarygroup, loginShell, homeDir}`; `{}` without a Unix identity.
+    #[schema(value_type = Object)]
+    pub backend_metadata: serde_json::Value,
 }
 
 impl From<&Account> for OfferingUserView {
@@ -64,6 +76,19 @@ impl From<&Account> for OfferingUserView {
             created: a.created,
             modified: a.modified,
             version: a.version,
+            uidnumber: a.posix.as_ref().map(|p| p.uid),
+            primarygroup: a.posix.as_ref().map(|p| p.gid),
+            login_shell: a.posix.as_ref().map(|p| p.login_shell.clone()),
+            home_directory: a.posix.as_ref().and_then(|p| p.home_directory(&a.username)),
+            backend_metadata: match &a.posix {
+                Some(p) => serde_json::json!({
+                    "uidnumber": p.uid,
+                    "primarygroup": p.gid,
+                    "loginShell": p.login_shell,
+                    "homeDir": p.home_directory(&a.username),
+                }),
+                None => serde_json::json!({}),
+            },
         }
     }
 }
@@ -150,6 +175,10 @@ pub struct OfferingView {
     pub customer_uuid: String,
     pub service_provider_can_create_offering_user: bool,
     pub username_generation_policy: UsernamePolicy,
+    pub username_anonymized_prefix: String,
+    pub username_identity_claim: IdentityClaim,
+    /// Null when the offering's accounts get no Unix identity.
+    pub posix_settings: Option<PosixSettings>,
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -168,6 +197,9 @@ impl From<&Offering> for OfferingView {
             customer_uuid: o.provider_uuid.to_string(),
             service_provider_can_create_offering_user: o.provider_can_create,
             username_generation_policy: o.username_policy,
+            username_anonymized_prefix: o.username_prefix.clone(),
+            username_identity_claim: o.username_claim,
+            posix_settings: o.posix.clone(),
             created: o.created,
             modified: o.modified,
         }

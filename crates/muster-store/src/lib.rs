@@ -13,6 +13,7 @@
 //! The store decides nothing: it writes what the services hand it and reports conflicts (a
 //! taken username, a row changed underneath) as [`StoreError`]s.
 
+mod account_tx;
 mod account_writes;
 mod audit;
 mod catalogue;
@@ -38,7 +39,7 @@ pub use audit::{AuditQuery, AuditRecord};
 pub use catalogue::{CatalogueRows, FixedInputRow, ProductBlockRow, ProductRow, ResourceTypeRow, WorkflowRow};
 pub use events::EventRecord;
 pub use health::DatabaseHealth;
-pub use offerings::{AccountChange, AccountOrder, AccountQuery, ChangeOutcome, Visibility};
+pub use offerings::{AccountChange, AccountOrder, AccountQuery, ChangeOutcome, PosixAllocation, Visibility};
 pub use processes::{
     Fence, NewProcess, ProcessQuery, ProcessRow, ProcessSort, ProcessUpdate, ScheduleRow, StepLog, StepRow,
     WorkListener,

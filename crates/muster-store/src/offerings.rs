@@ -16,8 +16,8 @@ use muster_core::audit::AuditEntry;
 use muster_core::error::DomainError;
 use muster_core::offering::lifecycle::{AccountState, RuntimeState};
 use muster_core::offering::model::{
-    Account, AccountFields, ApiToken, ApiTokenUuid, HistoryEntry, Offering, OfferingUserUuid, OfferingUuid, Provider,
-    ProviderUuid, UsernamePolicy,
+    Account, AccountFields, ApiToken, ApiTokenUuid, HistoryEntry, IdentityClaim, Offering, OfferingUserUuid,
+    OfferingUuid, PosixIdentity, PosixSettings, Provider, ProviderUuid, UsernamePolicy,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -55,6 +55,16 @@ struct OfferingRow {
     kind: String,
     provider_can_create: bool,
     username_policy: String,
+    username_policy_generated: Option<String>,
+    username_prefix: String,
+    username_claim: String,
+    posix_uid_min: Option<i64>,
+    posix_uid_max: Option<i64>,
+    posix_gid_min: Option<i64>,
+    posix_gid_max: Option<i64>,
+    posix_home_prefix: String,
+    posix_login_shell: String,
+    posix_shared_gid: Option<i64>,
     created: Ts,
     modified: Ts,
 }
@@ -68,19 +78,53 @@ impl OfferingRow {
             slug: self.slug,
             kind: self.kind,
             provider_can_create: self.provider_can_create,
-            username_policy: UsernamePolicy::parse(&self.username_policy)
-                .ok_or_else(|| StoreError::Corrupt(format!("username_policy {:?}", self.username_policy)))?,
+            username_policy: UsernamePolicy::parse(
+                self.username_policy_generated
+                    .as_deref()
+                    .unwrap_or(&self.username_policy),
+            )
+            .ok_or_else(|| StoreError::Corrupt(format!("username_policy {:?}", self.username_policy)))?,
+            username_prefix: self.username_prefix,
+            username_claim: IdentityClaim::parse(&self.username_claim)
+                .ok_or_else(|| StoreError::Corrupt(format!("username_claim {:?}", self.username_claim)))?,
+            posix: match (
+                self.posix_uid_min,
+                self.posix_uid_max,
+                self.posix_gid_min,
+                self.posix_gid_max,
+            ) {
+                (Some(uid_min), Some(uid_max), Some(gid_min), Some(gid_max)) => Some(PosixSettings {
+                    uid_min,
+                    uid_max,
+                    gid_min,
+                    gid_max,
+                    home_prefix: self.posix_home_prefix,
+                    login_shell: self.posix_login_shell,
+                    shared_gid: self.posix_shared_gid,
+                }),
+                _ => None,
+            },
             created: self.created.0,
             modified: self.modified.0,
         })
     }
 }
 
-const OFFERING_COLUMNS: &str =
-    "uuid, provider_uuid, name, slug, type, provider_can_create, username_policy, created, modified";
+const OFFERING_COLUMNS: &str = "uuid, provider_uuid, name, slug, type, provider_can_create, username_policy, \
+    username_policy_generated, username_prefix, username_claim, posix_uid_min, posix_uid_max, posix_gid_min, \
+    posix_gid_max, posix_home_prefix, posix_login_shell, posix_shared_gid, created, modified";
+
+/// How a policy is stored: the original column holds the two policies its CHECK constraint
+/// knows, `username_policy_generated` the newer ones (see migration 0014).
+fn stored_policy(p: UsernamePolicy) -> (&'static str, Option<&'static str>) {
+    match p {
+        UsernamePolicy::ServiceProvider | UsernamePolicy::WaldurUsername => (p.as_str(), None),
+        _ => (UsernamePolicy::ServiceProvider.as_str(), Some(p.as_str())),
+    }
+}
 
 #[derive(sqlx::FromRow)]
-struct AccountRow {
+pub(crate) struct AccountRow {
     uuid: Uuid,
     offering_uuid: Uuid,
     offering_name: String,
@@ -101,10 +145,15 @@ struct AccountRow {
     version: i64,
     created: Ts,
     modified: Ts,
+    uidnumber: Option<i64>,
+    primarygroup: Option<i64>,
+    login_shell: Option<String>,
+    home_prefix: Option<String>,
+    home_directory: Option<String>,
 }
 
 impl AccountRow {
-    fn into_account(self) -> Result<Account> {
+    pub(crate) fn into_account(self) -> Result<Account> {
         let state =
             AccountState::from_db(&self.state).ok_or_else(|| StoreError::Corrupt(format!("state {:?}", self.state)))?;
         let runtime_state = RuntimeState::from_db(&self.runtime_state)
@@ -138,16 +187,27 @@ impl AccountRow {
             version: self.version,
             created: self.created.0,
             modified: self.modified.0,
+            posix: match (self.uidnumber, self.primarygroup) {
+                (Some(uid), Some(gid)) => Some(PosixIdentity {
+                    uid,
+                    gid,
+                    login_shell: self.login_shell.unwrap_or_default(),
+                    home_prefix: self.home_prefix.unwrap_or_default(),
+                    home_override: self.home_directory,
+                }),
+                _ => None,
+            },
         })
     }
 }
 
 /// The joined columns of an account view.
-const ACCOUNT_SELECT: &str = "SELECT ou.uuid, ou.offering_uuid, o.name AS offering_name, ou.provider_uuid, \
+pub(crate) const ACCOUNT_SELECT: &str = "SELECT ou.uuid, ou.offering_uuid, o.name AS offering_name, ou.provider_uuid, \
     p.name AS provider_name, ou.user_uuid, u.username AS user_username, u.display_name AS user_display_name, \
     u.first_name AS user_first_name, u.last_name AS user_last_name, u.email AS user_email, ou.username, ou.state, \
     ou.runtime_state, ou.is_restricted, ou.service_provider_comment, ou.service_provider_comment_url, ou.version, \
-    ou.created, ou.modified \
+    ou.created, ou.modified, ou.uidnumber, ou.primarygroup, ou.login_shell, ou.home_prefix, \
+    ou.home_directory \
     FROM offering_users ou JOIN offerings o ON o.uuid = ou.offering_uuid \
     JOIN service_providers p ON p.uuid = ou.provider_uuid JOIN users u ON u.uuid = ou.user_uuid";
 
@@ -209,10 +269,13 @@ macro_rules! insert_history {
              comment_url, cid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind($account)
-        .bind(Ts($h.at))
+        .bind(crate::Ts($h.at))
         .bind(&$h.actor)
         .bind(&$h.action)
-        .bind($h.from_state.map(|s: AccountState| s.as_db()))
+        .bind(
+            $h.from_state
+                .map(|s: muster_core::offering::lifecycle::AccountState| s.as_db()),
+        )
         .bind($h.to_state.as_db())
         .bind(&$h.comment)
         .bind(&$h.comment_url)
@@ -221,6 +284,7 @@ macro_rules! insert_history {
         .await?;
     }};
 }
+pub(crate) use insert_history;
 
 // ---------------------------------------------------------------------------------------------
 // Account changes and queries
@@ -262,7 +326,7 @@ macro_rules! push_update {
 
 /// `states`, padded with its last element to the number of states there are (an `IN` list
 /// means the same with repeats). Empty stays empty.
-fn padded_states(states: &[AccountState]) -> impl Iterator<Item = AccountState> + '_ {
+pub(crate) fn padded_states(states: &[AccountState]) -> impl Iterator<Item = AccountState> + '_ {
     let pad = states.last().copied().into_iter().cycle();
     states
         .iter()
@@ -366,6 +430,33 @@ pub(crate) fn push_sqlite_change(
     // BEGIN.)
     qb.push("SELECT changes(); ");
 }
+
+/// What drawing from an offering's POSIX pools gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PosixAllocation {
+    /// The offering has no pools: the account gets no Unix identity.
+    NoPool,
+    UidPoolFull,
+    GidPoolFull,
+    Allocated {
+        uid: i64,
+        gid: i64,
+    },
+}
+
+// The counters: the next number, if it is still in the pool, and the counter moved past it.
+pub(crate) const NEXT_UID_SQLITE: &str = "UPDATE offerings SET posix_uid_next = MAX(COALESCE(posix_uid_next, \
+    posix_uid_min), posix_uid_min) + 1 WHERE uuid = $1 AND posix_uid_min IS NOT NULL \
+    AND MAX(COALESCE(posix_uid_next, posix_uid_min), posix_uid_min) <= posix_uid_max RETURNING posix_uid_next - 1";
+pub(crate) const NEXT_GID_SQLITE: &str = "UPDATE offerings SET posix_gid_next = MAX(COALESCE(posix_gid_next, \
+    posix_gid_min), posix_gid_min) + 1 WHERE uuid = $1 AND posix_gid_min IS NOT NULL \
+    AND MAX(COALESCE(posix_gid_next, posix_gid_min), posix_gid_min) <= posix_gid_max RETURNING posix_gid_next - 1";
+const NEXT_UID_POSTGRES: &str = "UPDATE offerings SET posix_uid_next = GREATEST(COALESCE(posix_uid_next, \
+    posix_uid_min), posix_uid_min) + 1 WHERE uuid = $1 AND posix_uid_min IS NOT NULL \
+    AND GREATEST(COALESCE(posix_uid_next, posix_uid_min), posix_uid_min) <= posix_uid_max RETURNING posix_uid_next - 1";
+const NEXT_GID_POSTGRES: &str = "UPDATE offerings SET posix_gid_next = GREATEST(COALESCE(posix_gid_next, \
+    posix_gid_min), posix_gid_min) + 1 WHERE uuid = $1 AND posix_gid_min IS NOT NULL \
+    AND GREATEST(COALESCE(posix_gid_next, posix_gid_min), posix_gid_min) <= posix_gid_max RETURNING posix_gid_next - 1";
 
 /// What the service's rule decided about a locked account.
 #[derive(Debug)]
@@ -868,7 +959,9 @@ impl Store {
             let mut tx = pool.begin().await?;
             let inserted = sqlx::query(
                 "INSERT INTO offerings (uuid, provider_uuid, name, slug, type, provider_can_create, username_policy, \
-                 created, modified) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 username_policy_generated, username_prefix, username_claim, created, modified, posix_uid_min, \
+                 posix_uid_max, posix_gid_min, posix_gid_max, posix_home_prefix, posix_login_shell, posix_shared_gid) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
             )
             .bind(o.uuid.0)
             .bind(o.provider_uuid.0)
@@ -876,9 +969,19 @@ impl Store {
             .bind(&o.slug)
             .bind(&o.kind)
             .bind(o.provider_can_create)
-            .bind(o.username_policy.as_str())
+            .bind(stored_policy(o.username_policy).0)
+            .bind(stored_policy(o.username_policy).1)
+            .bind(&o.username_prefix)
+            .bind(o.username_claim.as_str())
             .bind(Ts(o.created))
             .bind(Ts(o.modified))
+            .bind(o.posix.as_ref().map(|p| p.uid_min))
+            .bind(o.posix.as_ref().map(|p| p.uid_max))
+            .bind(o.posix.as_ref().map(|p| p.gid_min))
+            .bind(o.posix.as_ref().map(|p| p.gid_max))
+            .bind(o.posix.as_ref().map_or("/home/", |p| p.home_prefix.as_str()))
+            .bind(o.posix.as_ref().map_or("/bin/bash", |p| p.login_shell.as_str()))
+            .bind(o.posix.as_ref().and_then(|p| p.shared_gid))
             .execute(&mut *tx)
             .await;
             if let Err(e) = inserted {
@@ -923,15 +1026,27 @@ impl Store {
             let mut tx = pool.begin().await?;
             let updated = sqlx::query(
                 "UPDATE offerings SET name = $2, slug = $3, type = $4, provider_can_create = $5, username_policy = $6, \
-                 modified = $7 WHERE uuid = $1",
+                 username_policy_generated = $7, username_prefix = $8, username_claim = $9, modified = $10, \
+                 posix_uid_min = $11, posix_uid_max = $12, posix_gid_min = $13, posix_gid_max = $14, \
+                 posix_home_prefix = $15, posix_login_shell = $16, posix_shared_gid = $17 WHERE uuid = $1",
             )
             .bind(o.uuid.0)
             .bind(&o.name)
             .bind(&o.slug)
             .bind(&o.kind)
             .bind(o.provider_can_create)
-            .bind(o.username_policy.as_str())
+            .bind(stored_policy(o.username_policy).0)
+            .bind(stored_policy(o.username_policy).1)
+            .bind(&o.username_prefix)
+            .bind(o.username_claim.as_str())
             .bind(Ts(o.modified))
+            .bind(o.posix.as_ref().map(|p| p.uid_min))
+            .bind(o.posix.as_ref().map(|p| p.uid_max))
+            .bind(o.posix.as_ref().map(|p| p.gid_min))
+            .bind(o.posix.as_ref().map(|p| p.gid_max))
+            .bind(o.posix.as_ref().map_or("/home/", |p| p.home_prefix.as_str()))
+            .bind(o.posix.as_ref().map_or("/bin/bash", |p| p.login_shell.as_str()))
+            .bind(o.posix.as_ref().and_then(|p| p.shared_gid))
             .execute(&mut *tx)
             .await;
             let n = match updated {
@@ -1079,6 +1194,8 @@ impl Store {
     /// Inserts a new account with its first history entry and its audit record (and event).
     /// `Duplicate("offering user")` when the person already has an account on the offering,
     /// `Duplicate("username")` when a live account of the offering already has the username.
+    // The row, its first history entry, its audit record and its Unix identity: one insert.
+    #[allow(clippy::too_many_arguments)]
     pub async fn insert_offering_user(
         &self,
         uuid: OfferingUserUuid,
@@ -1087,6 +1204,7 @@ impl Store {
         fields: &AccountFields,
         history: &HistoryEntry,
         audit: &AuditEntry,
+        posix: Option<&PosixIdentity>,
     ) -> Result<()> {
         // Created at the moment of its audit record.
         let at = audit.at;
@@ -1095,7 +1213,8 @@ impl Store {
             let inserted = sqlx::query(
                 "INSERT INTO offering_users (uuid, offering_uuid, provider_uuid, user_uuid, username, state, \
                  runtime_state, is_restricted, service_provider_comment, service_provider_comment_url, version, \
-                 created, modified) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11)",
+                 created, modified, uidnumber, primarygroup, login_shell, home_prefix, home_directory) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15, $16)",
             )
             .bind(uuid.0)
             .bind(offering.uuid.0)
@@ -1108,6 +1227,11 @@ impl Store {
             .bind(&fields.comment)
             .bind(&fields.comment_url)
             .bind(Ts(at))
+            .bind(posix.map(|x| x.uid))
+            .bind(posix.map(|x| x.gid))
+            .bind(posix.map(|x| x.login_shell.as_str()))
+            .bind(posix.map(|x| x.home_prefix.as_str()))
+            .bind(posix.and_then(|x| x.home_override.as_deref()))
             .execute(&mut *tx)
             .await;
             if let Err(e) = inserted {
@@ -1130,6 +1254,70 @@ impl Store {
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(uuid.0).fetch_optional(pool).await?
         });
         row.map(AccountRow::into_account).transpose()
+    }
+
+    /// The local usernames on `offering` (of any account, deleted ones included) that start
+    /// with `prefix`: what a generated name must not repeat.
+    pub async fn offering_usernames(&self, offering: OfferingUuid, prefix: &str) -> Result<Vec<String>> {
+        let pattern = format!("{}%", like_escape(prefix));
+        Ok(on_db!(self, read, pool => {
+            sqlx::query_scalar(
+                "SELECT username FROM offering_users WHERE offering_uuid = $1 AND username LIKE $2 ESCAPE '\\'",
+            )
+            .bind(offering.0)
+            .bind(&pattern)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Draws the next number of `offering`'s username counter, above `at_least` (one
+    /// statement, committed at once: concurrent callers never draw the same number, and no
+    /// lock is held after it). None when there is no such offering.
+    pub async fn next_username_number(&self, offering: OfferingUuid, at_least: i64) -> Result<Option<i64>> {
+        let sql = match self.backend() {
+            Backend::Sqlite => {
+                "UPDATE offerings SET username_counter = MAX(username_counter, $2) + 1 WHERE uuid = $1 \
+                 RETURNING username_counter"
+            }
+            Backend::Postgres => {
+                "UPDATE offerings SET username_counter = GREATEST(username_counter, $2) + 1 WHERE uuid = $1 \
+                 RETURNING username_counter"
+            }
+        };
+        Ok(on_db!(self, write, pool => {
+            sqlx::query_scalar(sql).bind(offering.0).bind(at_least).fetch_optional(pool).await?
+        }))
+    }
+
+    /// Draws a uid (and, unless the offering shares one primary group, a gid) from the
+    /// offering's pools: one atomic UPDATE per counter, committed at once, so concurrent
+    /// creations never draw the same number and none waits for another's transaction (a number
+    /// drawn for an account that is then not created is a gap).
+    pub async fn allocate_posix(&self, offering: &Offering) -> Result<PosixAllocation> {
+        let Some(p) = &offering.posix else {
+            return Ok(PosixAllocation::NoPool);
+        };
+        let (uid_sql, gid_sql) = match self.backend() {
+            Backend::Sqlite => (NEXT_UID_SQLITE, NEXT_GID_SQLITE),
+            Backend::Postgres => (NEXT_UID_POSTGRES, NEXT_GID_POSTGRES),
+        };
+        let uid: Option<i64> = on_db!(self, write, pool => {
+            sqlx::query_scalar(uid_sql).bind(offering.uuid.0).fetch_optional(pool).await?
+        });
+        let Some(uid) = uid else {
+            return Ok(PosixAllocation::UidPoolFull);
+        };
+        let gid = match p.shared_gid {
+            Some(g) => Some(g),
+            None => on_db!(self, write, pool => {
+                sqlx::query_scalar(gid_sql).bind(offering.uuid.0).fetch_optional(pool).await?
+            }),
+        };
+        Ok(match gid {
+            Some(gid) => PosixAllocation::Allocated { uid, gid },
+            None => PosixAllocation::GidPoolFull,
+        })
     }
 
     /// The account of `user` on `offering`, if there is one.

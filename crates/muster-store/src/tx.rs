@@ -357,7 +357,7 @@ impl BatchBinder<'_> {
 /// inserted with one multi-row statement each, just before the commit: same transaction,
 /// fewer round trips (a step that writes three events costs one INSERT, not three).
 pub struct StoreTx {
-    store: Store,
+    pub(crate) store: Store,
     inner: Option<TxInner>,
     /// The last savepoint was marked before the transaction began: rolling back to it is
     /// rolling back everything.

@@ -5,11 +5,13 @@
 //! - [`subscriptions`]: reading subscriptions (domain model, lists, which workflows may start);
 //! - [`model`]: changing a subscription inside a step, with the lifecycle rules;
 //! - [`forms`]: the pages the workflows share (product choice, subscription choice, groups);
-//! - [`user_group`], [`user`]: the eight workflows; [`tasks`]: the scheduled tasks.
+//! - [`user_group`], [`user`]: the eight workflows; [`tasks`]: the scheduled tasks;
+//! - [`accounts`], [`membership`]: offering accounts that follow group membership.
 
 pub mod accounts;
 pub mod catalogue;
 pub mod forms;
+pub mod membership;
 pub mod model;
 pub mod processes;
 pub mod subscriptions;
@@ -59,17 +61,23 @@ impl Deps {
 pub fn workflows() -> Vec<Workflow<Deps>> {
     vec![
         user_group::create(),
+        user_group::modify_v1(),
         user_group::modify(),
         user_group::terminate(),
+        user_group::validate_v1(),
         user_group::validate(),
         user::create(),
+        user::modify_v1(),
         user::modify(),
+        user::terminate_v1(),
         user::terminate(),
+        user::validate_v1(),
         user::validate(),
         tasks::validate_subscriptions(),
         tasks::resume_workflows(),
         tasks::clean_up_tasks(),
         tasks::clean_up_events(),
+        tasks::reconcile_offering_accounts(),
     ]
 }
 

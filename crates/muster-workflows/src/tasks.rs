@@ -119,3 +119,18 @@ step!(remove_old_events, |ctx| {
         ("retention_days", json!(keep.whole_days())),
     ]))
 });
+
+pub fn reconcile_offering_accounts() -> Workflow<Deps> {
+    Workflow::new(
+        "task_reconcile_offering_accounts",
+        1,
+        Target::System,
+        "Reconcile offering accounts with group membership",
+    )
+    .task()
+    .step(Step::retry(
+        "reconcile_all_groups",
+        crate::membership::reconcile_all_groups,
+    ))
+    .done()
+}

@@ -412,13 +412,30 @@ fn modify_form<'a>(deps: &'a Deps, _: &'a State, run: &'a mut FormRun) -> FormFu
     })
 }
 
-pub fn modify() -> Workflow<Deps> {
+/// Version 1, kept for processes that started with it: accounts change only on a move.
+pub fn modify_v1() -> Workflow<Deps> {
     Workflow::new("modify_user", 1, Target::Modify, "Modify user")
         .form(modify_form)
         .then("store_process_subscription", store_process_subscription)
         .then("unsync", unsync)
         .then("modify_user_subscription", modify_subscription)
         .step(Step::retry("sync_offering_accounts", crate::accounts::sync_offering_accounts).when(group_changed))
+        .then("resync", resync)
+        .done()
+}
+
+/// Version 2: the user's accounts follow their group on every modify (a move, a return, or
+/// drift a validation found), committed with the `reconcile_member_accounts` step.
+pub fn modify() -> Workflow<Deps> {
+    Workflow::new("modify_user", 2, Target::Modify, "Modify user")
+        .form(modify_form)
+        .then("store_process_subscription", store_process_subscription)
+        .then("unsync", unsync)
+        .then("modify_user_subscription", modify_subscription)
+        .step(Step::retry(
+            "reconcile_member_accounts",
+            crate::membership::reconcile_member_accounts,
+        ))
         .then("resync", resync)
         .done()
 }
@@ -501,7 +518,9 @@ fn terminate_form<'a>(deps: &'a Deps, _: &'a State, run: &'a mut FormRun) -> For
     })
 }
 
-pub fn terminate() -> Workflow<Deps> {
+/// Version 1, kept for processes that started with it: only `OK` accounts are put up for
+/// deletion; accounts still being made stay as they are.
+pub fn terminate_v1() -> Workflow<Deps> {
     Workflow::new("terminate_user", 1, Target::Terminate, "Terminate user")
         .form(terminate_form)
         .then("store_process_subscription", store_process_subscription)
@@ -511,6 +530,23 @@ pub fn terminate() -> Workflow<Deps> {
             Step::retry("request_account_deletion", crate::accounts::request_account_deletion)
                 .when(has_group_offerings),
         )
+        .then("set_status", set_status_terminated)
+        .then("resync", resync)
+        .done()
+}
+
+/// Version 2: every live account of the user is retired (`request_deletion` from `OK`,
+/// `discard` from `Requested`, `withdraw` while the site is making it), in the step.
+pub fn terminate() -> Workflow<Deps> {
+    Workflow::new("terminate_user", 2, Target::Terminate, "Terminate user")
+        .form(terminate_form)
+        .then("store_process_subscription", store_process_subscription)
+        .then("unsync", unsync)
+        .then("deprovision_user", deprovision_user)
+        .step(Step::retry(
+            "retire_member_accounts",
+            crate::membership::retire_member_accounts,
+        ))
         .then("set_status", set_status_terminated)
         .then("resync", resync)
         .done()
@@ -547,12 +583,28 @@ fn validate_form<'a>(deps: &'a Deps, _: &'a State, run: &'a mut FormRun) -> Form
     })
 }
 
-pub fn validate() -> Workflow<Deps> {
+/// Version 1, kept for processes that started with it.
+pub fn validate_v1() -> Workflow<Deps> {
     Workflow::new("validate_user", 1, Target::Validate, "Validate user")
         .form(validate_form)
         .then("store_process_subscription", store_process_subscription)
         .then("unsync_unchecked", unsync)
         .then("validate_user_subscription", validate_subscription)
+        .then("resync", resync)
+        .done()
+}
+
+/// Version 2 also checks that an active user's accounts match their group's offerings.
+pub fn validate() -> Workflow<Deps> {
+    Workflow::new("validate_user", 2, Target::Validate, "Validate user")
+        .form(validate_form)
+        .then("store_process_subscription", store_process_subscription)
+        .then("unsync_unchecked", unsync)
+        .then("validate_user_subscription", validate_subscription)
+        .then(
+            "validate_offering_accounts",
+            crate::membership::validate_member_accounts,
+        )
         .then("resync", resync)
         .done()
 }

@@ -5,7 +5,7 @@ use crate::{Deps, model, step};
 use muster_core::workflow::form::{Choice, Field, FormRun, Page};
 use muster_core::workflow::product::{Block, UserGroupBlock};
 use muster_core::workflow::{SubscriptionStatus, Target};
-use muster_engine::{FormFuture, State, StepError, StepOutcome, Workflow};
+use muster_engine::{FormFuture, State, Step, StepError, StepOutcome, Workflow};
 use muster_store::Subscription;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -133,12 +133,30 @@ fn modify_form<'a>(deps: &'a Deps, _: &'a State, run: &'a mut FormRun) -> FormFu
     })
 }
 
-pub fn modify() -> Workflow<Deps> {
+/// Version 1, kept for processes that started with it: the offerings change, the members'
+/// accounts do not.
+pub fn modify_v1() -> Workflow<Deps> {
     Workflow::new("modify_user_group", 1, Target::Modify, "Modify user group")
         .form(modify_form)
         .then("store_process_subscription", crate::user::store_process_subscription)
         .then("unsync", crate::user::unsync)
         .then("modify_user_group_subscription", modify_subscription)
+        .then("resync", crate::user::resync)
+        .done()
+}
+
+/// Version 2: every active member's accounts follow the group's offerings, committed with the
+/// `sync_group_accounts` step.
+pub fn modify() -> Workflow<Deps> {
+    Workflow::new("modify_user_group", 2, Target::Modify, "Modify user group")
+        .form(modify_form)
+        .then("store_process_subscription", crate::user::store_process_subscription)
+        .then("unsync", crate::user::unsync)
+        .then("modify_user_group_subscription", modify_subscription)
+        .step(Step::retry(
+            "sync_group_accounts",
+            crate::membership::sync_group_accounts,
+        ))
         .then("resync", crate::user::resync)
         .done()
 }
@@ -185,12 +203,25 @@ fn validate_form<'a>(deps: &'a Deps, _: &'a State, run: &'a mut FormRun) -> Form
     })
 }
 
-pub fn validate() -> Workflow<Deps> {
+/// Version 1, kept for processes that started with it.
+pub fn validate_v1() -> Workflow<Deps> {
     Workflow::new("validate_user_group", 1, Target::Validate, "Validate user group")
         .form(validate_form)
         .then("store_process_subscription", crate::user::store_process_subscription)
         .then("unsync_unchecked", crate::user::unsync)
         .then("validate_user_group_subscription", validate_subscription)
+        .then("resync", crate::user::resync)
+        .done()
+}
+
+/// Version 2 also checks that every active member's accounts match the group's offerings.
+pub fn validate() -> Workflow<Deps> {
+    Workflow::new("validate_user_group", 2, Target::Validate, "Validate user group")
+        .form(validate_form)
+        .then("store_process_subscription", crate::user::store_process_subscription)
+        .then("unsync_unchecked", crate::user::unsync)
+        .then("validate_user_group_subscription", validate_subscription)
+        .then("validate_group_accounts", crate::membership::validate_group_accounts)
         .then("resync", crate::user::resync)
         .done()
 }

@@ -619,6 +619,7 @@ async fn catalogue_lists_products_blocks_and_workflows() {
             ("task_resume_workflows", "SYSTEM", true, ""),
             ("task_clean_up_tasks", "SYSTEM", true, ""),
             ("task_clean_up_events", "SYSTEM", true, ""),
+            ("task_reconcile_offering_accounts", "SYSTEM", true, ""),
         ]
         .iter()
         .map(|(n, t, task, pt)| {

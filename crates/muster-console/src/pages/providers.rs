@@ -196,6 +196,9 @@ pub async fn act(
                     kind: f.get("type").map(str::to_owned),
                     service_provider_can_create_offering_user: Some(f.get("provider_can_create").is_some()),
                     username_generation_policy: None,
+                    username_anonymized_prefix: None,
+                    username_identity_claim: None,
+                    posix_settings: None,
                 };
                 let off = o.create_offering(ctx, &caller, input).await?;
                 Ok(format!("Offering {} was created.", off.name))

@@ -2,5 +2,7 @@
 //! marketplace offering users.
 
 pub mod lifecycle;
+pub mod membership;
 pub mod model;
+pub mod naming;
 pub mod username;

@@ -66,20 +66,90 @@ pub enum UsernamePolicy {
     ServiceProvider,
     /// The account takes the person's directory username when it is requested.
     WaldurUsername,
+    /// The offering's prefix and a zero-padded counter (`walduruser_00001`).
+    Anonymized,
+    /// `first_last` in ASCII, with `_01` … when taken.
+    FullName,
+    /// An attribute of the directory user ([`IdentityClaim`]), lower-cased.
+    IdentityClaim,
 }
 
 impl UsernamePolicy {
+    pub const ALL: [Self; 5] = [
+        Self::ServiceProvider,
+        Self::WaldurUsername,
+        Self::Anonymized,
+        Self::FullName,
+        Self::IdentityClaim,
+    ];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::ServiceProvider => "service_provider",
             Self::WaldurUsername => "waldur_username",
+            Self::Anonymized => "anonymized",
+            Self::FullName => "full_name",
+            Self::IdentityClaim => "identity_claim",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::ServiceProvider, Self::WaldurUsername]
-            .into_iter()
-            .find(|p| p.as_str() == s)
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// The attribute of the directory user the `identity_claim` policy names accounts after
+/// (Waldur reads `site_username` from the identity provider's claims; muster's directory
+/// holds these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityClaim {
+    /// The directory username.
+    #[default]
+    Username,
+    /// The local part of the e-mail address (before the `@`).
+    EmailLocalPart,
+    FirstName,
+    LastName,
+    DisplayName,
+}
+
+impl IdentityClaim {
+    pub const ALL: [Self; 5] = [
+        Self::Username,
+        Self::EmailLocalPart,
+        Self::FirstName,
+        Self::LastName,
+        Self::DisplayName,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Username => "username",
+            Self::EmailLocalPart => "email_local_part",
+            Self::FirstName => "first_name",
+            Self::LastName => "last_name",
+            Self::DisplayName => "display_name",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// The claim's value for `user`, if it has one.
+    pub fn value_of(self, user: &crate::directory::User) -> Option<String> {
+        match self {
+            Self::Username => Some(user.username.clone()),
+            Self::EmailLocalPart => user
+                .email
+                .as_deref()
+                .and_then(|e| e.split_once('@'))
+                .map(|(local, _)| local.to_owned()),
+            Self::FirstName => user.first_name.clone(),
+            Self::LastName => user.last_name.clone(),
+            Self::DisplayName => user.display_name.clone(),
+        }
     }
 }
 
@@ -102,8 +172,56 @@ pub struct Offering {
     /// Waldur's `service_provider_can_create_offering_user`.
     pub provider_can_create: bool,
     pub username_policy: UsernamePolicy,
+    /// The `anonymized` policy's prefix.
+    pub username_prefix: String,
+    /// The `identity_claim` policy's attribute.
+    pub username_claim: IdentityClaim,
+    /// The Unix identity pool of the offering's accounts; None: accounts get none.
+    pub posix: Option<PosixSettings>,
     pub created: OffsetDateTime,
     pub modified: OffsetDateTime,
+}
+
+/// An offering's POSIX settings (Waldur's offering plugin options `homedir_prefix`,
+/// `login_shell` and its uid/gid pools): every account created on the offering gets a uid
+/// (and a primary gid) from them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct PosixSettings {
+    pub uid_min: i64,
+    pub uid_max: i64,
+    /// The pool of per-user primary groups (unused when `shared_gid` is set).
+    pub gid_min: i64,
+    pub gid_max: i64,
+    /// Ends with `/`; the home directory is this and the username.
+    pub home_prefix: String,
+    pub login_shell: String,
+    /// One primary group shared by every account, instead of one group per user.
+    pub shared_gid: Option<i64>,
+}
+
+/// An account's Unix identity, allocated when the account is created and kept for its life
+/// (across deletion and restore).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PosixIdentity {
+    pub uid: i64,
+    pub gid: i64,
+    pub login_shell: String,
+    /// The offering's home prefix when the account was created.
+    pub home_prefix: String,
+    /// A home directory set explicitly; None: derived from the prefix and the username, so it
+    /// follows a rename (as Waldur re-derives `homeDir` while it still has the derived value).
+    pub home_override: Option<String>,
+}
+
+impl PosixIdentity {
+    /// The home directory of an account named `username`; None while it has no name.
+    pub fn home_directory(&self, username: &str) -> Option<String> {
+        match &self.home_override {
+            Some(h) => Some(h.clone()),
+            None if username.is_empty() => None,
+            None => Some(format!("{}{username}", self.home_prefix)),
+        }
+    }
 }
 
 /// An offering account with the denormalised fields Waldur's API returns.
@@ -129,6 +247,7 @@ pub struct Account {
     pub version: i64,
     pub created: OffsetDateTime,
     pub modified: OffsetDateTime,
+    pub posix: Option<PosixIdentity>,
 }
 
 /// The mutable part of an account: what a change writes.

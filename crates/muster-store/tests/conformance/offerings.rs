@@ -33,6 +33,9 @@ fn offering(p: &Provider, slug: &str) -> Offering {
         kind: "Marketplace.Slurm".to_owned(),
         provider_can_create: true,
         username_policy: UsernamePolicy::ServiceProvider,
+        username_prefix: "walduruser_".to_owned(),
+        username_claim: Default::default(),
+        posix: None,
         created: now,
         modified: now,
     }
@@ -100,6 +103,7 @@ async fn account(store: &Store, label: &str, o: &Offering, username: &str, state
             &fields(username, state),
             &created_history(state),
             &audit,
+            None,
         )
         .await
         .unwrap_or_else(|e| panic!("{label}: insert_offering_user: {e}"));
@@ -226,6 +230,7 @@ async fn offering_accounts_are_unique_per_person_and_live_username() {
                 &fields("", AccountState::Requested),
                 &created_history(AccountState::Requested),
                 &entry(actions::OFFERING_USER_CREATE),
+                None,
             )
             .await;
         assert!(
@@ -263,6 +268,7 @@ async fn offering_accounts_are_unique_per_person_and_live_username() {
                 &fields("jsmith", AccountState::Ok),
                 &created_history(AccountState::Ok),
                 &entry(actions::OFFERING_USER_CREATE),
+                None,
             )
             .await;
         assert!(
@@ -284,6 +290,7 @@ async fn offering_accounts_are_unique_per_person_and_live_username() {
                 &fields("jsmith", AccountState::Ok),
                 &created_history(AccountState::Ok),
                 &entry(actions::OFFERING_USER_CREATE),
+                None,
             )
             .await;
         assert!(reuse.is_ok(), "{label}: {reuse:?}");

@@ -1,0 +1,276 @@
+//! Offering accounts changed inside a workflow step's transaction: a group's offerings change
+//! and every member's accounts follow, committed with the step (or not at all).
+//!
+//! The standalone writes in `offerings.rs` each commit on their own; these take a [`StoreTx`]
+//! instead. On PostgreSQL the members' accounts are read `FOR UPDATE`, so a site agent's
+//! concurrent transition waits for the step and then finds the new state (its conditional
+//! update sees the version move and its rule decides again); on SQLite the transaction holds
+//! the one write lock from its first statement.
+//!
+//! The audit records and their events are written as they come (`audit::insert!`: numbered at
+//! once on SQLite, by the sequencer on PostgreSQL) rather than held for the commit, so a step
+//! that changes thousands of accounts never builds one statement with more arguments than the
+//! database takes.
+
+use crate::offerings::{ACCOUNT_SELECT, AccountRow, insert_history, padded_states};
+use crate::tx::{StoreTx, on_tx};
+use crate::{AccountChange, Backend, Result, StoreError, Ts};
+use muster_core::audit::AuditEntry;
+use muster_core::offering::model::{Account, AccountFields, HistoryEntry, Offering, OfferingUserUuid, PosixIdentity};
+use uuid::Uuid;
+
+/// How many user ids one `IN (…)` list carries (well under either database's bind limit).
+const IN_CHUNK: usize = 500;
+
+impl StoreTx {
+    /// The directory users of `group`'s active members (User subscriptions whose `group`
+    /// depends on it). `unheld_only` leaves out members a workflow holds (their own workflow
+    /// brings their accounts in line).
+    pub async fn group_members(&mut self, group: Uuid, unheld_only: bool) -> Result<Vec<Uuid>> {
+        let sql = format!(
+            "SELECT ub.directory_user FROM subscription_relations r \
+             JOIN subscriptions s ON s.subscription_id = r.in_use_by_id \
+             JOIN user_blocks ub ON ub.subscription_id = s.subscription_id \
+             WHERE r.depends_on_id = $1 AND r.attribute = 'group' AND s.status = 'active' \
+             AND ub.directory_user IS NOT NULL{} ORDER BY ub.directory_user",
+            if unheld_only {
+                " AND s.locked_by_process IS NULL"
+            } else {
+                ""
+            }
+        );
+        let rows: Vec<Uuid> = on_tx!(self, conn => {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(group).fetch_all(&mut *conn).await?
+        });
+        Ok(rows)
+    }
+
+    /// Every account of `users` (on any offering), read in this transaction; on PostgreSQL
+    /// the account rows stay locked until it ends.
+    pub async fn accounts_of_users(&mut self, users: &[Uuid]) -> Result<Vec<Account>> {
+        let lock = if self.backend() == Backend::Postgres {
+            " FOR UPDATE OF ou"
+        } else {
+            ""
+        };
+        let mut out = Vec::new();
+        for chunk in users.chunks(IN_CHUNK) {
+            let mut sql = format!("{ACCOUNT_SELECT} WHERE ou.user_uuid IN (");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", i + 1));
+            }
+            sql.push_str(") ORDER BY ou.user_uuid, ou.offering_uuid");
+            sql.push_str(lock);
+            let rows: Vec<AccountRow> = on_tx!(self, conn => {
+                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
+                for u in chunk {
+                    q = q.bind(*u);
+                }
+                q.fetch_all(&mut *conn).await?
+            });
+            for r in rows {
+                out.push(r.into_account()?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `Store::offering_usernames`, read in this transaction (so it sees the names this step
+    /// already gave).
+    pub async fn offering_usernames(&mut self, offering: uuid::Uuid, prefix: &str) -> Result<Vec<String>> {
+        let pattern = format!(
+            "{}%",
+            prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+        );
+        let rows: Vec<String> = on_tx!(self, conn => {
+            sqlx::query_scalar(
+                "SELECT username FROM offering_users WHERE offering_uuid = $1 AND username LIKE $2 ESCAPE '\\'",
+            )
+            .bind(offering)
+            .bind(&pattern)
+            .fetch_all(&mut *conn)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// `Store::next_username_number` for a step: on SQLite in this transaction (which holds
+    /// the one write lock anyway), on PostgreSQL on a connection of its own, committed at once,
+    /// so the offering's row is not locked until the step commits (a number of a step that
+    /// rolls back is a gap).
+    pub async fn next_username_number(&mut self, offering: uuid::Uuid, at_least: i64) -> Result<Option<i64>> {
+        if self.backend() == Backend::Postgres {
+            let store = self.store.clone();
+            return store
+                .next_username_number(muster_core::offering::model::OfferingUuid(offering), at_least)
+                .await;
+        }
+        Ok(on_tx!(self, conn => {
+            sqlx::query_scalar(
+                "UPDATE offerings SET username_counter = MAX(username_counter, $2) + 1 WHERE uuid = $1 \
+                 RETURNING username_counter",
+            )
+            .bind(offering)
+            .bind(at_least)
+            .fetch_optional(&mut *conn)
+            .await?
+        }))
+    }
+
+    /// `Store::allocate_posix` for a step: in this transaction on SQLite, on a connection of
+    /// its own on PostgreSQL (see `next_username_number`).
+    pub async fn allocate_posix(&mut self, offering: &Offering) -> Result<crate::PosixAllocation> {
+        if self.backend() == Backend::Postgres {
+            let store = self.store.clone();
+            return store.allocate_posix(offering).await;
+        }
+        let Some(p) = &offering.posix else {
+            return Ok(crate::PosixAllocation::NoPool);
+        };
+        let uid: Option<i64> = on_tx!(self, conn => {
+            sqlx::query_scalar(crate::offerings::NEXT_UID_SQLITE).bind(offering.uuid.0).fetch_optional(&mut *conn).await?
+        });
+        let Some(uid) = uid else {
+            return Ok(crate::PosixAllocation::UidPoolFull);
+        };
+        let gid = match p.shared_gid {
+            Some(g) => Some(g),
+            None => on_tx!(self, conn => {
+                sqlx::query_scalar(crate::offerings::NEXT_GID_SQLITE).bind(offering.uuid.0).fetch_optional(&mut *conn).await?
+            }),
+        };
+        Ok(match gid {
+            Some(gid) => crate::PosixAllocation::Allocated { uid, gid },
+            None => crate::PosixAllocation::GidPoolFull,
+        })
+    }
+
+    /// Whether another live account of `offering` (any state but `deleted`, as the unique index
+    /// counts them) has `username`.
+    pub async fn username_taken_by_other(
+        &mut self,
+        offering: uuid::Uuid,
+        username: &str,
+        except: OfferingUserUuid,
+    ) -> Result<bool> {
+        let n: i64 = on_tx!(self, conn => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM offering_users WHERE offering_uuid = $1 AND username = $2 \
+                 AND state <> 'deleted' AND uuid <> $3",
+            )
+            .bind(offering)
+            .bind(username)
+            .bind(except.0)
+            .fetch_one(&mut *conn)
+            .await?
+        });
+        Ok(n > 0)
+    }
+
+    /// Inserts an account with its first history entry and audit record (and event), in this
+    /// transaction. `Duplicate("offering user")` / `Duplicate("username")` as
+    /// `Store::insert_offering_user`.
+    // The row, its first history entry, its audit record and its Unix identity: one insert.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_offering_user(
+        &mut self,
+        uuid: OfferingUserUuid,
+        offering: &Offering,
+        user: Uuid,
+        fields: &AccountFields,
+        history: &HistoryEntry,
+        audit: &AuditEntry,
+        posix: Option<&PosixIdentity>,
+    ) -> Result<()> {
+        let at = audit.at;
+        on_tx!(self, conn => {
+            sqlx::query(
+                "INSERT INTO offering_users (uuid, offering_uuid, provider_uuid, user_uuid, username, state, \
+                 runtime_state, is_restricted, service_provider_comment, service_provider_comment_url, version, \
+                 created, modified, uidnumber, primarygroup, login_shell, home_prefix, home_directory) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15, $16)",
+            )
+            .bind(uuid.0)
+            .bind(offering.uuid.0)
+            .bind(offering.provider_uuid.0)
+            .bind(user)
+            .bind(&fields.username)
+            .bind(fields.state.as_db())
+            .bind(fields.runtime_state.as_db())
+            .bind(fields.is_restricted)
+            .bind(&fields.comment)
+            .bind(&fields.comment_url)
+            .bind(Ts(at))
+            .bind(posix.map(|x| x.uid))
+            .bind(posix.map(|x| x.gid))
+            .bind(posix.map(|x| x.login_shell.as_str()))
+            .bind(posix.map(|x| x.home_prefix.as_str()))
+            .bind(posix.and_then(|x| x.home_override.as_deref()))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| match StoreError::unique_as(e, "user_uuid", "offering user") {
+                StoreError::Database(e) => StoreError::unique_as(e, "username", "username"),
+                other => other,
+            })?;
+            insert_history!(&mut *conn, uuid.0, history);
+            crate::audit::insert!(&mut *conn, audit);
+        });
+        Ok(())
+    }
+
+    /// Writes `change` to an account read in this transaction if it is still at `version` (and
+    /// in one of `change.allowed_from`), with its history entry, audit record and event; false
+    /// when it is not (nothing written).
+    pub async fn change_offering_user(
+        &mut self,
+        uuid: OfferingUserUuid,
+        version: i64,
+        change: &AccountChange,
+    ) -> Result<bool> {
+        let f = &change.fields;
+        let states: Vec<&'static str> = padded_states(&change.allowed_from).map(|s| s.as_db()).collect();
+        let mut sql = String::from(
+            "UPDATE offering_users SET username = $1, state = $2, runtime_state = $3, is_restricted = $4, \
+             service_provider_comment = $5, service_provider_comment_url = $6, modified = $7, version = version + 1 \
+             WHERE uuid = $8 AND version = $9 AND state IN (",
+        );
+        for i in 0..states.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", i + 10));
+        }
+        sql.push(')');
+        let applied = on_tx!(self, conn => {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&f.username)
+                .bind(f.state.as_db())
+                .bind(f.runtime_state.as_db())
+                .bind(f.is_restricted)
+                .bind(&f.comment)
+                .bind(&f.comment_url)
+                .bind(Ts(change.audit.at))
+                .bind(uuid.0)
+                .bind(version);
+            for s in &states {
+                q = q.bind(*s);
+            }
+            let n = q
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| StoreError::unique_as(e, "username", "username"))?
+                .rows_affected();
+            if n == 1 {
+                if let Some(h) = &change.history {
+                    insert_history!(&mut *conn, uuid.0, h);
+                }
+                crate::audit::insert!(&mut *conn, &change.audit);
+            }
+            n == 1
+        });
+        Ok(applied)
+    }
+}
