@@ -50,5 +50,7 @@ CREATE INDEX offering_users_created ON offering_users (created, uuid);
 CREATE INDEX processes_task_started ON processes (is_task, started_at, process_id);
 CREATE INDEX processes_task_status ON processes (is_task, last_status);
 CREATE INDEX users_locked ON users (is_locked);
+-- Name searches (a substring anywhere) scan this instead of the whole users table.
+CREATE INDEX users_search_names ON users (search_names);
 -- A person's User subscriptions (their page in the console).
 CREATE INDEX user_blocks_directory_user ON user_blocks (directory_user);
