@@ -11,6 +11,9 @@ mod api_tokens;
 mod audit_log;
 mod events;
 mod hashing;
+mod invitations;
+mod mail;
+mod password_reset;
 mod sessions;
 mod totp;
 mod users;
@@ -20,6 +23,9 @@ pub use access::{Auth, Caller, ProviderToken};
 pub use api_tokens::API_TOKEN_CACHE_MAX_AGE;
 pub use events::{EventPage, StreamAccess};
 pub use hashing::HashPool;
+pub use invitations::{INVITATION_PATH, IssuedInvitation, PendingInvitation};
+pub use mail::{MailConfig, MailView};
+pub use password_reset::{RESET_PATH, ResetFor};
 pub use sessions::{LoginInput, LoginOutcome, SessionView};
 pub use totp::TotpEnrollment;
 pub use users::{SearchInput, SearchPage, UserTarget, password_changed};
@@ -41,6 +47,10 @@ pub struct Directory {
     secrets: SecretBox,
     /// Keys the login throttle's counters (a key derived from the server key).
     throttle_keys: ThrottleKeys,
+    /// Links and templates of the mails this directory writes.
+    mail: Arc<mail::MailConfig>,
+    /// Seals mails for the outbox and wakes this node's delivery.
+    outbox: muster_mail::Outbox,
 }
 
 impl Directory {
@@ -50,6 +60,8 @@ impl Directory {
             config: Arc::new(config),
             hashes,
             throttle_keys: ThrottleKeys::new(secrets.derive_key("login throttle keys")),
+            mail: Arc::default(),
+            outbox: muster_mail::Outbox::new(secrets.clone()),
             secrets,
         }
     }

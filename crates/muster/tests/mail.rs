@@ -1,0 +1,410 @@
+//! Mail end to end, through the real binary and a real SMTP server (aiosmtpd): the outbox and
+//! its delivery (retries, an outage, failures retried), `muster mail test`, password resets
+//! and invitations, with their refusals, on SQLite and PostgreSQL.
+
+mod common;
+
+use common::smtp::{SmtpSink, header, link, python};
+use common::{Server, totp_code, totp_step_now};
+use muster_store::testing::TestDb;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const PUBLIC: &str = "https://id.example.test";
+const FROM: &str = "Muster <muster@example.test>";
+const PW: &str = "Corr3ct-horse-battery";
+const NEW_PW: &str = "N3w-staple-battery-horse";
+
+fn mail_env(smtp: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("MUSTER_SMTP_URL", smtp.to_owned()),
+        ("MUSTER_MAIL_FROM", FROM.to_owned()),
+        ("MUSTER_PUBLIC_URL", format!("{PUBLIC}/")),
+        ("MUSTER_MAIL_RETRY_BASE_SECS", "1".to_owned()),
+    ]
+}
+
+async fn servers(env: &[(&'static str, String)]) -> Vec<Server> {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Server::all(&env).await
+}
+
+/// Polls the outbox until `pred` holds for its mails (30 s at most).
+async fn wait_outbox(s: &Server, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mails = s.get("/api/mail", &s.admin_token).await.expect(200).body;
+        let mails = mails.as_array().cloned().unwrap_or_default();
+        if pred(&mails) {
+            return mails;
+        }
+        assert!(Instant::now() < deadline, "{}: outbox never {what}: {mails:?}", s.label);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn request_reset(s: &Server, body: Value) -> common::Resp {
+    s.call(Method::POST, "/api/password-reset", None, Some(body)).await
+}
+
+async fn complete_reset(s: &Server, body: Value) -> common::Resp {
+    s.call(Method::POST, "/api/password-reset/complete", None, Some(body))
+        .await
+}
+
+/// A user with a password and an address; returns its id and a session token.
+async fn person(s: &Server, name: &str, email: &str) -> (String, String) {
+    let u = s
+        .create_user(json!({"username": name, "password": PW, "email": email}))
+        .await;
+    let token = s.login(name, PW).await;
+    (u["user_id"].as_str().expect("user_id").to_owned(), token)
+}
+
+#[tokio::test]
+async fn mail_test_sends_one_message_through_the_relay() {
+    let Some(py) = python() else { return };
+    let mut sink = SmtpSink::start(&py).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args(["mail", "test", "ops@example.test"])
+        .env_clear()
+        .env("MUSTER_SMTP_URL", sink.url())
+        .env("MUSTER_MAIL_FROM", FROM)
+        .env("MUSTER_PUBLIC_URL", PUBLIC)
+        .output()
+        .await
+        .expect("muster mail test");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m = sink.wait_for("ops@example.test", "test message").await;
+    let data = m["data"].as_str().unwrap_or_default();
+    assert_eq!(header(data, "Subject").as_deref(), Some("muster: test message"));
+    assert_eq!(header(data, "From").as_deref(), Some(FROM));
+    assert!(data.contains(PUBLIC));
+    sink.stop().await;
+
+    // Nothing listening: the command fails and says so.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args(["mail", "test", "ops@example.test"])
+        .env_clear()
+        .env("MUSTER_SMTP_URL", format!("smtp://127.0.0.1:{}", sink.port))
+        .output()
+        .await
+        .expect("muster mail test");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sending to ops@example.test"));
+    // Without a relay there is nothing to test.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args(["mail", "test", "ops@example.test"])
+        .env_clear()
+        .output()
+        .await
+        .expect("muster mail test");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MUSTER_SMTP_URL"));
+}
+
+/// The whole reset: request by username and by address, the mail (headers, link), the new
+/// password (policy first), every session ended, the "password changed" mail, the audit; the
+/// link is single-use, and a newer one kills the older.
+#[tokio::test]
+async fn a_password_reset_goes_by_mail_and_ends_every_session() {
+    let Some(py) = python() else { return };
+    let sink = SmtpSink::start(&py).await;
+    for s in servers(&mail_env(&sink.url())).await {
+        let l = s.label;
+        let email = format!("ann-{l}@example.test");
+        let (id, session) = person(&s, &format!("ann-{l}"), &email).await;
+        let other_session = s.login(&format!("ann-{l}"), PW).await;
+
+        request_reset(&s, json!({"username": format!("ann-{l}")}))
+            .await
+            .expect(202);
+        let m = sink.wait_for(&email, "/password-reset?token=").await;
+        let data = m["data"].as_str().unwrap_or_default();
+        assert_eq!(header(data, "Subject").as_deref(), Some("Reset your password"), "{l}");
+        assert_eq!(header(data, "From").as_deref(), Some(FROM), "{l}");
+        assert_eq!(header(data, "To").as_deref(), Some(email.as_str()), "{l}");
+        assert!(
+            header(data, "Message-ID").is_some_and(|id| id.ends_with("@muster>")),
+            "{l}"
+        );
+        assert!(
+            data.contains("multipart/alternative") && data.contains("text/html"),
+            "{l}"
+        );
+        let (first_link, first) = link(data, PUBLIC, "/password-reset");
+        assert!(
+            first.starts_with("mrt_") && first.len() >= 4 + 43,
+            "{l}: 256-bit token: {first_link}"
+        );
+
+        // A second request (by address) mails a new link; the first stops working.
+        request_reset(&s, json!({"email": email.to_uppercase()}))
+            .await
+            .expect(202);
+        let mails = wait_outbox(&s, "sent twice", |m| {
+            m.iter()
+                .filter(|x| x["kind"] == "password_reset" && x["status"] == "sent")
+                .count()
+                == 2
+        })
+        .await;
+        assert!(
+            mails.iter().all(|m| m.get("sealed_message").is_none()),
+            "{l}: no message in the API"
+        );
+        let second_data = sink
+            .messages()
+            .into_iter()
+            .filter_map(|m| m["data"].as_str().map(str::to_owned))
+            .filter(|d| d.contains("/password-reset?token=") && !d.contains(&first))
+            .find(|d| header(d, "To").as_deref() == Some(email.as_str()))
+            .expect("the second link");
+        let (_, second) = link(&second_data, PUBLIC, "/password-reset");
+        complete_reset(&s, json!({"token": first, "new_password": NEW_PW}))
+            .await
+            .expect_problem(400, "link_invalid");
+
+        // The policy applies, and a refusal spends nothing.
+        complete_reset(&s, json!({"token": second, "new_password": "short"}))
+            .await
+            .expect(400);
+        complete_reset(&s, json!({"token": second, "new_password": NEW_PW}))
+            .await
+            .expect(204);
+        // Every session ended; the new password works, the old does not.
+        for t in [&session, &other_session] {
+            s.get("/api/session", t).await.expect(401);
+        }
+        s.try_login(json!({"username": format!("ann-{l}"), "password": PW}))
+            .await
+            .expect(401);
+        s.login(&format!("ann-{l}"), NEW_PW).await;
+        // Used: the link is dead.
+        complete_reset(&s, json!({"token": second, "new_password": "An0ther-fine-passw0rd"}))
+            .await
+            .expect_problem(400, "link_invalid");
+        // The user is told.
+        let told = sink.wait_for(&email, "was changed").await;
+        assert_eq!(
+            header(told["data"].as_str().unwrap_or_default(), "Subject").as_deref(),
+            Some("Your password was changed")
+        );
+        // Audited at each step, never with the token.
+        let audit = s.audit(&format!("target={id}")).await;
+        let actions: Vec<&str> = audit["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["action"].as_str())
+            .collect();
+        assert!(actions.contains(&"user.password_reset_request"), "{l}: {actions:?}");
+        assert!(actions.contains(&"user.password_reset"), "{l}: {actions:?}");
+        assert!(!audit.to_string().contains(&second[4..]), "{l}: no token in the audit");
+    }
+}
+
+/// An unknown name or address gets the same answer, no sooner; a locked user gets no link;
+/// a request needs exactly one of username and email.
+#[tokio::test]
+async fn a_reset_request_tells_nothing_about_who_exists() {
+    let Some(py) = python() else { return };
+    let sink = SmtpSink::start(&py).await;
+    for s in servers(&mail_env(&sink.url())).await {
+        let l = s.label;
+        let (_, _) = person(&s, &format!("bea-{l}"), &format!("bea-{l}@example.test")).await;
+        let (locked_id, _) = person(&s, &format!("lou-{l}"), &format!("lou-{l}@example.test")).await;
+        s.post(&format!("/api/users/{locked_id}/lock"), &s.admin_token, json!({}))
+            .await
+            .expect(200);
+
+        let mut answers = Vec::new();
+        for body in [
+            json!({"username": format!("bea-{l}")}),
+            json!({"username": format!("nobody-{l}")}),
+            json!({"email": format!("nobody-{l}@example.test")}),
+            json!({"username": format!("lou-{l}")}),
+        ] {
+            let started = Instant::now();
+            let r = request_reset(&s, body).await.expect(202);
+            // Everyone waits the same floor: the work behind it does not show.
+            assert!(started.elapsed() >= Duration::from_millis(300), "{l}");
+            answers.push((r.body.clone(), r.headers.get("content-length").cloned()));
+        }
+        assert!(
+            answers.windows(2).all(|w| w[0] == w[1]),
+            "{l}: identical answers: {answers:?}"
+        );
+        let mails = wait_outbox(&s, "with bea's link", |m| {
+            m.iter().any(|x| x["recipient"] == format!("bea-{l}@example.test"))
+        })
+        .await;
+        assert_eq!(mails.len(), 1, "{l}: only bea's link: {mails:?}");
+
+        request_reset(&s, json!({"username": "x", "email": "x@example.test"}))
+            .await
+            .expect(400);
+        request_reset(&s, json!({})).await.expect(400);
+        request_reset(&s, json!({"username": ""})).await.expect(400);
+    }
+}
+
+/// Requests are limited per name and per client address; a TOTP user needs the code.
+#[tokio::test]
+async fn resets_are_throttled_and_need_the_totp_code() {
+    let Some(py) = python() else { return };
+    let sink = SmtpSink::start(&py).await;
+    let mut env = mail_env(&sink.url());
+    env.push(("MUSTER_PASSWORD_RESET_PER_ACCOUNT", "1".into()));
+    env.push(("MUSTER_PASSWORD_RESET_PER_ADDRESS", "4".into()));
+    for s in servers(&env).await {
+        let l = s.label;
+        let name = format!("tia-{l}");
+        let email = format!("tia-{l}@example.test");
+        let (_, session) = person(&s, &name, &email).await;
+        let (key, step) = s.enrol_totp(&session, PW).await;
+
+        request_reset(&s, json!({"username": name})).await.expect(202);
+        let m = sink.wait_for(&email, "/password-reset?token=").await;
+        let (_, token) = link(m["data"].as_str().unwrap_or_default(), PUBLIC, "/password-reset");
+        // Per name: the second request is answered alike, but mails nothing.
+        request_reset(&s, json!({"username": name})).await.expect(202);
+        // Per address: past four, refused.
+        request_reset(&s, json!({"username": format!("x1-{l}")}))
+            .await
+            .expect(202);
+        request_reset(&s, json!({"username": format!("x2-{l}")}))
+            .await
+            .expect(202);
+        request_reset(&s, json!({"username": format!("x3-{l}")}))
+            .await
+            .expect_problem(429, "throttled");
+        let mails = s.get("/api/mail?status=pending", &s.admin_token).await.expect(200).body;
+        let sent = s.get("/api/mail?status=sent", &s.admin_token).await.expect(200).body;
+        let resets = [mails, sent]
+            .iter()
+            .flat_map(|v| v.as_array().cloned().unwrap_or_default())
+            .filter(|m| m["kind"] == "password_reset")
+            .count();
+        assert_eq!(resets, 1, "{l}: one link for tia");
+
+        // TOTP on: the code is required, a wrong one refused, the right one accepted.
+        complete_reset(&s, json!({"token": token, "new_password": NEW_PW}))
+            .await
+            .expect_problem(401, "E005008");
+        complete_reset(
+            &s,
+            json!({"token": token, "new_password": NEW_PW, "totp_code": "000000"}),
+        )
+        .await
+        .expect_problem(401, "E005001");
+        let code = totp_code(&key, (step + 1).max(totp_step_now()));
+        complete_reset(&s, json!({"token": token, "new_password": NEW_PW, "totp_code": code}))
+            .await
+            .expect(204);
+        s.get("/api/session", &session).await.expect(401);
+    }
+}
+
+/// Expired links are refused like used ones, and the refusal is audited.
+#[tokio::test]
+async fn an_expired_reset_link_is_refused() {
+    let Some(py) = python() else { return };
+    let sink = SmtpSink::start(&py).await;
+    for s in servers(&mail_env(&sink.url())).await {
+        let l = s.label;
+        let email = format!("eve-{l}@example.test");
+        let (id, _) = person(&s, &format!("eve-{l}"), &email).await;
+        request_reset(&s, json!({"email": email})).await.expect(202);
+        let m = sink.wait_for(&email, "/password-reset?token=").await;
+        let (_, token) = link(m["data"].as_str().unwrap_or_default(), PUBLIC, "/password-reset");
+        // Thirty minutes pass (the API has no way to age a link).
+        common::db_exec(&s, "UPDATE action_tokens SET expires_at = created_at").await;
+        complete_reset(&s, json!({"token": token, "new_password": NEW_PW}))
+            .await
+            .expect_problem(400, "link_invalid");
+        s.login(&format!("eve-{l}"), PW).await;
+        let audit = s
+            .audit(&format!("target={id}&action=user.password_reset&outcome=failure"))
+            .await;
+        assert_eq!(audit["total"], 1, "{l}: {audit}");
+        complete_reset(&s, json!({"token": "mrt_nonsense", "new_password": NEW_PW}))
+            .await
+            .expect_problem(400, "link_invalid");
+    }
+}
+
+/// With the relay down, mail waits and is retried with back-off; when it comes up, each mail
+/// is delivered once.
+#[tokio::test]
+async fn mail_queued_during_an_smtp_outage_is_delivered_once_when_it_returns() {
+    let Some(py) = python() else { return };
+    for db in TestDb::all().await {
+        // A port with nothing on it (yet).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let env = mail_env(&format!("smtp://127.0.0.1:{port}"));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let s = Server::start(db, &env).await;
+        let l = s.label;
+        let email = format!("ola-{l}@example.test");
+        person(&s, &format!("ola-{l}"), &email).await;
+        request_reset(&s, json!({"username": format!("ola-{l}")}))
+            .await
+            .expect(202);
+        let failed = wait_outbox(&s, "retried", |m| {
+            m.iter()
+                .any(|x| x["attempts"].as_i64() >= Some(2) && x["status"] == "pending")
+        })
+        .await;
+        assert!(
+            failed[0]["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{l}: {failed:?}"
+        );
+
+        let sink = SmtpSink::start_with(&py, port, 0).await;
+        sink.wait_for(&email, "/password-reset?token=").await;
+        wait_outbox(&s, "sent", |m| m.iter().all(|x| x["status"] == "sent")).await;
+        assert_eq!(sink.messages().len(), 1, "{l}: delivered once");
+    }
+}
+
+/// A permanent refusal marks the mail failed, visible with the server's answer; a super-user
+/// queues it again and it goes.
+#[tokio::test]
+async fn a_refused_mail_is_failed_visible_and_retryable() {
+    let Some(py) = python() else { return };
+    let sink = SmtpSink::start_with(&py, 0, 1).await;
+    for db in TestDb::all().await.into_iter().take(1) {
+        let env = mail_env(&sink.url());
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let s = Server::start(db, &env).await;
+        let email = "rex@example.test";
+        let (_, user_token) = person(&s, "rex", email).await;
+        request_reset(&s, json!({"username": "rex"})).await.expect(202);
+        let mails = wait_outbox(&s, "failed", |m| m.iter().any(|x| x["status"] == "failed")).await;
+        assert!(
+            mails[0]["last_error"].as_str().is_some_and(|e| e.contains("550")),
+            "{mails:?}"
+        );
+        let id = mails[0]["id"].as_str().expect("id").to_owned();
+        // Only a super-user sees or retries the outbox.
+        s.get("/api/mail", &user_token).await.expect(403);
+        s.post(&format!("/api/mail/{id}/retry"), &user_token, json!({}))
+            .await
+            .expect(403);
+        s.get("/api/mail?status=lost", &s.admin_token).await.expect(400);
+        s.post(&format!("/api/mail/{id}/retry"), &s.admin_token, json!({}))
+            .await
+            .expect(202);
+        sink.wait_for(email, "/password-reset?token=").await;
+        wait_outbox(&s, "sent", |m| m.iter().all(|x| x["status"] == "sent")).await;
+        // A mail that is not failed cannot be retried.
+        s.post(&format!("/api/mail/{id}/retry"), &s.admin_token, json!({}))
+            .await
+            .expect(404);
+    }
+}
