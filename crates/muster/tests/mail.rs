@@ -408,3 +408,249 @@ async fn a_refused_mail_is_failed_visible_and_retryable() {
             .expect(404);
     }
 }
+
+async fn accept(s: &Server, token: &str, password: &str) -> common::Resp {
+    s.call(
+        Method::POST,
+        "/api/invitation/accept",
+        None,
+        Some(json!({"token": token, "password": password})),
+    )
+    .await
+}
+
+/// A user created over the API without a password but with an address is mailed a link; using
+/// it sets the password (policy first) and logs in; it works once; a new invitation kills the
+/// older link; only a super-user issues one.
+#[tokio::test]
+async fn a_user_made_without_a_password_is_invited_and_the_link_logs_them_in() {
+    let Some(py) = python() else { return };
+    let sink = SmtpSink::start(&py).await;
+    for s in servers(&mail_env(&sink.url())).await {
+        let l = s.label;
+        let email = format!("ivy-{l}@example.test");
+        let ivy = s
+            .create_user(json!({"username": format!("ivy-{l}"), "email": email}))
+            .await;
+        let id = ivy["user_id"].as_str().expect("user_id").to_owned();
+        let m = sink.wait_for(&email, "/invitation?token=").await;
+        let data = m["data"].as_str().unwrap_or_default();
+        assert_eq!(header(data, "Subject").as_deref(), Some("Your new account"), "{l}");
+        let (_, token) = link(data, PUBLIC, "/invitation");
+        assert!(token.starts_with("mit_") && token.len() >= 4 + 43, "{l}: {token}");
+        // Delivered: there is no pending link to read.
+        wait_outbox(&s, "sent", |m| m.iter().all(|x| x["status"] == "sent")).await;
+        s.get(&format!("/api/users/{id}/invitation"), &s.admin_token)
+            .await
+            .expect(404);
+
+        accept(&s, &token, "short").await.expect(400);
+        let logged_in = accept(&s, &token, PW).await.expect(201);
+        let session = logged_in.body["token"].as_str().expect("session token");
+        let me = s.get("/api/session", session).await.expect(200);
+        assert_eq!(me.body["user_id"], id.as_str(), "{l}");
+        accept(&s, &token, PW).await.expect_problem(400, "link_invalid");
+        s.login(&format!("ivy-{l}"), PW).await;
+        let audit = s
+            .audit(&format!("target={id}&action=user.invitation_accept&outcome=success"))
+            .await;
+        assert_eq!(audit["total"], 1, "{l}: {audit}");
+        assert_eq!(audit["result"][0]["details"]["email_verified"], true, "{l}");
+        let created = s.audit(&format!("target={id}&action=user.create")).await;
+        assert_eq!(created["result"][0]["details"]["invited"], true, "{l}: {created}");
+
+        // A new invitation: the first link dies, the second works.
+        let email2 = format!("ian-{l}@example.test");
+        let ian = s
+            .create_user(json!({"username": format!("ian-{l}"), "email": email2}))
+            .await;
+        let ian_id = ian["user_id"].as_str().expect("user_id").to_owned();
+        let first = sink.wait_for(&email2, "/invitation?token=").await;
+        let (_, first) = link(first["data"].as_str().unwrap_or_default(), PUBLIC, "/invitation");
+        s.post(&format!("/api/users/{ian_id}/invitation"), session, json!({}))
+            .await
+            .expect(403);
+        let issued = s
+            .post(&format!("/api/users/{ian_id}/invitation"), &s.admin_token, json!({}))
+            .await
+            .expect(202);
+        assert_eq!(issued.body["email"], email2.as_str(), "{l}");
+        let second = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let found = sink.messages().into_iter().find_map(|m| {
+                    let d = m["data"].as_str()?.to_owned();
+                    (header(&d, "To").as_deref() == Some(email2.as_str()) && !d.contains(&first[4..]))
+                        .then(|| link(&d, PUBLIC, "/invitation").1)
+                });
+                if let Some(t) = found {
+                    return t;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the second invitation");
+        accept(&s, &first, PW).await.expect_problem(400, "link_invalid");
+        accept(&s, &second, PW).await.expect(201);
+        // Someone with a password and no invitation: nothing to accept, nothing to read.
+        let none = s.create_user(json!({"username": format!("nan-{l}")})).await;
+        s.post(
+            &format!("/api/users/{}/invitation", none["user_id"].as_str().unwrap_or("")),
+            &s.admin_token,
+            json!({}),
+        )
+        .await
+        .expect(400);
+    }
+}
+
+/// Without SMTP nothing is lost: the invitation waits in the outbox, and a super-user reads its
+/// link (audited) to hand it over. The command line invites too.
+#[tokio::test]
+async fn without_smtp_a_super_user_reads_the_pending_invitation_link() {
+    for s in Server::all(&[("MUSTER_PUBLIC_URL", PUBLIC)]).await {
+        let l = s.label;
+        let email = format!("una-{l}@example.test");
+        let una = s
+            .create_user(json!({"username": format!("una-{l}"), "email": email}))
+            .await;
+        let id = una["user_id"].as_str().expect("user_id").to_owned();
+        let (_, regular) = person(&s, &format!("reg-{l}"), &format!("reg-{l}@example.test")).await;
+        s.get(&format!("/api/users/{id}/invitation"), &regular)
+            .await
+            .expect(403);
+        let read = s
+            .get(&format!("/api/users/{id}/invitation"), &s.admin_token)
+            .await
+            .expect(200);
+        assert_eq!(
+            read.headers.get("cache-control").and_then(|v| v.to_str().ok()),
+            Some("no-store"),
+            "{l}"
+        );
+        let link_text = read.body["link"].as_str().expect("link").to_owned();
+        let token = link_text
+            .strip_prefix(&format!("{PUBLIC}/invitation?token="))
+            .unwrap_or_else(|| panic!("{l}: {link_text}"))
+            .to_owned();
+        let audit = s
+            .audit(&format!("target={id}&action=user.invitation_read&outcome=success"))
+            .await;
+        assert_eq!(audit["total"], 1, "{l}: {audit}");
+        assert!(!audit.to_string().contains(&token[4..]), "{l}: no link in the audit");
+        let pending = s.get("/api/mail?status=pending", &s.admin_token).await.expect(200).body;
+        assert!(
+            pending
+                .as_array()
+                .is_some_and(|m| m.iter().any(|x| x["kind"] == "invitation" && x["attempts"] == 0)),
+            "{l}: {pending}"
+        );
+        accept(&s, &token, PW).await.expect(201);
+        s.get(&format!("/api/users/{id}/invitation"), &s.admin_token)
+            .await
+            .expect(404);
+
+        // `muster user create --invite`, on the same database and key.
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_muster"))
+            .args([
+                "user",
+                "create",
+                &format!("cli-{l}"),
+                "--email",
+                &format!("cli-{l}@example.test"),
+                "--invite",
+            ])
+            .env_clear()
+            .env("MUSTER_DATABASE_URL", &s.db_url)
+            .env("MUSTER_DATA_DIR", s.data_dir())
+            .env("MUSTER_PUBLIC_URL", PUBLIC)
+            .env("MUSTER_LOG", "warn")
+            .output()
+            .await
+            .expect("muster user create");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{l}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("invitation queued"), "{l}: {stdout}");
+        assert!(!stdout.contains("one-time password"), "{l}: {stdout}");
+        let cli_id = stdout
+            .split_whitespace()
+            .find(|w| w.starts_with("musr"))
+            .expect("user_id")
+            .to_owned();
+        let read = s
+            .get(&format!("/api/users/{cli_id}/invitation"), &s.admin_token)
+            .await
+            .expect(200);
+        let token = read.body["link"]
+            .as_str()
+            .and_then(|t| t.rsplit_once("token="))
+            .map(|(_, t)| t.to_owned())
+            .expect("token");
+        accept(&s, &token, PW).await.expect(201);
+    }
+}
+
+/// The create_user workflow, run without a password for someone with an address, invites them.
+#[tokio::test]
+async fn the_create_user_workflow_invites_the_person_it_makes() {
+    let Some(py) = python() else { return };
+    let sink = SmtpSink::start(&py).await;
+    for s in servers(&mail_env(&sink.url())).await {
+        let l = s.label;
+        let products = s.get("/api/products", &s.admin_token).await.expect(200).body;
+        let product = |name: &str| -> String {
+            products
+                .as_array()
+                .and_then(|a| a.iter().find(|p| p["name"] == name))
+                .and_then(|p| p["product_id"].as_str())
+                .unwrap_or_else(|| panic!("no product {name}"))
+                .to_owned()
+        };
+        let run = |workflow: &'static str, pages: Value| {
+            let s = &s;
+            async move {
+                let r = s
+                    .post(&format!("/api/processes/{workflow}"), &s.admin_token, pages)
+                    .await
+                    .expect(201);
+                let pid = r.body["id"].as_str().expect("id").to_owned();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let p = s
+                        .get(&format!("/api/processes/{pid}"), &s.admin_token)
+                        .await
+                        .expect(200)
+                        .body;
+                    if p["last_status"] == "completed" {
+                        return p;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{}: {workflow} did not complete: {p}",
+                        s.label
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        let group = run(
+            "create_user_group",
+            json!([{"product": product("User Group")}, {"group_name": "Invited"}]),
+        )
+        .await;
+        let gid = group["subscriptions"][0]["subscription_id"]
+            .as_str()
+            .expect("gid")
+            .to_owned();
+        let email = format!("wes-{l}@example.test");
+        run(
+            "create_user",
+            json!([{"product": product("User internal")}, {"username": format!("wes-{l}"), "user_group_ids": [gid], "email": email}]),
+        )
+        .await;
+        let m = sink.wait_for(&email, "/invitation?token=").await;
+        let (_, token) = link(m["data"].as_str().unwrap_or_default(), PUBLIC, "/invitation");
+        accept(&s, &token, PW).await.expect(201);
+        s.login(&format!("wes-{l}"), PW).await;
+    }
+}
