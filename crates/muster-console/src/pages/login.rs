@@ -47,6 +47,7 @@ struct LoginPage {
 pub struct NextParam {
     next: Option<String>,
     signed_out: Option<String>,
+    password_reset: Option<String>,
 }
 
 /// What the earlier steps gathered.
@@ -123,6 +124,9 @@ pub async fn page(
     );
     if q.signed_out.is_some() {
         p.notice = Some("You are signed out.".into());
+    }
+    if q.password_reset.is_some() {
+        p.notice = Some("Your password is set. Sign in with it.".into());
     }
     let mut set = Vec::new();
     if fresh {

@@ -9,6 +9,7 @@ pub mod login;
 pub mod me;
 pub mod processes;
 pub mod providers;
+pub mod recovery;
 pub mod start;
 pub mod subscriptions;
 pub mod users;
