@@ -100,6 +100,8 @@ pub fn router(options: ConsoleOptions) -> Router<AppState> {
         .route("/providers", get(providers::list).post(providers::create))
         .route("/providers/{uuid}", get(providers::detail))
         .route("/providers/{uuid}/{action}", post(providers::act))
+        .route("/mail", get(mail::list))
+        .route("/mail/{id}/retry", post(mail::retry))
         .route("/audit", get(audit::list))
         .route("/audit.csv", get(audit::csv))
         .route("/catalogue", get(catalogue::page))

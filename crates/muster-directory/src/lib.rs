@@ -24,7 +24,7 @@ pub use api_tokens::API_TOKEN_CACHE_MAX_AGE;
 pub use events::{EventPage, StreamAccess};
 pub use hashing::HashPool;
 pub use invitations::{INVITATION_PATH, IssuedInvitation, PendingInvitation};
-pub use mail::{MailConfig, MailView};
+pub use mail::{MAIL_LIST_MAX, MailConfig, MailView};
 pub use password_reset::{RESET_PATH, ResetFor};
 pub use sessions::{LoginInput, LoginOutcome, SessionView};
 pub use totp::TotpEnrollment;

@@ -446,3 +446,37 @@ async fn console_password_reset_and_invitation_pages() {
 fn pairs<'f>(f: &'f [(&'static str, String)]) -> Vec<(&'static str, &'f str)> {
     f.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
+
+/// A failed delivery shows on the dashboard and the mail page, and is queued again from there.
+#[tokio::test]
+async fn console_shows_failed_mail_and_retries_it() {
+    use common::smtp::{SmtpSink, python};
+    let Some(py) = python() else { return };
+    let sink = SmtpSink::start_with(&py, 0, 1).await;
+    let smtp = sink.url();
+    let env = [("MUSTER_SMTP_URL", smtp.as_str()), ("MUSTER_MAIL_RETRY_BASE_SECS", "1")];
+    let db = TestDb::all().await.into_iter().next().expect("a database");
+    let s = Server::start(db, &env).await;
+    s.create_user(json!({"username": "fay", "email": "fay@example.test"}))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut v = Visitor::new(&s);
+    v.sign_in(ADMIN, ADMIN_PASSWORD).await;
+    let page = loop {
+        let p = v.get("/mail?status=failed").await;
+        if p.body.contains("/retry") {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no failed mail: {}", p.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(page.body.contains("550"), "the server's answer is shown");
+    let dash = v.get("/").await;
+    assert!(dash.body.contains("href=\"/mail?status=failed\""), "{}", dash.body);
+    let at = page.body.find("action=\"/mail/").expect("a retry form") + 8;
+    let action: String = page.body[at..].chars().take_while(|c| *c != '"').collect();
+    let csrf = page.csrf();
+    let p = v.post(&action, &[("_csrf", &csrf)]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    sink.wait_for("fay@example.test", "/invitation?token=").await;
+}

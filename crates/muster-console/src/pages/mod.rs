@@ -6,6 +6,7 @@ pub mod catalogue;
 pub mod dashboard;
 pub mod error;
 pub mod login;
+pub mod mail;
 pub mod me;
 pub mod processes;
 pub mod providers;
