@@ -179,6 +179,12 @@ pub mod actions {
     pub const USER_INVITATION_READ: &str = "user.invitation_read";
     /// An invitation's link was used: first password set, address verified, logged in.
     pub const USER_INVITATION_ACCEPT: &str = "user.invitation_accept";
+    /// Someone signed up (or tried to: the refusal of a taken name or address is audited too).
+    pub const USER_SIGN_UP: &str = "user.sign_up";
+    /// A sign-up was confirmed from its mailed link.
+    pub const USER_SIGN_UP_CONFIRM: &str = "user.sign_up_confirm";
+    /// An unconfirmed sign-up was deleted after its time ran out.
+    pub const USER_SIGN_UP_PURGE: &str = "user.sign_up_purge";
     /// A failed mail was queued again.
     pub const MAIL_RETRY: &str = "mail.retry";
     pub const USER_TOTP_ENROLL: &str = "user.totp_enroll";

@@ -24,6 +24,37 @@ pub struct MailConfig {
     pub reset_per_account: u32,
     /// Password-reset requests per client address before it is slowed.
     pub reset_per_address: u32,
+    /// Whether people may sign up by themselves.
+    pub signup: SignupMode,
+    /// How long a sign-up's confirmation link works.
+    pub signup_confirm_ttl: Duration,
+    /// Unconfirmed sign-ups are deleted this long after they were made.
+    pub signup_unconfirmed_ttl: Duration,
+    /// Mail domains sign-ups may use (lower case); empty: any.
+    pub signup_domains: Vec<String>,
+}
+
+/// `MUSTER_SIGNUP`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignupMode {
+    /// Nobody signs up by themselves.
+    #[default]
+    Off,
+    /// A confirmed sign-up can log in.
+    Open,
+    /// A confirmed sign-up then waits for a super-user's approval.
+    Approval,
+}
+
+impl SignupMode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "off" => Some(Self::Off),
+            "open" => Some(Self::Open),
+            "approval" => Some(Self::Approval),
+            _ => None,
+        }
+    }
 }
 
 impl Default for MailConfig {
@@ -35,6 +66,10 @@ impl Default for MailConfig {
             invitation_ttl: Duration::days(7),
             reset_per_account: 3,
             reset_per_address: 20,
+            signup: SignupMode::Off,
+            signup_confirm_ttl: Duration::hours(48),
+            signup_unconfirmed_ttl: Duration::days(7),
+            signup_domains: Vec::new(),
         }
     }
 }

@@ -173,7 +173,7 @@ impl Directory {
     }
 
     /// A doubling wait after `free` requests within an hour.
-    fn reset_policy(&self, free: u32) -> ThrottlePolicy {
+    pub(crate) fn reset_policy(&self, free: u32) -> ThrottlePolicy {
         ThrottlePolicy {
             free_failures: free.max(1),
             base_delay_secs: 60,

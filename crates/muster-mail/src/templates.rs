@@ -14,6 +14,9 @@ pub mod kinds {
     pub const PASSWORD_RESET: &str = "password_reset";
     pub const PASSWORD_CHANGED: &str = "password_changed";
     pub const INVITATION: &str = "invitation";
+    pub const SIGNUP_CONFIRMATION: &str = "signup_confirmation";
+    pub const SIGNUP_REFUSED: &str = "signup_refused";
+    pub const SIGNUP_AWAITING_APPROVAL: &str = "signup_awaiting_approval";
 }
 
 const BUILT_IN: &[(&str, &str, &str)] = &[
@@ -36,6 +39,21 @@ const BUILT_IN: &[(&str, &str, &str)] = &[
         kinds::INVITATION,
         include_str!("templates/invitation.txt"),
         include_str!("templates/invitation.html"),
+    ),
+    (
+        kinds::SIGNUP_CONFIRMATION,
+        include_str!("templates/signup_confirmation.txt"),
+        include_str!("templates/signup_confirmation.html"),
+    ),
+    (
+        kinds::SIGNUP_REFUSED,
+        include_str!("templates/signup_refused.txt"),
+        include_str!("templates/signup_refused.html"),
+    ),
+    (
+        kinds::SIGNUP_AWAITING_APPROVAL,
+        include_str!("templates/signup_awaiting_approval.txt"),
+        include_str!("templates/signup_awaiting_approval.html"),
     ),
 ];
 

@@ -233,6 +233,21 @@ impl Store {
         Ok(row.map(|(e, t)| (e, t.0)))
     }
 
+    /// Users who signed up themselves (`approval_status_mod_by = 'signup'`) and never confirmed,
+    /// since before `cutoff` (at most `limit`).
+    pub async fn unconfirmed_sign_ups(&self, cutoff: OffsetDateTime, limit: i64) -> Result<Vec<Uuid>> {
+        Ok(on_db!(self, read, pool => {
+            sqlx::query_scalar(
+                "SELECT uuid FROM users WHERE sign_up_status = 'before_confirmation' \
+                 AND approval_status_mod_by = 'signup' AND sign_up_time < $1 LIMIT $2",
+            )
+            .bind(Ts(cutoff))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
     /// Deletes tokens that expired before `now`.
     pub async fn purge_action_tokens(&self, now: OffsetDateTime) -> Result<u64> {
         Ok(on_db!(self, write, pool => {

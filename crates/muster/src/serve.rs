@@ -125,6 +125,12 @@ pub async fn run(resolved: Resolved) -> Result<()> {
             {
                 tracing::warn!(error = %e, "purging expired one-time links failed");
             }
+            match purge.purge_unconfirmed_sign_ups().await {
+                Ok(n) if n > 0 => tracing::info!(users = n, "deleted unconfirmed sign-ups"),
+                Ok(_) => {}
+                Err(_) if purge.store().is_closed() => return,
+                Err(e) => tracing::warn!(error = %e, "purging unconfirmed sign-ups failed"),
+            }
         }
     });
 

@@ -181,6 +181,25 @@ pub struct Settings {
     /// Days an invitation link works [default: 7].
     #[arg(long, env = "MUSTER_INVITATION_DAYS", help_heading = "Mail")]
     pub invitation_days: Option<i64>,
+    /// Whether people may sign up by themselves: `off`, `open` (a confirmed account can log
+    /// in) or `approval` (it then waits for a super-user) [default: off].
+    #[arg(long, env = "MUSTER_SIGNUP", help_heading = "Sign-up")]
+    pub signup: Option<String>,
+    /// Hours a sign-up's confirmation link works [default: 48].
+    #[arg(long, env = "MUSTER_SIGNUP_CONFIRM_HOURS", help_heading = "Sign-up")]
+    pub signup_confirm_hours: Option<i64>,
+    /// Days after which an unconfirmed sign-up is deleted [default: 7].
+    #[arg(long, env = "MUSTER_SIGNUP_UNCONFIRMED_DAYS", help_heading = "Sign-up")]
+    pub signup_unconfirmed_days: Option<i64>,
+    /// Mail domains sign-ups may use (comma-separated, e.g. `example.org,example.com`)
+    /// [default: any].
+    #[arg(
+        long,
+        env = "MUSTER_SIGNUP_EMAIL_DOMAINS",
+        value_delimiter = ',',
+        help_heading = "Sign-up"
+    )]
+    pub signup_email_domains: Option<Vec<String>>,
 
     /// A session ends after this many seconds without use [default: 1800].
     #[arg(long, env = "MUSTER_SESSION_IDLE_SECS", help_heading = "Sessions")]
@@ -280,6 +299,10 @@ pub struct MailSettings {
     pub reset_per_account: u32,
     pub reset_per_address: u32,
     pub invitation_days: i64,
+    pub signup: muster_directory::SignupMode,
+    pub signup_confirm_hours: i64,
+    pub signup_unconfirmed_days: i64,
+    pub signup_domains: Vec<String>,
 }
 
 impl MailSettings {
@@ -292,6 +315,10 @@ impl MailSettings {
             invitation_ttl: time::Duration::days(self.invitation_days),
             reset_per_account: self.reset_per_account,
             reset_per_address: self.reset_per_address,
+            signup: self.signup,
+            signup_confirm_ttl: time::Duration::hours(self.signup_confirm_hours),
+            signup_unconfirmed_ttl: time::Duration::days(self.signup_unconfirmed_days),
+            signup_domains: self.signup_domains.clone(),
         })
     }
 
@@ -433,6 +460,20 @@ impl Settings {
             reset_per_account: self.password_reset_per_account.unwrap_or(3).max(1),
             reset_per_address: self.password_reset_per_address.unwrap_or(20).max(1),
             invitation_days: positive("invitation_days", self.invitation_days.unwrap_or(7))?,
+            signup: match self.signup.as_deref().map(str::trim) {
+                None | Some("") => muster_directory::SignupMode::Off,
+                Some(s) => muster_directory::SignupMode::parse(s)
+                    .ok_or_else(|| anyhow::anyhow!("signup must be off, open or approval, not {s:?}"))?,
+            },
+            signup_confirm_hours: positive("signup_confirm_hours", self.signup_confirm_hours.unwrap_or(48))?,
+            signup_unconfirmed_days: positive("signup_unconfirmed_days", self.signup_unconfirmed_days.unwrap_or(7))?,
+            signup_domains: self
+                .signup_email_domains
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| d.trim().trim_start_matches('@').to_lowercase())
+                .filter(|d| !d.is_empty())
+                .collect(),
         };
         Ok(Resolved {
             listen,

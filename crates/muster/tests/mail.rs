@@ -654,3 +654,98 @@ async fn the_create_user_workflow_invites_the_person_it_makes() {
         s.login(&format!("wes-{l}"), PW).await;
     }
 }
+
+async fn sign_up(s: &Server, username: &str, email: &str, password: &str) -> common::Resp {
+    s.call(
+        Method::POST,
+        "/api/signup",
+        None,
+        Some(json!({"username": username, "email": email, "password": password})),
+    )
+    .await
+}
+
+/// Off unless configured.
+#[tokio::test]
+async fn sign_up_is_off_by_default() {
+    for s in Server::all(&[]).await {
+        sign_up(&s, "someone", "someone@example.test", PW).await.expect(403);
+    }
+}
+
+/// Sign-up with `approval`: an unconfirmed account that cannot log in, a confirmation link by
+/// mail (once, expiring), then the approval; a taken name or address is answered alike and the
+/// address is told; the allowed domains and create_user's checks apply.
+#[tokio::test]
+async fn sign_up_confirms_by_mail_and_tells_nothing_about_who_exists() {
+    let Some(py) = python() else { return };
+    let sink = SmtpSink::start(&py).await;
+    let mut env = mail_env(&sink.url());
+    env.push(("MUSTER_SIGNUP", "approval".into()));
+    env.push(("MUSTER_SIGNUP_EMAIL_DOMAINS", "example.test".into()));
+    for s in servers(&env).await {
+        let l = s.label;
+        let (name, email) = (format!("sam-{l}"), format!("sam-{l}@example.test"));
+        let started = Instant::now();
+        let fresh = sign_up(&s, &name, &email, PW).await.expect(202);
+        assert!(started.elapsed() >= Duration::from_millis(300), "{l}");
+        // Refused (Zato's check order names the approval first).
+        s.try_login(json!({"username": name, "password": PW}))
+            .await
+            .expect_problem(403, "E005004");
+        let m = sink.wait_for(&email, "/signup/confirm?token=").await;
+        let data = m["data"].as_str().unwrap_or_default();
+        assert_eq!(
+            header(data, "Subject").as_deref(),
+            Some("Confirm your new account"),
+            "{l}"
+        );
+        let (_, token) = link(data, PUBLIC, "/signup/confirm");
+        assert!(token.starts_with("msu_") && token.len() >= 4 + 43, "{l}");
+
+        // Taken username, taken address: the same answer; the address is told.
+        let other = format!("oli-{l}@example.test");
+        let taken = sign_up(&s, &name, &other, PW).await.expect(202);
+        assert_eq!(taken.body, fresh.body, "{l}");
+        sink.wait_for(&other, "No account was made").await;
+        sign_up(&s, &format!("sam2-{l}"), &email, PW).await.expect(202);
+        sink.wait_for(&email, "No account was made").await;
+        // Checked like create_user, and the domain.
+        sign_up(&s, &format!("bad-{l}"), &format!("bad-{l}@elsewhere.test"), PW)
+            .await
+            .expect(400);
+        sign_up(&s, &format!("weak-{l}"), &format!("weak-{l}@example.test"), "short")
+            .await
+            .expect(400);
+
+        let confirm = |t: String| {
+            let s = &s;
+            async move {
+                s.call(Method::POST, "/api/signup/confirm", None, Some(json!({"token": t})))
+                    .await
+            }
+        };
+        let done = confirm(token.clone()).await.expect(200);
+        assert_eq!(done.body["awaiting_approval"], true, "{l}");
+        sink.wait_for(&email, "awaits approval").await;
+        confirm(token).await.expect_problem(400, "link_invalid");
+        s.try_login(json!({"username": name, "password": PW}))
+            .await
+            .expect_problem(403, "E005004");
+        let id = done.body["user_id"].as_str().expect("user_id");
+        s.post(&format!("/api/users/{id}/approve"), &s.admin_token, json!({}))
+            .await
+            .expect(200);
+        s.login(&name, PW).await;
+
+        // An expired confirmation link is refused like a used one.
+        let (zed, zed_email) = (format!("zed-{l}"), format!("zed-{l}@example.test"));
+        sign_up(&s, &zed, &zed_email, PW).await.expect(202);
+        let m = sink.wait_for(&zed_email, "/signup/confirm?token=").await;
+        let (_, token) = link(m["data"].as_str().unwrap_or_default(), PUBLIC, "/signup/confirm");
+        common::db_exec(&s, "UPDATE action_tokens SET expires_at = created_at").await;
+        confirm(token).await.expect_problem(400, "link_invalid");
+        let audit = s.audit("action=user.sign_up&outcome=failure").await;
+        assert!(audit["total"].as_i64() >= Some(2), "{l}: taken names audited: {audit}");
+    }
+}

@@ -1,5 +1,6 @@
 //! Mail-driven flows: password reset (`/api/password-reset`), invitations
-//! (`/api/users/{user_id}/invitation`, `/api/invitation/accept`) and the outbox (`/api/mail`).
+//! (`/api/users/{user_id}/invitation`, `/api/invitation/accept`), sign-up (`/api/signup`) and
+//! the outbox (`/api/mail`).
 
 use crate::AppState;
 use crate::error::{ApiResult, Problem};
@@ -9,7 +10,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use muster_core::error::{DomainError, codes};
-use muster_directory::{IssuedInvitation, LoginOutcome, MailView, PendingInvitation, ResetFor};
+use muster_directory::{IssuedInvitation, LoginOutcome, MailView, PendingInvitation, ResetFor, SignupConfirmed};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -23,6 +24,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(accept_invitation))
         .routes(routes!(list_mail))
         .routes(routes!(retry_mail))
+        .routes(routes!(sign_up))
+        .routes(routes!(confirm_sign_up))
 }
 
 /// One of `username` or `email`.
@@ -196,4 +199,56 @@ pub async fn retry_mail(
 ) -> ApiResult<StatusCode> {
     state.directory.retry_mail(&auth.ctx(ctx), &auth, id).await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignupInput {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+}
+
+/// Sign up (when `MUSTER_SIGNUP` is `open` or `approval`): an unconfirmed account, and a
+/// confirmation link by mail. Always `202` after the same time for a valid request, whether or
+/// not the username or address is taken (the address is then mailed why nothing was made).
+#[utoipa::path(post, operation_id = "sign_up", path = "/api/signup", tag = "signup", request_body = SignupInput,
+    responses(
+        (status = 202, description = "Check your mail"),
+        (status = 400, body = Problem, description = "create_user's checks, or an address of a domain not allowed"),
+        (status = 403, body = Problem, description = "Sign-up is off"),
+        (status = 429, body = Problem),
+    ))]
+pub async fn sign_up(
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    ApiJson(input): ApiJson<SignupInput>,
+) -> ApiResult<StatusCode> {
+    state
+        .directory
+        .sign_up(&ctx, input.username, input.email, input.password)
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmInput {
+    /// The `token` of the mailed link.
+    pub token: String,
+}
+
+/// Confirm a sign-up from its link: the account is final (and, with `MUSTER_SIGNUP=approval`,
+/// waits for a super-user's approval).
+#[utoipa::path(post, operation_id = "confirm_sign_up", path = "/api/signup/confirm", tag = "signup", request_body = ConfirmInput,
+    responses(
+        (status = 200, body = SignupConfirmed),
+        (status = 400, body = Problem, description = "link_invalid (unknown, used or expired link)"),
+    ))]
+pub async fn confirm_sign_up(
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    ApiJson(input): ApiJson<ConfirmInput>,
+) -> ApiResult<Json<SignupConfirmed>> {
+    Ok(Json(state.directory.confirm_sign_up(&ctx, &input.token).await?))
 }
