@@ -749,3 +749,38 @@ async fn sign_up_confirms_by_mail_and_tells_nothing_about_who_exists() {
         assert!(audit["total"].as_i64() >= Some(2), "{l}: taken names audited: {audit}");
     }
 }
+
+/// Sign-ups left unconfirmed are deleted when their time is up (at start, then every few
+/// minutes); accounts a super-user made unconfirmed are not sign-ups and stay.
+#[tokio::test]
+async fn unconfirmed_sign_ups_are_deleted_after_their_time() {
+    for db in TestDb::all().await {
+        let env = [("MUSTER_SIGNUP", "open")];
+        let mut s = Server::start(db, &env).await;
+        let l = s.label;
+        sign_up(&s, "uma", "uma@example.test", PW).await.expect(202);
+        s.create_user(json!({"username": "kept", "sign_up_status": "before_confirmation"}))
+            .await;
+        let age = if s.db_url.starts_with("sqlite:") {
+            "UPDATE users SET sign_up_time = sign_up_time - 8 * 86400 * 1000000"
+        } else {
+            "UPDATE users SET sign_up_time = sign_up_time - interval '8 days'"
+        };
+        common::db_exec(&s, age).await;
+        s.stop().await;
+        let s2 = Server::start_on(l, &s.db_url, &env).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = s2.get("/api/users?username=uma", &s2.admin_token).await.expect(200);
+            if found.body["total"] == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{l}: uma was not purged: {}", found.body);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let kept = s2.get("/api/users?username=kept", &s2.admin_token).await.expect(200);
+        assert_eq!(kept.body["total"], 1, "{l}");
+        let audit = s2.audit("action=user.sign_up_purge").await;
+        assert_eq!(audit["total"], 1, "{l}: {audit}");
+    }
+}
