@@ -62,6 +62,8 @@ pub fn router(options: ConsoleOptions) -> Router<AppState> {
         .route("/password-reset", get(recovery::reset_page).post(recovery::ask))
         .route("/password-reset/complete", post(recovery::complete))
         .route("/invitation", get(recovery::invitation_page).post(recovery::accept))
+        .route("/signup", get(recovery::signup_form).post(recovery::signup))
+        .route("/signup/confirm", get(recovery::confirm_page).post(recovery::confirm))
         .route("/", get(dashboard::page))
         .route("/engine", post(dashboard::set_engine))
         .route("/me", get(me::page))

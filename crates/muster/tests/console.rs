@@ -480,3 +480,53 @@ async fn console_shows_failed_mail_and_retries_it() {
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
     sink.wait_for("fay@example.test", "/invitation?token=").await;
 }
+
+/// Sign-up in the console: the form, the same answer for a taken name, the confirmation page;
+/// none of it while sign-up is off.
+#[tokio::test]
+async fn console_sign_up_pages() {
+    use common::smtp::{SmtpSink, link, python};
+    let Some(py) = python() else { return };
+    let sink = SmtpSink::start(&py).await;
+    let smtp = sink.url();
+    let public = "http://console.example.test";
+    let env = [
+        ("MUSTER_SMTP_URL", smtp.as_str()),
+        ("MUSTER_PUBLIC_URL", public),
+        ("MUSTER_SIGNUP", "open"),
+    ];
+    for s in Server::all(&env).await {
+        let l = s.label;
+        let mut v = Visitor::new(&s);
+        let p = v.get("/login").await;
+        assert!(p.body.contains("id=\"signup-link\""), "{l}");
+        let p = v.get("/signup").await;
+        let csrf = p.csrf();
+        let (name, email) = (format!("sue-{l}"), format!("sue-{l}@example.test"));
+        let form = [
+            ("_csrf", csrf.as_str()),
+            ("username", name.as_str()),
+            ("email", email.as_str()),
+            ("password", "Sue-pa55word-long"),
+            ("password_again", "Sue-pa55word-long"),
+        ];
+        let sent = v.post("/signup", &form).await;
+        assert!(sent.body.contains("id=\"signup-sent\""), "{l}: {}", sent.body);
+        let again = v.post("/signup", &form).await;
+        assert_eq!(again.body, sent.body, "{l}: a taken name is answered alike");
+        let m = sink.wait_for(&email, "/signup/confirm?token=").await;
+        let (_, token) = link(m["data"].as_str().unwrap_or_default(), public, "/signup/confirm");
+        let p = v.get(&format!("/signup/confirm?token={token}")).await;
+        let csrf = p.csrf();
+        let p = v.post("/signup/confirm", &[("_csrf", &csrf), ("token", &token)]).await;
+        assert!(p.body.contains("id=\"signup-confirmed\""), "{l}: {}", p.body);
+        let p = v.post("/signup/confirm", &[("_csrf", &csrf), ("token", &token)]).await;
+        assert!(p.body.contains("id=\"signup-dead\""), "{l}: {}", p.body);
+        let p = v.sign_in(&name, "Sue-pa55word-long").await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{l}");
+    }
+    let s = Server::start(TestDb::sqlite(), &[]).await;
+    let mut v = Visitor::new(&s);
+    assert!(!v.get("/login").await.body.contains("signup-link"));
+    assert!(v.get("/signup").await.body.contains("id=\"signup-off\""));
+}

@@ -41,6 +41,8 @@ struct LoginPage {
     reason: String,
     admin_username: String,
     warn_days: i64,
+    /// Sign-up is on: the page links to it.
+    signup: bool,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +90,7 @@ fn login_page(
         reason: String::new(),
         admin_username: options.admin_username.clone(),
         warn_days: state.directory.config().password_warn_days,
+        signup: state.directory.mail_config().signup != muster_directory::SignupMode::Off,
     }
 }
 

@@ -246,3 +246,125 @@ pub async fn accept(
         }
     }
 }
+
+#[derive(Template)]
+#[template(path = "signup.html")]
+struct SignupPage {
+    layout: Layout,
+    /// `form`, `sent`, `off`, `confirm`, `confirmed`, `awaiting` or `dead`.
+    step: &'static str,
+    csrf: String,
+    token: String,
+    username: String,
+    email: String,
+    error: Option<String>,
+}
+
+fn signup_page(step: &'static str, csrf: String) -> SignupPage {
+    SignupPage {
+        layout: Layout::anonymous("Sign up"),
+        step,
+        csrf,
+        token: String::new(),
+        username: String::new(),
+        email: String::new(),
+        error: None,
+    }
+}
+
+/// `GET /signup`: the sign-up form (when sign-up is on).
+pub async fn signup_form(
+    State(state): State<AppState>,
+    SecureCookies(secure): SecureCookies,
+    headers: HeaderMap,
+) -> Response {
+    let (csrf, set) = presession(&headers, secure);
+    let on = state.directory.mail_config().signup != muster_directory::SignupMode::Off;
+    let p = signup_page(if on { "form" } else { "off" }, csrf);
+    with_cookies(render(&p), &set.into_iter().collect::<Vec<_>>())
+}
+
+#[derive(Deserialize)]
+pub struct SignupForm {
+    username: String,
+    email: String,
+    password: String,
+    password_again: String,
+}
+
+/// `POST /signup`: signs up; the answer is the same whether or not the name or address is taken.
+pub async fn signup(
+    State(state): State<AppState>,
+    SecureCookies(secure): SecureCookies,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    Form(f): Form<SignupForm>,
+) -> Response {
+    let (csrf, _) = presession(&headers, secure);
+    let mut p = signup_page("form", csrf);
+    p.username = f.username.clone();
+    p.email = f.email.clone();
+    if f.password != f.password_again {
+        p.error = Some("The two passwords differ.".into());
+        return render(&p);
+    }
+    match state.directory.sign_up(&ctx, f.username, f.email, f.password).await {
+        Ok(()) => {
+            p.step = "sent";
+            render(&p)
+        }
+        Err(e) if e.kind == ErrorKind::Forbidden => {
+            p.step = "off";
+            render(&p)
+        }
+        Err(e) => {
+            p.error = Some(match e.errors.first() {
+                Some(field) => format!("{}: {}", field.field, field.message),
+                None => message(&e),
+            });
+            render(&p)
+        }
+    }
+}
+
+/// `GET /signup/confirm?token=`: a button to confirm (a link opened by a mail scanner must not
+/// confirm by itself).
+pub async fn confirm_page(
+    SecureCookies(secure): SecureCookies,
+    headers: HeaderMap,
+    Query(q): Query<TokenParam>,
+) -> Response {
+    let (csrf, set) = presession(&headers, secure);
+    let token = q.token.unwrap_or_default();
+    let mut p = signup_page(if token.is_empty() { "dead" } else { "confirm" }, csrf);
+    p.token = token;
+    with_cookies(render(&p), &set.into_iter().collect::<Vec<_>>())
+}
+
+#[derive(Deserialize)]
+pub struct ConfirmForm {
+    token: String,
+}
+
+/// `POST /signup/confirm`.
+pub async fn confirm(
+    State(state): State<AppState>,
+    SecureCookies(secure): SecureCookies,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    Form(f): Form<ConfirmForm>,
+) -> Response {
+    let (csrf, _) = presession(&headers, secure);
+    let mut p = signup_page("confirmed", csrf);
+    match state.directory.confirm_sign_up(&ctx, &f.token).await {
+        Ok(c) if c.awaiting_approval => p.step = "awaiting",
+        Ok(_) => {}
+        Err(e) if e.code == codes::LINK_INVALID => p.step = "dead",
+        Err(e) => {
+            p.step = "confirm";
+            p.token = f.token;
+            p.error = Some(message(&e));
+        }
+    }
+    render(&p)
+}
