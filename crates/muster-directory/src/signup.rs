@@ -27,7 +27,7 @@ pub const SIGNUP_PURPOSE: &str = "signup";
 pub const SIGNUP_CONFIRM_PATH: &str = "/signup/confirm";
 /// Marks the accounts people made themselves (`approval_status_mod_by`), the only ones the
 /// purge of unconfirmed sign-ups deletes.
-const SIGNUP_ACTOR: &str = "signup";
+pub(crate) const SIGNUP_ACTOR: &str = "signup";
 /// Every sign-up is answered no sooner than this, taken name or not.
 const ANSWER_FLOOR: std::time::Duration = std::time::Duration::from_millis(300);
 
@@ -275,6 +275,24 @@ impl Directory {
                 Err(e)
             }
         }
+    }
+
+    /// The mail telling a person who signed up that their account was approved or rejected
+    /// (none without an address, or for another decision).
+    pub(crate) fn decision_mail(&self, user: &muster_core::directory::User) -> Result<Followups, DomainError> {
+        let kind = match user.approval_status {
+            ApprovalStatus::Approved => kinds::SIGNUP_APPROVED,
+            ApprovalStatus::Rejected => kinds::SIGNUP_REJECTED,
+            ApprovalStatus::BeforeDecision => return Ok(Followups::default()),
+        };
+        let mut f = Followups::default();
+        if let Some(email) = &user.email {
+            let now = clock::now();
+            let message = self.render(kind, &[("username", &user.username)], None)?;
+            f.mails
+                .push(self.outbox.mail(kind, email, Some(user.uuid), &message, now));
+        }
+        Ok(f)
     }
 
     /// Deletes sign-ups left unconfirmed past `MUSTER_SIGNUP_UNCONFIRMED_DAYS`, each audited.

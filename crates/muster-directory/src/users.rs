@@ -362,6 +362,9 @@ impl Directory {
             // re-apply the rules to the fresh row (a few times at most).
             for _ in 0..5 {
                 let (mut user, version) = self.load_uuid(uuid).await?;
+                // Someone who signed up and waits for a decision is told of it by mail.
+                let self_signed_up = user.approval_status == muster_core::directory::ApprovalStatus::BeforeDecision
+                    && user.approval_status_mod_by == crate::signup::SIGNUP_ACTOR;
                 let caller = Caller {
                     user_id: actor,
                     is_super_user: actor_is_super_user,
@@ -377,12 +380,20 @@ impl Directory {
                     .clone()
                     .with_details(json!({ "changed": applied.changed }))
                     .with_event(streams::DIRECTORY, kinds::USER_UPDATED, user_id, data);
+                let followups = if self_signed_up && applied.changed.contains(&"approval_status") {
+                    self.decision_mail(&user)?
+                } else {
+                    muster_store::Followups::default()
+                };
                 if self
                     .store
-                    .update_user(&user, version, applied.revoke_sessions, &entry)
+                    .update_user_and(&user, version, applied.revoke_sessions, &entry, &followups)
                     .await
                     .map_err(store_error)?
                 {
+                    if !followups.mails.is_empty() {
+                        self.outbox.wake();
+                    }
                     return Ok(user);
                 }
             }

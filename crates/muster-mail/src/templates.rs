@@ -17,6 +17,8 @@ pub mod kinds {
     pub const SIGNUP_CONFIRMATION: &str = "signup_confirmation";
     pub const SIGNUP_REFUSED: &str = "signup_refused";
     pub const SIGNUP_AWAITING_APPROVAL: &str = "signup_awaiting_approval";
+    pub const SIGNUP_APPROVED: &str = "signup_approved";
+    pub const SIGNUP_REJECTED: &str = "signup_rejected";
 }
 
 const BUILT_IN: &[(&str, &str, &str)] = &[
@@ -54,6 +56,16 @@ const BUILT_IN: &[(&str, &str, &str)] = &[
         kinds::SIGNUP_AWAITING_APPROVAL,
         include_str!("templates/signup_awaiting_approval.txt"),
         include_str!("templates/signup_awaiting_approval.html"),
+    ),
+    (
+        kinds::SIGNUP_APPROVED,
+        include_str!("templates/signup_approved.txt"),
+        include_str!("templates/signup_approved.html"),
+    ),
+    (
+        kinds::SIGNUP_REJECTED,
+        include_str!("templates/signup_rejected.txt"),
+        include_str!("templates/signup_rejected.html"),
     ),
 ];
 

@@ -130,6 +130,32 @@ impl Store {
         Ok(())
     }
 
+    /// Writes a changed user if its row is still at `version` (ending its sessions when
+    /// `revoke_sessions`), with `followups` and `audit`, in one transaction; false when the row
+    /// moved on.
+    pub async fn update_user_and(
+        &self,
+        user: &User,
+        version: i64,
+        revoke_sessions: bool,
+        audit: &AuditEntry,
+        followups: &Followups,
+    ) -> Result<bool> {
+        Ok(on_db!(self, write, pool => {
+            let mut tx = pool.begin().await?;
+            let n = crate::users::write_user!(&mut *tx, user, version);
+            if n == 1 {
+                if revoke_sessions {
+                    sqlx::query("DELETE FROM sessions WHERE user_uuid = $1").bind(user.uuid).execute(&mut *tx).await?;
+                }
+                write_followups!(tx, followups);
+                crate::audit::insert!(&mut *tx, audit);
+                crate::commit(tx).await?;
+            }
+            n == 1
+        }))
+    }
+
     /// Writes `followups` with `audit` in one transaction (a reset requested, an invitation
     /// issued again).
     pub async fn write_followups(&self, followups: &Followups, audit: &AuditEntry) -> Result<()> {

@@ -736,6 +736,7 @@ async fn sign_up_confirms_by_mail_and_tells_nothing_about_who_exists() {
         s.post(&format!("/api/users/{id}/approve"), &s.admin_token, json!({}))
             .await
             .expect(200);
+        sink.wait_for(&email, "is approved").await;
         s.login(&name, PW).await;
 
         // An expired confirmation link is refused like a used one.
