@@ -785,3 +785,51 @@ async fn unconfirmed_sign_ups_are_deleted_after_their_time() {
         assert_eq!(audit["total"], 1, "{l}: {audit}");
     }
 }
+
+/// A link does not outlive the right to use it: locked after the request, the user cannot set
+/// a password with it; a rejected user gets no link at all.
+#[tokio::test]
+async fn locked_and_rejected_users_cannot_reset() {
+    let Some(py) = python() else { return };
+    let sink = SmtpSink::start(&py).await;
+    for s in servers(&mail_env(&sink.url())).await {
+        let l = s.label;
+        let email = format!("lee-{l}@example.test");
+        let (id, _) = person(&s, &format!("lee-{l}"), &email).await;
+        request_reset(&s, json!({"username": format!("lee-{l}")}))
+            .await
+            .expect(202);
+        let m = sink.wait_for(&email, "/password-reset?token=").await;
+        let (_, token) = link(m["data"].as_str().unwrap_or_default(), PUBLIC, "/password-reset");
+        s.post(&format!("/api/users/{id}/lock"), &s.admin_token, json!({}))
+            .await
+            .expect(200);
+        complete_reset(&s, json!({"token": token, "new_password": NEW_PW}))
+            .await
+            .expect_problem(401, "E005001");
+        s.post(&format!("/api/users/{id}/unlock"), &s.admin_token, json!({}))
+            .await
+            .expect(200);
+        s.login(&format!("lee-{l}"), PW).await;
+
+        let rex = format!("rej-{l}@example.test");
+        let (rid, _) = person(&s, &format!("rej-{l}"), &rex).await;
+        s.post(&format!("/api/users/{rid}/reject"), &s.admin_token, json!({}))
+            .await
+            .expect(200);
+        request_reset(&s, json!({"email": rex})).await.expect(202);
+        let refused = s
+            .audit(&format!(
+                "target={rid}&action=user.password_reset_request&outcome=failure"
+            ))
+            .await;
+        assert_eq!(refused["total"], 1, "{l}: {refused}");
+        let mails = s.get("/api/mail", &s.admin_token).await.expect(200).body;
+        assert!(
+            mails
+                .as_array()
+                .is_some_and(|m| m.iter().all(|x| x["recipient"] != rex.as_str())),
+            "{l}: no link for a rejected user: {mails}"
+        );
+    }
+}
