@@ -214,7 +214,13 @@ pub async fn csrf_guard(req: Request, next: Next) -> Response {
         return csrf_refused();
     }
     let cookies = Cookies::of(req.headers());
-    let expected = if req.uri().path().starts_with("/login") {
+    // The pages for people who are not signed in (sign-in, password reset, invitation, sign-up) carry
+    // the pre-session cookie's token.
+    let path = req.uri().path();
+    let anonymous = ["/login", "/password-reset", "/invitation", "/signup"]
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")));
+    let expected = if anonymous {
         cookies.get(PRE_SESSION).map(|c| csrf_token("presession", c))
     } else {
         cookies.get(SESSION).map(|c| csrf_token("session", c))

@@ -169,6 +169,24 @@ pub mod actions {
     pub const USER_REJECT: &str = "user.reject";
     pub const USER_CHANGE_PASSWORD: &str = "user.change_password";
     pub const USER_SET_PASSWORD: &str = "user.set_password";
+    /// A password reset was asked for (by username or e-mail address).
+    pub const USER_PASSWORD_RESET_REQUEST: &str = "user.password_reset_request";
+    /// A password was set from a reset link.
+    pub const USER_PASSWORD_RESET: &str = "user.password_reset";
+    /// An invitation (a link to set a first password) was issued.
+    pub const USER_INVITE: &str = "user.invite";
+    /// A super-user read a pending invitation's link.
+    pub const USER_INVITATION_READ: &str = "user.invitation_read";
+    /// An invitation's link was used: first password set, address verified, logged in.
+    pub const USER_INVITATION_ACCEPT: &str = "user.invitation_accept";
+    /// Someone signed up (or tried to: the refusal of a taken name or address is audited too).
+    pub const USER_SIGN_UP: &str = "user.sign_up";
+    /// A sign-up was confirmed from its mailed link.
+    pub const USER_SIGN_UP_CONFIRM: &str = "user.sign_up_confirm";
+    /// An unconfirmed sign-up was deleted after its time ran out.
+    pub const USER_SIGN_UP_PURGE: &str = "user.sign_up_purge";
+    /// A failed mail was queued again.
+    pub const MAIL_RETRY: &str = "mail.retry";
     pub const USER_TOTP_ENROLL: &str = "user.totp_enroll";
     pub const USER_TOTP_ENABLE: &str = "user.totp_enable";
     pub const USER_TOTP_DISABLE: &str = "user.totp_disable";

@@ -54,6 +54,9 @@ pub mod codes {
     pub const OUTCOME_UNKNOWN: &str = "outcome_unknown";
     /// A provider API token on a route that needs a person's session.
     pub const SESSION_REQUIRED: &str = "session_required";
+    /// A one-time link (password reset, invitation) that is unknown, used, expired or replaced:
+    /// one code for all four, so a link tells nothing about its user.
+    pub const LINK_INVALID: &str = "link_invalid";
 }
 
 /// What kind of refusal this is; the HTTP layer turns it into a status code.

@@ -11,7 +11,11 @@ mod api_tokens;
 mod audit_log;
 mod events;
 mod hashing;
+mod invitations;
+mod mail;
+mod password_reset;
 mod sessions;
+mod signup;
 mod totp;
 mod users;
 mod workflow_ops;
@@ -20,7 +24,11 @@ pub use access::{Auth, Caller, ProviderToken};
 pub use api_tokens::API_TOKEN_CACHE_MAX_AGE;
 pub use events::{EventPage, StreamAccess};
 pub use hashing::HashPool;
+pub use invitations::{INVITATION_PATH, IssuedInvitation, PendingInvitation};
+pub use mail::{MAIL_LIST_MAX, MailConfig, MailView, SignupMode};
+pub use password_reset::{RESET_PATH, ResetFor};
 pub use sessions::{LoginInput, LoginOutcome, SessionView};
+pub use signup::{SIGNUP_CONFIRM_PATH, SignupConfirmed};
 pub use totp::TotpEnrollment;
 pub use users::{SearchInput, SearchPage, UserTarget, password_changed};
 
@@ -41,6 +49,10 @@ pub struct Directory {
     secrets: SecretBox,
     /// Keys the login throttle's counters (a key derived from the server key).
     throttle_keys: ThrottleKeys,
+    /// Links and templates of the mails this directory writes.
+    mail: Arc<mail::MailConfig>,
+    /// Seals mails for the outbox and wakes this node's delivery.
+    outbox: muster_mail::Outbox,
 }
 
 impl Directory {
@@ -50,6 +62,8 @@ impl Directory {
             config: Arc::new(config),
             hashes,
             throttle_keys: ThrottleKeys::new(secrets.derive_key("login throttle keys")),
+            mail: Arc::default(),
+            outbox: muster_mail::Outbox::new(secrets.clone()),
             secrets,
         }
     }

@@ -101,7 +101,7 @@ impl Directory {
         Duration::seconds(self.config.session_idle_secs)
     }
 
-    fn effective_expiry(&self, s: &SessionRecord) -> OffsetDateTime {
+    pub(crate) fn effective_expiry(&self, s: &SessionRecord) -> OffsetDateTime {
         (s.last_seen_at + self.idle()).min(s.expires_at)
     }
 
@@ -216,7 +216,7 @@ impl Directory {
 
     /// Counts one attempt on the counter `key` by compare-and-swap (a lost race means another
     /// attempt was counted first: read again). `limited`: the policy may refuse it.
-    async fn bump(
+    pub(crate) async fn bump(
         &self,
         key: &str,
         policy: &ThrottlePolicy,
@@ -457,7 +457,7 @@ impl Directory {
 
     /// Verifies a TOTP code and spends its step, so the same code cannot log in twice.
     /// The step `code` matches for `user` (not yet spent), or None.
-    fn verify_totp(&self, user: &User, code: &str, now: OffsetDateTime) -> Result<Option<i64>, DomainError> {
+    pub(crate) fn verify_totp(&self, user: &User, code: &str, now: OffsetDateTime) -> Result<Option<i64>, DomainError> {
         let key = self
             .secrets
             .open(&user.totp_key_sealed)

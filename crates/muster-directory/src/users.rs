@@ -164,9 +164,43 @@ impl Directory {
         creator: Creator<'_>,
         super_user: bool,
     ) -> Result<User, DomainError> {
-        let (user, entry) = self.build_new_user(entry, input, creator, super_user, None).await?;
-        self.store.insert_user(&user, &entry).await.map_err(store_error)?;
+        let (user, entry, generated) = self.build_new_user(entry, input, creator, super_user, None).await?;
+        let (followups, entry) = self.invite_new_user(&user, entry, generated)?;
+        self.store
+            .insert_user_with(&user, &entry, &followups)
+            .await
+            .map_err(store_error)?;
+        if !followups.mails.is_empty() {
+            self.outbox.wake();
+        }
         Ok(user)
+    }
+
+    /// A user created without a password (one was generated that nobody knows) but with an
+    /// address is invited to set one: the token and mail to write with the user, and the
+    /// creation's audit record saying so.
+    pub(crate) fn invite_new_user(
+        &self,
+        user: &User,
+        entry: AuditEntry,
+        generated: bool,
+    ) -> Result<(muster_store::Followups, AuditEntry), DomainError> {
+        let invitation = if generated {
+            self.invitation_followups(user, user.updated_at)?
+        } else {
+            None
+        };
+        Ok(match invitation {
+            Some((followups, expires)) => {
+                let mut details = entry.details.clone();
+                if let Some(d) = details.as_object_mut() {
+                    d.insert("invited".into(), json!(true));
+                    d.insert("invitation_expires_at".into(), json!(expires.unix_timestamp()));
+                }
+                (followups, entry.with_details(details))
+            }
+            None => (muster_store::Followups::default(), entry),
+        })
     }
 
     /// Applies `create_user`'s rules and defaults to `input` and returns the user to insert
@@ -179,7 +213,7 @@ impl Directory {
         creator: Creator<'_>,
         super_user: bool,
         chosen_hash: Option<String>,
-    ) -> Result<(User, AuditEntry), DomainError> {
+    ) -> Result<(User, AuditEntry, bool), DomainError> {
         let keys = present_keys(&input);
         let now = clock::now();
         let plan = create::plan(input, creator, super_user, &self.config, now)?;
@@ -229,7 +263,7 @@ impl Directory {
                 user_id,
                 json!(UserView::of(&user, true)),
             );
-        Ok((user, entry))
+        Ok((user, entry, generated))
     }
 
     /// Creates the first super-user when the directory is empty. Returns the generated
@@ -347,6 +381,9 @@ impl Directory {
             // re-apply the rules to the fresh row (a few times at most).
             for _ in 0..5 {
                 let (mut user, version) = self.load_uuid(uuid).await?;
+                // Someone who signed up and waits for a decision is told of it by mail.
+                let self_signed_up = user.approval_status == muster_core::directory::ApprovalStatus::BeforeDecision
+                    && user.approval_status_mod_by == crate::signup::SIGNUP_ACTOR;
                 let caller = Caller {
                     user_id: actor,
                     is_super_user: actor_is_super_user,
@@ -362,12 +399,20 @@ impl Directory {
                     .clone()
                     .with_details(json!({ "changed": applied.changed }))
                     .with_event(streams::DIRECTORY, kinds::USER_UPDATED, user_id, data);
+                let followups = if self_signed_up && applied.changed.contains(&"approval_status") {
+                    self.decision_mail(&user)?
+                } else {
+                    muster_store::Followups::default()
+                };
                 if self
                     .store
-                    .update_user(&user, version, applied.revoke_sessions, &entry)
+                    .update_user_and(&user, version, applied.revoke_sessions, &entry, &followups)
                     .await
                     .map_err(store_error)?
                 {
+                    if !followups.mails.is_empty() {
+                        self.outbox.wake();
+                    }
                     return Ok(user);
                 }
             }

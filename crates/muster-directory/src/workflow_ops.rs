@@ -40,10 +40,14 @@ impl Directory {
         chosen_hash: Option<String>,
     ) -> Result<User, DomainError> {
         let entry = AuditEntry::new(ctx, actions::USER_CREATE, Some(actor.to_owned()), None);
-        let (user, entry) = self
+        let (user, entry, generated) = self
             .build_new_user(entry, input, Creator::SuperUser(actor), false, chosen_hash)
             .await?;
+        let (followups, entry) = self.invite_new_user(&user, entry, generated)?;
         tx.insert_user(&user, &entry).await.map_err(store_error)?;
+        // The invitation commits with the step; this node's delivery looks at the outbox
+        // within its polling interval.
+        tx.write_followups(&followups).await.map_err(store_error)?;
         Ok(user)
     }
 

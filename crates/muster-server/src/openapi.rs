@@ -23,6 +23,9 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
     tags(
         (name = "session", description = "Login, logout and sessions"),
         (name = "users", description = "The directory of users (Zato SSO semantics)"),
+        (name = "password-reset", description = "Self-service password reset by mailed link"),
+        (name = "signup", description = "Sign-up with confirmation by mail (when MUSTER_SIGNUP allows)"),
+        (name = "mail", description = "The mail outbox: queued, sent and failed mail"),
         (name = "audit", description = "The audit log"),
         (name = "events", description = "The event stream (JSON pages or Server-Sent Events)"),
         (name = "operations", description = "Health and metrics"),

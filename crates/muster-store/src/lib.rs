@@ -20,6 +20,7 @@ mod catalogue;
 mod events;
 mod group_commit;
 mod health;
+mod mail;
 mod nodes;
 mod offerings;
 mod processes;
@@ -39,6 +40,7 @@ pub use audit::{AuditQuery, AuditRecord};
 pub use catalogue::{CatalogueRows, FixedInputRow, ProductBlockRow, ProductRow, ResourceTypeRow, WorkflowRow};
 pub use events::EventRecord;
 pub use health::DatabaseHealth;
+pub use mail::{Followups, MailRow, NewActionToken, NewMail, Redemption};
 pub use offerings::{AccountChange, AccountOrder, AccountQuery, ChangeOutcome, PosixAllocation, Visibility};
 pub use processes::{
     Fence, NewProcess, ProcessQuery, ProcessRow, ProcessSort, ProcessUpdate, ScheduleRow, StepLog, StepRow,

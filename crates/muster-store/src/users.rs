@@ -93,8 +93,9 @@ pub(crate) fn search_names(u: &User) -> String {
 }
 
 /// A clash with another user's username key or look-alike key: `Duplicate("username")` either
-/// way (when both clash, which one a database reports is its own choice); any other error as
-/// sorted as every other (a lost connection is `Unavailable`, not an internal error).
+/// way (when both clash, which one a database reports is its own choice); any other error
+/// sorted like every other (a connection lost mid-insert is the database's unavailability, a
+/// 503, not an internal error).
 pub(crate) fn username_clash(e: sqlx::Error) -> StoreError {
     match username_clash_opt(&e) {
         Some(clash) => clash,

@@ -23,6 +23,10 @@ use uuid::Uuid;
 #[path = "conformance/offerings.rs"]
 mod offerings;
 
+/// The mail outbox and one-time tokens.
+#[path = "conformance/mail.rs"]
+mod mail;
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------

@@ -60,6 +60,9 @@ struct NewUser {
     /// printed, and must be changed at first login.
     #[arg(long)]
     password_stdin: bool,
+    /// Instead of a password, mail an invitation (a single-use link to set one) to --email.
+    #[arg(long, conflicts_with = "password_stdin", requires = "email")]
+    invite: bool,
 }
 
 fn read_password() -> Result<String> {
@@ -141,15 +144,19 @@ async fn create(
     u: NewUser,
     super_user: bool,
 ) -> Result<()> {
-    let (password, one_time) = if u.password_stdin {
-        (read_password()?, None)
+    let (password, one_time) = if u.invite {
+        // No password: the directory invites a user made without one.
+        (None, None)
+    } else if u.password_stdin {
+        (Some(read_password()?), None)
     } else {
         let pw = generate_password();
-        (pw.clone(), Some(pw))
+        (Some(pw.clone()), Some(pw))
     };
+    let invited = u.invite.then(|| u.email.clone()).flatten();
     let input = CreateUserInput {
         username: Some(u.username.clone()),
-        password: Some(password),
+        password,
         password_must_change: Some(one_time.is_some()),
         email: u.email,
         display_name: u.display_name,
@@ -170,6 +177,12 @@ async fn create(
     );
     if let Some(pw) = one_time {
         println!("one-time password: {pw}\nit must be changed at first login.");
+    }
+    if let Some(email) = invited {
+        println!(
+            "invitation queued for {email} (GET /api/users/{}/invitation shows its link while unsent)",
+            user.user_id()
+        );
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `muster`: the system of record for people and their accounts.
 
 mod admin;
+mod mail;
 mod runtime;
 mod serve;
 mod settings;
@@ -40,6 +41,8 @@ enum Command {
     Openapi,
     /// Manage directory users from the command line.
     User(admin::UserCommand),
+    /// Mail: check the SMTP settings.
+    Mail(mail::MailCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -74,6 +77,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Openapi => print_quietly(&muster_server::openapi_document().to_pretty_json()?),
         Command::User(cmd) => admin::run(cmd).await,
+        Command::Mail(cmd) => mail::run(cmd).await,
     }
 }
 

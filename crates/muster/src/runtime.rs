@@ -109,7 +109,7 @@ pub async fn directory(resolved: &Resolved) -> Result<Directory> {
         Err(e) => bail!("{e}"),
     };
     let hashes = HashPool::new(hasher, resolved.hash_workers);
-    Ok(Directory::new(store, resolved.directory.clone(), hashes, secrets))
+    Ok(Directory::new(store, resolved.directory.clone(), hashes, secrets).with_mail(resolved.mail.directory_config()?))
 }
 
 /// The workflow engine over the shipped workflows, and the subscription reader.

@@ -65,8 +65,25 @@ pub async fn run(resolved: Resolved) -> Result<()> {
     background.push(tokio::spawn(muster_engine::scheduler::run(
         engine.clone(),
         Duration::from_secs(resolved.scheduler_tick_secs),
-        stop_rx,
+        stop_rx.clone(),
     )));
+    match resolved.mail.smtp()? {
+        Some(smtp) => background.push(tokio::spawn(muster_mail::delivery::run(
+            directory.store().clone(),
+            directory.outbox().clone(),
+            smtp,
+            muster_mail::DeliveryOptions {
+                retry_base: Duration::from_secs(resolved.mail.retry_base_secs),
+                max_attempts: resolved.mail.max_attempts,
+                ..Default::default()
+            },
+            stop_rx.clone(),
+        ))),
+        None => tracing::warn!(
+            "no SMTP relay configured (MUSTER_SMTP_URL): mail stays in the outbox, unsent; \
+             pending invitation links can be read with GET /api/users/{{id}}/invitation"
+        ),
+    }
     let state = AppState {
         processes: muster_workflows::Processes::new(engine),
         subscriptions,
@@ -104,6 +121,17 @@ pub async fn run(resolved: Resolved) -> Result<()> {
                 // The node is stopping.
                 Err(_) if purge.store().is_closed() => return,
                 Err(e) => tracing::warn!(error = %e, "purge failed"),
+            }
+            if let Err(e) = purge.purge_expired_tokens().await
+                && !purge.store().is_closed()
+            {
+                tracing::warn!(error = %e, "purging expired one-time links failed");
+            }
+            match purge.purge_unconfirmed_sign_ups().await {
+                Ok(n) if n > 0 => tracing::info!(users = n, "deleted unconfirmed sign-ups"),
+                Ok(_) => {}
+                Err(_) if purge.store().is_closed() => return,
+                Err(e) => tracing::warn!(error = %e, "purging unconfirmed sign-ups failed"),
             }
         }
     });

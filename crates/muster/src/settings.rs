@@ -142,6 +142,65 @@ pub struct Settings {
     #[arg(long, env = "MUSTER_HASH_WORKERS", help_heading = "Passwords")]
     pub hash_workers: Option<usize>,
 
+    /// SMTP relay for outgoing mail: `smtp://host:25`, `smtp://user:pass@host:587?tls=required`
+    /// (STARTTLS), `smtps://user:pass@host:465` (TLS). Unset: mail is kept in the outbox,
+    /// unsent [default: none].
+    #[arg(long, env = "MUSTER_SMTP_URL", hide_env_values = true, help_heading = "Mail")]
+    pub smtp_url: Option<String>,
+    /// The sender of every mail (`muster@example.org` or `Muster <muster@example.org>`)
+    /// [default: muster@localhost].
+    #[arg(long, env = "MUSTER_MAIL_FROM", help_heading = "Mail")]
+    pub mail_from: Option<String>,
+    /// The base of every link in a mail, as people reach this server (`https://id.example.org`)
+    /// [default: http://<listen>].
+    #[arg(long, env = "MUSTER_PUBLIC_URL", help_heading = "Mail")]
+    pub public_url: Option<String>,
+    /// Directory of mail templates replacing the built-in ones (`<kind>.txt`, `<kind>.html`)
+    /// [default: none].
+    #[arg(long, env = "MUSTER_MAIL_TEMPLATES_DIR", help_heading = "Mail")]
+    pub mail_templates_dir: Option<PathBuf>,
+    /// Seconds before the first retry of a failed delivery; doubles per attempt, at most an
+    /// hour [default: 30].
+    #[arg(long, env = "MUSTER_MAIL_RETRY_BASE_SECS", help_heading = "Mail")]
+    pub mail_retry_base_secs: Option<u64>,
+    /// Delivery attempts before a mail is marked failed (retry it with POST
+    /// /api/mail/{id}/retry) [default: 10].
+    #[arg(long, env = "MUSTER_MAIL_MAX_ATTEMPTS", help_heading = "Mail")]
+    pub mail_max_attempts: Option<u32>,
+    /// Minutes a password-reset link works [default: 30].
+    #[arg(long, env = "MUSTER_PASSWORD_RESET_MINUTES", help_heading = "Mail")]
+    pub password_reset_minutes: Option<i64>,
+    /// Password-reset requests naming one account (or address) per hour before no more mail
+    /// goes out for it [default: 3].
+    #[arg(long, env = "MUSTER_PASSWORD_RESET_PER_ACCOUNT", help_heading = "Mail")]
+    pub password_reset_per_account: Option<u32>,
+    /// Password-reset requests from one client address per hour before it is refused (429)
+    /// [default: 20].
+    #[arg(long, env = "MUSTER_PASSWORD_RESET_PER_ADDRESS", help_heading = "Mail")]
+    pub password_reset_per_address: Option<u32>,
+    /// Days an invitation link works [default: 7].
+    #[arg(long, env = "MUSTER_INVITATION_DAYS", help_heading = "Mail")]
+    pub invitation_days: Option<i64>,
+    /// Whether people may sign up by themselves: `off`, `open` (a confirmed account can log
+    /// in) or `approval` (it then waits for a super-user) [default: off].
+    #[arg(long, env = "MUSTER_SIGNUP", help_heading = "Sign-up")]
+    pub signup: Option<String>,
+    /// Hours a sign-up's confirmation link works [default: 48].
+    #[arg(long, env = "MUSTER_SIGNUP_CONFIRM_HOURS", help_heading = "Sign-up")]
+    pub signup_confirm_hours: Option<i64>,
+    /// Days after which an unconfirmed sign-up is deleted [default: 7].
+    #[arg(long, env = "MUSTER_SIGNUP_UNCONFIRMED_DAYS", help_heading = "Sign-up")]
+    pub signup_unconfirmed_days: Option<i64>,
+    /// Mail domains sign-ups may use (comma-separated, e.g. `example.org,example.com`)
+    /// [default: any].
+    #[arg(
+        long,
+        env = "MUSTER_SIGNUP_EMAIL_DOMAINS",
+        value_delimiter = ',',
+        help_heading = "Sign-up"
+    )]
+    pub signup_email_domains: Option<Vec<String>>,
+
     /// A session ends after this many seconds without use [default: 1800].
     #[arg(long, env = "MUSTER_SESSION_IDLE_SECS", help_heading = "Sessions")]
     pub session_idle_secs: Option<i64>,
@@ -179,6 +238,7 @@ impl std::fmt::Debug for Settings {
             .field("database_url", &self.database_url.redacted())
             .field("secret_key", &self.secret_key.redacted())
             .field("admin_password", &self.admin_password.redacted())
+            .field("smtp_url", &self.smtp_url.redacted())
             .finish_non_exhaustive()
     }
 }
@@ -223,6 +283,64 @@ pub struct Resolved {
     pub argon2: Argon2Params,
     pub hash_workers: usize,
     pub directory: DirectoryConfig,
+    pub mail: MailSettings,
+}
+
+/// Mail settings, checked.
+#[derive(Clone)]
+pub struct MailSettings {
+    pub smtp_url: Option<String>,
+    pub from: String,
+    pub public_url: String,
+    pub templates_dir: Option<PathBuf>,
+    pub retry_base_secs: u64,
+    pub max_attempts: u32,
+    pub reset_minutes: i64,
+    pub reset_per_account: u32,
+    pub reset_per_address: u32,
+    pub invitation_days: i64,
+    pub signup: muster_directory::SignupMode,
+    pub signup_confirm_hours: i64,
+    pub signup_unconfirmed_days: i64,
+    pub signup_domains: Vec<String>,
+}
+
+impl MailSettings {
+    /// The directory's view of these settings (templates loaded and checked).
+    pub fn directory_config(&self) -> Result<muster_directory::MailConfig> {
+        Ok(muster_directory::MailConfig {
+            public_url: self.public_url.clone(),
+            templates: muster_mail::Templates::load(self.templates_dir.as_deref())?,
+            reset_ttl: time::Duration::minutes(self.reset_minutes),
+            invitation_ttl: time::Duration::days(self.invitation_days),
+            reset_per_account: self.reset_per_account,
+            reset_per_address: self.reset_per_address,
+            signup: self.signup,
+            signup_confirm_ttl: time::Duration::hours(self.signup_confirm_hours),
+            signup_unconfirmed_ttl: time::Duration::days(self.signup_unconfirmed_days),
+            signup_domains: self.signup_domains.clone(),
+        })
+    }
+
+    /// The SMTP relay, if one is configured.
+    pub fn smtp(&self) -> Result<Option<muster_mail::Smtp>> {
+        self.smtp_url
+            .as_deref()
+            .map(|url| muster_mail::Smtp::new(url, &self.from).map_err(anyhow::Error::msg))
+            .transpose()
+    }
+}
+
+/// `public_url` without a trailing slash, checked to be an http(s) URL with a host.
+fn checked_public_url(url: &str) -> Result<String> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.contains(['?', '#', ' ']) => Ok(trimmed.to_owned()),
+        _ => bail!("public_url must be an http:// or https:// URL without query or fragment, not {url:?}"),
+    }
 }
 
 impl std::fmt::Debug for Resolved {
@@ -330,8 +448,35 @@ impl Settings {
             iterations: self.argon2_iterations.unwrap_or(2),
             parallelism: self.argon2_parallelism.unwrap_or(1),
         };
+        let listen = checked_listen(self.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
+        let mail = MailSettings {
+            smtp_url: self.smtp_url.filter(|u| !u.trim().is_empty()),
+            from: self.mail_from.unwrap_or_else(|| "muster@localhost".into()),
+            public_url: checked_public_url(&self.public_url.unwrap_or_else(|| format!("http://{listen}")))?,
+            templates_dir: self.mail_templates_dir,
+            retry_base_secs: self.mail_retry_base_secs.unwrap_or(30).max(1),
+            max_attempts: self.mail_max_attempts.unwrap_or(10).max(1),
+            reset_minutes: positive("password_reset_minutes", self.password_reset_minutes.unwrap_or(30))?,
+            reset_per_account: self.password_reset_per_account.unwrap_or(3).max(1),
+            reset_per_address: self.password_reset_per_address.unwrap_or(20).max(1),
+            invitation_days: positive("invitation_days", self.invitation_days.unwrap_or(7))?,
+            signup: match self.signup.as_deref().map(str::trim) {
+                None | Some("") => muster_directory::SignupMode::Off,
+                Some(s) => muster_directory::SignupMode::parse(s)
+                    .ok_or_else(|| anyhow::anyhow!("signup must be off, open or approval, not {s:?}"))?,
+            },
+            signup_confirm_hours: positive("signup_confirm_hours", self.signup_confirm_hours.unwrap_or(48))?,
+            signup_unconfirmed_days: positive("signup_unconfirmed_days", self.signup_unconfirmed_days.unwrap_or(7))?,
+            signup_domains: self
+                .signup_email_domains
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| d.trim().trim_start_matches('@').to_lowercase())
+                .filter(|d| !d.is_empty())
+                .collect(),
+        };
         Ok(Resolved {
-            listen: checked_listen(self.listen.as_deref().unwrap_or("127.0.0.1:8080"))?,
+            listen,
             max_body_bytes: self.max_body_bytes.unwrap_or(64 * 1024),
             request_timeout_secs: self.request_timeout_secs.unwrap_or(30).max(1),
             worker_concurrency: self.worker_concurrency.unwrap_or(16),
@@ -358,6 +503,7 @@ impl Settings {
             argon2,
             hash_workers: self.hash_workers.unwrap_or_else(cores).max(1),
             directory,
+            mail,
         })
     }
 }

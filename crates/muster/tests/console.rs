@@ -331,3 +331,202 @@ async fn console_in_headless_chromium() {
         s.stderr()
     );
 }
+
+/// The pages for getting in without a password: asking for a reset link (the same answer for
+/// anyone), setting the password from the link (once), accepting an invitation (signed in).
+#[tokio::test]
+async fn console_password_reset_and_invitation_pages() {
+    use common::smtp::{SmtpSink, link, python};
+    let Some(py) = python() else { return };
+    let sink = SmtpSink::start(&py).await;
+    let smtp = sink.url();
+    let public = "http://console.example.test";
+    let env = [
+        ("MUSTER_SMTP_URL", smtp.as_str()),
+        ("MUSTER_PUBLIC_URL", public),
+        ("MUSTER_MAIL_RETRY_BASE_SECS", "1"),
+    ];
+    for s in Server::all(&env).await {
+        let l = s.label;
+        let name = format!("rita-{l}");
+        let email = format!("rita-{l}@example.test");
+        s.create_user(json!({"username": name, "password": "Old-pa55word-here", "email": email}))
+            .await;
+        let mut v = Visitor::new(&s);
+        let p = v.get("/login").await;
+        assert!(p.body.contains("href=\"/password-reset\""), "{l}");
+
+        let p = v.get("/password-reset").await;
+        assert_eq!(p.status, StatusCode::OK, "{l}");
+        let csrf = p.csrf();
+        let p = v.post("/password-reset", &[("who", &name)]).await;
+        assert_eq!(p.status, StatusCode::FORBIDDEN, "{l}: no token, no request");
+        let asked = v.post("/password-reset", &[("_csrf", &csrf), ("who", &name)]).await;
+        assert_eq!(asked.status, StatusCode::OK, "{l}");
+        assert!(asked.body.contains("id=\"reset-asked\""), "{l}: {}", asked.body);
+        let nobody = v
+            .post("/password-reset", &[("_csrf", &csrf), ("who", "nobody@example.test")])
+            .await;
+        assert_eq!(nobody.body, asked.body, "{l}: the same page for nobody");
+
+        let m = sink.wait_for(&email, "/password-reset?token=").await;
+        let (_, token) = link(m["data"].as_str().unwrap_or_default(), public, "/password-reset");
+        let p = v.get(&format!("/password-reset?token={token}")).await;
+        assert!(p.body.contains(&format!("name=\"token\" value=\"{token}\"")), "{l}");
+        let csrf = p.csrf();
+        let form = |a: &str, b: &str| -> Vec<(&'static str, String)> {
+            vec![
+                ("_csrf", csrf.clone()),
+                ("token", token.clone()),
+                ("new_password", a.to_owned()),
+                ("new_password_again", b.to_owned()),
+            ]
+        };
+        let differ = form("N3w-pa55word-here", "N3w-pa55word-there");
+        let p = v.post("/password-reset/complete", &pairs(&differ)).await;
+        assert!(p.body.contains("differ"), "{l}");
+        let short = form("short", "short");
+        let p = v.post("/password-reset/complete", &pairs(&short)).await;
+        assert!(p.body.contains("id=\"reset-error\""), "{l}: {}", p.body);
+        let good = form("N3w-pa55word-here", "N3w-pa55word-here");
+        let good = pairs(&good);
+        let p = v.post("/password-reset/complete", &good).await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{l}: {}", p.body);
+        assert_eq!(p.location(), "/login?password_reset=1", "{l}");
+        let p = v.post("/password-reset/complete", &good).await;
+        assert!(p.body.contains("id=\"reset-dead\""), "{l}: used: {}", p.body);
+        let p = v.sign_in(&name, "N3w-pa55word-here").await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{l}");
+
+        // An invitation: choose a password, signed in.
+        let invited = format!("ida-{l}@example.test");
+        s.create_user(json!({"username": format!("ida-{l}"), "email": invited}))
+            .await;
+        let m = sink.wait_for(&invited, "/invitation?token=").await;
+        let (_, token) = link(m["data"].as_str().unwrap_or_default(), public, "/invitation");
+        let mut w = Visitor::new(&s);
+        let p = w.get(&format!("/invitation?token={token}")).await;
+        assert_eq!(p.status, StatusCode::OK, "{l}");
+        let csrf = p.csrf();
+        let p = w
+            .post(
+                "/invitation",
+                &[
+                    ("_csrf", &csrf),
+                    ("token", &token),
+                    ("password", "F1rst-pa55word-ok"),
+                    ("password_again", "F1rst-pa55word-ok"),
+                ],
+            )
+            .await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{l}: {}", p.body);
+        assert_eq!(p.location(), "/me", "{l}");
+        assert!(p.set_cookie("muster_session").is_some(), "{l}");
+        let p = w.get("/me").await;
+        assert_eq!(p.status, StatusCode::OK, "{l}");
+        let mut x = Visitor::new(&s);
+        let p = x.get(&format!("/invitation?token={token}")).await;
+        let csrf = p.csrf();
+        let p = x
+            .post(
+                "/invitation",
+                &[
+                    ("_csrf", &csrf),
+                    ("token", &token),
+                    ("password", "F1rst-pa55word-ok"),
+                    ("password_again", "F1rst-pa55word-ok"),
+                ],
+            )
+            .await;
+        assert!(p.body.contains("id=\"invitation-dead\""), "{l}: used: {}", p.body);
+    }
+}
+
+/// Form fields as `Visitor::post` takes them.
+fn pairs<'f>(f: &'f [(&'static str, String)]) -> Vec<(&'static str, &'f str)> {
+    f.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// A failed delivery shows on the dashboard and the mail page, and is queued again from there.
+#[tokio::test]
+async fn console_shows_failed_mail_and_retries_it() {
+    use common::smtp::{SmtpSink, python};
+    let Some(py) = python() else { return };
+    let sink = SmtpSink::start_with(&py, 0, 1).await;
+    let smtp = sink.url();
+    let env = [("MUSTER_SMTP_URL", smtp.as_str()), ("MUSTER_MAIL_RETRY_BASE_SECS", "1")];
+    let db = TestDb::all().await.into_iter().next().expect("a database");
+    let s = Server::start(db, &env).await;
+    s.create_user(json!({"username": "fay", "email": "fay@example.test"}))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut v = Visitor::new(&s);
+    v.sign_in(ADMIN, ADMIN_PASSWORD).await;
+    let page = loop {
+        let p = v.get("/mail?status=failed").await;
+        if p.body.contains("/retry") {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no failed mail: {}", p.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(page.body.contains("550"), "the server's answer is shown");
+    let dash = v.get("/").await;
+    assert!(dash.body.contains("href=\"/mail?status=failed\""), "{}", dash.body);
+    let at = page.body.find("action=\"/mail/").expect("a retry form") + 8;
+    let action: String = page.body[at..].chars().take_while(|c| *c != '"').collect();
+    let csrf = page.csrf();
+    let p = v.post(&action, &[("_csrf", &csrf)]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    sink.wait_for("fay@example.test", "/invitation?token=").await;
+}
+
+/// Sign-up in the console: the form, the same answer for a taken name, the confirmation page;
+/// none of it while sign-up is off.
+#[tokio::test]
+async fn console_sign_up_pages() {
+    use common::smtp::{SmtpSink, link, python};
+    let Some(py) = python() else { return };
+    let sink = SmtpSink::start(&py).await;
+    let smtp = sink.url();
+    let public = "http://console.example.test";
+    let env = [
+        ("MUSTER_SMTP_URL", smtp.as_str()),
+        ("MUSTER_PUBLIC_URL", public),
+        ("MUSTER_SIGNUP", "open"),
+    ];
+    for s in Server::all(&env).await {
+        let l = s.label;
+        let mut v = Visitor::new(&s);
+        let p = v.get("/login").await;
+        assert!(p.body.contains("id=\"signup-link\""), "{l}");
+        let p = v.get("/signup").await;
+        let csrf = p.csrf();
+        let (name, email) = (format!("sue-{l}"), format!("sue-{l}@example.test"));
+        let form = [
+            ("_csrf", csrf.as_str()),
+            ("username", name.as_str()),
+            ("email", email.as_str()),
+            ("password", "Sue-pa55word-long"),
+            ("password_again", "Sue-pa55word-long"),
+        ];
+        let sent = v.post("/signup", &form).await;
+        assert!(sent.body.contains("id=\"signup-sent\""), "{l}: {}", sent.body);
+        let again = v.post("/signup", &form).await;
+        assert_eq!(again.body, sent.body, "{l}: a taken name is answered alike");
+        let m = sink.wait_for(&email, "/signup/confirm?token=").await;
+        let (_, token) = link(m["data"].as_str().unwrap_or_default(), public, "/signup/confirm");
+        let p = v.get(&format!("/signup/confirm?token={token}")).await;
+        let csrf = p.csrf();
+        let p = v.post("/signup/confirm", &[("_csrf", &csrf), ("token", &token)]).await;
+        assert!(p.body.contains("id=\"signup-confirmed\""), "{l}: {}", p.body);
+        let p = v.post("/signup/confirm", &[("_csrf", &csrf), ("token", &token)]).await;
+        assert!(p.body.contains("id=\"signup-dead\""), "{l}: {}", p.body);
+        let p = v.sign_in(&name, "Sue-pa55word-long").await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{l}");
+    }
+    let s = Server::start(TestDb::sqlite(), &[]).await;
+    let mut v = Visitor::new(&s);
+    assert!(!v.get("/login").await.body.contains("signup-link"));
+    assert!(v.get("/signup").await.body.contains("id=\"signup-off\""));
+}

@@ -132,6 +132,12 @@ pub async fn page(State(state): State<AppState>, viewer: Viewer) -> PageResult {
             count: total,
             href: "/users?is_locked=true".into(),
         });
+        let mail = state.directory.mail_counts(&viewer.auth).await?;
+        cards.push(Card {
+            label: "Failed mail deliveries".into(),
+            count: mail.iter().find(|(s, _)| s == "failed").map_or(0, |(_, n)| *n),
+            href: "/mail?status=failed".into(),
+        });
         let status = state.processes.engine_status(&viewer.auth).await?;
         engine_status = status.global_status.to_owned();
         engine_paused = status.global_lock;

@@ -41,12 +41,15 @@ struct LoginPage {
     reason: String,
     admin_username: String,
     warn_days: i64,
+    /// Sign-up is on: the page links to it.
+    signup: bool,
 }
 
 #[derive(Deserialize)]
 pub struct NextParam {
     next: Option<String>,
     signed_out: Option<String>,
+    password_reset: Option<String>,
 }
 
 /// What the earlier steps gathered.
@@ -87,6 +90,7 @@ fn login_page(
         reason: String::new(),
         admin_username: options.admin_username.clone(),
         warn_days: state.directory.config().password_warn_days,
+        signup: state.directory.mail_config().signup != muster_directory::SignupMode::Off,
     }
 }
 
@@ -123,6 +127,9 @@ pub async fn page(
     );
     if q.signed_out.is_some() {
         p.notice = Some("You are signed out.".into());
+    }
+    if q.password_reset.is_some() {
+        p.notice = Some("Your password is set. Sign in with it.".into());
     }
     let mut set = Vec::new();
     if fresh {

@@ -240,6 +240,16 @@ impl ThrottleKeys {
         format!("{kind}:{hex}")
     }
 
+    /// The keys of a password-reset request naming `identifier` (a username or an address,
+    /// normalised here) from `address`: (per identifier, per client address).
+    pub fn reset_keys(&self, identifier: &str, address: Option<&str>) -> (String, Option<String>) {
+        let name = super::username::key(identifier);
+        (
+            self.tag("reset_account", &[&name]),
+            address.map(|a| self.tag("reset_address", &[a])),
+        )
+    }
+
     /// The keys of an attempt by `username` (normalised as logins look names up) from `address`.
     pub fn of(&self, username: &str, address: Option<&str>) -> LoginKeys {
         let name = super::username::key(username);

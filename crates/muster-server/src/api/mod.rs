@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod events;
 pub mod health;
+pub mod mail;
 pub mod offering_users;
 pub mod processes;
 pub mod products;
@@ -25,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(session::router())
         .merge(users::router())
+        .merge(mail::router())
         .merge(audit::router())
         .merge(events::router())
         .merge(processes::router())

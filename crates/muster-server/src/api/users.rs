@@ -38,7 +38,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// `musr…` or the user's UUID.
-fn user_id(raw: &str) -> Result<UserId, ApiError> {
+pub(crate) fn user_id(raw: &str) -> Result<UserId, ApiError> {
     UserId::parse_any(raw).ok_or_else(|| {
         ApiError(DomainError::invalid(
             codes::USER_ID_INVALID,

@@ -3,6 +3,8 @@
 //! over HTTP.
 #![allow(dead_code)]
 
+pub mod smtp;
+
 use muster_store::testing::TestDb;
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
@@ -434,3 +436,21 @@ impl WorkerProcess {
 }
 
 // ---- end of engine durability helpers ----
+
+/// Runs `sql` straight on the server's database, for states the API cannot make (an expired
+/// link, aged rows).
+pub async fn db_exec(s: &Server, sql: &str) {
+    let q = sqlx::AssertSqlSafe(sql.to_owned());
+    if s.db_url.starts_with("sqlite:") {
+        let opts = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&s.db_url)
+            .expect("sqlite url")
+            .busy_timeout(Duration::from_secs(10));
+        let pool = sqlx::SqlitePool::connect_with(opts).await.expect("sqlite");
+        sqlx::query(q).execute(&pool).await.expect("db_exec");
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(&s.db_url).await.expect("postgres");
+        sqlx::query(q).execute(&pool).await.expect("db_exec");
+        pool.close().await;
+    }
+}
