@@ -9,6 +9,9 @@ use crate::{Result, Store, on_db};
 /// fold the same rows and count them twice. Writers are not blocked by it.
 const PG_COMPACTION_LOCK: i64 = 0x6d75_7374_6572_0001;
 
+/// Folds at least this large are followed by a vacuum of the table on PostgreSQL.
+const VACUUM_AFTER: i64 = 10_000;
+
 impl Store {
     /// Folds the tallies into one row per key (dropping keys that sum to zero); returns how many
     /// rows fewer there are. Safe while accounts change: rows appended meanwhile are left for
@@ -51,6 +54,12 @@ impl Store {
                 .await?
                 .rows_affected() as i64;
             crate::commit(tx).await?;
+            // PostgreSQL keeps deleted rows until a vacuum; after a large fold (a bulk load)
+            // reading the few live rows would mean reading all the dead ones too, until
+            // autovacuum came by.
+            if deleted >= VACUUM_AFTER && matches!(self.backend(), crate::Backend::Postgres) {
+                sqlx::query("VACUUM (ANALYZE) offering_user_tallies").execute(pool).await?;
+            }
             deleted - inserted
         }))
     }
