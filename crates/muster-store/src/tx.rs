@@ -2,7 +2,7 @@
 //!
 //! Most store methods are one transaction each. A workflow step is different: its own writes
 //! (a subscription, a directory user), its step-log row and the fenced update of its process
-//! row must commit together (DESIGN invariant 1), and only the engine knows when the step is
+//! row must commit together, so that a step is either wholly done or not done at all, and only the engine knows when the step is
 //! over. [`StoreTx`] is such a transaction, on either backend; the methods that run inside one
 //! are defined on it, next to the tables they touch.
 

@@ -57,7 +57,7 @@ impl Catalogue {
     pub fn from_rows(rows: CatalogueRows) -> Self {
         let block_json = |id: Uuid| -> Option<Value> {
             let b = rows.blocks.iter().find(|b| b.product_block_id == id)?;
-            let resource_types: Vec<ResourceType> = rows
+            let resource_types: Vec<ResourceType<'_>> = rows
                 .resource_types
                 .iter()
                 .filter(|r| r.product_block_id == id)

@@ -1,5 +1,6 @@
 //! The products User Group, User internal and User external, and their workflows
-//! (reference/orchestrator-core.md §6), written on `muster-engine`.
+//! (after the User / UserGroup example of orchestrator-core's documentation,
+//! <https://workfloworchestrator.org/orchestrator-core/>), written on `muster-engine`.
 //!
 //! - [`catalogue`]: the product catalogue, loaded once (it is seeded by migration);
 //! - [`subscriptions`]: reading subscriptions (domain model, lists, which workflows may start);

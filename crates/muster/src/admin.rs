@@ -44,15 +44,21 @@ enum UserAction {
 
 #[derive(Args)]
 struct NewUser {
+    /// The new user's login name (unique in the directory).
     username: String,
+    /// The user's mail address (needed for --invite).
     #[arg(long)]
     email: Option<String>,
+    /// The name shown for the user.
     #[arg(long)]
     display_name: Option<String>,
+    /// The user's given name.
     #[arg(long)]
     first_name: Option<String>,
+    /// The user's middle name.
     #[arg(long)]
     middle_name: Option<String>,
+    /// The user's family name.
     #[arg(long)]
     last_name: Option<String>,
     /// Read the password from the first line of standard input (passwords on the command line

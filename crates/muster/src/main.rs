@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 /// to the system promptly, which keeps muster's footprint near its working set.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use settings::Settings;
+use settings::{Settings, shown_only, used_by};
 
 #[derive(Parser)]
 #[command(
@@ -34,14 +34,18 @@ enum Command {
     Serve(Box<Settings>),
     /// Run only the workflow engine: workers and the scheduler, no HTTP. Any number of these
     /// share one PostgreSQL database with `serve` nodes.
+    #[command(mut_args = shown_only(&[used_by::COMMON, used_by::STORAGE, used_by::DIRECTORY, used_by::ENGINE]))]
     Worker(Box<Settings>),
     /// Apply database migrations, then exit.
+    #[command(mut_args = shown_only(&[used_by::COMMON, used_by::STORAGE]))]
     Migrate(Box<Settings>),
     /// Print the OpenAPI document (JSON) to standard output.
     Openapi,
     /// Manage directory users from the command line.
+    #[command(mut_args = shown_only(&[used_by::COMMON, used_by::STORAGE, used_by::DIRECTORY]))]
     User(admin::UserCommand),
     /// Mail: check the SMTP settings.
+    #[command(mut_args = shown_only(&[used_by::COMMON, used_by::SMTP]))]
     Mail(mail::MailCommand),
 }
 

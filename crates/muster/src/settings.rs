@@ -254,6 +254,67 @@ fn checked_listen(listen: &str) -> Result<String> {
     }
 }
 
+/// The settings each subcommand reads, by clap id (the field name), in groups. `serve` reads
+/// them all; the other subcommands list only theirs in `--help` ([`shown_only`]). The rest
+/// stay accepted, hidden, so one environment or config file serves every subcommand.
+pub mod used_by {
+    /// Every subcommand: where settings come from and how it logs.
+    pub const COMMON: &[&str] = &["config", "log_format"];
+    /// Opening the database.
+    pub const STORAGE: &[&str] = &["database_url", "db_max_connections", "sqlite_max_size_mib", "data_dir"];
+    /// The directory: the server key, password hashing and rules, and the mail it queues.
+    pub const DIRECTORY: &[&str] = &[
+        "secret_key",
+        "approval_required",
+        "apps",
+        "totp_label",
+        "password_min_length",
+        "password_max_length",
+        "password_reject_list",
+        "password_expiry_days",
+        "password_warn_days",
+        "argon2_memory_kib",
+        "argon2_iterations",
+        "argon2_parallelism",
+        "hash_workers",
+        "mail_from",
+        "public_url",
+        "mail_templates_dir",
+        "password_reset_minutes",
+        "password_reset_per_account",
+        "password_reset_per_address",
+        "invitation_days",
+        "signup",
+        "signup_confirm_hours",
+        "signup_unconfirmed_days",
+        "signup_email_domains",
+    ];
+    /// The workflow engine and its scheduler.
+    pub const ENGINE: &[&str] = &[
+        "worker_concurrency",
+        "lease_secs",
+        "retry_base_secs",
+        "retry_max_attempts",
+        "event_retention_days",
+        "scheduler_tick_secs",
+    ];
+    /// Sending mail straight through the relay (`muster mail test`).
+    pub const SMTP: &[&str] = &["smtp_url", "mail_from", "public_url", "mail_templates_dir"];
+}
+
+/// For clap's `mut_args`: hides from `--help` every setting not in one of `groups`. Hidden
+/// settings are still parsed (flag, environment, file) exactly as before.
+pub fn shown_only(groups: &'static [&'static [&'static str]]) -> impl FnMut(clap::Arg) -> clap::Arg {
+    move |arg| {
+        let id = arg.get_id().as_str();
+        if groups.iter().any(|g| g.contains(&id)) {
+            arg
+        } else {
+            arg.hide(true)
+        }
+    }
+}
+
 /// A hundred years: anything longer is "for ever", which 0 says.
 const MAX_EVENT_RETENTION_DAYS: u32 = 36_500;
 

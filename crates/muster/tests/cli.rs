@@ -384,6 +384,50 @@ async fn serve_help_names_the_settings_without_showing_secrets() {
     assert!(!help.contains("Env-s3cret-k3y-value"), "help hides the server key");
 }
 
+/// `muster <args> --help` with a clean environment.
+async fn help(args: &[&str]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    let out = run(cmd, args, None).await;
+    assert_success(&out, &args.join(" "))
+}
+
+#[tokio::test]
+async fn each_subcommand_lists_only_the_settings_it_uses() {
+    let serve = help(&["serve", "--help"]).await;
+    assert!(serve.contains("--listen"), "serve --help lists --listen: {serve}");
+    let migrate = help(&["migrate", "--help"]).await;
+    assert!(
+        !migrate.contains("--listen"),
+        "migrate --help does not list --listen: {migrate}"
+    );
+    assert!(!migrate.contains("--admin-password"), "nor --admin-password: {migrate}");
+    assert!(
+        migrate.contains("--database-url"),
+        "migrate --help lists --database-url: {migrate}"
+    );
+    let user = help(&["user", "--help"]).await;
+    assert!(
+        !user.contains("--max-body-bytes"),
+        "user --help does not list --max-body-bytes: {user}"
+    );
+    assert!(user.contains("--secret-key"), "user --help lists --secret-key: {user}");
+    let worker = help(&["worker", "--help"]).await;
+    assert!(
+        !worker.contains("--listen"),
+        "worker --help does not list --listen: {worker}"
+    );
+    assert!(
+        worker.contains("--lease-secs"),
+        "worker --help lists --lease-secs: {worker}"
+    );
+    let create = help(&["user", "create", "--help"]).await;
+    for line in create.lines().filter(|l| l.trim_start().starts_with("--")) {
+        let described = line.trim().split_once("  ").is_some_and(|(_, d)| !d.trim().is_empty());
+        assert!(described, "user create --help describes every option: {line}");
+    }
+}
+
 #[tokio::test]
 async fn openapi_into_a_closed_pipe_exits_quietly() {
     let dir = tempfile::tempdir().expect("temp dir");

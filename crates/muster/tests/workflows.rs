@@ -1,5 +1,5 @@
 //! End-to-end tests of the durable workflows and subscriptions (orchestrator-core's User /
-//! UserGroup example, reference/orchestrator-core.md §2–§4, §6): the catalogue, the multi-page
+//! UserGroup example, <https://workfloworchestrator.org/orchestrator-core/>): the catalogue, the multi-page
 //! form protocol (510 / 400), the workflows' steps and the subscriptions they leave, one workflow
 //! per subscription at a time, unique numbers under concurrency, abort and resume, the engine's
 //! pause switch, lists, `set_in_sync` and the processes / subscriptions event streams. Every test
@@ -2575,7 +2575,7 @@ async fn modify_user_can_change_the_case_of_its_own_username() {
     }
 }
 
-/// reference §2.5/§2.6: a workflow is blocked with `subscription.relations_not_in_sync` while a
+/// As in orchestrator-core (`orchestrator/services/subscriptions.py`), a workflow is blocked with `subscription.relations_not_in_sync` while a
 /// subscription it depends on is out of sync. (Found never reported — `start_blocked` did not
 /// return it and a modify_user started while another workflow held the user's group; fixed in
 /// ce0badf.)

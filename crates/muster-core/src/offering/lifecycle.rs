@@ -601,7 +601,8 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
-    /// Reference §1.2, written out independently of the code: (int, constant, label, storage).
+    /// Waldur's `OfferingUser` states (waldur-mastermind,
+    /// `src/waldur_mastermind/marketplace/models.py`), written out independently of the code: (int, constant, label, storage).
     const STATES: [(u8, &str, &str, &str); 10] = [
         (1, "CREATION_REQUESTED", "Requested", "requested"),
         (2, "CREATING", "Creating", "creating"),
@@ -625,7 +626,8 @@ mod tests {
         (10, "ERROR_DELETING", "Error deleting", "error_deleting"),
     ];
 
-    /// Reference §1.3/§1.4, written out with labels and names rather than the enums, so a typo in
+    /// Waldur's API-level transitions (its view validators) and Homeport's `STATE_TRANSITIONS`,
+    /// written out with labels and names rather than the enums, so a typo in
     /// either the code or here fails a test: (action, target constant, sources, target, comments).
     const EXPECTED: [(&str, &str, &[&str], &str, &str); 10] = [
         (
@@ -706,7 +708,7 @@ mod tests {
         ),
     ];
 
-    /// Homeport's `STATE_TRANSITIONS` (reference §1.4), a third independent statement of the
+    /// Waldur Homeport's `STATE_TRANSITIONS` (<https://github.com/waldur/waldur-homeport>), a third independent statement of the
     /// same table: state → reachable states, compared as sets.
     const HOMEPORT: [(&str, &[&str]); 10] = [
         ("Requested", &["Creating", "OK", "Error creating"]),
@@ -954,7 +956,7 @@ mod tests {
 
     #[test]
     fn no_self_transitions() {
-        // The reference allows none (§1.3 "no self-transitions", §8.8), restore included.
+        // Waldur allows none, restore included: no action leads from a state back to itself.
         for t in TRANSITIONS {
             assert!(!t.sources.contains(&t.target), "{} loops on {}", t.action, t.target);
         }

@@ -1,4 +1,4 @@
-//! Input forms, following pydantic-forms' protocol (reference §3).
+//! Input forms, following pydantic-forms' protocol (<https://github.com/workfloworchestrator/pydantic-forms>).
 //!
 //! A form is a sequence of [`Page`]s. Clients post the inputs of every page they have filled so
 //! far, each time; the form is *replayed* over them ([`FormRun`]): each page validates its

@@ -1,4 +1,4 @@
-//! Subscription lifecycle (reference §1.3, §2.5): statuses, the transitions between them, which
+//! Subscription lifecycle (orchestrator-core's `SubscriptionLifecycle`, `orchestrator/types.py`): statuses, the transitions between them, which
 //! workflow targets a status allows, and which statuses the subscriptions *using* a subscription
 //! may have when it changes (orchestrator-core's `SAFE_USED_BY_TRANSITIONS_FOR_STATUS`).
 

@@ -1,4 +1,4 @@
-//! The User and UserGroup products (reference §6): their blocks and the fields each lifecycle
+//! The User and UserGroup products (orchestrator-core's documented example): their blocks and the fields each lifecycle
 //! status requires. orchestrator-core expresses this as one pydantic class per lifecycle; here
 //! it is one table, checked whenever a subscription changes status and whenever it is saved.
 

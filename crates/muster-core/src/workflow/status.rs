@@ -1,4 +1,4 @@
-//! Process and step statuses, with orchestrator-core's strings (reference §2.3), and the one
+//! Process and step statuses, with orchestrator-core's strings (`orchestrator/workflow.py`: `ProcessStatus`, `StepStatus`), and the one
 //! table of process transitions that the store's conditional updates and the API read.
 
 use serde::{Deserialize, Serialize};
