@@ -360,6 +360,25 @@ async fn the_site_sets_posix_attributes_within_its_pools() {
             .expect(400);
         assert!(field_error(&r).1.contains("handed out before"), "{l}: {}", r.body);
 
+        // Two accounts racing for the last free uid: exactly one gets it.
+        let cy = call(&s, Method::GET, &format!("{BASE}?page_size=300"), &token, None)
+            .await
+            .expect(200)
+            .body
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["uidnumber"] == 5002)
+            .map(id)
+            .unwrap_or_default();
+        let (x, y) = tokio::join!(
+            set_posix(&s, &token, &cy, json!({"uidnumber": 5009})),
+            set_posix(&s, &token, &bob, json!({"uidnumber": 5009})),
+        );
+        let mut statuses = [x.status.as_u16(), y.status.as_u16()];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 400], "{l}: {} / {}", x.body, y.body);
+
         // The home directory: the derived value follows a rename, an explicit one sticks.
         let r = set_posix(&s, &token, &ann, json!({"home_directory": "/home/ann"}))
             .await
