@@ -213,6 +213,8 @@ pub mod actions {
     pub const OFFERING_CREATE: &str = "offering.create";
     pub const OFFERING_UPDATE: &str = "offering.update";
     pub const OFFERING_DELETE: &str = "offering.delete";
+    /// An operator released a uid or gid of an offering's pool so it may be given again.
+    pub const OFFERING_POSIX_RELEASE: &str = "offering.posix_release";
     pub const API_TOKEN_CREATE: &str = "api_token.create";
     pub const API_TOKEN_REVOKE: &str = "api_token.revoke";
     pub const OFFERING_USER_CREATE: &str = "offering_user.create";

@@ -166,7 +166,7 @@ fn clean_username(value: Option<String>) -> Result<String, DomainError> {
     Ok(value)
 }
 
-fn account_not_found() -> DomainError {
+pub(crate) fn account_not_found() -> DomainError {
     DomainError::not_found("offering user")
 }
 
@@ -236,7 +236,7 @@ pub(crate) fn change_records(
 
 /// Visibility and permission for a change: invisible is 404, visible but not the provider's
 /// manager is 403.
-fn may_change(scope: &Scope, a: &Account) -> Result<(), DomainError> {
+pub(crate) fn may_change(scope: &Scope, a: &Account) -> Result<(), DomainError> {
     if !scope.can_see(a.provider_uuid.0, a.user_uuid) {
         Err(account_not_found())
     } else if !scope.can_manage(a.provider_uuid.0) {
@@ -470,7 +470,7 @@ impl Offerings {
 
     // --- reading -----------------------------------------------------------------------------
 
-    async fn visible(&self, caller: &muster_directory::Caller, uuid: &str) -> Result<Account, DomainError> {
+    pub(crate) async fn visible(&self, caller: &muster_directory::Caller, uuid: &str) -> Result<Account, DomainError> {
         let uuid = OfferingUserUuid::parse(uuid).ok_or_else(account_not_found)?;
         let scope = self.scope(Actor::Caller(caller)).await?;
         let a = self
@@ -503,7 +503,7 @@ impl Offerings {
         Ok(list.into_iter().map(HistoryView::from).collect())
     }
 
-    fn query(scope: &Scope, f: &AccountFilter) -> AccountQuery {
+    pub(crate) fn query(scope: &Scope, f: &AccountFilter) -> AccountQuery {
         AccountQuery {
             visibility: scope.visibility(),
             states: f.states.clone(),

@@ -17,6 +17,9 @@ mod accounts;
 pub mod membership;
 mod naming;
 mod posix;
+mod posix_attributes;
+mod posix_reads;
+mod posix_release;
 mod providers;
 mod views;
 
@@ -24,6 +27,9 @@ pub use accounts::{
     AccountFilter, CommentsInput, CreateAccountInput, RuntimeStateInput, TransitionInput, UsernameInput,
     is_invalid_transition,
 };
+pub use posix_attributes::{PosixAttributesInput, PosixAttributesView};
+pub use posix_reads::{PosixAllocationView, PosixIdentityView};
+pub use posix_release::{ReleasePosixIdInput, ReleasedPosixIdView};
 pub use providers::{
     AddManagerInput, CreateApiTokenInput, CreateOfferingInput, CreateProviderInput, UpdateOfferingInput,
     UpdateProviderInput,
@@ -74,6 +80,10 @@ impl Scope {
             providers: Vec::new(),
             user: None,
         }
+    }
+
+    pub(crate) fn is_super_user(&self) -> bool {
+        self.super_user
     }
 
     pub(crate) fn can_see(&self, provider: Uuid, user: Uuid) -> bool {

@@ -130,22 +130,44 @@ impl StoreTx {
         let Some(p) = &offering.posix else {
             return Ok(crate::PosixAllocation::NoPool);
         };
-        let uid: Option<i64> = on_tx!(self, conn => {
-            sqlx::query_scalar(crate::offerings::NEXT_UID_SQLITE).bind(offering.uuid.0).fetch_optional(&mut *conn).await?
-        });
-        let Some(uid) = uid else {
+        let Some(uid) = self
+            .draw_sqlite(offering, crate::offerings::NEXT_UID_SQLITE, crate::posix::UID_HELD)
+            .await?
+        else {
             return Ok(crate::PosixAllocation::UidPoolFull);
         };
         let gid = match p.shared_gid {
             Some(g) => Some(g),
-            None => on_tx!(self, conn => {
-                sqlx::query_scalar(crate::offerings::NEXT_GID_SQLITE).bind(offering.uuid.0).fetch_optional(&mut *conn).await?
-            }),
+            None => {
+                self.draw_sqlite(offering, crate::offerings::NEXT_GID_SQLITE, crate::posix::GID_HELD)
+                    .await?
+            }
         };
         Ok(match gid {
             Some(gid) => crate::PosixAllocation::Allocated { uid, gid },
             None => crate::PosixAllocation::GidPoolFull,
         })
+    }
+
+    /// `Store::draw` in this transaction (SQLite).
+    async fn draw_sqlite(
+        &mut self,
+        offering: &Offering,
+        draw_sql: &'static str,
+        held_sql: &'static str,
+    ) -> Result<Option<i64>> {
+        loop {
+            let n: Option<i64> = on_tx!(self, conn => {
+                sqlx::query_scalar(draw_sql).bind(offering.uuid.0).fetch_optional(&mut *conn).await?
+            });
+            let Some(n) = n else { return Ok(None) };
+            let held: i64 = on_tx!(self, conn => {
+                sqlx::query_scalar(held_sql).bind(offering.uuid.0).bind(n).bind(Uuid::nil()).fetch_one(&mut *conn).await?
+            });
+            if held == 0 {
+                return Ok(Some(n));
+            }
+        }
     }
 
     /// Whether another live account of `offering` (any state but `deleted`, as the unique index

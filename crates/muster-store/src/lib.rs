@@ -23,6 +23,7 @@ mod health;
 mod mail;
 mod nodes;
 mod offerings;
+mod posix;
 mod processes;
 mod sessions;
 mod sqlite_writer;
@@ -42,6 +43,7 @@ pub use events::EventRecord;
 pub use health::DatabaseHealth;
 pub use mail::{Followups, MailRow, NewActionToken, NewMail, Redemption};
 pub use offerings::{AccountChange, AccountOrder, AccountQuery, ChangeOutcome, PosixAllocation, Visibility};
+pub use posix::{PosixRelease, PosixWrite};
 pub use processes::{
     Fence, NewProcess, ProcessQuery, ProcessRow, ProcessSort, ProcessUpdate, ScheduleRow, StepLog, StepRow,
     WorkListener,

@@ -1302,22 +1302,34 @@ impl Store {
             Backend::Sqlite => (NEXT_UID_SQLITE, NEXT_GID_SQLITE),
             Backend::Postgres => (NEXT_UID_POSTGRES, NEXT_GID_POSTGRES),
         };
-        let uid: Option<i64> = on_db!(self, write, pool => {
-            sqlx::query_scalar(uid_sql).bind(offering.uuid.0).fetch_optional(pool).await?
-        });
-        let Some(uid) = uid else {
+        let Some(uid) = self.draw(offering, uid_sql, crate::posix::UID_HELD).await? else {
             return Ok(PosixAllocation::UidPoolFull);
         };
         let gid = match p.shared_gid {
             Some(g) => Some(g),
-            None => on_db!(self, write, pool => {
-                sqlx::query_scalar(gid_sql).bind(offering.uuid.0).fetch_optional(pool).await?
-            }),
+            None => self.draw(offering, gid_sql, crate::posix::GID_HELD).await?,
         };
         Ok(match gid {
             Some(gid) => PosixAllocation::Allocated { uid, gid },
             None => PosixAllocation::GidPoolFull,
         })
+    }
+
+    /// Draws from one counter until a number no account holds (an override may have claimed
+    /// one ahead of the counter: see `posix`). None when the pool is full.
+    async fn draw(&self, offering: &Offering, draw_sql: &'static str, held_sql: &'static str) -> Result<Option<i64>> {
+        loop {
+            let n: Option<i64> = on_db!(self, write, pool => {
+                sqlx::query_scalar(draw_sql).bind(offering.uuid.0).fetch_optional(pool).await?
+            });
+            let Some(n) = n else { return Ok(None) };
+            let held: i64 = on_db!(self, write, pool => {
+                sqlx::query_scalar(held_sql).bind(offering.uuid.0).bind(n).bind(Uuid::nil()).fetch_one(pool).await?
+            });
+            if held == 0 {
+                return Ok(Some(n));
+            }
+        }
     }
 
     /// The account of `user` on `offering`, if there is one.

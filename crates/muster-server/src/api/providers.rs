@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use muster_offerings::{
     AddManagerInput, ApiTokenView, CreateApiTokenInput, CreateOfferingInput, CreateProviderInput, NewApiToken,
-    OfferingView, ProviderView, UpdateOfferingInput, UpdateProviderInput,
+    OfferingView, ProviderView, ReleasePosixIdInput, ReleasedPosixIdView, UpdateOfferingInput, UpdateProviderInput,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -25,6 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_token))
         .routes(routes!(list_offerings, create_offering))
         .routes(routes!(get_offering, update_offering, delete_offering))
+        .routes(routes!(release_posix_id))
 }
 
 /// The providers the caller manages (every provider for super-users).
@@ -240,4 +241,22 @@ pub async fn delete_offering(
 ) -> ApiResult<StatusCode> {
     state.offerings.delete_offering(&ctx, &caller, &uuid).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Release a uid (`{"uidnumber": N}`) or gid (`{"primarygroup": N}`) of the offering's pools
+/// (super-users): a number no account holds any more may then be claimed once more with
+/// `set_posix_attributes`. Otherwise a number handed out once is never given again. Audited.
+#[utoipa::path(post, path = "/api/marketplace-provider-offerings/{uuid}/release_posix_id/", tag = "providers", security(("session" = [])),
+    params(("uuid" = String, Path)), request_body = ReleasePosixIdInput,
+    responses((status = 200, body = ReleasedPosixIdView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn release_posix_id(
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    AnyCaller(caller): AnyCaller,
+    ApiPath(uuid): ApiPath<String>,
+    ApiJson(input): ApiJson<ReleasePosixIdInput>,
+) -> ApiResult<Json<ReleasedPosixIdView>> {
+    Ok(Json(
+        state.offerings.release_posix_id(&ctx, &caller, &uuid, input).await?,
+    ))
 }
