@@ -471,7 +471,11 @@ test('every other page renders and passes axe', async () => {
     ['/subscriptions', 'subscriptions'], ['/subscriptions?tab=all', 'subscriptions all'],
     ['/processes', 'processes'], ['/processes?tab=tasks', 'tasks'],
     ['/providers', 'providers'], [`/providers/${provider.uuid}`, 'provider'],
-    ['/audit', 'audit'], ['/catalogue', 'catalogue'], ['/me', 'me admin'],
+    ['/audit', 'audit'], ['/catalogue', 'catalogue'], ['/me', 'me admin'], ['/mail', 'mail'],
+    // The pages for getting in without a password (a bad link gets a page that says so).
+    ['/password-reset', 'password reset'], ['/password-reset?token=nope', 'reset link unknown'],
+    ['/invitation?token=nope', 'invitation unknown'], ['/signup', 'sign up'],
+    ['/signup/confirm?token=nope', 'sign-up confirmation unknown'],
   ]) {
     const r = await ap.goto(BASE + path);
     assert.equal(r.status(), 200, path);

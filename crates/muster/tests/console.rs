@@ -307,7 +307,8 @@ async fn console_in_headless_chromium() {
     if !dir.join("node_modules/playwright-core").is_dir() && missing("tests-browser/node_modules (npm ci)") {
         return;
     }
-    let s = Server::start(TestDb::sqlite(), &[]).await;
+    // Sign-up open, so that its pages are there to be checked too.
+    let s = Server::start(TestDb::sqlite(), &[("MUSTER_SIGNUP", "open")]).await;
     let shots = root().join("target/console-screenshots");
     let run = tokio::process::Command::new(node)
         .arg("console.mjs")
@@ -529,4 +530,64 @@ async fn console_sign_up_pages() {
     let mut v = Visitor::new(&s);
     assert!(!v.get("/login").await.body.contains("signup-link"));
     assert!(v.get("/signup").await.body.contains("id=\"signup-off\""));
+}
+
+/// A live refresh of an account row the page already shows as it is answers 204 (htmx keeps
+/// the row, and an action menu opened meanwhile stays open); after anyone's change it answers
+/// the new row.
+#[tokio::test]
+async fn a_live_row_refresh_changes_nothing_when_the_row_is_current() {
+    let s = Server::start(TestDb::sqlite(), &[]).await;
+    let admin = s.admin_token.clone();
+    let p = s
+        .post("/api/marketplace-service-providers/", &admin, json!({"name": "Live"}))
+        .await
+        .expect(201);
+    let provider = p.body["uuid"].as_str().expect("provider").to_owned();
+    let o = s
+        .post(
+            "/api/marketplace-provider-offerings/",
+            &admin,
+            json!({"name": "Live HPC", "provider_uuid": provider, "type": "Marketplace.Slurm"}),
+        )
+        .await
+        .expect(201);
+    let user = s.create_user(json!({"username": "livia"})).await;
+    let a = s
+        .post(
+            "/api/marketplace-offering-users/",
+            &admin,
+            json!({"offering_uuid": o.body["uuid"], "user_uuid": user["uuid"]}),
+        )
+        .await
+        .expect(201);
+    let uuid = a.body["uuid"].as_str().expect("account").to_owned();
+
+    let mut v = Visitor::new(&s);
+    v.sign_in(ADMIN, ADMIN_PASSWORD).await;
+    // The row as the list shows it names the version it shows.
+    let row = v.get(&format!("/accounts/{uuid}/row")).await;
+    assert_eq!(row.status, StatusCode::OK, "{}", row.body);
+    let refresh = row
+        .body
+        .split("hx-get=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("the row refreshes itself")
+        .replace("&amp;", "&");
+    assert!(refresh.contains("seen="), "{refresh}");
+    let same = v.get(&refresh).await;
+    assert_eq!(same.status, StatusCode::NO_CONTENT, "{}", same.body);
+    assert!(same.body.is_empty());
+    // Someone changes the account: the same refresh now brings the new row.
+    s.post(
+        &format!("/api/marketplace-offering-users/{uuid}/begin_creating/"),
+        &admin,
+        json!({}),
+    )
+    .await
+    .expect(200);
+    let newer = v.get(&refresh).await;
+    assert_eq!(newer.status, StatusCode::OK, "{}", newer.body);
+    assert!(newer.body.contains("data-state=\"Creating\""), "{}", newer.body);
 }

@@ -15,7 +15,7 @@ use crate::pages::{PageResult, badge_class, done, when};
 use crate::urls::{FormData, Params, Query, encode};
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use muster_core::error::{DomainError, codes};
 use muster_core::offering::lifecycle::{self, AccountState, Action, CommentEffect, RuntimeState};
@@ -298,6 +298,12 @@ pub async fn row(
     let caller = viewer.caller();
     let a = state.offerings.get_account(&caller, &uuid).await?;
     let providers = providers(&state, &viewer).await?;
+    // A live refresh of a row the page already shows as it is (typically the echo of the
+    // viewer's own change, already swapped in by its form) answers 204: htmx keeps the row, so
+    // an action menu the person has opened meanwhile stays open.
+    if q.get("live").is_some() && q.get("seen") == Some(a.modified.unix_timestamp_nanos().to_string().as_str()) {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     let mut row = row_of(a);
     if q.get("live").is_some() {
         let history = state.offerings.history(&caller, &uuid).await?;
@@ -521,5 +527,10 @@ impl Row {
     }
     pub fn modified(&self) -> String {
         when(&self.a.modified)
+    }
+    /// Which version of the account the row shows (its last change), so that a live refresh
+    /// of a row that is already current changes nothing.
+    pub fn seen(&self) -> String {
+        self.a.modified.unix_timestamp_nanos().to_string()
     }
 }
