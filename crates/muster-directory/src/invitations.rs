@@ -14,7 +14,7 @@ use muster_core::directory::User;
 use muster_core::error::{DomainError, codes};
 use muster_core::ids::UserId;
 use muster_mail::kinds;
-use muster_store::{Followups, NewActionToken, Redemption, SessionRecord};
+use muster_store::{Followups, Redemption, SessionRecord};
 use serde::Serialize;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
@@ -66,31 +66,16 @@ impl Directory {
         let Some(email) = &user.email else {
             return Ok(None);
         };
-        let (token, hash) = token::new_token(INVITATION_PREFIX);
-        let expires = now + self.mail.invitation_ttl;
-        let link = self.link(INVITATION_PATH, &token);
-        let message = self.render(
+        let (followups, expires) = self.link_mail(
             kinds::INVITATION,
-            &[
-                ("username", &user.username),
-                ("link", &link),
-                ("expires", &super::mail::human_time(expires)),
-            ],
-            Some(&link),
+            INVITATION_PREFIX,
+            INVITATION_PURPOSE,
+            INVITATION_PATH,
+            self.mail.invitation_ttl,
+            user,
+            email,
+            now,
         )?;
-        let followups = Followups {
-            tokens: vec![NewActionToken {
-                hash,
-                purpose: INVITATION_PURPOSE,
-                user_uuid: user.uuid,
-                created_at: now,
-                expires_at: expires,
-            }],
-            mails: vec![
-                self.outbox
-                    .mail(kinds::INVITATION, email, Some(user.uuid), &message, now),
-            ],
-        };
         Ok(Some((followups, expires)))
     }
 

@@ -119,6 +119,46 @@ impl Directory {
         format!("{}{path}?token={token}", self.mail.public_url)
     }
 
+    /// A fresh one-time link for `user`, mailed to `email`: the token (only its hash is
+    /// stored, with its `purpose`) and the mail of template `kind` that carries the link to
+    /// `path`, both to write with the change that makes them; and when the link expires.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn link_mail(
+        &self,
+        kind: &'static str,
+        prefix: &str,
+        purpose: &'static str,
+        path: &str,
+        ttl: Duration,
+        user: &muster_core::directory::User,
+        email: &str,
+        now: OffsetDateTime,
+    ) -> Result<(muster_store::Followups, OffsetDateTime), DomainError> {
+        let (token, hash) = muster_core::credentials::token::new_token(prefix);
+        let expires = now + ttl;
+        let link = self.link(path, &token);
+        let message = self.render(
+            kind,
+            &[
+                ("username", &user.username),
+                ("link", &link),
+                ("expires", &human_time(expires)),
+            ],
+            Some(&link),
+        )?;
+        let followups = muster_store::Followups {
+            tokens: vec![muster_store::NewActionToken {
+                hash,
+                purpose,
+                user_uuid: user.uuid,
+                created_at: now,
+                expires_at: expires,
+            }],
+            mails: vec![self.outbox.mail(kind, email, Some(user.uuid), &message, now)],
+        };
+        Ok((followups, expires))
+    }
+
     /// Renders `kind`; a template error is ours, not the caller's.
     pub(crate) fn render(
         &self,

@@ -16,7 +16,7 @@ use muster_core::directory::throttle::ThrottlePolicy;
 use muster_core::directory::{ApprovalStatus, SignUpStatus, User};
 use muster_core::error::{DomainError, codes};
 use muster_mail::kinds;
-use muster_store::{Followups, NewActionToken, Redemption, UserQuery};
+use muster_store::{Followups, Redemption, UserQuery};
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
@@ -131,31 +131,16 @@ impl Directory {
                 self.audit_refusal(entry, &DomainError::not_allowed()).await;
                 continue;
             };
-            let (token, hash) = token::new_token(RESET_PREFIX);
-            let expires = now + self.mail.reset_ttl;
-            let link = self.link(RESET_PATH, &token);
-            let message = self.render(
+            let (followups, _) = self.link_mail(
                 kinds::PASSWORD_RESET,
-                &[
-                    ("username", &user.username),
-                    ("link", &link),
-                    ("expires", &super::mail::human_time(expires)),
-                ],
-                Some(&link),
+                RESET_PREFIX,
+                RESET_PURPOSE,
+                RESET_PATH,
+                self.mail.reset_ttl,
+                &user,
+                &email,
+                now,
             )?;
-            let followups = Followups {
-                tokens: vec![NewActionToken {
-                    hash,
-                    purpose: RESET_PURPOSE,
-                    user_uuid: user.uuid,
-                    created_at: now,
-                    expires_at: expires,
-                }],
-                mails: vec![
-                    self.outbox
-                        .mail(kinds::PASSWORD_RESET, &email, Some(user.uuid), &message, now),
-                ],
-            };
             self.store
                 .write_followups(&followups, &entry)
                 .await

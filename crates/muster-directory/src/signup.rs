@@ -15,7 +15,7 @@ use muster_core::directory::{ApprovalStatus, SignUpStatus, UserView};
 use muster_core::error::{DomainError, ErrorKind, codes};
 use muster_core::ids::UserId;
 use muster_mail::kinds;
-use muster_store::{Followups, NewActionToken, Redemption, StoreError, UserQuery};
+use muster_store::{Followups, Redemption, StoreError, UserQuery};
 use serde::Serialize;
 use serde_json::json;
 
@@ -133,31 +133,16 @@ impl Directory {
             self.store.search_users(&q).await.map_err(store_error)?.0 > 0
         };
         if !address_taken {
-            let (token, hash) = token::new_token(SIGNUP_PREFIX);
-            let expires = now + self.mail.signup_confirm_ttl;
-            let link = self.link(SIGNUP_CONFIRM_PATH, &token);
-            let message = self.render(
+            let (followups, _) = self.link_mail(
                 kinds::SIGNUP_CONFIRMATION,
-                &[
-                    ("username", &user.username),
-                    ("link", &link),
-                    ("expires", &super::mail::human_time(expires)),
-                ],
-                Some(&link),
+                SIGNUP_PREFIX,
+                SIGNUP_PURPOSE,
+                SIGNUP_CONFIRM_PATH,
+                self.mail.signup_confirm_ttl,
+                &user,
+                &email,
+                now,
             )?;
-            let followups = Followups {
-                tokens: vec![NewActionToken {
-                    hash,
-                    purpose: SIGNUP_PURPOSE,
-                    user_uuid: user.uuid,
-                    created_at: now,
-                    expires_at: expires,
-                }],
-                mails: vec![
-                    self.outbox
-                        .mail(kinds::SIGNUP_CONFIRMATION, &email, Some(user.uuid), &message, now),
-                ],
-            };
             match self.store.insert_user_with(&user, &entry, &followups).await {
                 Ok(()) => {
                     self.outbox.wake();
