@@ -1206,16 +1206,46 @@ impl Store {
         audit: &AuditEntry,
         posix: Option<&PosixIdentity>,
     ) -> Result<()> {
-        // One implementation of the insert: the transaction's, begun and committed here.
-        let mut tx = self.begin().await?;
-        if let Err(e) = tx
-            .insert_offering_user(uuid, offering, user, fields, history, audit, posix)
-            .await
-        {
-            tx.rollback().await?;
-            return Err(e);
-        }
-        tx.commit().await
+        // Created at the moment of its audit record.
+        let at = audit.at;
+        on_db!(self, write, pool => {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO offering_users (uuid, offering_uuid, provider_uuid, user_uuid, username, state, \
+                 runtime_state, is_restricted, service_provider_comment, service_provider_comment_url, version, \
+                 created, modified, uidnumber, primarygroup, login_shell, home_prefix, home_directory) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15, $16)",
+            )
+            .bind(uuid.0)
+            .bind(offering.uuid.0)
+            .bind(offering.provider_uuid.0)
+            .bind(user)
+            .bind(&fields.username)
+            .bind(fields.state.as_db())
+            .bind(fields.runtime_state.as_db())
+            .bind(fields.is_restricted)
+            .bind(&fields.comment)
+            .bind(&fields.comment_url)
+            .bind(Ts(at))
+            .bind(posix.map(|x| x.uid))
+            .bind(posix.map(|x| x.gid))
+            .bind(posix.map(|x| x.login_shell.as_str()))
+            .bind(posix.map(|x| x.home_prefix.as_str()))
+            .bind(posix.and_then(|x| x.home_override.as_deref()))
+            .execute(&mut *tx)
+            .await;
+            if let Err(e) = inserted {
+                tx.rollback().await?;
+                return Err(match StoreError::unique_as(e, "user_uuid", "offering user") {
+                    StoreError::Database(e) => StoreError::unique_as(e, "username", "username"),
+                    other => other,
+                });
+            }
+            insert_history!(&mut *tx, uuid.0, history);
+            crate::audit::insert!(&mut *tx, audit);
+            crate::commit(tx).await?;
+        });
+        Ok(())
     }
 
     pub async fn offering_user(&self, uuid: OfferingUserUuid) -> Result<Option<Account>> {
