@@ -141,8 +141,11 @@ async function user(username, extra = {}) {
   return u;
 }
 
-const provider = await ok('POST', '/api/marketplace-service-providers/', admin, { name: 'Cluster One' });
-const offering = await ok('POST', '/api/marketplace-provider-offerings/', admin, { name: 'HPC One', provider_uuid: provider.uuid });
+const provider = await ok('POST', '/api/marketplace-service-providers/', admin, {
+  name: 'Cluster One',
+  posix_settings: { uid_min: 10000, uid_max: 10009, gid_min: 10000, gid_max: 10009, home_prefix: '/home/', login_shell: '/bin/bash', shared_gid: null },
+});
+const offering = await ok('POST', '/api/marketplace-provider-offerings/', admin, { name: 'HPC One', provider_uuid: provider.uuid, posix_pool: 'provider' });
 const manager = await user('manager1');
 await ok('POST', `/api/marketplace-service-providers/${provider.uuid}/add_manager/`, admin, { user_uuid: manager.uuid });
 const accounts = {};
@@ -240,6 +243,9 @@ test('admin signs in and sees the dashboard with the lifecycle diagram', async (
   await ap.waitForSelector('#live-badge.live-on');
   assert.equal(await ap.locator('.diagram svg a').count(), 10);
   assert.match(await ap.locator('.diagram svg').innerHTML(), />Requested<\/text><text[^>]*>4</);
+  // The provider's shared Unix id pool: four accounts, four of its ten uids.
+  const pool = ap.locator('#pools tr', { hasText: 'Cluster One' });
+  assert.match(await pool.innerText(), /Provider \(shared\)\s+4 of 10 \(10000–10009\)\s+4 of 10 \(10000–10009\)\s+40%/);
   await check(ap, 'dashboard');
 });
 

@@ -378,7 +378,10 @@ impl Offerings {
                 None => username.clone(),
             };
             let generated = proposal.prefix().is_some() && !name.is_empty();
-            let posix = crate::posix::allocate(self.store.allocate_posix(&o).await.map_err(store_error)?, &o)?;
+            let posix = crate::posix::allocate(
+                self.store.allocate_posix(&o, person.uuid).await.map_err(store_error)?,
+                &o,
+            )?;
             match self.insert_named(ctx, actor, &o, &person, name, posix).await {
                 Err(StoreError::Duplicate("username")) if generated && attempts < 8 => continue,
                 Err(e) => return Err(store_error(e)),

@@ -28,7 +28,7 @@ pub use accounts::{
     is_invalid_transition,
 };
 pub use posix_attributes::{PosixAttributesInput, PosixAttributesView};
-pub use posix_reads::{PosixAllocationView, PosixIdentityView};
+pub use posix_reads::{PosixAllocationView, PosixIdentityView, PosixPoolUseView};
 pub use posix_release::{ReleasePosixIdInput, ReleasedPosixIdView};
 pub use providers::{
     AddManagerInput, CreateApiTokenInput, CreateOfferingInput, CreateProviderInput, UpdateOfferingInput,

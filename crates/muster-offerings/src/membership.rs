@@ -217,7 +217,7 @@ impl Offerings {
                 name
             }
         };
-        let posix = crate::posix::allocate(tx.allocate_posix(offering).await.map_err(store_error)?, offering)?;
+        let posix = crate::posix::allocate(tx.allocate_posix(offering, user).await.map_err(store_error)?, offering)?;
         let state = lifecycle::creation_state(Some(&username));
         let fields = AccountFields {
             username,

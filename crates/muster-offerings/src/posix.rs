@@ -1,7 +1,7 @@
 //! Unix identities of new accounts: what a draw from the offering's pools means.
 
 use muster_core::error::DomainError;
-use muster_core::offering::model::{Offering, PosixIdentity};
+use muster_core::offering::model::{Offering, PosixIdentity, PosixPool};
 use muster_store::PosixAllocation;
 
 /// The identity of a new account on `o`, from a draw; a full pool refuses the account (a
@@ -12,8 +12,8 @@ pub(crate) fn allocate(drawn: PosixAllocation, o: &Offering) -> Result<Option<Po
     };
     match drawn {
         PosixAllocation::NoPool => Ok(None),
-        PosixAllocation::UidPoolFull => Err(full("uid", p.uid_min, p.uid_max)),
-        PosixAllocation::GidPoolFull => Err(full("gid", p.gid_min, p.gid_max)),
+        PosixAllocation::UidPoolFull => Err(full(o.posix_pool, "uid", p.uid_min, p.uid_max)),
+        PosixAllocation::GidPoolFull => Err(full(o.posix_pool, "gid", p.gid_min, p.gid_max)),
         PosixAllocation::Allocated { uid, gid } => Ok(Some(PosixIdentity {
             uid,
             gid,
@@ -24,9 +24,13 @@ pub(crate) fn allocate(drawn: PosixAllocation, o: &Offering) -> Result<Option<Po
     }
 }
 
-fn full(what: &str, min: i64, max: i64) -> DomainError {
+fn full(pool: PosixPool, what: &str, min: i64, max: i64) -> DomainError {
+    let whose = match pool {
+        PosixPool::Offering => "offering",
+        PosixPool::Provider => "provider",
+    };
     DomainError::conflict(
         "posix_pool_full",
-        format!("the offering's {what} pool ({min}–{max}) is full: no account can be created until it is widened"),
+        format!("the {whose}'s {what} pool ({min}–{max}) is full: no account can be created until it is widened"),
     )
 }

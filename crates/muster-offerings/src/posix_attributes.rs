@@ -9,7 +9,7 @@ use crate::{Actor, Offerings, store_error};
 use muster_core::audit::{AuditEntry, RequestCtx, actions, kinds, streams};
 use muster_core::error::{DomainError, codes};
 use muster_core::offering::lifecycle::AccountState;
-use muster_core::offering::model::{Account, HistoryEntry, OfferingUserUuid, PosixIdentity};
+use muster_core::offering::model::{Account, HistoryEntry, OfferingUserUuid, PosixIdentity, PosixPool};
 use muster_store::PosixWrite;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -136,6 +136,24 @@ impl Offerings {
                     "the account's offering has no POSIX pools",
                 ));
             };
+            if offering.posix_pool == PosixPool::Provider {
+                // The person's numbers are one identity on every offering of the provider: a
+                // change for one account would split it.
+                for (name, given, held) in [
+                    ("uidnumber", input.uidnumber, old.uid),
+                    ("primarygroup", input.primarygroup, old.gid),
+                ] {
+                    if given.is_some_and(|g| g != held) {
+                        return Err(field(
+                            name,
+                            format!(
+                                "{name} comes from the provider's shared pool and is the person's on every \
+                                 offering of the provider; it cannot be changed for one account."
+                            ),
+                        ));
+                    }
+                }
+            }
             let mut new = old.clone();
             let mut warnings = Vec::new();
             if let Some(uid) = input.uidnumber {

@@ -5,6 +5,7 @@ use crate::accounts::AccountFilter;
 use crate::{Actor, Offerings, store_error};
 use muster_core::error::{DomainError, codes};
 use muster_core::offering::lifecycle::AccountState;
+use muster_core::offering::model::PosixPool;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -16,6 +17,9 @@ pub struct PosixAllocationView {
     pub value: i64,
     pub offering_uuid: String,
     pub offering_name: String,
+    /// Whose pool: `offering`, or `provider` (the number is the person's on every offering
+    /// of the provider that shares it).
+    pub pool: PosixPool,
     /// The pool's range (null when the offering no longer has pools).
     pub pool_min: Option<i64>,
     pub pool_max: Option<i64>,
@@ -52,18 +56,16 @@ impl Offerings {
         let Some(p) = &a.posix else {
             return Ok(Vec::new());
         };
-        let pools = self
-            .store
-            .offering(a.offering_uuid)
-            .await
-            .map_err(store_error)?
-            .and_then(|o| o.posix);
+        let offering = self.store.offering(a.offering_uuid).await.map_err(store_error)?;
+        let pool = offering.as_ref().map(|o| o.posix_pool).unwrap_or_default();
+        let pools = offering.and_then(|o| o.posix);
         let shared = pools.as_ref().is_some_and(|s| s.shared_gid == Some(p.gid));
         let entry = |kind: &str, value, range: Option<(i64, i64)>, shared| PosixAllocationView {
             kind: kind.to_owned(),
             value,
             offering_uuid: a.offering_uuid.to_string(),
             offering_name: a.offering_name.clone(),
+            pool,
             pool_min: range.map(|r| r.0),
             pool_max: range.map(|r| r.1),
             shared,
@@ -118,6 +120,77 @@ impl Offerings {
                     login_shell: p.login_shell.clone(),
                     home_directory: p.home_directory(&a.username),
                 })
+            })
+            .collect())
+    }
+}
+
+/// How much of one Unix id pool is handed out.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PosixPoolUseView {
+    /// `provider` (shared by the provider's offerings whose `posix_pool` is `provider`) or
+    /// `offering`.
+    pub pool: PosixPool,
+    /// The provider's or the offering's UUID and name.
+    pub uuid: String,
+    pub name: String,
+    pub provider_uuid: String,
+    pub uid_min: i64,
+    pub uid_max: i64,
+    /// Numbers handed out so far, gaps included (a number is never handed out twice).
+    pub uid_used: i64,
+    pub uid_size: i64,
+    pub gid_min: i64,
+    pub gid_max: i64,
+    /// Zero when every account shares `shared_gid`.
+    pub gid_used: i64,
+    pub gid_size: i64,
+    pub shared_gid: Option<i64>,
+    /// The fuller of the two pools, in percent (rounded down); new accounts are refused at 100.
+    pub percent_used: i64,
+}
+
+impl Offerings {
+    /// `GET /api/marketplace-posix-pools/`: every pool the caller may see (super-users: all;
+    /// managers and tokens: their providers') with how much of it is handed out.
+    pub async fn posix_pool_use(
+        &self,
+        caller: &muster_directory::Caller,
+    ) -> Result<Vec<PosixPoolUseView>, DomainError> {
+        let scope = self.scope(Actor::Caller(caller)).await?;
+        let only = (!scope.super_user).then_some(scope.providers.as_slice());
+        let rows = self.store.posix_pool_use(only).await.map_err(store_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let uid_size = r.uid_max - r.uid_min + 1;
+                let gid_size = r.gid_max - r.gid_min + 1;
+                let percent = |used: i64, size: i64| if size > 0 { used * 100 / size } else { 0 };
+                let gid_percent = if r.shared_gid.is_some() {
+                    0
+                } else {
+                    percent(r.gid_used, gid_size)
+                };
+                PosixPoolUseView {
+                    pool: if r.scope == "provider" {
+                        PosixPool::Provider
+                    } else {
+                        PosixPool::Offering
+                    },
+                    uuid: r.uuid.simple().to_string(),
+                    name: r.name,
+                    provider_uuid: r.provider_uuid.simple().to_string(),
+                    uid_min: r.uid_min,
+                    uid_max: r.uid_max,
+                    uid_used: r.uid_used,
+                    uid_size,
+                    gid_min: r.gid_min,
+                    gid_max: r.gid_max,
+                    gid_used: if r.shared_gid.is_some() { 0 } else { r.gid_used },
+                    gid_size,
+                    shared_gid: r.shared_gid,
+                    percent_used: percent(r.uid_used, uid_size).max(gid_percent),
+                }
             })
             .collect())
     }

@@ -6,7 +6,7 @@ use crate::providers::parse_uuid;
 use crate::{Actor, Offerings, forbidden, store_error};
 use muster_core::audit::{AuditEntry, RequestCtx, actions};
 use muster_core::error::{DomainError, codes};
-use muster_core::offering::model::OfferingUuid;
+use muster_core::offering::model::{OfferingUuid, PosixPool};
 use muster_store::PosixRelease;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -53,6 +53,20 @@ impl Offerings {
             return Err(forbidden());
         }
         let offering = OfferingUuid(parse_uuid("uuid", offering).map_err(|_| DomainError::not_found("offering"))?);
+        let shared = self
+            .store
+            .offering(offering)
+            .await
+            .map_err(store_error)?
+            .is_some_and(|o| o.posix_pool == PosixPool::Provider);
+        if shared {
+            // A provider pool's numbers are a person's identity on all the provider's
+            // offerings, kept for ever; there is nothing per offering to release.
+            return Err(DomainError::invalid(
+                codes::INVALID_OPERATION,
+                "the offering draws from its provider's shared pool, whose numbers stay with their person",
+            ));
+        }
         let audit = AuditEntry::new(
             &caller.ctx(ctx.clone()),
             actions::OFFERING_POSIX_RELEASE,

@@ -10,7 +10,7 @@ use muster_core::clock;
 use muster_core::credentials::token;
 use muster_core::error::{DomainError, codes};
 use muster_core::offering::model::{
-    ApiToken, ApiTokenUuid, IdentityClaim, Offering, OfferingUuid, PosixSettings, Provider, ProviderUuid,
+    ApiToken, ApiTokenUuid, IdentityClaim, Offering, OfferingUuid, PosixPool, PosixSettings, Provider, ProviderUuid,
     UsernamePolicy, hex,
 };
 use muster_core::offering::naming;
@@ -25,6 +25,9 @@ const MAX_NAME: usize = 150;
 #[serde(deny_unknown_fields)]
 pub struct CreateProviderInput {
     pub name: String,
+    /// A uid/gid pool shared by the provider's offerings whose `posix_pool` is `provider`:
+    /// a person gets one uid and primary gid on all of them.
+    pub posix_settings: Option<PosixSettings>,
 }
 
 /// `PATCH /api/marketplace-service-providers/{uuid}/`.
@@ -32,6 +35,8 @@ pub struct CreateProviderInput {
 #[serde(deny_unknown_fields)]
 pub struct UpdateProviderInput {
     pub name: Option<String>,
+    /// Sets (or changes) the shared pool; identities already allocated keep their numbers.
+    pub posix_settings: Option<PosixSettings>,
 }
 
 /// `POST …/{uuid}/add_manager/` and `…/remove_manager/`.
@@ -63,8 +68,11 @@ pub struct CreateOfferingInput {
     /// The directory attribute the `identity_claim` policy uses; default `username`.
     pub username_identity_claim: Option<IdentityClaim>,
     /// The uid/gid pools, home prefix and login shell of the offering's accounts; absent: the
-    /// accounts get no Unix identity.
+    /// accounts get no Unix identity (unless `posix_pool` is `provider`).
     pub posix_settings: Option<PosixSettings>,
+    /// `offering` (default): the offering's own `posix_settings`; `provider`: the provider's
+    /// shared pool (then `posix_settings` must be absent).
+    pub posix_pool: Option<PosixPool>,
 }
 
 /// `PATCH /api/marketplace-provider-offerings/{uuid}/`.
@@ -82,6 +90,9 @@ pub struct UpdateOfferingInput {
     pub username_identity_claim: Option<IdentityClaim>,
     /// Sets (or changes) the pools; numbers already handed out stay taken.
     pub posix_settings: Option<PosixSettings>,
+    /// Switches between the offering's own pool and the provider's: only while none of the
+    /// offering's accounts has a Unix identity (409 `posix_pool_in_use`).
+    pub posix_pool: Option<PosixPool>,
 }
 
 /// `POST /api/marketplace-service-providers/{uuid}/api_tokens/`.
@@ -113,6 +124,15 @@ fn check_posix(p: PosixSettings) -> Result<PosixSettings, DomainError> {
         return Err(bad("login_shell must be an absolute path"));
     }
     Ok(p)
+}
+
+/// Settings given to an offering that draws from its provider's pool.
+fn settings_of_provider_pool() -> DomainError {
+    DomainError::invalid_field(
+        "posix_settings",
+        codes::INVALID_INPUT,
+        "the offering draws from its provider's pool (posix_pool = provider): set posix_settings on the provider",
+    )
 }
 
 fn check_prefix(prefix: &str) -> Result<String, DomainError> {
@@ -201,6 +221,7 @@ impl Offerings {
         let p = Provider {
             uuid: ProviderUuid::new_random(),
             name: check_name("name", &input.name)?,
+            posix: input.posix_settings.map(check_posix).transpose()?,
             created: now,
             modified: now,
         };
@@ -261,16 +282,27 @@ impl Offerings {
             .await
             .map_err(store_error)?
             .ok_or_else(provider_not_found)?;
+        let mut changed = Vec::new();
         if let Some(name) = input.name {
             let name = check_name("name", &name)?;
             if name != p.name {
                 p.name = name;
-                p.modified = clock::now();
-                let audit = Self::entry(ctx, caller, actions::PROVIDER_UPDATE, p.uuid.to_string())
-                    .with_details(json!({"changed_fields": ["name"]}));
-                if !self.store.update_provider(&p, &audit).await.map_err(store_error)? {
-                    return Err(provider_not_found());
-                }
+                changed.push("name");
+            }
+        }
+        if let Some(v) = input.posix_settings {
+            let v = Some(check_posix(v)?);
+            if v != p.posix {
+                p.posix = v;
+                changed.push("posix_settings");
+            }
+        }
+        if !changed.is_empty() {
+            p.modified = clock::now();
+            let audit = Self::entry(ctx, caller, actions::PROVIDER_UPDATE, p.uuid.to_string())
+                .with_details(json!({"changed_fields": changed}));
+            if !self.store.update_provider(&p, &audit).await.map_err(store_error)? {
+                return Err(provider_not_found());
             }
         }
         let managers = self.store.provider_managers(uuid).await.map_err(store_error)?;
@@ -376,19 +408,19 @@ impl Offerings {
             Some(k) => check_name("type", &k)?,
             None => "Marketplace.Basic".to_owned(),
         };
-        if self
-            .store
-            .provider(ProviderUuid(provider))
-            .await
-            .map_err(store_error)?
-            .is_none()
-        {
+        let Some(owner) = self.store.provider(ProviderUuid(provider)).await.map_err(store_error)? else {
             return Err(DomainError::invalid_field(
                 "provider_uuid",
                 codes::INVALID_INPUT,
                 "no such service provider",
             ));
-        }
+        };
+        let posix_pool = input.posix_pool.unwrap_or_default();
+        let posix = match posix_pool {
+            PosixPool::Offering => input.posix_settings.map(check_posix).transpose()?,
+            PosixPool::Provider if input.posix_settings.is_some() => return Err(settings_of_provider_pool()),
+            PosixPool::Provider => owner.posix,
+        };
         let now = clock::now();
         let o = Offering {
             uuid: OfferingUuid::new_random(),
@@ -403,7 +435,8 @@ impl Offerings {
                 None => naming::DEFAULT_PREFIX.to_owned(),
             },
             username_claim: input.username_identity_claim.unwrap_or_default(),
-            posix: input.posix_settings.map(check_posix).transpose()?,
+            posix_pool,
+            posix,
             created: now,
             modified: now,
         };
@@ -479,7 +512,34 @@ impl Offerings {
         if let Some(v) = input.username_identity_claim {
             o.username_claim = v;
         }
+        if let Some(pool) = input.posix_pool.filter(|p| *p != o.posix_pool) {
+            // An account's numbers belong to the pool they came from: moving the offering to
+            // another pool with accounts in it would let the two pools hand out a number twice.
+            if self
+                .store
+                .offering_has_posix_accounts(o.uuid)
+                .await
+                .map_err(store_error)?
+            {
+                return Err(DomainError::conflict(
+                    "posix_pool_in_use",
+                    "some of the offering's accounts hold Unix identities from its current pool; \
+                     the pool can only change while none does",
+                ));
+            }
+            o.posix_pool = pool;
+            o.posix = match pool {
+                PosixPool::Offering => None,
+                PosixPool::Provider => {
+                    let owner = self.store.provider(o.provider_uuid).await.map_err(store_error)?;
+                    owner.and_then(|p| p.posix)
+                }
+            };
+        }
         if let Some(v) = input.posix_settings {
+            if o.posix_pool == PosixPool::Provider {
+                return Err(settings_of_provider_pool());
+            }
             o.posix = Some(check_posix(v)?);
         }
         if o != before {

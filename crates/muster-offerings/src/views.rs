@@ -3,7 +3,7 @@
 
 use muster_core::offering::lifecycle::{AccountState, RuntimeState};
 use muster_core::offering::model::{
-    Account, ApiToken, HistoryEntry, IdentityClaim, Offering, PosixSettings, Provider, UsernamePolicy, hex,
+    Account, ApiToken, HistoryEntry, IdentityClaim, Offering, PosixPool, PosixSettings, Provider, UsernamePolicy, hex,
 };
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -142,6 +142,8 @@ pub struct ProviderView {
     /// The provider's managers (directory user UUIDs); only shown to super-users and managers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub managers: Option<Vec<String>>,
+    /// The pool shared by the offerings whose `posix_pool` is `provider`; null: none.
+    pub posix_settings: Option<PosixSettings>,
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -156,6 +158,7 @@ impl ProviderView {
             name: p.name.clone(),
             customer_uuid: p.uuid.to_string(),
             managers: managers.map(|m| m.into_iter().map(hex).collect()),
+            posix_settings: p.posix.clone(),
             created: p.created,
             modified: p.modified,
         }
@@ -177,7 +180,10 @@ pub struct OfferingView {
     pub username_generation_policy: UsernamePolicy,
     pub username_anonymized_prefix: String,
     pub username_identity_claim: IdentityClaim,
-    /// Null when the offering's accounts get no Unix identity.
+    /// Whose pool the accounts draw from: the offering's own or the provider's shared one.
+    pub posix_pool: PosixPool,
+    /// The settings of that pool (the provider's when `posix_pool` is `provider`); null when
+    /// the offering's accounts get no Unix identity.
     pub posix_settings: Option<PosixSettings>,
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
@@ -199,6 +205,7 @@ impl From<&Offering> for OfferingView {
             username_generation_policy: o.username_policy,
             username_anonymized_prefix: o.username_prefix.clone(),
             username_identity_claim: o.username_claim,
+            posix_pool: o.posix_pool,
             posix_settings: o.posix.clone(),
             created: o.created,
             modified: o.modified,

@@ -122,14 +122,19 @@ impl StoreTx {
 
     /// `Store::allocate_posix` for a step: in this transaction on SQLite, on a connection of
     /// its own on PostgreSQL (see `next_username_number`).
-    pub async fn allocate_posix(&mut self, offering: &Offering) -> Result<crate::PosixAllocation> {
+    pub async fn allocate_posix(&mut self, offering: &Offering, user: uuid::Uuid) -> Result<crate::PosixAllocation> {
         if self.backend() == Backend::Postgres {
             let store = self.store.clone();
-            return store.allocate_posix(offering).await;
+            return store.allocate_posix(offering, user).await;
         }
         let Some(p) = &offering.posix else {
             return Ok(crate::PosixAllocation::NoPool);
         };
+        if offering.posix_pool == muster_core::offering::model::PosixPool::Provider {
+            return self
+                .provider_posix_identity_in_tx(offering.provider_uuid, user, p)
+                .await;
+        }
         let Some(uid) = self
             .draw_sqlite(offering, crate::offerings::NEXT_UID_SQLITE, crate::posix::UID_HELD)
             .await?

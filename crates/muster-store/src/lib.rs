@@ -25,6 +25,7 @@ mod nodes;
 mod offerings;
 mod posix;
 mod processes;
+mod provider_posix;
 mod sessions;
 mod sqlite_writer;
 mod subscriptions;
@@ -48,6 +49,7 @@ pub use processes::{
     Fence, NewProcess, ProcessQuery, ProcessRow, ProcessSort, ProcessUpdate, ScheduleRow, StepLog, StepRow,
     WorkListener,
 };
+pub use provider_posix::PosixPoolUse;
 pub use sessions::{LoginGuard, LoginPassword, SessionAndTarget, SessionRecord, ThrottleReset};
 pub use subscriptions::{HoldTerms, Subscription, SubscriptionListRow, SubscriptionQuery, SubscriptionSort};
 pub use ts::Ts;

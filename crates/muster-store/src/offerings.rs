@@ -17,7 +17,7 @@ use muster_core::error::DomainError;
 use muster_core::offering::lifecycle::{AccountState, RuntimeState};
 use muster_core::offering::model::{
     Account, AccountFields, ApiToken, ApiTokenUuid, HistoryEntry, IdentityClaim, Offering, OfferingUserUuid,
-    OfferingUuid, PosixIdentity, PosixSettings, Provider, ProviderUuid, UsernamePolicy,
+    OfferingUuid, PosixIdentity, PosixPool, PosixSettings, Provider, ProviderUuid, UsernamePolicy,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -30,6 +30,8 @@ use uuid::Uuid;
 struct ProviderRow {
     uuid: Uuid,
     name: String,
+    #[sqlx(flatten)]
+    posix: PosixColumns,
     created: Ts,
     modified: Ts,
 }
@@ -39,8 +41,46 @@ impl From<ProviderRow> for Provider {
         Provider {
             uuid: ProviderUuid(r.uuid),
             name: r.name,
+            posix: r.posix.into_settings(),
             created: r.created.0,
             modified: r.modified.0,
+        }
+    }
+}
+
+const PROVIDER_COLUMNS: &str = "uuid, name, posix_uid_min, posix_uid_max, posix_gid_min, posix_gid_max, \
+    posix_home_prefix, posix_login_shell, posix_shared_gid, created, modified";
+
+/// A pool's settings as offerings and providers store them (all four bounds or none).
+#[derive(sqlx::FromRow)]
+struct PosixColumns {
+    posix_uid_min: Option<i64>,
+    posix_uid_max: Option<i64>,
+    posix_gid_min: Option<i64>,
+    posix_gid_max: Option<i64>,
+    posix_home_prefix: String,
+    posix_login_shell: String,
+    posix_shared_gid: Option<i64>,
+}
+
+impl PosixColumns {
+    fn into_settings(self) -> Option<PosixSettings> {
+        match (
+            self.posix_uid_min,
+            self.posix_uid_max,
+            self.posix_gid_min,
+            self.posix_gid_max,
+        ) {
+            (Some(uid_min), Some(uid_max), Some(gid_min), Some(gid_max)) => Some(PosixSettings {
+                uid_min,
+                uid_max,
+                gid_min,
+                gid_max,
+                home_prefix: self.posix_home_prefix,
+                login_shell: self.posix_login_shell,
+                shared_gid: self.posix_shared_gid,
+            }),
+            _ => None,
         }
     }
 }
@@ -58,13 +98,9 @@ struct OfferingRow {
     username_policy_generated: Option<String>,
     username_prefix: String,
     username_claim: String,
-    posix_uid_min: Option<i64>,
-    posix_uid_max: Option<i64>,
-    posix_gid_min: Option<i64>,
-    posix_gid_max: Option<i64>,
-    posix_home_prefix: String,
-    posix_login_shell: String,
-    posix_shared_gid: Option<i64>,
+    posix_pool: String,
+    #[sqlx(flatten)]
+    posix: PosixColumns,
     created: Ts,
     modified: Ts,
 }
@@ -87,32 +123,36 @@ impl OfferingRow {
             username_prefix: self.username_prefix,
             username_claim: IdentityClaim::parse(&self.username_claim)
                 .ok_or_else(|| StoreError::Corrupt(format!("username_claim {:?}", self.username_claim)))?,
-            posix: match (
-                self.posix_uid_min,
-                self.posix_uid_max,
-                self.posix_gid_min,
-                self.posix_gid_max,
-            ) {
-                (Some(uid_min), Some(uid_max), Some(gid_min), Some(gid_max)) => Some(PosixSettings {
-                    uid_min,
-                    uid_max,
-                    gid_min,
-                    gid_max,
-                    home_prefix: self.posix_home_prefix,
-                    login_shell: self.posix_login_shell,
-                    shared_gid: self.posix_shared_gid,
-                }),
-                _ => None,
-            },
+            posix_pool: PosixPool::parse(&self.posix_pool)
+                .ok_or_else(|| StoreError::Corrupt(format!("posix_pool {:?}", self.posix_pool)))?,
+            posix: self.posix.into_settings(),
             created: self.created.0,
             modified: self.modified.0,
         })
     }
 }
 
-const OFFERING_COLUMNS: &str = "uuid, provider_uuid, name, slug, type, provider_can_create, username_policy, \
-    username_policy_generated, username_prefix, username_claim, posix_uid_min, posix_uid_max, posix_gid_min, \
-    posix_gid_max, posix_home_prefix, posix_login_shell, posix_shared_gid, created, modified";
+/// An offering's columns, with the settings of the pool its accounts draw from: its own, or
+/// its provider's (`OFFERING_FROM` joins the provider).
+const OFFERING_COLUMNS: &str = "o.uuid, o.provider_uuid, o.name, o.slug, o.type, o.provider_can_create, \
+    o.username_policy, o.username_policy_generated, o.username_prefix, o.username_claim, o.posix_pool, \
+    CASE WHEN o.posix_pool = 'provider' THEN p.posix_uid_min ELSE o.posix_uid_min END AS posix_uid_min, \
+    CASE WHEN o.posix_pool = 'provider' THEN p.posix_uid_max ELSE o.posix_uid_max END AS posix_uid_max, \
+    CASE WHEN o.posix_pool = 'provider' THEN p.posix_gid_min ELSE o.posix_gid_min END AS posix_gid_min, \
+    CASE WHEN o.posix_pool = 'provider' THEN p.posix_gid_max ELSE o.posix_gid_max END AS posix_gid_max, \
+    CASE WHEN o.posix_pool = 'provider' THEN p.posix_home_prefix ELSE o.posix_home_prefix END AS posix_home_prefix, \
+    CASE WHEN o.posix_pool = 'provider' THEN p.posix_login_shell ELSE o.posix_login_shell END AS posix_login_shell, \
+    CASE WHEN o.posix_pool = 'provider' THEN p.posix_shared_gid ELSE o.posix_shared_gid END AS posix_shared_gid, \
+    o.created, o.modified";
+const OFFERING_FROM: &str = "offerings o JOIN service_providers p ON p.uuid = o.provider_uuid";
+
+/// The pool settings an offering stores as its own: none when it draws from its provider's.
+fn own_posix(o: &Offering) -> Option<&PosixSettings> {
+    match o.posix_pool {
+        PosixPool::Offering => o.posix.as_ref(),
+        PosixPool::Provider => None,
+    }
+}
 
 /// How a policy is stored: the original column holds the two policies its CHECK constraint
 /// knows, `username_policy_generated` the newer ones (see migration 0014).
@@ -774,13 +814,24 @@ impl Store {
     pub async fn insert_provider(&self, p: &Provider, audit: &AuditEntry) -> Result<()> {
         on_db!(self, write, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query("INSERT INTO service_providers (uuid, name, created, modified) VALUES ($1, $2, $3, $4)")
-                .bind(p.uuid.0)
-                .bind(&p.name)
-                .bind(Ts(p.created))
-                .bind(Ts(p.modified))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO service_providers (uuid, name, created, modified, posix_uid_min, posix_uid_max, \
+                 posix_gid_min, posix_gid_max, posix_home_prefix, posix_login_shell, posix_shared_gid) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(p.uuid.0)
+            .bind(&p.name)
+            .bind(Ts(p.created))
+            .bind(Ts(p.modified))
+            .bind(p.posix.as_ref().map(|x| x.uid_min))
+            .bind(p.posix.as_ref().map(|x| x.uid_max))
+            .bind(p.posix.as_ref().map(|x| x.gid_min))
+            .bind(p.posix.as_ref().map(|x| x.gid_max))
+            .bind(p.posix.as_ref().map_or("/home/", |x| x.home_prefix.as_str()))
+            .bind(p.posix.as_ref().map_or("/bin/bash", |x| x.login_shell.as_str()))
+            .bind(p.posix.as_ref().and_then(|x| x.shared_gid))
+            .execute(&mut *tx)
+            .await?;
             crate::audit::insert!(&mut *tx, audit);
             crate::commit(tx).await?;
         });
@@ -788,8 +839,9 @@ impl Store {
     }
 
     pub async fn provider(&self, uuid: ProviderUuid) -> Result<Option<Provider>> {
+        let sql = format!("SELECT {PROVIDER_COLUMNS} FROM service_providers WHERE uuid = $1");
         let row: Option<ProviderRow> = on_db!(self, read, pool => {
-            sqlx::query_as("SELECT uuid, name, created, modified FROM service_providers WHERE uuid = $1")
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(uuid.0)
                 .fetch_optional(pool)
                 .await?
@@ -801,7 +853,7 @@ impl Store {
     pub async fn list_providers(&self, only: Option<&[Uuid]>) -> Result<Vec<Provider>> {
         let order = self.binary("name");
         let rows: Vec<ProviderRow> = on_db!(self, read, pool => {
-            let mut qb = sqlx::QueryBuilder::new("SELECT uuid, name, created, modified FROM service_providers WHERE 1=1");
+            let mut qb = sqlx::QueryBuilder::new(format!("SELECT {PROVIDER_COLUMNS} FROM service_providers WHERE 1=1"));
             if let Some(only) = only {
                 qb.push(" AND uuid IN (NULL");
                 for u in only {
@@ -815,17 +867,28 @@ impl Store {
         Ok(rows.into_iter().map(Provider::from).collect())
     }
 
-    /// Renames a provider. False when there is no such provider.
+    /// Writes a provider's name and pool settings. False when there is no such provider.
     pub async fn update_provider(&self, p: &Provider, audit: &AuditEntry) -> Result<bool> {
         Ok(on_db!(self, write, pool => {
             let mut tx = pool.begin().await?;
-            let n = sqlx::query("UPDATE service_providers SET name = $2, modified = $3 WHERE uuid = $1")
-                .bind(p.uuid.0)
-                .bind(&p.name)
-                .bind(Ts(p.modified))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let n = sqlx::query(
+                "UPDATE service_providers SET name = $2, modified = $3, posix_uid_min = $4, posix_uid_max = $5, \
+                 posix_gid_min = $6, posix_gid_max = $7, posix_home_prefix = $8, posix_login_shell = $9, \
+                 posix_shared_gid = $10 WHERE uuid = $1",
+            )
+            .bind(p.uuid.0)
+            .bind(&p.name)
+            .bind(Ts(p.modified))
+            .bind(p.posix.as_ref().map(|x| x.uid_min))
+            .bind(p.posix.as_ref().map(|x| x.uid_max))
+            .bind(p.posix.as_ref().map(|x| x.gid_min))
+            .bind(p.posix.as_ref().map(|x| x.gid_max))
+            .bind(p.posix.as_ref().map_or("/home/", |x| x.home_prefix.as_str()))
+            .bind(p.posix.as_ref().map_or("/bin/bash", |x| x.login_shell.as_str()))
+            .bind(p.posix.as_ref().and_then(|x| x.shared_gid))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
             if n == 1 {
                 crate::audit::insert!(&mut *tx, audit);
                 crate::commit(tx).await?;
@@ -960,8 +1023,9 @@ impl Store {
             let inserted = sqlx::query(
                 "INSERT INTO offerings (uuid, provider_uuid, name, slug, type, provider_can_create, username_policy, \
                  username_policy_generated, username_prefix, username_claim, created, modified, posix_uid_min, \
-                 posix_uid_max, posix_gid_min, posix_gid_max, posix_home_prefix, posix_login_shell, posix_shared_gid) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+                 posix_uid_max, posix_gid_min, posix_gid_max, posix_home_prefix, posix_login_shell, posix_shared_gid, \
+                 posix_pool) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
             )
             .bind(o.uuid.0)
             .bind(o.provider_uuid.0)
@@ -975,13 +1039,14 @@ impl Store {
             .bind(o.username_claim.as_str())
             .bind(Ts(o.created))
             .bind(Ts(o.modified))
-            .bind(o.posix.as_ref().map(|p| p.uid_min))
-            .bind(o.posix.as_ref().map(|p| p.uid_max))
-            .bind(o.posix.as_ref().map(|p| p.gid_min))
-            .bind(o.posix.as_ref().map(|p| p.gid_max))
-            .bind(o.posix.as_ref().map_or("/home/", |p| p.home_prefix.as_str()))
-            .bind(o.posix.as_ref().map_or("/bin/bash", |p| p.login_shell.as_str()))
-            .bind(o.posix.as_ref().and_then(|p| p.shared_gid))
+            .bind(own_posix(o).map(|p| p.uid_min))
+            .bind(own_posix(o).map(|p| p.uid_max))
+            .bind(own_posix(o).map(|p| p.gid_min))
+            .bind(own_posix(o).map(|p| p.gid_max))
+            .bind(own_posix(o).map_or("/home/", |p| p.home_prefix.as_str()))
+            .bind(own_posix(o).map_or("/bin/bash", |p| p.login_shell.as_str()))
+            .bind(own_posix(o).and_then(|p| p.shared_gid))
+            .bind(o.posix_pool.as_str())
             .execute(&mut *tx)
             .await;
             if let Err(e) = inserted {
@@ -995,7 +1060,7 @@ impl Store {
     }
 
     pub async fn offering(&self, uuid: OfferingUuid) -> Result<Option<Offering>> {
-        let sql = format!("SELECT {OFFERING_COLUMNS} FROM offerings WHERE uuid = $1");
+        let sql = format!("SELECT {OFFERING_COLUMNS} FROM {OFFERING_FROM} WHERE o.uuid = $1");
         let row: Option<OfferingRow> = on_db!(self, read, pool => {
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(uuid.0).fetch_optional(pool).await?
         });
@@ -1004,17 +1069,17 @@ impl Store {
 
     /// Offerings by name; `providers` restricts the list to those providers' offerings.
     pub async fn list_offerings(&self, providers: Option<&[Uuid]>) -> Result<Vec<Offering>> {
-        let order = self.binary("name");
+        let order = self.binary("o.name");
         let rows: Vec<OfferingRow> = on_db!(self, read, pool => {
-            let mut qb = sqlx::QueryBuilder::new(format!("SELECT {OFFERING_COLUMNS} FROM offerings WHERE 1=1"));
+            let mut qb = sqlx::QueryBuilder::new(format!("SELECT {OFFERING_COLUMNS} FROM {OFFERING_FROM} WHERE 1=1"));
             if let Some(only) = providers {
-                qb.push(" AND provider_uuid IN (NULL");
+                qb.push(" AND o.provider_uuid IN (NULL");
                 for u in only {
                     qb.push(", ").push_bind(*u);
                 }
                 qb.push(")");
             }
-            qb.push(format!(" ORDER BY {order}, uuid"));
+            qb.push(format!(" ORDER BY {order}, o.uuid"));
             qb.build_query_as().fetch_all(pool).await?
         });
         rows.into_iter().map(OfferingRow::into_offering).collect()
@@ -1028,7 +1093,8 @@ impl Store {
                 "UPDATE offerings SET name = $2, slug = $3, type = $4, provider_can_create = $5, username_policy = $6, \
                  username_policy_generated = $7, username_prefix = $8, username_claim = $9, modified = $10, \
                  posix_uid_min = $11, posix_uid_max = $12, posix_gid_min = $13, posix_gid_max = $14, \
-                 posix_home_prefix = $15, posix_login_shell = $16, posix_shared_gid = $17 WHERE uuid = $1",
+                 posix_home_prefix = $15, posix_login_shell = $16, posix_shared_gid = $17, posix_pool = $18 \
+                 WHERE uuid = $1",
             )
             .bind(o.uuid.0)
             .bind(&o.name)
@@ -1040,13 +1106,14 @@ impl Store {
             .bind(&o.username_prefix)
             .bind(o.username_claim.as_str())
             .bind(Ts(o.modified))
-            .bind(o.posix.as_ref().map(|p| p.uid_min))
-            .bind(o.posix.as_ref().map(|p| p.uid_max))
-            .bind(o.posix.as_ref().map(|p| p.gid_min))
-            .bind(o.posix.as_ref().map(|p| p.gid_max))
-            .bind(o.posix.as_ref().map_or("/home/", |p| p.home_prefix.as_str()))
-            .bind(o.posix.as_ref().map_or("/bin/bash", |p| p.login_shell.as_str()))
-            .bind(o.posix.as_ref().and_then(|p| p.shared_gid))
+            .bind(own_posix(o).map(|p| p.uid_min))
+            .bind(own_posix(o).map(|p| p.uid_max))
+            .bind(own_posix(o).map(|p| p.gid_min))
+            .bind(own_posix(o).map(|p| p.gid_max))
+            .bind(own_posix(o).map_or("/home/", |p| p.home_prefix.as_str()))
+            .bind(own_posix(o).map_or("/bin/bash", |p| p.login_shell.as_str()))
+            .bind(own_posix(o).and_then(|p| p.shared_gid))
+            .bind(o.posix_pool.as_str())
             .execute(&mut *tx)
             .await;
             let n = match updated {
@@ -1294,10 +1361,15 @@ impl Store {
     /// offering's pools: one atomic UPDATE per counter, committed at once, so concurrent
     /// creations never draw the same number and none waits for another's transaction (a number
     /// drawn for an account that is then not created is a gap).
-    pub async fn allocate_posix(&self, offering: &Offering) -> Result<PosixAllocation> {
+    /// On an offering that draws from its provider's pool, `user`'s identity there instead
+    /// (`provider_posix`).
+    pub async fn allocate_posix(&self, offering: &Offering, user: Uuid) -> Result<PosixAllocation> {
         let Some(p) = &offering.posix else {
             return Ok(PosixAllocation::NoPool);
         };
+        if offering.posix_pool == PosixPool::Provider {
+            return self.provider_posix_identity(offering.provider_uuid, user, p).await;
+        }
         let (uid_sql, gid_sql) = match self.backend() {
             Backend::Sqlite => (NEXT_UID_SQLITE, NEXT_GID_SQLITE),
             Backend::Postgres => (NEXT_UID_POSTGRES, NEXT_GID_POSTGRES),
@@ -1330,6 +1402,18 @@ impl Store {
                 return Ok(Some(n));
             }
         }
+    }
+
+    /// Whether any account of `offering` (of any state) holds a Unix identity.
+    pub async fn offering_has_posix_accounts(&self, offering: OfferingUuid) -> Result<bool> {
+        Ok(on_db!(self, read, pool => {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM offering_users WHERE offering_uuid = $1 AND uidnumber IS NOT NULL)",
+            )
+            .bind(offering.0)
+            .fetch_one(pool)
+            .await?
+        }))
     }
 
     /// The account of `user` on `offering`, if there is one.

@@ -27,6 +27,10 @@ mod offerings;
 #[path = "conformance/mail.rs"]
 mod mail;
 
+/// The migrations' CHECK lists against muster-core's enums.
+#[path = "conformance/check_lists.rs"]
+mod check_lists;
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------

@@ -249,9 +249,9 @@ async fn the_site_sets_posix_attributes_within_its_pools() {
             al,
             json!([
                 {"kind": "uid", "value": 5007, "offering_uuid": offering, "offering_name": "Alpha HPC",
-                 "pool_min": 5000, "pool_max": 5009, "shared": false},
+                 "pool": "offering", "pool_min": 5000, "pool_max": 5009, "shared": false},
                 {"kind": "gid", "value": 6000, "offering_uuid": offering, "offering_name": "Alpha HPC",
-                 "pool_min": 6000, "pool_max": 6009, "shared": false},
+                 "pool": "offering", "pool_min": 6000, "pool_max": 6009, "shared": false},
             ]),
             "{l}"
         );
@@ -403,5 +403,384 @@ async fn the_site_sets_posix_attributes_within_its_pools() {
         .await
         .expect(200);
         assert_eq!(get(&s, &token, &ann).await["version"], a["version"], "{l}");
+    }
+}
+
+/// A provider with a shared pool (uid 8000–8002, gid 9000–9999) and `n` offerings drawing from
+/// it: (provider, offerings, agent token).
+async fn shared_site(s: &Server, name: &str, n: usize) -> (String, Vec<String>, String) {
+    let p = s
+        .post(
+            "/api/marketplace-service-providers/",
+            &s.admin_token,
+            json!({"name": name, "posix_settings": {"uid_min": 8000, "uid_max": 8002, "gid_min": 9000,
+                "gid_max": 9999, "home_prefix": "/home/", "login_shell": "/bin/zsh", "shared_gid": null}}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(p.body["posix_settings"]["uid_min"], 8000, "{}", p.body);
+    let provider = id(&p.body);
+    let mut offerings = Vec::new();
+    for i in 0..n {
+        let o = s
+            .post(
+                "/api/marketplace-provider-offerings/",
+                &s.admin_token,
+                json!({"name": format!("{name} {i}"), "provider_uuid": provider, "posix_pool": "provider"}),
+            )
+            .await
+            .expect(201);
+        assert_eq!(o.body["posix_pool"], "provider", "{}", o.body);
+        assert_eq!(o.body["posix_settings"]["login_shell"], "/bin/zsh", "{}", o.body);
+        offerings.push(id(&o.body));
+    }
+    let t = s
+        .post(
+            &format!("/api/marketplace-service-providers/{provider}/api_tokens/"),
+            &s.admin_token,
+            json!({"name": format!("{name}-agent")}),
+        )
+        .await
+        .expect(201);
+    (provider, offerings, t.body["key"].as_str().expect("key").to_owned())
+}
+
+async fn request(s: &Server, token: &str, offering: &str, user: &Value) -> Resp {
+    call(
+        s,
+        Method::POST,
+        BASE,
+        token,
+        Some(json!({"offering_uuid": offering, "user_uuid": user["uuid"]})),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_providers_shared_pool_gives_a_person_one_identity_on_all_its_offerings() {
+    for s in Server::all(&[]).await {
+        let l = s.label;
+        let (provider, offerings, token) = shared_site(&s, "Shared", 2).await;
+        let (o1, o2) = (&offerings[0], &offerings[1]);
+
+        // Settings of its own on an offering that draws from its provider's pool: 400, and
+        // nothing is created or changed.
+        let before = s
+            .get("/api/marketplace-provider-offerings/", &s.admin_token)
+            .await
+            .expect(200)
+            .body;
+        let own = json!({"uid_min": 1, "uid_max": 9, "gid_min": 1, "gid_max": 9, "home_prefix": "/h/",
+            "login_shell": "/bin/sh", "shared_gid": null});
+        let r = s
+            .post(
+                "/api/marketplace-provider-offerings/",
+                &s.admin_token,
+                json!({"name": "Bad", "provider_uuid": provider, "posix_pool": "provider", "posix_settings": own}),
+            )
+            .await
+            .expect(400);
+        assert_eq!(field_error(&r).0, "posix_settings", "{l}: {}", r.body);
+        s.patch(
+            &format!("/api/marketplace-provider-offerings/{o1}/"),
+            &s.admin_token,
+            json!({"posix_settings": own}),
+        )
+        .await
+        .expect(400);
+        let after = s
+            .get("/api/marketplace-provider-offerings/", &s.admin_token)
+            .await
+            .expect(200)
+            .body;
+        assert_eq!(before, after, "{l}");
+
+        // One person, two offerings: one identity; another person: the next numbers.
+        let ann = s.create_user(json!({"username": "ann"})).await;
+        let bob = s.create_user(json!({"username": "bob"})).await;
+        let a1 = request(&s, &token, o1, &ann).await.expect(201).body;
+        let b2 = request(&s, &token, o2, &bob).await.expect(201).body;
+        let a2 = request(&s, &token, o2, &ann).await.expect(201).body;
+        assert_eq!(
+            (a1["uidnumber"].as_i64(), a1["primarygroup"].as_i64()),
+            (Some(8000), Some(9000)),
+            "{l}: {a1}"
+        );
+        assert_eq!(
+            (a2["uidnumber"].as_i64(), a2["primarygroup"].as_i64()),
+            (Some(8000), Some(9000)),
+            "{l}: {a2}"
+        );
+        assert_eq!(
+            (b2["uidnumber"].as_i64(), b2["primarygroup"].as_i64()),
+            (Some(8001), Some(9001)),
+            "{l}: {b2}"
+        );
+        assert_eq!(a2["login_shell"], "/bin/zsh", "{l}: {a2}");
+        let alloc = call(
+            &s,
+            Method::GET,
+            &format!("{BASE}{}/posix_allocations/", id(&a2)),
+            &token,
+            None,
+        )
+        .await
+        .expect(200)
+        .body;
+        assert_eq!(alloc[0]["pool"], "provider", "{l}: {alloc}");
+        assert_eq!(
+            (alloc[0]["pool_min"].as_i64(), alloc[0]["pool_max"].as_i64()),
+            (Some(8000), Some(8002)),
+            "{l}"
+        );
+
+        // The numbers are the person's on every offering: no per-account change, no release.
+        let r = set_posix(&s, &token, &id(&a2), json!({"uidnumber": 8002}))
+            .await
+            .expect(400);
+        assert_eq!(field_error(&r).0, "uidnumber", "{l}: {}", r.body);
+        let r = set_posix(&s, &token, &id(&a2), json!({"primarygroup": 9500}))
+            .await
+            .expect(400);
+        assert_eq!(field_error(&r).0, "primarygroup", "{l}: {}", r.body);
+        assert_eq!(get(&s, &token, &id(&a2)).await["uidnumber"], 8000, "{l}");
+        // The same numbers may be given, and the shell and home remain per account.
+        set_posix(
+            &s,
+            &token,
+            &id(&a2),
+            json!({"uidnumber": 8000, "login_shell": "/bin/bash"}),
+        )
+        .await
+        .expect(200);
+        assert_eq!(get(&s, &token, &id(&a2)).await["login_shell"], "/bin/bash", "{l}");
+        assert_eq!(get(&s, &token, &id(&a1)).await["login_shell"], "/bin/zsh", "{l}");
+        s.post(
+            &format!("/api/marketplace-provider-offerings/{o1}/release_posix_id/"),
+            &s.admin_token,
+            json!({"uidnumber": 8000}),
+        )
+        .await
+        .expect(400);
+
+        // An offering with accounts cannot move to another pool (its numbers came from this one).
+        let r = s
+            .patch(
+                &format!("/api/marketplace-provider-offerings/{o1}/"),
+                &s.admin_token,
+                json!({"posix_pool": "offering"}),
+            )
+            .await
+            .expect_problem(409, "posix_pool_in_use");
+        assert!(
+            r.body["detail"].as_str().unwrap_or("").contains("pool"),
+            "{l}: {}",
+            r.body
+        );
+        let o = s
+            .get(&format!("/api/marketplace-provider-offerings/{o1}/"), &s.admin_token)
+            .await
+            .expect(200)
+            .body;
+        assert_eq!(o["posix_pool"], "provider", "{l}: {o}");
+
+        // The pool's use, as the dashboard shows it: 2 of 3 uids; then the last one, then full.
+        let pools = call(&s, Method::GET, "/api/marketplace-posix-pools/", &token, None)
+            .await
+            .expect(200)
+            .body;
+        let mine = pools
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["uuid"] == provider.replace('-', "")))
+            .cloned()
+            .unwrap_or(Value::Null);
+        assert_eq!(
+            (
+                mine["pool"].as_str(),
+                mine["uid_used"].as_i64(),
+                mine["uid_size"].as_i64(),
+                mine["percent_used"].as_i64()
+            ),
+            (Some("provider"), Some(2), Some(3), Some(66)),
+            "{l}: {pools}"
+        );
+        let cy = s.create_user(json!({"username": "cy"})).await;
+        let dee = s.create_user(json!({"username": "dee"})).await;
+        assert_eq!(
+            request(&s, &token, o1, &cy).await.expect(201).body["uidnumber"],
+            8002,
+            "{l}"
+        );
+        let r = request(&s, &token, o2, &dee)
+            .await
+            .expect_problem(409, "posix_pool_full");
+        assert!(
+            r.body["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("provider's uid pool (8000–8002) is full"),
+            "{l}: {}",
+            r.body
+        );
+        // cy already holds an identity: their account on the other offering still works.
+        assert_eq!(
+            request(&s, &token, o2, &cy).await.expect(201).body["uidnumber"],
+            8002,
+            "{l}"
+        );
+        let pools = s
+            .get("/api/marketplace-posix-pools/", &s.admin_token)
+            .await
+            .expect(200)
+            .body;
+        assert!(
+            pools.as_array().is_some_and(|a| a
+                .iter()
+                .any(|p| p["uuid"] == provider.replace('-', "") && p["percent_used"] == 100)),
+            "{l}: {pools}"
+        );
+        // Someone who manages nothing sees no pools.
+        let (_, outsider) = s.user_with_session("outsider", "0utsider-pass-phrase").await;
+        let none = s.get("/api/marketplace-posix-pools/", &outsider).await.expect(200).body;
+        assert_eq!(none, json!([]), "{l}");
+    }
+}
+
+/// 2,000 accounts on one offering's pool, and 1,000 people's accounts on two offerings of a
+/// provider's shared pool, all requested at once through two nodes on one PostgreSQL: no uid
+/// is given to two people, and each person has one uid on the shared pool.
+#[tokio::test]
+async fn two_thousand_accounts_through_two_nodes_never_share_a_uid() {
+    let Some(db) = muster_store::testing::TestDb::postgres().await else {
+        eprintln!("MUSTER_TEST_DATABASE_URL is not set: the two-node allocation test needs PostgreSQL");
+        return;
+    };
+    // Cheap password hashing: the test is about allocation, not about 2,000 argon2 runs.
+    let env = [
+        ("MUSTER_SECRET_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+        ("MUSTER_ARGON2_MEMORY_KIB", "64"),
+        ("MUSTER_ARGON2_ITERATIONS", "1"),
+        ("MUSTER_DB_MAX_CONNECTIONS", "8"),
+    ];
+    let url = db.url.clone();
+    let a = Server::start(db, &env).await;
+    let b = Server::start_on("postgres", &url, &env).await;
+    const N: usize = 2000;
+
+    let (_, shared, token) = shared_site(&a, "Big", 2).await;
+    // Widen the shared pool so that 1,000 people fit.
+    let provider = a
+        .get(
+            &format!("/api/marketplace-provider-offerings/{}/", shared[0]),
+            &a.admin_token,
+        )
+        .await
+        .expect(200)
+        .body["provider_uuid"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    a.patch(
+        &format!("/api/marketplace-service-providers/{provider}/"),
+        &a.admin_token,
+        json!({"posix_settings": {"uid_min": 100000, "uid_max": 199999, "gid_min": 100000, "gid_max": 199999,
+            "home_prefix": "/home/", "login_shell": "/bin/bash", "shared_gid": null}}),
+    )
+    .await
+    .expect(200);
+    let own = a
+        .post(
+            "/api/marketplace-provider-offerings/",
+            &a.admin_token,
+            json!({"name": "Own pool", "provider_uuid": provider,
+                "posix_settings": {"uid_min": 20000, "uid_max": 29999, "gid_min": 20000, "gid_max": 29999,
+                    "home_prefix": "/home/", "login_shell": "/bin/bash", "shared_gid": null}}),
+        )
+        .await
+        .expect(201);
+    let own = id(&own.body);
+
+    // The people, created through both nodes.
+    let mut users = Vec::with_capacity(N);
+    for chunk in (0..N).collect::<Vec<_>>().chunks(50) {
+        let mut set = tokio::task::JoinSet::new();
+        for &i in chunk {
+            let node = if i % 2 == 0 { &a } else { &b };
+            let req = node
+                .request(Method::POST, "/api/users")
+                .header("authorization", format!("Bearer {}", a.admin_token))
+                .json(&json!({"username": format!("u{i}")}));
+            set.spawn(async move { (i, req.send().await) });
+        }
+        while let Some(r) = set.join_next().await {
+            let (i, r) = r.expect("task");
+            let r = r.expect("send");
+            assert_eq!(r.status().as_u16(), 201, "user {i}");
+            let v: Value = r.json().await.expect("json");
+            users.push(v);
+        }
+    }
+
+    // Every request at once (bounded by the client's connections), alternating nodes: one
+    // account each on the offering's own pool, and each of the first 1,000 people's accounts
+    // on both shared-pool offerings, one through each node.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("client");
+    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+    let mut set = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    for (i, u) in users.iter().enumerate() {
+        let mut jobs = vec![(if i % 2 == 0 { &a } else { &b }, own.clone())];
+        if i < N / 2 {
+            jobs.push((&a, shared[0].clone()));
+            jobs.push((&b, shared[1].clone()));
+        }
+        for (node, offering) in jobs {
+            let req = client
+                .post(node.url(BASE))
+                .header("authorization", format!("Token {token}"))
+                .json(&json!({"offering_uuid": offering, "user_uuid": u["uuid"]}));
+            let permit = semaphore.clone();
+            set.spawn(async move {
+                let _p = permit.acquire_owned().await.expect("permit");
+                let r = req.send().await.expect("send");
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                assert_eq!(status, 201, "{body}");
+                (offering, body)
+            });
+        }
+    }
+    let mut own_uids = std::collections::BTreeSet::new();
+    let mut shared_ids: std::collections::BTreeMap<String, Vec<(i64, i64)>> = Default::default();
+    while let Some(r) = set.join_next().await {
+        let (offering, body) = r.expect("task");
+        let uid = body["uidnumber"].as_i64().expect("uid");
+        let gid = body["primarygroup"].as_i64().expect("gid");
+        if offering == own {
+            assert!((20000..=29999).contains(&uid), "{body}");
+            assert!(
+                own_uids.insert(uid),
+                "uid {uid} given twice on one offering's pool: {body}"
+            );
+        } else {
+            shared_ids
+                .entry(body["user_uuid"].as_str().unwrap_or("").to_owned())
+                .or_default()
+                .push((uid, gid));
+        }
+    }
+    eprintln!("{} accounts through two nodes in {:?}", N + N, started.elapsed());
+    assert_eq!(own_uids.len(), N);
+    assert_eq!(shared_ids.len(), N / 2, "one identity per person");
+    let mut seen = std::collections::BTreeSet::new();
+    for (person, ids) in &shared_ids {
+        assert_eq!(ids.len(), 2, "{person}: {ids:?}");
+        assert_eq!(ids[0], ids[1], "{person} has two identities on one provider: {ids:?}");
+        assert!(seen.insert(ids[0].0), "uid {} given to two people", ids[0].0);
+        assert!((100000..=199999).contains(&ids[0].0), "{ids:?}");
     }
 }

@@ -1,5 +1,6 @@
 //! The dashboard: what needs attention, each item linking to the list that shows it; the
-//! engine's pause switch; the offering-account lifecycle with the number of accounts per state.
+//! engine's pause switch; how full the Unix id pools are; the offering-account lifecycle with the
+//! number of accounts per state.
 
 use crate::auth::{SecureCookies, Viewer};
 use crate::diagram;
@@ -12,6 +13,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Redirect};
 use muster_core::directory::ApprovalStatus;
 use muster_core::offering::lifecycle::AccountState;
+use muster_core::offering::model::PosixPool;
 use muster_directory::SearchInput;
 use muster_offerings::AccountFilter;
 use muster_server::AppState;
@@ -34,6 +36,16 @@ pub struct ProviderLine {
     pub errors_href: String,
 }
 
+/// How full one Unix id pool is.
+pub struct PoolLine {
+    pub name: String,
+    /// "Provider (shared)" or "Offering".
+    pub whose: &'static str,
+    pub uid: String,
+    pub gid: String,
+    pub percent: i64,
+}
+
 pub struct StateCount {
     pub label: &'static str,
     pub count: i64,
@@ -47,6 +59,7 @@ struct DashboardPage {
     super_user: bool,
     cards: Vec<Card>,
     providers: Vec<ProviderLine>,
+    pools: Vec<PoolLine>,
     engine_status: String,
     engine_paused: bool,
     running: i64,
@@ -163,6 +176,25 @@ pub async fn page(State(state): State<AppState>, viewer: Viewer) -> PageResult {
             errors,
         });
     }
+    let pools = state
+        .offerings
+        .posix_pool_use(&caller)
+        .await?
+        .into_iter()
+        .map(|p| PoolLine {
+            whose: match p.pool {
+                PosixPool::Provider => "Provider (shared)",
+                PosixPool::Offering => "Offering",
+            },
+            uid: format!("{} of {} ({}–{})", p.uid_used, p.uid_size, p.uid_min, p.uid_max),
+            gid: match p.shared_gid {
+                Some(g) => format!("shared group {g}"),
+                None => format!("{} of {} ({}–{})", p.gid_used, p.gid_size, p.gid_min, p.gid_max),
+            },
+            percent: p.percent_used,
+            name: p.name,
+        })
+        .collect();
     let mut states = Vec::new();
     for s in AccountState::ALL {
         let f = AccountFilter {
@@ -184,6 +216,7 @@ pub async fn page(State(state): State<AppState>, viewer: Viewer) -> PageResult {
         super_user,
         cards,
         providers,
+        pools,
         engine_status,
         engine_paused,
         running,

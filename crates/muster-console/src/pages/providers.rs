@@ -51,6 +51,7 @@ pub async fn create(
 ) -> PageResult {
     let input = CreateProviderInput {
         name: f.get("name").unwrap_or("").to_owned(),
+        posix_settings: None,
     };
     match state
         .offerings
@@ -199,6 +200,7 @@ pub async fn act(
                     username_anonymized_prefix: None,
                     username_identity_claim: None,
                     posix_settings: None,
+                    posix_pool: None,
                 };
                 let off = o.create_offering(ctx, &caller, input).await?;
                 Ok(format!("Offering {} was created.", off.name))

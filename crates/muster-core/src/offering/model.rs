@@ -98,6 +98,34 @@ impl UsernamePolicy {
     }
 }
 
+/// Whose Unix identity pool an offering's accounts draw from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PosixPool {
+    /// The offering's own `posix_settings`: each account gets numbers of its own.
+    #[default]
+    Offering,
+    /// The provider's pool, shared by its offerings: a person has one uid and primary gid on
+    /// every offering of the provider (so offerings sharing one directory at a site cannot
+    /// give one uid to two people), allocated once and kept for ever.
+    Provider,
+}
+
+impl PosixPool {
+    pub const ALL: [Self; 2] = [Self::Offering, Self::Provider];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Offering => "offering",
+            Self::Provider => "provider",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
 /// The attribute of the directory user the `identity_claim` policy names accounts after
 /// (Waldur reads `site_username` from the identity provider's claims; muster's directory
 /// holds these).
@@ -157,6 +185,8 @@ impl IdentityClaim {
 pub struct Provider {
     pub uuid: ProviderUuid,
     pub name: String,
+    /// The pool shared by the provider's offerings whose `posix_pool` is `provider`.
+    pub posix: Option<PosixSettings>,
     pub created: OffsetDateTime,
     pub modified: OffsetDateTime,
 }
@@ -176,7 +206,10 @@ pub struct Offering {
     pub username_prefix: String,
     /// The `identity_claim` policy's attribute.
     pub username_claim: IdentityClaim,
-    /// The Unix identity pool of the offering's accounts; None: accounts get none.
+    /// Whose pool the accounts draw from.
+    pub posix_pool: PosixPool,
+    /// The settings of the pool the offering's accounts draw from (the provider's when
+    /// `posix_pool` is `provider`); None: accounts get no Unix identity.
     pub posix: Option<PosixSettings>,
     pub created: OffsetDateTime,
     pub modified: OffsetDateTime,

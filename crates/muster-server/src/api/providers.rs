@@ -10,7 +10,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use muster_offerings::{
     AddManagerInput, ApiTokenView, CreateApiTokenInput, CreateOfferingInput, CreateProviderInput, NewApiToken,
-    OfferingView, ProviderView, ReleasePosixIdInput, ReleasedPosixIdView, UpdateOfferingInput, UpdateProviderInput,
+    OfferingView, PosixPoolUseView, ProviderView, ReleasePosixIdInput, ReleasedPosixIdView, UpdateOfferingInput,
+    UpdateProviderInput,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -26,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_offerings, create_offering))
         .routes(routes!(get_offering, update_offering, delete_offering))
         .routes(routes!(release_posix_id))
+        .routes(routes!(posix_pools))
 }
 
 /// The providers the caller manages (every provider for super-users).
@@ -259,4 +261,15 @@ pub async fn release_posix_id(
     Ok(Json(
         state.offerings.release_posix_id(&ctx, &caller, &uuid, input).await?,
     ))
+}
+
+/// Every Unix id pool the caller may see (super-users: all; a provider's managers and tokens:
+/// the provider's and its offerings') with how much of it is handed out.
+#[utoipa::path(get, path = "/api/marketplace-posix-pools/", tag = "providers", security(("session" = []), ("token" = [])),
+    responses((status = 200, body = [PosixPoolUseView]), (status = 401, body = Problem)))]
+pub async fn posix_pools(
+    State(state): State<AppState>,
+    AnyCaller(caller): AnyCaller,
+) -> ApiResult<Json<Vec<PosixPoolUseView>>> {
+    Ok(Json(state.offerings.posix_pool_use(&caller).await?))
 }

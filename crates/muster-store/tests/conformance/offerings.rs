@@ -18,6 +18,7 @@ fn provider(name: &str) -> Provider {
     Provider {
         uuid: ProviderUuid::new_random(),
         name: name.to_owned(),
+        posix: None,
         created: now,
         modified: now,
     }
@@ -35,6 +36,7 @@ fn offering(p: &Provider, slug: &str) -> Offering {
         username_policy: UsernamePolicy::ServiceProvider,
         username_prefix: "walduruser_".to_owned(),
         username_claim: Default::default(),
+        posix_pool: Default::default(),
         posix: None,
         created: now,
         modified: now,
