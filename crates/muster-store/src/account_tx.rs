@@ -1,7 +1,7 @@
 //! Offering accounts changed inside a workflow step's transaction: a group's offerings change
 //! and every member's accounts follow, committed with the step (or not at all).
 //!
-//! The standalone writes in `offerings.rs` each commit on their own; these take a [`StoreTx`]
+//! The standalone writes in `accounts.rs` each commit on their own; these take a [`StoreTx`]
 //! instead. On PostgreSQL the members' accounts are read `FOR UPDATE`, so a site agent's
 //! concurrent transition waits for the step and then finds the new state (its conditional
 //! update sees the version move and its rule decides again); on SQLite the transaction holds
@@ -12,7 +12,8 @@
 //! that changes thousands of accounts never builds one statement with more arguments than the
 //! database takes.
 
-use crate::offerings::{ACCOUNT_SELECT, AccountRow, insert_history, padded_states};
+use crate::account_history::insert_history;
+use crate::accounts::{ACCOUNT_SELECT, AccountRow, padded_states};
 use crate::tx::{StoreTx, on_tx};
 use crate::{AccountChange, Backend, Result, StoreError, Ts};
 use muster_core::audit::AuditEntry;
@@ -136,7 +137,11 @@ impl StoreTx {
                 .await;
         }
         let Some(uid) = self
-            .draw_sqlite(offering, crate::offerings::NEXT_UID_SQLITE, crate::posix::UID_HELD)
+            .draw_sqlite(
+                offering,
+                crate::offering_counters::NEXT_UID_SQLITE,
+                crate::posix::UID_HELD,
+            )
             .await?
         else {
             return Ok(crate::PosixAllocation::UidPoolFull);
@@ -144,8 +149,12 @@ impl StoreTx {
         let gid = match p.shared_gid {
             Some(g) => Some(g),
             None => {
-                self.draw_sqlite(offering, crate::offerings::NEXT_GID_SQLITE, crate::posix::GID_HELD)
-                    .await?
+                self.draw_sqlite(
+                    offering,
+                    crate::offering_counters::NEXT_GID_SQLITE,
+                    crate::posix::GID_HELD,
+                )
+                .await?
             }
         };
         Ok(match gid {

@@ -25,7 +25,7 @@
 //! The task runs the batches, not the requests: a request that gives up (its client went away)
 //! while its change is queued or being written does not cut a batch short for the others.
 
-use crate::offerings::push_sqlite_change;
+use crate::accounts::push_sqlite_change;
 use crate::sqlite_writer::end_failed_batch;
 use crate::{AccountChange, Result, StoreError};
 use muster_core::offering::model::OfferingUserUuid;

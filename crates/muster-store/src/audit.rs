@@ -1,5 +1,6 @@
 //! The audit log.
 
+use crate::bind::{Bind, Value};
 use crate::{Result, Store, Ts, on_db};
 use muster_core::audit::{AuditEntry, Outcome};
 use serde::Serialize;
@@ -9,7 +10,7 @@ use time::OffsetDateTime;
 /// Inserts an [`AuditEntry`]'s record only (its event is the caller's business).
 macro_rules! insert_record {
     ($conn:expr, $a:expr) => {{
-        $crate::audit::bind_audit!(sqlx::query($crate::audit::INSERT_AUDIT), $a)
+        $crate::audit::bind_audit(sqlx::query($crate::audit::INSERT_AUDIT), $a)
             .execute($conn)
             .await?;
     }};
@@ -22,25 +23,26 @@ pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_log (at, cid, actor, cu
 /// Holds an audit record's insert in a SQLite batch (see `tx::Batch`).
 pub(crate) fn hold_record(b: &mut crate::tx::Batch, a: &AuditEntry) -> Result<()> {
     b.push(INSERT_AUDIT);
-    bind_audit!(crate::tx::BatchBinder(b, Ok(())), a).1
+    bind_audit(crate::bind::BatchBinder(b, Ok(())), a).done()
 }
 
-/// Binds [`INSERT_AUDIT`]'s arguments, to a query or (through `tx::BatchBinder`) a batch.
-macro_rules! bind_audit {
-    ($q:expr, $a:expr) => {
-        $q.bind($crate::Ts($a.at))
-            .bind(&$a.cid)
-            .bind(&$a.actor)
-            .bind(&$a.current_app)
-            .bind(&$a.remote_addr)
-            .bind($a.action)
-            .bind(&$a.target)
-            .bind($a.outcome.as_str())
-            .bind(&$a.reason)
-            .bind(sqlx::types::Json(&$a.details))
-    };
+/// Binds [`INSERT_AUDIT`]'s arguments, in its order, to a query or a batch.
+pub(crate) fn bind_audit<B: Bind>(q: B, a: &AuditEntry) -> B {
+    [
+        Value::Time(Some(Ts(a.at))),
+        Value::Text(Some(&a.cid)),
+        Value::Text(a.actor.as_deref()),
+        Value::Text(a.current_app.as_deref()),
+        Value::Text(a.remote_addr.as_deref()),
+        Value::Text(Some(a.action)),
+        Value::Text(a.target.as_deref()),
+        Value::Text(Some(a.outcome.as_str())),
+        Value::Text(a.reason.as_deref()),
+        Value::Json(&a.details),
+    ]
+    .into_iter()
+    .fold(q, Bind::bind_value)
 }
-pub(crate) use bind_audit;
 
 /// Inserts an [`AuditEntry`] on a connection or transaction (inside another write), and the
 /// event it carries, if any: numbered at once on SQLite, left to the sequencer on PostgreSQL

@@ -13,19 +13,26 @@
 //! The store decides nothing: it writes what the services hand it and reports conflicts (a
 //! taken username, a row changed underneath) as [`StoreError`]s.
 
+mod account_history;
+mod account_query;
 mod account_tx;
 mod account_writes;
+mod accounts;
+mod api_tokens;
 mod audit;
+mod bind;
 mod catalogue;
 mod events;
 mod group_commit;
 mod health;
 mod mail;
 mod nodes;
+mod offering_counters;
 mod offerings;
 mod posix;
 mod processes;
 mod provider_posix;
+mod providers;
 mod sessions;
 mod sqlite_writer;
 mod subscriptions;
@@ -38,12 +45,14 @@ mod ts;
 mod tx;
 mod users;
 
+pub use account_query::{AccountOrder, AccountQuery, Visibility};
+pub use accounts::{AccountChange, ChangeOutcome};
 pub use audit::{AuditQuery, AuditRecord};
 pub use catalogue::{CatalogueRows, FixedInputRow, ProductBlockRow, ProductRow, ResourceTypeRow, WorkflowRow};
 pub use events::EventRecord;
 pub use health::DatabaseHealth;
 pub use mail::{Followups, MailRow, NewActionToken, NewMail, Redemption};
-pub use offerings::{AccountChange, AccountOrder, AccountQuery, ChangeOutcome, PosixAllocation, Visibility};
+pub use offering_counters::PosixAllocation;
 pub use posix::{PosixRelease, PosixWrite};
 pub use processes::{
     Fence, NewProcess, ProcessQuery, ProcessRow, ProcessSort, ProcessUpdate, ScheduleRow, StepLog, StepRow,

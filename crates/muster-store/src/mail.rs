@@ -6,6 +6,8 @@
 //! the outcome. Tokens are stored as SHA-256 hashes only; issuing one for a user and purpose
 //! replaces the one before, so older links stop working.
 
+use crate::tx::{on_tx, write_stmt};
+use crate::users::Revoke;
 use crate::{Result, SessionRecord, Store, Ts, on_db};
 use muster_core::audit::AuditEntry;
 use muster_core::directory::User;
@@ -120,14 +122,10 @@ pub struct Redemption<'a> {
 impl Store {
     /// Inserts a new user with its audit record and what follows from it (an invitation).
     pub async fn insert_user_with(&self, user: &User, audit: &AuditEntry, followups: &Followups) -> Result<()> {
-        on_db!(self, write, pool => {
-            let mut tx = pool.begin().await?;
-            crate::users::insert_user_on!(&mut *tx, user);
-            write_followups!(tx, followups);
-            crate::audit::insert!(&mut *tx, audit);
-            crate::commit(tx).await?;
-        });
-        Ok(())
+        let mut tx = self.begin().await?;
+        tx.insert_user(user, audit).await?;
+        tx.write_followups(followups).await?;
+        tx.commit().await
     }
 
     /// Writes a changed user if its row is still at `version` (ending its sessions when
@@ -141,19 +139,14 @@ impl Store {
         audit: &AuditEntry,
         followups: &Followups,
     ) -> Result<bool> {
-        Ok(on_db!(self, write, pool => {
-            let mut tx = pool.begin().await?;
-            let n = crate::users::write_user!(&mut *tx, user, version);
-            if n == 1 {
-                if revoke_sessions {
-                    sqlx::query("DELETE FROM sessions WHERE user_uuid = $1").bind(user.uuid).execute(&mut *tx).await?;
-                }
-                write_followups!(tx, followups);
-                crate::audit::insert!(&mut *tx, audit);
-                crate::commit(tx).await?;
-            }
-            n == 1
-        }))
+        let mut tx = self.begin().await?;
+        if !tx.update_user(user, version, revoke_sessions, audit).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.write_followups(followups).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Writes `followups` with `audit` in one transaction (a reset requested, an invitation
@@ -191,61 +184,64 @@ impl Store {
         now: OffsetDateTime,
         r: Redemption<'_>,
     ) -> Result<bool> {
-        Ok(on_db!(self, write, pool => {
-            let mut tx = pool.begin().await?;
-            let spent = sqlx::query(
+        let mut tx = self.begin().await?;
+        let spent = on_tx!(tx, conn => {
+            sqlx::query(
                 "DELETE FROM action_tokens WHERE token_hash = $1 AND purpose = $2 AND user_uuid = $3 AND expires_at > $4",
             )
             .bind(&hash[..])
             .bind(purpose)
             .bind(r.user.uuid)
             .bind(Ts(now))
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?
             .rows_affected()
-                == 1;
-            let written = spent && crate::users::write_user!(&mut *tx, r.user, r.version) == 1;
-            if written {
-                // A reset ends every session; so does accepting an invitation (there should be
-                // none), before the new one is opened.
-                sqlx::query("DELETE FROM sessions WHERE user_uuid = $1").bind(r.user.uuid).execute(&mut *tx).await?;
-                // Any other one-time token of the user dies with it: a link must not outlive
-                // the password it was sent to replace.
-                sqlx::query("DELETE FROM action_tokens WHERE user_uuid = $1").bind(r.user.uuid).execute(&mut *tx).await?;
-                if let Some((s, token_hash)) = &r.session {
-                    sqlx::query(
-                        "INSERT INTO sessions (id, token_hash, user_uuid, created_at, last_seen_at, expires_at, current_app, remote_addr, user_agent) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    )
-                    .bind(s.id)
-                    .bind(&token_hash[..])
-                    .bind(s.user_uuid)
-                    .bind(Ts(s.created_at))
-                    .bind(Ts(s.last_seen_at))
-                    .bind(Ts(s.expires_at))
-                    .bind(&s.current_app)
-                    .bind(&s.remote_addr)
-                    .bind(&s.user_agent)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                if let Some(email) = r.verify_email {
-                    sqlx::query(
-                        "INSERT INTO email_verifications (user_uuid, email, verified_at) VALUES ($1, $2, $3) \
-                         ON CONFLICT (user_uuid) DO UPDATE SET email = excluded.email, verified_at = excluded.verified_at",
-                    )
-                    .bind(r.user.uuid)
-                    .bind(email)
-                    .bind(Ts(now))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                write_followups!(tx, r.followups);
-                crate::audit::insert!(&mut *tx, r.audit);
-                crate::commit(tx).await?;
-            }
-            written
-        }))
+        }) == 1;
+        // A reset ends every session; so does accepting an invitation (there should be none),
+        // before the new one is opened.
+        if !spent || !tx.write_user(r.user, r.version, Revoke::All, Some(r.audit)).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        // Any other one-time token of the user dies with it: a link must not outlive the
+        // password it was sent to replace.
+        write_stmt!(
+            tx,
+            hold = true,
+            "DELETE FROM action_tokens WHERE user_uuid = $1",
+            [r.user.uuid]
+        );
+        if let Some((s, token_hash)) = &r.session {
+            write_stmt!(
+                tx,
+                hold = true,
+                "INSERT INTO sessions (id, token_hash, user_uuid, created_at, last_seen_at, expires_at, current_app, \
+                 remote_addr, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                [
+                    s.id,
+                    &token_hash[..],
+                    s.user_uuid,
+                    Ts(s.created_at),
+                    Ts(s.last_seen_at),
+                    Ts(s.expires_at),
+                    s.current_app.as_deref(),
+                    s.remote_addr.as_deref(),
+                    s.user_agent.as_deref()
+                ]
+            );
+        }
+        if let Some(email) = r.verify_email {
+            write_stmt!(
+                tx,
+                hold = true,
+                "INSERT INTO email_verifications (user_uuid, email, verified_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (user_uuid) DO UPDATE SET email = excluded.email, verified_at = excluded.verified_at",
+                [r.user.uuid, email, Ts(now)]
+            );
+        }
+        tx.write_followups(r.followups).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// The address of `user_uuid` proven by an invitation, and when.

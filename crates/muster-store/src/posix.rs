@@ -174,7 +174,7 @@ impl Store {
                 tx.rollback().await?;
                 return Ok(PosixWrite::Stale);
             }
-            crate::offerings::insert_history!(&mut *tx, account.uuid.0, history);
+            crate::account_history::insert_history!(&mut *tx, account.uuid.0, history);
             crate::audit::insert!(&mut *tx, audit);
             crate::commit(tx).await?;
         });

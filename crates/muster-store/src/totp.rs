@@ -52,21 +52,24 @@ impl Store {
         key_sealed: &str,
         audit: &AuditEntry,
     ) -> Result<bool> {
-        let done = on_db!(self, write, pool => {
-            let mut tx = pool.begin().await?;
-            let removed = sqlx::query("DELETE FROM totp_enrollments WHERE user_uuid = $1 AND key_sealed = $2")
+        let mut tx = self.begin().await?;
+        let removed = crate::tx::on_tx!(tx, conn => {
+            sqlx::query("DELETE FROM totp_enrollments WHERE user_uuid = $1 AND key_sealed = $2")
                 .bind(user.uuid)
                 .bind(key_sealed)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?
-                .rows_affected();
-            let updated = removed == 1 && crate::users::write_user!(&mut *tx, user, version) == 1;
-            if updated {
-                crate::audit::insert!(&mut *tx, audit);
-                crate::commit(tx).await?;
-            }
-            updated
+                .rows_affected()
         });
-        Ok(done)
+        if removed != 1
+            || !tx
+                .write_user(user, version, crate::users::Revoke::None, Some(audit))
+                .await?
+        {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 }

@@ -6,6 +6,7 @@
 //! over. [`StoreTx`] is such a transaction, on either backend; the methods that run inside one
 //! are defined on it, next to the tables they touch.
 
+pub(crate) use crate::bind::BatchBinder;
 use crate::{Backend, Inner, Result, Store, StoreError};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
@@ -335,18 +336,6 @@ macro_rules! write_stmt {
     }};
 }
 pub(crate) use write_stmt;
-
-/// Lets the `.bind(…)` chains written for queries (`bind_user_columns!`) bind into a batch.
-pub(crate) struct BatchBinder<'a>(pub(crate) &'a mut Batch, pub(crate) Result<()>);
-
-impl BatchBinder<'_> {
-    pub(crate) fn bind<'q, T: sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>>(mut self, value: T) -> Self {
-        if self.1.is_ok() {
-            self.1 = self.0.bind(value).map(|_| ());
-        }
-        self
-    }
-}
 
 /// A write transaction. Dropped without [`StoreTx::commit`], it rolls back.
 ///
@@ -727,72 +716,6 @@ impl StoreTx {
             }
         }
         Ok(())
-    }
-
-    /// Inserts a directory user inside this transaction (a workflow step creating a person).
-    pub async fn insert_user(
-        &mut self,
-        user: &muster_core::directory::User,
-        audit: &muster_core::audit::AuditEntry,
-    ) -> Result<()> {
-        if let Some(b) = self.batch().await? {
-            b.push(crate::users::INSERT_USER).bind(user.uuid)?;
-            crate::users::bind_user_columns!(BatchBinder(&mut *b, Ok(())), user).1?;
-            b.may_clash(crate::users::username_clash_opt);
-            crate::audit::hold_record(b, audit)?;
-        } else {
-            on_tx!(self, conn => {
-                crate::users::insert_user_on!(&mut *conn, user);
-                crate::audit::insert_record!(&mut *conn, audit);
-            });
-        }
-        self.hold_event_of(audit);
-        Ok(())
-    }
-
-    /// Reads a user and its row version inside this transaction.
-    pub async fn user_by_uuid(&mut self, uuid: uuid::Uuid) -> Result<Option<(muster_core::directory::User, i64)>> {
-        let sql = format!("SELECT {} FROM users WHERE uuid = $1", crate::users::USER_COLUMNS);
-        let row: Option<crate::users::UserRow> = on_tx!(self, conn => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(uuid).fetch_optional(&mut *conn).await?
-        });
-        row.map(crate::users::UserRow::into_user).transpose()
-    }
-
-    /// Writes a changed user if its row is still at `version`, ending its sessions when
-    /// `revoke_sessions`; false when the row moved on.
-    pub async fn update_user(
-        &mut self,
-        user: &muster_core::directory::User,
-        version: i64,
-        revoke_sessions: bool,
-        audit: &muster_core::audit::AuditEntry,
-    ) -> Result<bool> {
-        on_tx!(self, conn => {
-            let n = crate::users::write_user!(&mut *conn, user, version);
-            if n != 1 {
-                return Ok(false);
-            }
-            if revoke_sessions {
-                sqlx::query("DELETE FROM sessions WHERE user_uuid = $1").bind(user.uuid).execute(&mut *conn).await?;
-            }
-            crate::audit::insert_record!(&mut *conn, audit);
-        });
-        self.hold_event_of(audit);
-        Ok(true)
-    }
-
-    /// Deletes a user (compensation of an aborted create); false when it was already gone.
-    pub async fn delete_user(&mut self, uuid: uuid::Uuid, audit: &muster_core::audit::AuditEntry) -> Result<bool> {
-        on_tx!(self, conn => {
-            let n = sqlx::query("DELETE FROM users WHERE uuid = $1").bind(uuid).execute(&mut *conn).await?.rows_affected();
-            if n != 1 {
-                return Ok(false);
-            }
-            crate::audit::insert_record!(&mut *conn, audit);
-        });
-        self.hold_event_of(audit);
-        Ok(true)
     }
 }
 

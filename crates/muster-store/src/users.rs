@@ -1,8 +1,11 @@
 //! Users.
 
-use crate::{Result, Store, StoreError, Ts, on_db};
+use crate::bind::{BatchBinder, Bind, Value};
+use crate::tx::{on_tx, write_stmt};
+use crate::{Result, Store, StoreError, StoreTx, Ts, on_db};
 use muster_core::audit::AuditEntry;
 use muster_core::directory::{ApprovalStatus, SignUpStatus, User};
+use std::sync::LazyLock;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -109,96 +112,123 @@ pub(crate) fn username_clash_opt(e: &sqlx::Error) -> Option<StoreError> {
         .or_else(|| StoreError::unique_opt(e, "username_key", "username"))
 }
 
-/// Writes every mutable column of `$u` if its row is still at `$version`, on `$conn` (inside
-/// another write); evaluates to the number of rows changed (0 or 1).
-macro_rules! write_user {
-    ($conn:expr, $u:expr, $version:expr) => {{
-        let q = sqlx::query($crate::users::UPDATE_USER).bind($u.uuid);
-        $crate::users::bind_user_columns!(q, $u)
-            .bind($version)
-            .execute($conn)
-            .await
-            .map_err($crate::users::username_clash)?
-            .rows_affected()
-    }};
-}
-pub(crate) use write_user;
-
-/// Inserts `$u` on `$conn` (inside another write).
-macro_rules! insert_user_on {
-    ($conn:expr, $u:expr) => {{
-        let q = sqlx::query($crate::users::INSERT_USER).bind($u.uuid);
-        $crate::users::bind_user_columns!(q, $u)
-            .execute($conn)
-            .await
-            .map_err($crate::users::username_clash)?;
-    }};
-}
-pub(crate) use insert_user_on;
-
-/// Binds every mutable column of a user, in the order of [`USER_COLUMNS`] after `uuid`.
-macro_rules! bind_user_columns {
-    ($q:expr, $u:expr) => {
-        $q.bind(&$u.username)
-            .bind(muster_core::directory::User::username_key(&$u.username))
-            .bind(muster_core::directory::User::username_skeleton(&$u.username))
-            .bind(&$u.email)
-            .bind($u.email.as_ref().map(|e| e.to_lowercase()))
-            .bind(&$u.display_name)
-            .bind(&$u.first_name)
-            .bind(&$u.middle_name)
-            .bind(&$u.last_name)
-            .bind($crate::users::search_names($u))
-            .bind($u.is_active)
-            .bind($u.is_internal)
-            .bind($u.is_super_user)
-            .bind($u.is_approval_needed)
-            .bind($u.approval_status.as_str())
-            .bind(&$u.approval_status_mod_by)
-            .bind($crate::Ts($u.approval_status_mod_time))
-            .bind($u.is_locked)
-            .bind($u.locked_time.map($crate::Ts))
-            .bind(&$u.locked_by)
-            .bind(&$u.password_hash)
-            .bind($u.password_is_set)
-            .bind($u.password_must_change)
-            .bind($crate::Ts($u.password_last_set))
-            .bind($crate::Ts($u.password_expiry))
-            .bind($u.sign_up_status.as_str())
-            .bind($crate::Ts($u.sign_up_time))
-            .bind($u.is_totp_enabled)
-            .bind(&$u.totp_key_sealed)
-            .bind(&$u.totp_label)
-            .bind($u.totp_last_step)
-            .bind($crate::Ts($u.updated_at))
-    };
+/// How an UPDATE writes a column.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnUpdate {
+    Set,
+    /// Kept while the username stays the same: a user whose keys were kept from before the
+    /// username rules (see migration 0008) can still be changed otherwise.
+    KeptWhileUsernameStays,
 }
 
-pub(crate) use bind_user_columns;
+/// A column every write of a user sets, and how a user gives its value.
+struct Column {
+    name: &'static str,
+    value: for<'u> fn(&'u User) -> Value<'u>,
+    on_update: OnUpdate,
+}
 
-pub(crate) const INSERT_USER: &str = "INSERT INTO users (uuid, username, username_key, username_skeleton, email, email_key, display_name, \
-    first_name, middle_name, last_name, search_names, is_active, is_internal, is_super_user, \
-    is_approval_needed, approval_status, approval_status_mod_by, approval_status_mod_time, is_locked, \
-    locked_time, locked_by, password_hash, password_is_set, password_must_change, password_last_set, \
-    password_expiry, sign_up_status, sign_up_time, is_totp_enabled, totp_key_sealed, totp_label, \
-    totp_last_step, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-    $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, \
-    $33, 1)";
+const fn set(name: &'static str, value: for<'u> fn(&'u User) -> Value<'u>) -> Column {
+    Column {
+        name,
+        value,
+        on_update: OnUpdate::Set,
+    }
+}
 
-/// Writes every mutable column and bumps the version, if the version is still `$34`. The
-/// username's keys are kept while the username stays the same: a user whose keys were kept
-/// from before the username rules (see migration 0008) can still be changed otherwise.
-pub(crate) const UPDATE_USER: &str = "UPDATE users SET username = $2, \
-    username_key = CASE WHEN username = $2 THEN username_key ELSE $3 END, \
-    username_skeleton = CASE WHEN username = $2 THEN username_skeleton ELSE $4 END, email = $5, \
-    email_key = $6, display_name = $7, first_name = $8, middle_name = $9, last_name = $10, \
-    search_names = $11, is_active = $12, is_internal = $13, is_super_user = $14, \
-    is_approval_needed = $15, approval_status = $16, approval_status_mod_by = $17, \
-    approval_status_mod_time = $18, is_locked = $19, locked_time = $20, locked_by = $21, \
-    password_hash = $22, password_is_set = $23, password_must_change = $24, password_last_set = $25, \
-    password_expiry = $26, sign_up_status = $27, sign_up_time = $28, is_totp_enabled = $29, \
-    totp_key_sealed = $30, totp_label = $31, totp_last_step = $32, updated_at = $33, \
-    version = version + 1 WHERE uuid = $1 AND version = $34";
+fn text(s: &str) -> Value<'_> {
+    Value::Text(Some(s))
+}
+
+fn time(t: OffsetDateTime) -> Value<'static> {
+    Value::Time(Some(Ts(t)))
+}
+
+/// Every column a write of a user sets besides `uuid` and `version`, in one order for the
+/// INSERT, the UPDATE and the binding of both (see `bind`).
+static WRITTEN: [Column; 32] = [
+    set("username", |u| text(&u.username)),
+    Column {
+        name: "username_key",
+        value: |u| Value::Owned(Some(User::username_key(&u.username))),
+        on_update: OnUpdate::KeptWhileUsernameStays,
+    },
+    Column {
+        name: "username_skeleton",
+        value: |u| Value::Owned(Some(User::username_skeleton(&u.username))),
+        on_update: OnUpdate::KeptWhileUsernameStays,
+    },
+    set("email", |u| Value::Text(u.email.as_deref())),
+    set("email_key", |u| {
+        Value::Owned(u.email.as_ref().map(|e| e.to_lowercase()))
+    }),
+    set("display_name", |u| Value::Text(u.display_name.as_deref())),
+    set("first_name", |u| Value::Text(u.first_name.as_deref())),
+    set("middle_name", |u| Value::Text(u.middle_name.as_deref())),
+    set("last_name", |u| Value::Text(u.last_name.as_deref())),
+    set("search_names", |u| Value::Owned(Some(search_names(u)))),
+    set("is_active", |u| Value::Bool(u.is_active)),
+    set("is_internal", |u| Value::Bool(u.is_internal)),
+    set("is_super_user", |u| Value::Bool(u.is_super_user)),
+    set("is_approval_needed", |u| Value::Bool(u.is_approval_needed)),
+    set("approval_status", |u| text(u.approval_status.as_str())),
+    set("approval_status_mod_by", |u| text(&u.approval_status_mod_by)),
+    set("approval_status_mod_time", |u| time(u.approval_status_mod_time)),
+    set("is_locked", |u| Value::Bool(u.is_locked)),
+    set("locked_time", |u| Value::Time(u.locked_time.map(Ts))),
+    set("locked_by", |u| Value::Text(u.locked_by.as_deref())),
+    set("password_hash", |u| text(&u.password_hash)),
+    set("password_is_set", |u| Value::Bool(u.password_is_set)),
+    set("password_must_change", |u| Value::Bool(u.password_must_change)),
+    set("password_last_set", |u| time(u.password_last_set)),
+    set("password_expiry", |u| time(u.password_expiry)),
+    set("sign_up_status", |u| text(u.sign_up_status.as_str())),
+    set("sign_up_time", |u| time(u.sign_up_time)),
+    set("is_totp_enabled", |u| Value::Bool(u.is_totp_enabled)),
+    set("totp_key_sealed", |u| text(&u.totp_key_sealed)),
+    set("totp_label", |u| text(&u.totp_label)),
+    set("totp_last_step", |u| Value::Int(u.totp_last_step)),
+    set("updated_at", |u| time(u.updated_at)),
+];
+
+/// Binds `uuid`'s successors: every [`WRITTEN`] column of `u`, in order (`$2` on).
+fn bind_user<B: Bind>(q: B, u: &User) -> B {
+    WRITTEN.iter().fold(q, |q, c| q.bind_value((c.value)(u)))
+}
+
+/// `INSERT INTO users (uuid, <WRITTEN>, version) VALUES ($1, $2, …, 1)`.
+static INSERT_USER: LazyLock<String> = LazyLock::new(|| {
+    let names: Vec<&str> = WRITTEN.iter().map(|c| c.name).collect();
+    let values: Vec<String> = (2..=WRITTEN.len() + 1).map(|i| format!("${i}")).collect();
+    format!(
+        "INSERT INTO users (uuid, {}, version) VALUES ($1, {}, 1)",
+        names.join(", "),
+        values.join(", ")
+    )
+});
+
+/// Writes every [`WRITTEN`] column and bumps the version, if the row is still at the version
+/// bound last (after the columns).
+static UPDATE_USER: LazyLock<String> = LazyLock::new(|| {
+    let username = WRITTEN.iter().position(|c| c.name == "username").map_or(0, |i| i + 2);
+    let sets: Vec<String> = WRITTEN
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match c.on_update {
+            OnUpdate::Set => format!("{} = ${}", c.name, i + 2),
+            OnUpdate::KeptWhileUsernameStays => format!(
+                "{n} = CASE WHEN username = ${username} THEN {n} ELSE ${i} END",
+                n = c.name,
+                i = i + 2
+            ),
+        })
+        .collect();
+    format!(
+        "UPDATE users SET {}, version = version + 1 WHERE uuid = $1 AND version = ${}",
+        sets.join(", "),
+        WRITTEN.len() + 2
+    )
+});
 
 pub(crate) const USER_COLUMNS: &str = "uuid, username, email, display_name, first_name, middle_name, last_name, \
     is_active, is_internal, is_super_user, is_approval_needed, approval_status, approval_status_mod_by, \
@@ -225,7 +255,7 @@ pub struct UserQuery {
 
 /// Which sessions an update ends.
 #[derive(Debug, Clone, Copy)]
-enum Revoke {
+pub(crate) enum Revoke {
     None,
     All,
     AllExcept(Uuid),
@@ -271,15 +301,12 @@ macro_rules! push_user_filters {
 }
 
 impl Store {
-    /// Inserts a new user together with its audit record.
+    /// Inserts a new user together with its audit record (and event), in one transaction
+    /// ([`StoreTx::insert_user`]).
     pub async fn insert_user(&self, user: &User, audit: &AuditEntry) -> Result<()> {
-        on_db!(self, write, pool => {
-            let mut tx = pool.begin().await?;
-            insert_user_on!(&mut *tx, user);
-            crate::audit::insert!(&mut *tx, audit);
-            crate::commit(tx).await?;
-        });
-        Ok(())
+        let mut tx = self.begin().await?;
+        tx.insert_user(user, audit).await?;
+        tx.commit().await
     }
 
     /// The user and its row version (for [`Store::update_user`]).
@@ -342,43 +369,24 @@ impl Store {
     }
 
     async fn update_user_with(&self, user: &User, version: i64, revoke: Revoke, audit: &AuditEntry) -> Result<bool> {
-        let updated = on_db!(self, write, pool => {
-            let mut tx = pool.begin().await?;
-            let n = write_user!(&mut *tx, user, version);
-            if n == 1 {
-                match revoke {
-                    Revoke::None => {}
-                    Revoke::All => {
-                        sqlx::query("DELETE FROM sessions WHERE user_uuid = $1").bind(user.uuid).execute(&mut *tx).await?;
-                    }
-                    Revoke::AllExcept(keep) => {
-                        sqlx::query("DELETE FROM sessions WHERE user_uuid = $1 AND id <> $2")
-                            .bind(user.uuid)
-                            .bind(keep)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
-                crate::audit::insert!(&mut *tx, audit);
-                crate::commit(tx).await?;
-            }
-            n == 1
-        });
-        Ok(updated)
+        let mut tx = self.begin().await?;
+        if !tx.write_user(user, version, revoke, Some(audit)).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Deletes a user (sessions go with it). False when there was no such user.
     pub async fn delete_user(&self, uuid: Uuid, audit: &AuditEntry) -> Result<bool> {
-        let deleted = on_db!(self, write, pool => {
-            let mut tx = pool.begin().await?;
-            let n = sqlx::query("DELETE FROM users WHERE uuid = $1").bind(uuid).execute(&mut *tx).await?.rows_affected();
-            if n == 1 {
-                crate::audit::insert!(&mut *tx, audit);
-                crate::commit(tx).await?;
-            }
-            n == 1
-        });
-        Ok(deleted)
+        let mut tx = self.begin().await?;
+        if !tx.delete_user(uuid, audit).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Records that TOTP `step` was used, if no later or equal step was used before.
@@ -617,5 +625,136 @@ impl Store {
             tx.commit().await?;
         });
         Ok(conflicts)
+    }
+}
+
+/// The one implementation of each write of a user; the one-shot [`Store`] methods begin a
+/// transaction, call these and commit.
+impl StoreTx {
+    /// Inserts a directory user with its audit record (and event). `Duplicate("username")`
+    /// when the username (or a look-alike of it) is taken, reported by this call or, on
+    /// SQLite where the insert is held for the next round trip, by the commit.
+    pub async fn insert_user(&mut self, user: &User, audit: &AuditEntry) -> Result<()> {
+        if let Some(b) = self.batch().await? {
+            b.push(&INSERT_USER).bind(user.uuid)?;
+            bind_user(BatchBinder(&mut *b, Ok(())), user).done()?;
+            b.may_clash(username_clash_opt);
+        } else {
+            on_tx!(self, conn => {
+                bind_user(sqlx::query(INSERT_USER.as_str()).bind(user.uuid), user)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(username_clash)?;
+            });
+        }
+        self.audit(audit).await
+    }
+
+    /// Reads a user and its row version inside this transaction.
+    pub async fn user_by_uuid(&mut self, uuid: Uuid) -> Result<Option<(User, i64)>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE uuid = $1");
+        let row: Option<UserRow> = on_tx!(self, conn => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(uuid).fetch_optional(&mut *conn).await?
+        });
+        row.map(UserRow::into_user).transpose()
+    }
+
+    /// Writes a changed user if its row is still at `version`, ending its sessions when
+    /// `revoke_sessions`; false (nothing written) when the row moved on.
+    pub async fn update_user(
+        &mut self,
+        user: &User,
+        version: i64,
+        revoke_sessions: bool,
+        audit: &AuditEntry,
+    ) -> Result<bool> {
+        let revoke = if revoke_sessions { Revoke::All } else { Revoke::None };
+        self.write_user(user, version, revoke, Some(audit)).await
+    }
+
+    /// The one conditional write of a user: every column, if the row is still at `version`;
+    /// then the sessions `revoke` names go, and `audit` is written. False (nothing written)
+    /// when the row moved on.
+    pub(crate) async fn write_user(
+        &mut self,
+        user: &User,
+        version: i64,
+        revoke: Revoke,
+        audit: Option<&AuditEntry>,
+    ) -> Result<bool> {
+        let n = on_tx!(self, conn => {
+            bind_user(sqlx::query(UPDATE_USER.as_str()).bind(user.uuid), user)
+                .bind(version)
+                .execute(&mut *conn)
+                .await
+                .map_err(username_clash)?
+                .rows_affected()
+        });
+        if n != 1 {
+            return Ok(false);
+        }
+        match revoke {
+            Revoke::None => {}
+            Revoke::All => {
+                write_stmt!(
+                    self,
+                    hold = true,
+                    "DELETE FROM sessions WHERE user_uuid = $1",
+                    [user.uuid]
+                );
+            }
+            Revoke::AllExcept(keep) => {
+                write_stmt!(
+                    self,
+                    hold = true,
+                    "DELETE FROM sessions WHERE user_uuid = $1 AND id <> $2",
+                    [user.uuid, keep]
+                );
+            }
+        }
+        if let Some(a) = audit {
+            self.audit(a).await?;
+        }
+        Ok(true)
+    }
+
+    /// Deletes a user (sessions go with it); false when it was already gone.
+    pub async fn delete_user(&mut self, uuid: Uuid, audit: &AuditEntry) -> Result<bool> {
+        let n = on_tx!(self, conn => {
+            sqlx::query("DELETE FROM users WHERE uuid = $1").bind(uuid).execute(&mut *conn).await?.rows_affected()
+        });
+        if n != 1 {
+            return Ok(false);
+        }
+        self.audit(audit).await?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_user_statements_have_one_placeholder_per_written_column() {
+        let columns = WRITTEN.len();
+        assert!(
+            INSERT_USER.contains(&format!("${}, 1)", columns + 1)),
+            "{}",
+            *INSERT_USER
+        );
+        assert!(!INSERT_USER.contains(&format!("${}", columns + 2)), "{}", *INSERT_USER);
+        assert!(
+            UPDATE_USER.ends_with(&format!("WHERE uuid = $1 AND version = ${}", columns + 2)),
+            "{}",
+            *UPDATE_USER
+        );
+        assert!(
+            UPDATE_USER.contains("username_key = CASE WHEN username = $2 THEN username_key ELSE $3 END"),
+            "{}",
+            *UPDATE_USER
+        );
+        let names: std::collections::BTreeSet<_> = WRITTEN.iter().map(|c| c.name).collect();
+        assert_eq!(names.len(), columns, "a column is listed twice");
     }
 }

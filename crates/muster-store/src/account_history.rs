@@ -1,0 +1,76 @@
+//! An offering account's history: one entry per lifecycle move (or naming), written in the
+//! transaction of the change it records.
+
+use crate::{Result, Store, StoreError, Ts, on_db};
+use muster_core::offering::lifecycle::AccountState;
+use muster_core::offering::model::{HistoryEntry, OfferingUserUuid};
+
+#[derive(sqlx::FromRow)]
+struct HistoryRow {
+    at: Ts,
+    actor: Option<String>,
+    action: String,
+    from_state: Option<String>,
+    to_state: String,
+    comment: String,
+    comment_url: String,
+    cid: String,
+}
+
+impl HistoryRow {
+    fn into_entry(self) -> Result<HistoryEntry> {
+        let parse =
+            |s: &str| AccountState::from_db(s).ok_or_else(|| StoreError::Corrupt(format!("history state {s:?}")));
+        Ok(HistoryEntry {
+            at: self.at.0,
+            actor: self.actor,
+            action: self.action,
+            from_state: self.from_state.as_deref().map(parse).transpose()?,
+            to_state: parse(&self.to_state)?,
+            comment: self.comment,
+            comment_url: self.comment_url,
+            cid: self.cid,
+        })
+    }
+}
+
+/// Writes a history entry on a connection or transaction.
+macro_rules! insert_history {
+    ($conn:expr, $account:expr, $h:expr) => {{
+        sqlx::query(
+            "INSERT INTO offering_user_history (offering_user_uuid, at, actor, action, from_state, to_state, comment, \
+             comment_url, cid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind($account)
+        .bind(crate::Ts($h.at))
+        .bind(&$h.actor)
+        .bind(&$h.action)
+        .bind(
+            $h.from_state
+                .map(|s: muster_core::offering::lifecycle::AccountState| s.as_db()),
+        )
+        .bind($h.to_state.as_db())
+        .bind(&$h.comment)
+        .bind(&$h.comment_url)
+        .bind(&$h.cid)
+        .execute($conn)
+        .await?;
+    }};
+}
+pub(crate) use insert_history;
+
+impl Store {
+    /// An account's history, oldest first.
+    pub async fn offering_user_history(&self, uuid: OfferingUserUuid) -> Result<Vec<HistoryEntry>> {
+        let rows: Vec<HistoryRow> = on_db!(self, read, pool => {
+            sqlx::query_as(
+                "SELECT at, actor, action, from_state, to_state, comment, comment_url, cid FROM offering_user_history \
+                 WHERE offering_user_uuid = $1 ORDER BY id",
+            )
+            .bind(uuid.0)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(HistoryRow::into_entry).collect()
+    }
+}

@@ -1,0 +1,86 @@
+//! Binding values the same way into both backends' queries and the SQLite batch.
+//!
+//! A table whose rows are written whole (users) lists its columns once, each with how a row
+//! gives its value; its INSERT and UPDATE statements are generated from that list and its
+//! values are bound by walking the same list ([`Bind`]), so a column's name, its placeholder
+//! and its value cannot drift apart. (A query builder such as sea-query would give the same
+//! guarantee, but would replace hand-written SQL everywhere, including the SQLite batches that
+//! send several statements as one text; a list per table and one small trait keep the SQL as
+//! it is.)
+
+use crate::Ts;
+use sqlx::{Database, Encode, Type};
+
+/// One column's value, as every backend binds it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Value<'a> {
+    Text(Option<&'a str>),
+    /// Text computed from the row (a lookup key, say).
+    Owned(Option<String>),
+    Bool(bool),
+    Int(Option<i64>),
+    Time(Option<Ts>),
+    Json(&'a serde_json::Value),
+}
+
+/// Something values can be bound into: a query of either backend, or the SQLite batch.
+pub(crate) trait Bind: Sized {
+    fn bind_value(self, v: Value<'_>) -> Self;
+}
+
+impl<DB: Database> Bind for sqlx::query::Query<'_, DB, <DB as Database>::Arguments>
+where
+    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
+    for<'t> bool: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<Ts>: Encode<'t, DB> + Type<DB>,
+    for<'t> sqlx::types::Json<&'t serde_json::Value>: Encode<'t, DB> + Type<DB>,
+{
+    fn bind_value(self, v: Value<'_>) -> Self {
+        match v {
+            Value::Text(t) => self.bind(t),
+            Value::Owned(t) => self.bind(t),
+            Value::Bool(b) => self.bind(b),
+            Value::Int(i) => self.bind(i),
+            Value::Time(t) => self.bind(t),
+            Value::Json(j) => self.bind(sqlx::types::Json(j)),
+        }
+    }
+}
+
+/// Binds into a [`crate::tx::Batch`]; the first encoding error is kept and reported by
+/// [`BatchBinder::done`].
+pub(crate) struct BatchBinder<'a>(pub(crate) &'a mut crate::tx::Batch, pub(crate) crate::Result<()>);
+
+impl BatchBinder<'_> {
+    pub(crate) fn done(self) -> crate::Result<()> {
+        self.1
+    }
+
+    /// Binds one value of any type SQLite takes (for statements whose values are not a
+    /// column list, e.g. the fenced process update).
+    pub(crate) fn bind<'q, T: Encode<'q, sqlx::Sqlite> + Type<sqlx::Sqlite>>(mut self, value: T) -> Self {
+        if self.1.is_ok() {
+            self.1 = self.0.bind(value).map(|_| ());
+        }
+        self
+    }
+}
+
+impl Bind for BatchBinder<'_> {
+    fn bind_value(mut self, v: Value<'_>) -> Self {
+        if self.1.is_ok() {
+            self.1 = match v {
+                Value::Text(t) => self.0.bind(t),
+                Value::Owned(t) => self.0.bind(t),
+                Value::Bool(b) => self.0.bind(b),
+                Value::Int(i) => self.0.bind(i),
+                Value::Time(t) => self.0.bind(t),
+                Value::Json(j) => self.0.bind(sqlx::types::Json(j)),
+            }
+            .map(|_| ());
+        }
+        self
+    }
+}
