@@ -80,6 +80,7 @@ impl Modify for SecurityAddon {
 ///
 /// This runs on the merged document: `ApiDoc`'s own modifiers run before any route is added.
 pub fn complete(doc: &mut utoipa::openapi::OpenApi) {
+    describe_transitions(doc);
     for item in doc.paths.paths.values_mut() {
         for (method, op) in operations_mut(item) {
             add_shared_responses(method, op);
@@ -278,4 +279,23 @@ fn is_plain_problem(response: &Response) -> bool {
         && response.headers.is_empty()
         && response.content.len() == 1
         && response.content.get(PROBLEM_JSON).is_some_and(is_problem)
+}
+
+/// Each lifecycle action's operation is described from the one transition table (its allowed
+/// sources, its target, what it does to the comments), so that the document cannot disagree
+/// with what the service enforces.
+fn describe_transitions(doc: &mut utoipa::openapi::OpenApi) {
+    use muster_core::offering::lifecycle::{self, Action};
+    for action in Action::ALL {
+        let path = format!("/api/marketplace-offering-users/{{uuid}}/{}/", action.name());
+        let Some(op) = doc.paths.paths.get_mut(&path).and_then(|item| item.post.as_mut()) else {
+            continue;
+        };
+        op.summary = Some(format!("{}: {}", action.name(), lifecycle::describe(action)));
+        op.description = Some(format!(
+            "{}\n\nFrom any other state: 400 naming the current state and the valid ones. \
+             Allowed sources and target come from the lifecycle table (`muster_core::offering::lifecycle`).",
+            lifecycle::describe(action)
+        ));
+    }
 }

@@ -175,3 +175,38 @@ fn a_regular_users_view_fits_the_user_schema() {
         .collect();
     assert_eq!(required, regular);
 }
+
+/// `docs/api.md`'s lifecycle table is the table the service enforces, generated from it
+/// (`MUSTER_UPDATE_OPENAPI=1` rewrites it there too), and each action's operation describes
+/// its row.
+#[test]
+fn the_lifecycle_is_documented_from_its_table() {
+    use muster_core::offering::lifecycle::{self, Action};
+    let table = lifecycle::markdown_table();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/api.md");
+    let doc = std::fs::read_to_string(&path).expect("read docs/api.md");
+    let head = "| Action | From | To | Comments |\n";
+    let start = doc.find(head).expect("docs/api.md has the lifecycle table");
+    let end = doc[start..].find("\n\n").map_or(doc.len(), |e| start + e + 1);
+    if std::env::var_os("MUSTER_UPDATE_OPENAPI").is_some() {
+        let updated = format!("{}{}{}", &doc[..start], table, &doc[end..]);
+        std::fs::write(&path, updated).expect("write docs/api.md");
+        return;
+    }
+    assert_eq!(
+        &doc[start..end],
+        table,
+        "docs/api.md's lifecycle table differs from muster_core::offering::lifecycle; \
+         run MUSTER_UPDATE_OPENAPI=1 cargo test -p muster-server --test openapi_document"
+    );
+    let api = document();
+    for action in Action::ALL {
+        let op = &api["paths"][format!("/api/marketplace-offering-users/{{uuid}}/{}/", action.name())]["post"];
+        let described = op["description"].as_str().unwrap_or("");
+        assert!(
+            described.starts_with(&lifecycle::describe(action)),
+            "{}: {op}",
+            action.name()
+        );
+    }
+}

@@ -9,6 +9,7 @@ use crate::tx::{on_tx, write_stmt};
 use crate::{Backend, Result, Store, StoreError, StoreTx, Ts, on_db};
 use muster_core::workflow::SubscriptionStatus;
 use muster_core::workflow::product::{Block, UserBlock, UserGroupBlock};
+use muster_core::workflow::status::ProcessStatus;
 use sqlx::types::Json;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -262,6 +263,15 @@ fn statuses_sql(statuses: &[SubscriptionStatus]) -> String {
         .join(", ")
 }
 
+/// The final process statuses (muster-core's `ProcessStatus::FINAL`) as an SQL list.
+fn final_sql() -> String {
+    ProcessStatus::FINAL
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Store {
     pub async fn subscription(&self, id: Uuid) -> Result<Option<Subscription>> {
         let sql = format!("{SELECT_SUBSCRIPTION} WHERE s.subscription_id = $1");
@@ -377,12 +387,13 @@ impl Store {
     pub async fn set_in_sync(&self, id: Uuid, audit: &muster_core::audit::AuditEntry) -> Result<bool> {
         Ok(on_db!(self, write, pool => {
             let mut tx = pool.begin().await?;
-            let n = sqlx::query(
+            let n = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE subscriptions SET insync = TRUE, locked_by_process = NULL, version = version + 1, updated_at = $2 \
                  WHERE subscription_id = $1 AND (locked_by_process IS NULL OR EXISTS ( \
                    SELECT 1 FROM processes p WHERE p.process_id = subscriptions.locked_by_process \
-                   AND p.last_status IN ('completed', 'aborted')))",
-            )
+                   AND p.last_status IN ({}))))",
+                final_sql()
+            )))
             .bind(id)
             .bind(Ts(audit.at))
             .execute(&mut *tx)
@@ -405,13 +416,15 @@ impl Store {
     pub async fn delete_subscription(&self, id: Uuid, audit: &muster_core::audit::AuditEntry) -> Result<bool> {
         Ok(on_db!(self, write, pool => {
             let mut tx = pool.begin().await?;
-            let n = sqlx::query(
+            let n = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM subscriptions WHERE subscription_id = $1 \
-                 AND status IN ('initial', 'terminated') \
+                 AND status IN ({}) \
                  AND NOT EXISTS (SELECT 1 FROM subscription_relations r WHERE r.depends_on_id = $1) \
                  AND NOT EXISTS (SELECT 1 FROM processes p WHERE p.process_id = subscriptions.locked_by_process \
-                   AND p.last_status NOT IN ('completed', 'aborted'))",
-            )
+                   AND p.last_status NOT IN ({})))",
+                statuses_sql(&SubscriptionStatus::NOT_LIVE),
+                final_sql()
+            )))
             .bind(id)
             .execute(&mut *tx)
             .await?
@@ -704,10 +717,13 @@ impl StoreTx {
             expected_version,
         } = *terms;
         let users = if no_active_users {
-            " AND NOT EXISTS (SELECT 1 FROM subscription_relations r JOIN subscriptions u ON u.subscription_id = r.in_use_by_id \
-              WHERE r.depends_on_id = $1 AND u.status NOT IN ('initial', 'terminated'))"
+            format!(
+                " AND NOT EXISTS (SELECT 1 FROM subscription_relations r JOIN subscriptions u ON u.subscription_id = r.in_use_by_id \
+                  WHERE r.depends_on_id = $1 AND u.status NOT IN ({}))",
+                statuses_sql(&SubscriptionStatus::NOT_LIVE)
+            )
         } else {
-            ""
+            String::new()
         };
         let relations = if no_held_relations {
             " AND NOT EXISTS (SELECT 1 FROM subscription_relations r JOIN subscriptions d ON d.subscription_id = r.depends_on_id \
@@ -769,7 +785,10 @@ impl StoreTx {
     pub async fn delete_unfinished_subscription(&mut self, id: Uuid) -> Result<bool> {
         self.subs.remove(&id);
         Ok(on_tx!(self, conn => {
-            sqlx::query("DELETE FROM subscriptions WHERE subscription_id = $1 AND status IN ('initial', 'provisioning')")
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM subscriptions WHERE subscription_id = $1 AND status IN ({})",
+                statuses_sql(&SubscriptionStatus::BEFORE_ACTIVE)
+            )))
                 .bind(id)
                 .execute(&mut *conn)
                 .await?

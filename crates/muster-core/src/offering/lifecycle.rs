@@ -435,6 +435,46 @@ pub fn actions_from(from: AccountState) -> Vec<Action> {
     Action::ALL.into_iter().filter(|a| allowed(*a, from)).collect()
 }
 
+impl CommentEffect {
+    /// What the action does to the comments, in words (the API documentation's column).
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::Clear => "cleared",
+            Self::SetIfGiven => "set if given",
+            Self::Keep => "kept",
+        }
+    }
+}
+
+/// One action's row in words: "`Requested`, `Error creating` → `Creating`; comments kept."
+/// The API's documentation of each action is generated from this, not written by hand.
+pub fn describe(action: Action) -> String {
+    let t = row(action);
+    let from: Vec<String> = t.sources.iter().map(|s| format!("`{}`", s.label())).collect();
+    format!(
+        "{} → `{}`; comments {}.",
+        from.join(", "),
+        t.target.label(),
+        t.comment_effect.describe()
+    )
+}
+
+/// The table as Markdown (`docs/api.md` holds this; a test keeps the two equal).
+pub fn markdown_table() -> String {
+    let mut out = String::from("| Action | From | To | Comments |\n|---|---|---|---|\n");
+    for t in &TRANSITIONS {
+        let from: Vec<&str> = t.sources.iter().map(|s| s.label()).collect();
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            t.action.name(),
+            from.join(", "),
+            t.target.label(),
+            t.comment_effect.describe()
+        ));
+    }
+    out
+}
+
 /// The distinct states reachable from `from` in one action, in table order. Several actions can
 /// lead to the same state (`set_validation_complete` and `set_ok` both lead to OK).
 pub fn next_states(from: AccountState) -> Vec<AccountState> {

@@ -25,6 +25,13 @@ impl SubscriptionStatus {
         Self::Migrating,
     ];
 
+    /// Never went live (`initial`) or finished (`terminated`): such a subscription may be
+    /// deleted ([`delete_blocked`]), and as a user of another it no longer counts as one.
+    pub const NOT_LIVE: [SubscriptionStatus; 2] = [Self::Initial, Self::Terminated];
+
+    /// Before a create workflow made it active: what an aborted create leaves behind.
+    pub const BEFORE_ACTIVE: [SubscriptionStatus; 2] = [Self::Initial, Self::Provisioning];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Initial => "initial",
@@ -233,7 +240,7 @@ impl DeleteBlock {
 /// a create cleans up after itself, and a subscription deleted under a running workflow would
 /// derail it.
 pub fn delete_blocked(status: SubscriptionStatus, users: usize, held: bool) -> Option<DeleteBlock> {
-    if !matches!(status, SubscriptionStatus::Initial | SubscriptionStatus::Terminated) {
+    if !SubscriptionStatus::NOT_LIVE.contains(&status) {
         return Some(DeleteBlock::InvalidStatus);
     }
     if users > 0 {

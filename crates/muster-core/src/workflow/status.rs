@@ -87,6 +87,9 @@ impl ProcessStatus {
         self.next().is_empty()
     }
 
+    /// Every final status ([`ProcessStatus::is_final`]; a test keeps the two equal).
+    pub const FINAL: [ProcessStatus; 2] = [Self::Completed, Self::Aborted];
+
     /// A worker may claim a queued process in these statuses (an expired lease of a
     /// `running` one included: its worker died).
     pub const CLAIMABLE: [ProcessStatus; 4] = [Self::Created, Self::Running, Self::Waiting, Self::Resumed];
@@ -167,6 +170,9 @@ mod tests {
     #[test]
     fn final_statuses_go_nowhere() {
         assert!(ProcessStatus::Completed.is_final());
+        for status in ProcessStatus::ALL {
+            assert_eq!(ProcessStatus::FINAL.contains(&status), status.is_final(), "{status:?}");
+        }
         assert!(ProcessStatus::Aborted.is_final());
         assert!(!ProcessStatus::Failed.is_final());
         assert!(ProcessStatus::sources(ProcessStatus::Aborted).contains(&ProcessStatus::Failed));

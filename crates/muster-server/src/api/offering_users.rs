@@ -496,7 +496,7 @@ macro_rules! action {
 }
 
 action!(
-    /// `Requested` / `Error creating` → `Creating`.
+    /// A lifecycle transition; its summary and description are generated from the table.
     #[utoipa::path(post, operation_id = "offering_user_begin_creating", path = "/api/marketplace-offering-users/{uuid}/begin_creating/", tag = "offering-users",
         security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
         responses((status = 200, body = OfferingUserView), (status = 400, body = Problem, description = "Invalid transition: `detail` names the current state and the valid ones"),
@@ -506,8 +506,7 @@ action!(
 );
 
 action!(
-    /// `Creating` / `Error creating` / `Pending additional validation` → `Pending account linking`;
-    /// optional `comment` and `comment_url` for the person.
+    /// A lifecycle transition; its summary and description are generated from the table.
     #[utoipa::path(post, operation_id = "offering_user_set_pending_account_linking", path = "/api/marketplace-offering-users/{uuid}/set_pending_account_linking/", tag = "offering-users",
         security(("session" = []), ("token" = [])), params(("uuid" = String, Path)), request_body(content = TransitionInput, description = "Optional"),
         responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
@@ -516,8 +515,7 @@ action!(
 );
 
 action!(
-    /// `Creating` / `Error creating` / `Pending account linking` → `Pending additional
-    /// validation`; optional `comment` and `comment_url` for the person.
+    /// A lifecycle transition; its summary and description are generated from the table.
     #[utoipa::path(post, operation_id = "offering_user_set_pending_additional_validation", path = "/api/marketplace-offering-users/{uuid}/set_pending_additional_validation/", tag = "offering-users",
         security(("session" = []), ("token" = [])), params(("uuid" = String, Path)), request_body(content = TransitionInput, description = "Optional"),
         responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
@@ -526,7 +524,7 @@ action!(
 );
 
 action!(
-    /// `Pending *` → `OK`; clears the comments.
+    /// A lifecycle transition; its summary and description are generated from the table.
     #[utoipa::path(post, operation_id = "offering_user_set_validation_complete", path = "/api/marketplace-offering-users/{uuid}/set_validation_complete/", tag = "offering-users",
         security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
         responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
@@ -535,7 +533,7 @@ action!(
 );
 
 action!(
-    /// Creation states and `Error deleting` → `OK` (manual recovery); clears the comments.
+    /// A lifecycle transition; its summary and description are generated from the table.
     #[utoipa::path(post, operation_id = "offering_user_set_ok", path = "/api/marketplace-offering-users/{uuid}/set_ok/", tag = "offering-users",
         security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
         responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
@@ -544,7 +542,7 @@ action!(
 );
 
 action!(
-    /// `Requested` / `Creating` / `Pending *` → `Error creating`.
+    /// A lifecycle transition; its summary and description are generated from the table.
     #[utoipa::path(post, operation_id = "offering_user_set_error_creating", path = "/api/marketplace-offering-users/{uuid}/set_error_creating/", tag = "offering-users",
         security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
         responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
@@ -553,7 +551,7 @@ action!(
 );
 
 action!(
-    /// `OK` → `Requested deletion`.
+    /// A lifecycle transition; its summary and description are generated from the table.
     #[utoipa::path(post, operation_id = "offering_user_request_deletion", path = "/api/marketplace-offering-users/{uuid}/request_deletion/", tag = "offering-users",
         security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
         responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
@@ -562,7 +560,7 @@ action!(
 );
 
 action!(
-    /// `Requested deletion` / `Error deleting` → `Deleting` (the agent's deletion claim).
+    /// A lifecycle transition; its summary and description are generated from the table.
     #[utoipa::path(post, operation_id = "offering_user_set_deleting", path = "/api/marketplace-offering-users/{uuid}/set_deleting/", tag = "offering-users",
         security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
         responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
@@ -571,7 +569,7 @@ action!(
 );
 
 action!(
-    /// `Deleting` → `Deleted` (terminal).
+    /// A lifecycle transition; its summary and description are generated from the table.
     #[utoipa::path(post, operation_id = "offering_user_set_deleted", path = "/api/marketplace-offering-users/{uuid}/set_deleted/", tag = "offering-users",
         security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
         responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
@@ -580,7 +578,7 @@ action!(
 );
 
 action!(
-    /// `Requested deletion` / `Deleting` → `Error deleting`.
+    /// A lifecycle transition; its summary and description are generated from the table.
     #[utoipa::path(post, operation_id = "offering_user_set_error_deleting", path = "/api/marketplace-offering-users/{uuid}/set_error_deleting/", tag = "offering-users",
         security(("session" = []), ("token" = [])), params(("uuid" = String, Path)),
         responses((status = 200, body = OfferingUserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
