@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod directory;
 pub mod error;
 pub mod ids;
+mod names;
 pub mod offering;
 pub mod redact;
 pub mod workflow;

@@ -5,37 +5,26 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// A super-user's decision on a new account (Zato: `approval_status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ApprovalStatus {
-    BeforeDecision,
-    Approved,
-    Rejected,
+crate::named_enum! {
+    /// A super-user's decision on a new account (Zato: `approval_status`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum ApprovalStatus {
+        BeforeDecision = "before_decision",
+        Approved = "approved",
+        Rejected = "rejected",
+    }
 }
 
-/// How far sign-up has got (Zato: `sign_up_status`). Only `final` users may log in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SignUpStatus {
-    BeforeConfirmation,
-    Final,
+crate::named_enum! {
+    /// How far sign-up has got (Zato: `sign_up_status`). Only `final` users may log in.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum SignUpStatus {
+        BeforeConfirmation = "before_confirmation",
+        Final = "final",
+    }
 }
-
-macro_rules! str_enum {
-    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
-        impl $t {
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$v => $s),* }
-            }
-            pub fn parse(s: &str) -> Option<Self> {
-                match s { $($s => Some(Self::$v),)* _ => None }
-            }
-        }
-    };
-}
-str_enum!(ApprovalStatus { BeforeDecision => "before_decision", Approved => "approved", Rejected => "rejected" });
-str_enum!(SignUpStatus { BeforeConfirmation => "before_confirmation", Final => "final" });
 
 /// A user as stored. Holds secrets (hash, sealed TOTP key): never serialised as is, and its
 /// `Debug` shows neither.

@@ -57,114 +57,59 @@ pub fn hex(uuid: Uuid) -> String {
     uuid.simple().to_string()
 }
 
-/// Who names the local account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum UsernamePolicy {
-    /// The hosting site's agent names the account (PATCH of `username`); Waldur's default.
-    #[default]
-    ServiceProvider,
-    /// The account takes the person's directory username when it is requested.
-    WaldurUsername,
-    /// The offering's prefix and a zero-padded counter (`walduruser_00001`).
-    Anonymized,
-    /// `first_last` in ASCII, with `_01` … when taken.
-    FullName,
-    /// An attribute of the directory user ([`IdentityClaim`]), lower-cased.
-    IdentityClaim,
-}
-
-impl UsernamePolicy {
-    pub const ALL: [Self; 5] = [
-        Self::ServiceProvider,
-        Self::WaldurUsername,
-        Self::Anonymized,
-        Self::FullName,
-        Self::IdentityClaim,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::ServiceProvider => "service_provider",
-            Self::WaldurUsername => "waldur_username",
-            Self::Anonymized => "anonymized",
-            Self::FullName => "full_name",
-            Self::IdentityClaim => "identity_claim",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.as_str() == s)
+crate::named_enum! {
+    /// Who names the local account.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum UsernamePolicy {
+        /// The hosting site's agent names the account (PATCH of `username`); Waldur's default.
+        #[default]
+        ServiceProvider = "service_provider",
+        /// The account takes the person's directory username when it is requested.
+        WaldurUsername = "waldur_username",
+        /// The offering's prefix and a zero-padded counter (`walduruser_00001`).
+        Anonymized = "anonymized",
+        /// `first_last` in ASCII, with `_01` … when taken.
+        FullName = "full_name",
+        /// An attribute of the directory user ([`IdentityClaim`]), lower-cased.
+        IdentityClaim = "identity_claim",
     }
 }
 
-/// Whose Unix identity pool an offering's accounts draw from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PosixPool {
-    /// The offering's own `posix_settings`: each account gets numbers of its own.
-    #[default]
-    Offering,
-    /// The provider's pool, shared by its offerings: a person has one uid and primary gid on
-    /// every offering of the provider (so offerings sharing one directory at a site cannot
-    /// give one uid to two people), allocated once and kept for ever.
-    Provider,
-}
-
-impl PosixPool {
-    pub const ALL: [Self; 2] = [Self::Offering, Self::Provider];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Offering => "offering",
-            Self::Provider => "provider",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.as_str() == s)
+crate::named_enum! {
+    /// Whose Unix identity pool an offering's accounts draw from.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum PosixPool {
+        /// The offering's own `posix_settings`: each account gets numbers of its own.
+        #[default]
+        Offering = "offering",
+        /// The provider's pool, shared by its offerings: a person has one uid and primary gid on
+        /// every offering of the provider (so offerings sharing one directory at a site cannot
+        /// give one uid to two people), allocated once and kept for ever.
+        Provider = "provider",
     }
 }
 
-/// The attribute of the directory user the `identity_claim` policy names accounts after
-/// (Waldur reads `site_username` from the identity provider's claims; muster's directory
-/// holds these).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum IdentityClaim {
-    /// The directory username.
-    #[default]
-    Username,
-    /// The local part of the e-mail address (before the `@`).
-    EmailLocalPart,
-    FirstName,
-    LastName,
-    DisplayName,
+crate::named_enum! {
+    /// The attribute of the directory user the `identity_claim` policy names accounts after
+    /// (Waldur reads `site_username` from the identity provider's claims; muster's directory
+    /// holds these).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum IdentityClaim {
+        /// The directory username.
+        #[default]
+        Username = "username",
+        /// The local part of the e-mail address (before the `@`).
+        EmailLocalPart = "email_local_part",
+        FirstName = "first_name",
+        LastName = "last_name",
+        DisplayName = "display_name",
+    }
 }
 
 impl IdentityClaim {
-    pub const ALL: [Self; 5] = [
-        Self::Username,
-        Self::EmailLocalPart,
-        Self::FirstName,
-        Self::LastName,
-        Self::DisplayName,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Username => "username",
-            Self::EmailLocalPart => "email_local_part",
-            Self::FirstName => "first_name",
-            Self::LastName => "last_name",
-            Self::DisplayName => "display_name",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.as_str() == s)
-    }
-
     /// The claim's value for `user`, if it has one.
     pub fn value_of(self, user: &crate::directory::User) -> Option<String> {
         match self {

@@ -4,48 +4,26 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SubscriptionStatus {
-    Initial,
-    Provisioning,
-    Active,
-    Disabled,
-    Terminated,
-    Migrating,
+crate::named_enum! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum SubscriptionStatus {
+        Initial = "initial",
+        Provisioning = "provisioning",
+        Active = "active",
+        Disabled = "disabled",
+        Terminated = "terminated",
+        Migrating = "migrating",
+    }
 }
 
 impl SubscriptionStatus {
-    pub const ALL: [SubscriptionStatus; 6] = [
-        Self::Initial,
-        Self::Provisioning,
-        Self::Active,
-        Self::Disabled,
-        Self::Terminated,
-        Self::Migrating,
-    ];
-
     /// Never went live (`initial`) or finished (`terminated`): such a subscription may be
     /// deleted ([`delete_blocked`]), and as a user of another it no longer counts as one.
     pub const NOT_LIVE: [SubscriptionStatus; 2] = [Self::Initial, Self::Terminated];
 
     /// Before a create workflow made it active: what an aborted create leaves behind.
     pub const BEFORE_ACTIVE: [SubscriptionStatus; 2] = [Self::Initial, Self::Provisioning];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Initial => "initial",
-            Self::Provisioning => "provisioning",
-            Self::Active => "active",
-            Self::Disabled => "disabled",
-            Self::Terminated => "terminated",
-            Self::Migrating => "migrating",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.as_str() == s)
-    }
 
     /// The statuses this one may move to.
     pub fn next(self) -> &'static [SubscriptionStatus] {
@@ -80,40 +58,20 @@ impl SubscriptionStatus {
     }
 }
 
-/// What a workflow does to its subscription (orchestrator-core's `Target`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Target {
-    Create,
-    Modify,
-    Terminate,
-    System,
-    Validate,
+crate::named_enum! {
+    /// What a workflow does to its subscription (orchestrator-core's `Target`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "UPPERCASE")]
+    pub enum Target {
+        Create = "CREATE",
+        Modify = "MODIFY",
+        Terminate = "TERMINATE",
+        System = "SYSTEM",
+        Validate = "VALIDATE",
+    }
 }
 
 impl Target {
-    pub const ALL: [Target; 5] = [
-        Self::Create,
-        Self::Modify,
-        Self::Terminate,
-        Self::System,
-        Self::Validate,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Create => "CREATE",
-            Self::Modify => "MODIFY",
-            Self::Terminate => "TERMINATE",
-            Self::System => "SYSTEM",
-            Self::Validate => "VALIDATE",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.as_str().eq_ignore_ascii_case(s))
-    }
-
     /// The subscription statuses in which a workflow of this target may start
     /// (`TARGET_DEFAULT_USABLE_MAP`). Create workflows make their subscription.
     pub fn usable_when(self) -> &'static [SubscriptionStatus] {

@@ -6,29 +6,16 @@ use super::SubscriptionStatus;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// A product's domain-model type (`products.product_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ProductType {
-    UserGroup,
-    User,
+crate::named_enum! {
+    /// A product's domain-model type (`products.product_type`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum ProductType {
+        UserGroup = "UserGroup",
+        User = "User",
+    }
 }
 
 impl ProductType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::UserGroup => "UserGroup",
-            Self::User => "User",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "UserGroup" => Some(Self::UserGroup),
-            "User" => Some(Self::User),
-            _ => None,
-        }
-    }
-
     /// The root block's name.
     pub fn block_name(self) -> &'static str {
         match self {

@@ -3,61 +3,33 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Where a process is. The strings are orchestrator-core's, so its UI and clients read them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProcessStatus {
-    /// Started, queued, not yet claimed by a worker.
-    Created,
-    /// Claimed by a worker that is running its steps.
-    Running,
-    /// Waiting for a person's input (an input step's form).
-    Suspended,
-    /// A retry step failed; the process is queued again after a back-off.
-    Waiting,
-    /// Waiting for an outside system to post to its callback URL.
-    AwaitingCallback,
-    /// A step failed; resume retries it from the last good state.
-    Failed,
-    /// Stopped for good by an operator; compensation ran.
-    Aborted,
-    /// Ran to `done`.
-    Completed,
-    /// Resumed by an operator or a callback and queued again.
-    Resumed,
+crate::named_enum! {
+    /// Where a process is. The strings are orchestrator-core's, so its UI and clients read them.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum ProcessStatus {
+        /// Started, queued, not yet claimed by a worker.
+        Created = "created",
+        /// Claimed by a worker that is running its steps.
+        Running = "running",
+        /// Waiting for a person's input (an input step's form).
+        Suspended = "suspended",
+        /// A retry step failed; the process is queued again after a back-off.
+        Waiting = "waiting",
+        /// Waiting for an outside system to post to its callback URL.
+        AwaitingCallback = "awaiting_callback",
+        /// A step failed; resume retries it from the last good state.
+        Failed = "failed",
+        /// Stopped for good by an operator; compensation ran.
+        Aborted = "aborted",
+        /// Ran to `done`.
+        Completed = "completed",
+        /// Resumed by an operator or a callback and queued again.
+        Resumed = "resumed",
+    }
 }
 
 impl ProcessStatus {
-    pub const ALL: [ProcessStatus; 9] = [
-        Self::Created,
-        Self::Running,
-        Self::Suspended,
-        Self::Waiting,
-        Self::AwaitingCallback,
-        Self::Failed,
-        Self::Aborted,
-        Self::Completed,
-        Self::Resumed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Created => "created",
-            Self::Running => "running",
-            Self::Suspended => "suspended",
-            Self::Waiting => "waiting",
-            Self::AwaitingCallback => "awaiting_callback",
-            Self::Failed => "failed",
-            Self::Aborted => "aborted",
-            Self::Completed => "completed",
-            Self::Resumed => "resumed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-
     /// The statuses this one may move to. Claiming a queued process makes it `running`; a
     /// running process moves on with each step's outcome.
     pub fn next(self) -> &'static [ProcessStatus] {
@@ -95,49 +67,23 @@ impl ProcessStatus {
     pub const CLAIMABLE: [ProcessStatus; 4] = [Self::Created, Self::Running, Self::Waiting, Self::Resumed];
 }
 
-/// The outcome of one executed step, as logged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepStatus {
-    Success,
-    Skipped,
-    Suspend,
-    Waiting,
-    AwaitingCallback,
-    Failed,
-    Abort,
-    Complete,
+crate::named_enum! {
+    /// The outcome of one executed step, as logged.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum StepStatus {
+        Success = "success",
+        Skipped = "skipped",
+        Suspend = "suspend",
+        Waiting = "waiting",
+        AwaitingCallback = "awaiting_callback",
+        Failed = "failed",
+        Abort = "abort",
+        Complete = "complete",
+    }
 }
 
 impl StepStatus {
-    pub const ALL: [StepStatus; 8] = [
-        Self::Success,
-        Self::Skipped,
-        Self::Suspend,
-        Self::Waiting,
-        Self::AwaitingCallback,
-        Self::Failed,
-        Self::Abort,
-        Self::Complete,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Skipped => "skipped",
-            Self::Suspend => "suspend",
-            Self::Waiting => "waiting",
-            Self::AwaitingCallback => "awaiting_callback",
-            Self::Failed => "failed",
-            Self::Abort => "abort",
-            Self::Complete => "complete",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-
     /// The process status a step outcome leads to (orchestrator-core's `overall_status`).
     pub fn process_status(self) -> ProcessStatus {
         match self {
