@@ -1,6 +1,6 @@
 // Browser tests of muster's web console.
 //
-// Started by crates/muster/tests/console.rs against a real `muster serve` (MUSTER_BASE,
+// Started by crates/muster/tests/e2e/console.rs against a real `muster serve` (MUSTER_BASE,
 // MUSTER_ADMIN_PASSWORD), it drives Debian's /usr/bin/chromium through playwright-core (no
 // browser download) and injects axe-core into every page it opens. Data the scenarios need
 // but do not test (people, a provider, accounts) is made through the REST API; everything the

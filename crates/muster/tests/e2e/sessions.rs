@@ -3,9 +3,7 @@
 //! idle and absolute expiry, throttling, the audit of logins, secrets kept out of logs, and the
 //! bootstrap super-user.
 
-mod common;
-
-use common::{ADMIN, ADMIN_PASSWORD, Resp, Server};
+use crate::common::{ADMIN, ADMIN_PASSWORD, Resp, Server};
 use muster_core::credentials::totp;
 use muster_store::testing::TestDb;
 use reqwest::Method;

@@ -3,9 +3,7 @@
 //! invalid transition of the table, racing agents, bad input, permissions, listing and the
 //! event stream.
 
-mod common;
-
-use common::{Resp, Server};
+use crate::common::{Resp, Server};
 use muster_core::offering::lifecycle::{self, AccountState, Action};
 use reqwest::Method;
 use serde_json::{Value, json};

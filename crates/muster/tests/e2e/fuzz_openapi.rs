@@ -6,9 +6,7 @@
 //! answer's status, content type and body must be ones the document declares for that
 //! operation. Schemathesis is a Python tool: `.ci/run` installs the pinned version into `.venv`.
 
-mod common;
-
-use common::Server;
+use crate::common::Server;
 use muster_store::testing::TestDb;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -301,7 +299,7 @@ async fn run(st: &Path, s: &Server, workdir: &Path, config_file: &Path, r: &Run<
     let mut cmd = tokio::process::Command::new(st);
     cmd.args(&args).current_dir(workdir).kill_on_drop(true);
     if let Some(role) = r.fresh {
-        let hook = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/fresh_session.py");
+        let hook = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/fuzz/fresh_session.py");
         cmd.env("SCHEMATHESIS_HOOKS", hook)
             .env("MUSTER_FUZZ_BASE", &s.base)
             .env("MUSTER_FUZZ_BIN", env!("CARGO_BIN_EXE_muster"))

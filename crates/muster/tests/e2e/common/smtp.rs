@@ -54,7 +54,7 @@ impl SmtpSink {
 
     /// On `port` (0: a free one), refusing the first `refuse` recipients with a 550.
     pub async fn start_with(python: &Path, port: u16, refuse: u32) -> SmtpSink {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/smtp_sink.py");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/common/smtp_sink.py");
         let mut child = Command::new(python)
             .arg(script)
             .args(["--port", &port.to_string(), "--refuse", &refuse.to_string()])

@@ -8,9 +8,7 @@
 //!   never a lost or repeated change, and processes go on within seconds, not after a lease;
 //! - a clean stop logs no warning.
 
-mod common;
-
-use common::{ADMIN, ADMIN_PASSWORD, Resp, Server};
+use crate::common::{ADMIN, ADMIN_PASSWORD, Resp, Server};
 use muster_store::testing::TestDb;
 use reqwest::Method;
 use serde_json::{Value, json};

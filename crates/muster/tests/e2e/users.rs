@@ -2,9 +2,9 @@
 //! approval), refusals that change nothing, problem documents, visibility, updates, lock,
 //! delete, passwords, search and the audit trail. Every test runs on every database.
 
-mod common;
+use crate::common;
 
-use common::{ADMIN, ADMIN_PASSWORD, Resp, Server};
+use crate::common::{ADMIN, ADMIN_PASSWORD, Resp, Server};
 use muster_store::testing::TestDb;
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};

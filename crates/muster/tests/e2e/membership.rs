@@ -4,9 +4,7 @@
 //! returning members get their old account back. Against the real binary, on SQLite and (with
 //! MUSTER_TEST_DATABASE_URL) PostgreSQL.
 
-mod common;
-
-use common::{Resp, Server};
+use crate::common::{Resp, Server};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

@@ -2,10 +2,10 @@
 //! its delivery (retries, an outage, failures retried), `muster mail test`, password resets
 //! and invitations, with their refusals, on SQLite and PostgreSQL.
 
-mod common;
+use crate::common;
 
-use common::smtp::{SmtpSink, header, link, python};
-use common::{Server, totp_code, totp_step_now};
+use crate::common::smtp::{SmtpSink, header, link, python};
+use crate::common::{Server, totp_code, totp_step_now};
 use muster_store::testing::TestDb;
 use reqwest::Method;
 use serde_json::{Value, json};

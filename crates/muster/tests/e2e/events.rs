@@ -2,9 +2,7 @@
 //! Server-Sent Events client resumes exactly after the last event it saw; events past their
 //! retention are deleted and cursors older than what is kept are refused.
 
-mod common;
-
-use common::Server;
+use crate::common::Server;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};

@@ -1,8 +1,6 @@
 //! The served OpenAPI document, and answers schemathesis cannot provoke (it sends only UTF-8).
 
-mod common;
-
-use common::Server;
+use crate::common::Server;
 use reqwest::Method;
 
 /// `GET /api/openapi.json` is the document `muster openapi` prints (and the one committed in

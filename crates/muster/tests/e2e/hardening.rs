@@ -6,9 +6,9 @@
 //! characters in query strings are refused, a negative event cursor is malformed, and a
 //! provider token on a directory route is forbidden rather than unauthenticated.
 
-mod common;
+use crate::common;
 
-use common::{Resp, Server, totp_code as code};
+use crate::common::{Resp, Server, totp_code as code};
 use reqwest::Method;
 use serde_json::{Value, json};
 

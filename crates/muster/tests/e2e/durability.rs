@@ -8,9 +8,9 @@
 //! handed out twice), one directory user per process, and no process logged a step as
 //! successful twice (a committed step never ran again).
 
-mod common;
+use crate::common;
 
-use common::{Server, WorkerProcess};
+use crate::common::{Server, WorkerProcess};
 use muster_store::testing::TestDb;
 use serde_json::{Value, json};
 use std::collections::HashSet;

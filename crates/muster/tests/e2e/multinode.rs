@@ -1,9 +1,7 @@
 //! Several nodes on one PostgreSQL database behave as one muster: a session opened on one node
 //! works on the other, throttling counts failures from both, and both write one audit log.
 
-mod common;
-
-use common::Server;
+use crate::common::Server;
 use muster_store::testing::TestDb;
 use serde_json::json;
 

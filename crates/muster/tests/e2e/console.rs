@@ -3,9 +3,7 @@
 //! (tests-browser/console.mjs: every scenario of the console, axe-core on every page,
 //! screenshots in target/console-screenshots).
 
-mod common;
-
-use common::{ADMIN, ADMIN_PASSWORD, Server};
+use crate::common::{ADMIN, ADMIN_PASSWORD, Server};
 use muster_store::testing::TestDb;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
@@ -337,7 +335,7 @@ async fn console_in_headless_chromium() {
 /// anyone), setting the password from the link (once), accepting an invitation (signed in).
 #[tokio::test]
 async fn console_password_reset_and_invitation_pages() {
-    use common::smtp::{SmtpSink, link, python};
+    use crate::common::smtp::{SmtpSink, link, python};
     let Some(py) = python() else { return };
     let sink = SmtpSink::start(&py).await;
     let smtp = sink.url();
@@ -451,7 +449,7 @@ fn pairs<'f>(f: &'f [(&'static str, String)]) -> Vec<(&'static str, &'f str)> {
 /// A failed delivery shows on the dashboard and the mail page, and is queued again from there.
 #[tokio::test]
 async fn console_shows_failed_mail_and_retries_it() {
-    use common::smtp::{SmtpSink, python};
+    use crate::common::smtp::{SmtpSink, python};
     let Some(py) = python() else { return };
     let sink = SmtpSink::start_with(&py, 0, 1).await;
     let smtp = sink.url();
@@ -486,7 +484,7 @@ async fn console_shows_failed_mail_and_retries_it() {
 /// none of it while sign-up is off.
 #[tokio::test]
 async fn console_sign_up_pages() {
-    use common::smtp::{SmtpSink, link, python};
+    use crate::common::smtp::{SmtpSink, link, python};
     let Some(py) = python() else { return };
     let sink = SmtpSink::start(&py).await;
     let smtp = sink.url();

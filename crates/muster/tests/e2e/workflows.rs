@@ -14,9 +14,7 @@
 //! through the API node only while the worker node runs no step, and change anything while
 //! steps run through the worker's own node.
 
-mod common;
-
-use common::{Resp, Server};
+use crate::common::{Resp, Server};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;

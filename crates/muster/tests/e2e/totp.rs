@@ -1,9 +1,7 @@
 //! Self-service TOTP enrolment: a pending key shown once, activated by a code from it;
 //! disabling needs the password and a current code.
 
-mod common;
-
-use common::{Server, totp_code as code, totp_step_now as now_step};
+use crate::common::{Server, totp_code as code, totp_step_now as now_step};
 use serde_json::json;
 
 const PW: &str = "T0tp-enrol-s3cret";

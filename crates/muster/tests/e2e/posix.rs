@@ -4,9 +4,7 @@
 //! claimed uid. Against the real binary, on SQLite and (with MUSTER_TEST_DATABASE_URL)
 //! PostgreSQL.
 
-mod common;
-
-use common::{Resp, Server};
+use crate::common::{Resp, Server};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};

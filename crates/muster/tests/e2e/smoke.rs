@@ -1,8 +1,6 @@
 //! The binary starts on each database, answers health, and serves its docs offline.
 
-mod common;
-
-use common::Server;
+use crate::common::Server;
 
 #[tokio::test]
 async fn serves_health_docs_and_metrics_on_every_database() {

@@ -3,9 +3,7 @@
 //! group requests the new accounts and retires the old; terminating retires them. Against the
 //! real binary, on SQLite and (with MUSTER_TEST_DATABASE_URL) PostgreSQL.
 
-mod common;
-
-use common::Server;
+use crate::common::Server;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
