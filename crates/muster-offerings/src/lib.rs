@@ -13,6 +13,8 @@
 //! - a person sees their own accounts and changes none of them;
 //! - anything else is invisible (404); visible but not allowed is 403.
 
+mod account_changes;
+mod account_input;
 mod accounts;
 pub mod membership;
 mod naming;
@@ -23,9 +25,9 @@ mod posix_release;
 mod providers;
 mod views;
 
-pub use accounts::{
+pub use account_changes::is_invalid_transition;
+pub use account_input::{
     AccountFilter, CommentsInput, CreateAccountInput, RuntimeStateInput, TransitionInput, UsernameInput,
-    is_invalid_transition,
 };
 pub use posix_attributes::{PosixAttributesInput, PosixAttributesView};
 pub use posix_reads::{PosixAllocationView, PosixIdentityView, PosixPoolUseView};

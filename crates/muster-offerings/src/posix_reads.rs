@@ -1,7 +1,7 @@
 //! Reading Unix identities (Waldur's `posix_allocations` and `posix_identities`): who may read
 //! what follows the accounts' own visibility.
 
-use crate::accounts::AccountFilter;
+use crate::account_input::AccountFilter;
 use crate::{Actor, Offerings, store_error};
 use muster_core::error::{DomainError, codes};
 use muster_core::offering::lifecycle::AccountState;
