@@ -327,7 +327,8 @@ impl std::fmt::Debug for Store {
 }
 
 /// Runs `$body` with `$pool` bound to the right pool of either backend. The body is compiled
-/// once per backend, so each query is type-checked against both databases.
+/// once per backend, so every value it binds must be encodable by both drivers; the SQL text
+/// itself is checked only when it runs (by the conformance tests, against both databases).
 macro_rules! on_db {
     ($store:expr, read, $pool:ident => $body:expr) => {
         match &$store.inner {
