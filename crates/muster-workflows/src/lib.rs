@@ -108,3 +108,51 @@ macro_rules! step {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use muster_core::workflow::lifecycle::Target;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    #[test]
+    fn every_workflow_is_registered_once_per_version_and_ends_in_done() {
+        let all = workflows();
+        let mut seen = BTreeSet::new();
+        let mut latest: BTreeMap<&str, i32> = BTreeMap::new();
+        for w in &all {
+            assert!(seen.insert((w.name, w.version)), "{} v{} twice", w.name, w.version);
+            let v = latest.entry(w.name).or_insert(w.version);
+            *v = (*v).max(w.version);
+            let steps = w.step_names();
+            assert_eq!(steps.first(), Some(&"init"), "{}", w.name);
+            assert_eq!(steps.last(), Some(&"done"), "{}", w.name);
+            let names: BTreeSet<_> = steps.iter().collect();
+            assert_eq!(names.len(), steps.len(), "{}: a step name twice", w.name);
+            assert_eq!(
+                w.is_task,
+                w.target == Target::System,
+                "{}: tasks are the system workflows",
+                w.name
+            );
+        }
+        // Older versions stay registered for processes already running: every version up to
+        // the latest is there.
+        for (name, last) in latest {
+            for v in 1..=last {
+                assert!(seen.contains(&(name, v)), "{name} v{v} is missing");
+            }
+        }
+        // The products' four targets each have their workflow for both products.
+        for name in [
+            "create_user_group",
+            "modify_user_group",
+            "terminate_user_group",
+            "validate_user_group",
+        ] {
+            assert!(seen.iter().any(|(n, _)| *n == name), "{name}");
+            let user = name.replace("_group", "");
+            assert!(seen.iter().any(|(n, _)| *n == user), "{user}");
+        }
+    }
+}

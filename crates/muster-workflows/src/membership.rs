@@ -234,3 +234,19 @@ step!(reconcile_all_groups, |ctx| {
         ("offering_accounts", json!(total)),
     ]))
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_name_the_first_twenty_then_how_many_more() {
+        assert_eq!(reasons(&[]), "");
+        assert_eq!(reasons(&["a".into(), "b".into()]), "a; b");
+        let many: Vec<String> = (0..23).map(|i| format!("r{i}")).collect();
+        let text = reasons(&many);
+        assert!(text.starts_with("r0; r1; "), "{text}");
+        assert!(text.contains("r19; and 3 more"), "{text}");
+        assert!(!text.contains("r20"), "{text}");
+    }
+}

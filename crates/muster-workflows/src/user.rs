@@ -651,3 +651,50 @@ step!(validate_subscription, |ctx| {
     }
     Ok(StepOutcome::merge([("validated", json!(true))]))
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn form(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn the_directory_gets_the_forms_fields_without_empty_ones_and_the_password_only_when_asked() {
+        let v = form(json!({"username": "ann", "first_name": "", "last_name": "Lee", "password": "S3cret-pass"}));
+        let with = directory_input(&v, true);
+        assert_eq!(with.username.as_deref(), Some("ann"));
+        assert_eq!(with.first_name, None, "an empty field is no field");
+        assert_eq!(with.last_name.as_deref(), Some("Lee"));
+        assert_eq!(with.password.as_deref(), Some("S3cret-pass"));
+        assert_eq!(directory_input(&v, false).password, None);
+    }
+
+    #[test]
+    fn account_steps_run_only_for_groups_with_offerings_and_a_move_is_assumed_unless_said() {
+        let mut state = State::new();
+        assert!(!has_group_offerings(&state));
+        state.insert("group_offerings".into(), json!([]));
+        assert!(!has_group_offerings(&state));
+        state.insert(
+            "group_offerings".into(),
+            json!(["6c1b0b0e-3a7e-4f5e-9d1e-2f7d5b0c9a11"]),
+        );
+        assert!(has_group_offerings(&state));
+        assert!(
+            group_changed(&state),
+            "older processes' state has no flag: treat as moved"
+        );
+        state.insert("group_changed".into(), json!(false));
+        assert!(!group_changed(&state));
+    }
+
+    #[test]
+    fn a_username_is_stored_as_the_directory_would_store_it() {
+        assert!(stored_username("ann").is_ok());
+        assert!(stored_username("").is_err());
+        assert!(stored_username("a b").is_err());
+    }
+}
