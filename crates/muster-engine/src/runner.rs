@@ -1,20 +1,25 @@
-//! Running a claimed process: one transaction per step, fenced by the claim's attempt.
+//! Running a claimed process: its steps (in `steps`), its lease heartbeat, and what happens
+//! when a step panics or the database fails under it.
+//!
+//! Every step commits its writes, its log row and its process update together, fenced by the
+//! claim's attempt: a runner whose lease was taken over commits nothing more.
 
-use crate::definition::{State, StepCtx, StepKind, StepOutcome};
+mod steps;
+
 use crate::engine::Engine;
 use muster_core::audit::{Event, kinds, streams};
 use muster_core::clock;
+use muster_core::credentials::token::hash_token;
 use muster_core::workflow::{ProcessStatus, StepStatus};
 use muster_store::{Fence, ProcessRow, ProcessUpdate, StepLog, StoreTx};
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-
+use serde_json::json;
 use std::time::Duration;
-use tracing::{debug, warn};
+use steps::run_steps;
+use tracing::warn;
 
+/// The stored form of a callback token: the hex of its SHA-256 (`muster_core`'s token hash).
 pub(crate) fn token_hash(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hash_token(token).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn new_token() -> String {
@@ -162,341 +167,6 @@ async fn run_through_outages<D: Send + Sync + 'static>(
     }
 }
 
-/// How many consecutive steps may share one transaction, and for how long (see `run_steps`).
-const CHAIN_STEPS: usize = 16;
-const CHAIN_TIME: Duration = Duration::from_millis(50);
-
-/// Runs the process's steps from its next one.
-///
-/// Consecutive plain steps share a transaction ("a chain"), each inside its own savepoint:
-/// every step's writes, its log row and the fenced process update still commit together, and a
-/// failing step is rolled back to its savepoint alone, its predecessors committing with the
-/// record of its failure. Chaining saves a commit per step; a chain ends at a step that talks to
-/// the outside world (retry, callback), at an input step, at `done`, after `CHAIN_STEPS` steps
-/// or `CHAIN_TIME`. A crash loses the uncommitted chain, which the next claimant re-runs from
-/// the last committed step: each step still commits exactly once.
-async fn run_steps<D: Send + Sync + 'static>(
-    engine: &Engine<D>,
-    row: &ProcessRow,
-    fence: &Fence,
-    stop: &tokio::sync::watch::Receiver<bool>,
-) -> Result<(), RunError> {
-    let Some(wf) = engine
-        .workflow_version(&row.workflow_name, row.workflow_version)
-        .cloned()
-    else {
-        return fail_definition(
-            engine,
-            row,
-            fence,
-            "the workflow version of this process is not registered",
-        )
-        .await;
-    };
-    let Value::Object(mut state) = row.state.0.clone() else {
-        return fail_definition(engine, row, fence, "the process state is not an object").await;
-    };
-    let mut next = row.next_step.clone();
-    let mut retries = row.retries;
-    let actor = row.created_by.clone();
-    let wf_name = row.workflow_name.as_str();
-    // The open chain: its transaction, how many steps it holds, since when.
-    let mut chain: Option<(StoreTx, usize, std::time::Instant)> = None;
-    loop {
-        // Looked at between transactions only: asking the database while a chain holds a
-        // connection would need a second one (and a full pool would then wait on itself).
-        if *stop.borrow() || (chain.is_none() && engine.paused().await?) {
-            // Paused (or the worker stopping) between steps: commit what ran, give it back.
-            if let Some((tx, _, _)) = chain.take() {
-                commit_tx(engine, tx).await?;
-            }
-            engine.store().release_lease(fence).await?;
-            return Ok(());
-        }
-        let Some(name) = next.clone() else {
-            return fail_definition(engine, row, fence, "the process has no next step").await;
-        };
-        let Some(step) = wf.step_named(&name) else {
-            return fail_definition(
-                engine,
-                row,
-                fence,
-                &format!("step `{name}` is not in this workflow version"),
-            )
-            .await;
-        };
-        let started = clock::now();
-        let lease = engine.inner.config.lease;
-        let base = |status: ProcessStatus, next_step: Option<String>, state: &State| ProcessUpdate {
-            status,
-            last_step: name.clone(),
-            next_step,
-            state: Value::Object(state.clone()),
-            run_after: None,
-            lease_until: None,
-            failed_reason: None,
-            traceback: None,
-            retries: 0,
-            assignee: "SYSTEM".into(),
-            callback_token_hash: None,
-            callback_deadline: None,
-            now: clock::now(),
-        };
-        let log = |status: StepStatus, delta: Value, retries: i32| StepLog {
-            name: name.clone(),
-            status,
-            state_delta: crate::view::public(&delta),
-            created_by: actor.clone(),
-            started_at: started,
-            completed_at: clock::now(),
-            retries,
-        };
-        // A step that will be skipped does nothing but log, so it chains whatever its kind.
-        let chainable = chains(step, &state);
-        // A step that is not chainable starts on a transaction of its own.
-        if !chainable && let Some((tx, _, _)) = chain.take() {
-            commit_tx(engine, tx).await?;
-        }
-        // Chainable steps get the chain's transaction (or a new one); retry and callback steps,
-        // which may wait on the outside world, open theirs only if they write.
-        // Only a step that runs code needs a savepoint: `done`, input steps and skipped steps
-        // only record themselves.
-        let runs_code = matches!(
-            step.kind,
-            StepKind::Run(_) | StepKind::Retry(_) | StepKind::Callback { .. }
-        ) && step.when.is_none_or(|pred| pred(&state));
-        let (tx_opt, in_chain) = match chain.take() {
-            Some((mut tx, n, since)) => {
-                if runs_code {
-                    tx.savepoint().await?;
-                }
-                (Some(tx), Some((n, since)))
-            }
-            None if chainable => (Some(engine.store().begin().await?), None),
-            None => (None, None),
-        };
-        let (n, since) = in_chain.unwrap_or((0, std::time::Instant::now()));
-        // Keeps the chain open after a recorded step, or commits it.
-        let keep_open = |next: Option<&str>, state: &State| -> bool {
-            let next_chains = next.and_then(|n| wf.step_named(n)).is_some_and(|s| chains(s, state));
-            next_chains && n + 1 < CHAIN_STEPS && since.elapsed() < CHAIN_TIME
-        };
-        if let Some(pred) = step.when
-            && !pred(&state)
-        {
-            let mut tx = match tx_opt {
-                Some(tx) => tx,
-                None => engine.store().begin().await?,
-            };
-            let mut up = base(ProcessStatus::Running, wf.after(&name).map(str::to_owned), &state);
-            up.run_after = Some(started);
-            up.lease_until = Some(later(clock::now(), lease));
-            record(&mut tx, fence, &log(StepStatus::Skipped, json!({}), 0), &up, wf_name).await?;
-            next = up.next_step;
-            if keep_open(next.as_deref(), &state) {
-                chain = Some((tx, n + 1, since));
-            } else {
-                commit_tx(engine, tx).await?;
-            }
-            continue;
-        }
-        match &step.kind {
-            StepKind::Done => {
-                let mut tx = match tx_opt {
-                    Some(tx) => tx,
-                    None => engine.store().begin().await?,
-                };
-                let up = base(ProcessStatus::Completed, None, &state);
-                record(&mut tx, fence, &log(StepStatus::Complete, json!({}), 0), &up, wf_name).await?;
-                commit_tx(engine, tx).await?;
-                debug!(process_id = %row.process_id, "process completed");
-                return Ok(());
-            }
-            StepKind::Input { assignee, .. } => {
-                let mut tx = match tx_opt {
-                    Some(tx) => tx,
-                    None => engine.store().begin().await?,
-                };
-                let mut up = base(ProcessStatus::Suspended, Some(name.clone()), &state);
-                up.assignee = (*assignee).to_owned();
-                record(&mut tx, fence, &log(StepStatus::Suspend, json!({}), 0), &up, wf_name).await?;
-                commit_tx(engine, tx).await?;
-                return Ok(());
-            }
-            StepKind::Run(f) | StepKind::Retry(f) | StepKind::Callback { action: f, .. } => {
-                let token = match &step.kind {
-                    StepKind::Callback { timeout, .. } => {
-                        // Armed before the action runs: an answer that comes while the action
-                        // is still running is kept, not refused.
-                        let token = new_token();
-                        if !engine
-                            .store()
-                            .arm_callback(fence, &token_hash(&token), later(started, *timeout))
-                            .await?
-                        {
-                            return Err(RunError::LeaseLost);
-                        }
-                        Some(token)
-                    }
-                    _ => None,
-                };
-                let mut ctx = StepCtx {
-                    deps: engine.deps().clone(),
-                    state: state.clone(),
-                    process_id: row.process_id,
-                    actor: actor.clone(),
-                    callback_route: token
-                        .as_ref()
-                        .map(|t| format!("/api/processes/{}/callback/{t}", row.process_id)),
-                    store: engine.store().clone(),
-                    tx: tx_opt,
-                    now: started,
-                };
-                let mut result = f(&mut ctx).await;
-                let mut tx = match ctx.tx.take() {
-                    Some(tx) => tx,
-                    None => engine.store().begin().await?,
-                };
-                // What the step wrote and may still be refused (a taken username) is sent now,
-                // so that a refusal is this step's failure and not a later one's.
-                if result.is_ok()
-                    && let Err(e) = tx.settle().await
-                {
-                    result = Err(e.into());
-                }
-                match result {
-                    Ok(outcome) => {
-                        let (delta, status) = match outcome {
-                            StepOutcome::Success(d) => (d, StepStatus::Success),
-                            StepOutcome::Skipped => (State::new(), StepStatus::Skipped),
-                        };
-                        state.extend(delta.clone());
-                        let early = match &token {
-                            Some(_) => tx.early_callback(row.process_id).await?,
-                            None => None,
-                        };
-                        if let Some(data) = early {
-                            // The outside system answered while the action ran: the step is
-                            // done, with its answer, as if it had waited.
-                            let mut delta = delta;
-                            delta.insert("callback_result".into(), data.clone());
-                            state.insert("callback_result".into(), data);
-                            let mut up = base(ProcessStatus::Running, wf.after(&name).map(str::to_owned), &state);
-                            up.run_after = Some(started);
-                            up.lease_until = Some(later(clock::now(), lease));
-                            record(
-                                &mut tx,
-                                fence,
-                                &log(StepStatus::Success, Value::Object(delta), 0),
-                                &up,
-                                wf_name,
-                            )
-                            .await?;
-                            commit_tx(engine, tx).await?;
-                            next = up.next_step;
-                            continue;
-                        }
-                        if let (Some(token), StepKind::Callback { timeout, .. }) = (&token, &step.kind) {
-                            let mut up = base(ProcessStatus::AwaitingCallback, Some(name.clone()), &state);
-                            up.callback_token_hash = Some(token_hash(token));
-                            up.callback_deadline = Some(later(started, *timeout));
-                            record(
-                                &mut tx,
-                                fence,
-                                &log(StepStatus::AwaitingCallback, Value::Object(delta), 0),
-                                &up,
-                                wf_name,
-                            )
-                            .await?;
-                            commit_tx(engine, tx).await?;
-                            return Ok(());
-                        }
-                        let mut up = base(ProcessStatus::Running, wf.after(&name).map(str::to_owned), &state);
-                        up.run_after = Some(started);
-                        up.lease_until = Some(later(clock::now(), lease));
-                        record(&mut tx, fence, &log(status, Value::Object(delta), 0), &up, wf_name).await?;
-                        next = up.next_step;
-                        retries = 0;
-                        if matches!(step.kind, StepKind::Run(_)) {
-                            if keep_open(next.as_deref(), &state) {
-                                chain = Some((tx, n + 1, since));
-                            } else {
-                                commit_tx(engine, tx).await?;
-                            }
-                        } else {
-                            commit_tx(engine, tx).await?;
-                        }
-                    }
-                    Err(err) if err.transient => {
-                        // The database failed, not the step: nothing of this transaction
-                        // commits, and the step runs again (see `run_through_outages`).
-                        if let Err(e) = tx.rollback().await {
-                            debug!(error = %e, "rolling back after a database failure");
-                        }
-                        return Err(RunError::Outage(err.message));
-                    }
-                    Err(err) => {
-                        // The step's own writes are discarded; what ran before it in the chain
-                        // commits with the record of the failure.
-                        if in_chain.is_some() {
-                            tx.rollback_to_savepoint().await?;
-                        } else {
-                            tx.rollback().await?;
-                            tx = engine.store().begin().await?;
-                        }
-                        let retry = matches!(step.kind, StepKind::Retry(_));
-                        let detail = json!({ "error": err.message, "details": err.details });
-                        // `retries` counts the runs that failed before this one.
-                        let max = engine.inner.config.retry_max_attempts;
-                        let gave_up = retry && max > 0 && i64::from(retries) + 1 >= i64::from(max);
-                        if retry && !gave_up {
-                            let mut up = base(ProcessStatus::Waiting, Some(name.clone()), &state);
-                            up.retries = retries + 1;
-                            up.run_after = Some(later(clock::now(), backoff(engine, retries)));
-                            up.failed_reason = Some(err.message.clone());
-                            record(
-                                &mut tx,
-                                fence,
-                                &log(StepStatus::Waiting, detail, retries + 1),
-                                &up,
-                                wf_name,
-                            )
-                            .await?;
-                        } else {
-                            let mut up = base(ProcessStatus::Failed, Some(name.clone()), &state);
-                            up.failed_reason = Some(if gave_up {
-                                format!("{} (gave up after {max} attempts; resume tries again)", err.message)
-                            } else {
-                                err.message.clone()
-                            });
-                            up.retries = if gave_up { retries + 1 } else { 0 };
-                            up.traceback = err.details.as_ref().map(|d| d.to_string());
-                            let logged = if gave_up { retries + 1 } else { retries };
-                            record(&mut tx, fence, &log(StepStatus::Failed, detail, logged), &up, wf_name).await?;
-                        }
-                        commit_tx(engine, tx).await?;
-                        return Ok(());
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Whether `step` may run in a chained transaction given the state it will see: plain steps,
-/// `done`, input steps, and any step its condition skips.
-fn chains<D>(step: &crate::definition::Step<D>, state: &State) -> bool {
-    matches!(step.kind, StepKind::Run(_) | StepKind::Done | StepKind::Input { .. })
-        || step.when.is_some_and(|pred| !pred(state))
-}
-
-/// Exponential back-off: base · 2^retries, capped.
-fn backoff<D>(engine: &Engine<D>, retries: i32) -> Duration {
-    let c = &engine.inner.config;
-    let factor = 2u32.saturating_pow(retries.clamp(0, 20) as u32);
-    c.retry_base.saturating_mul(factor).min(c.retry_max)
-}
-
 /// Records a step in `tx`: its log row, the fenced process update and the process event.
 async fn record(
     tx: &mut StoreTx,
@@ -573,4 +243,27 @@ async fn fail_definition<D: Send + Sync + 'static>(
     record(&mut tx, fence, &log, &up, &row.workflow_name).await?;
     commit_tx(engine, tx).await?;
     Err(RunError::Definition(reason.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    /// Stored callback hashes must still match: the hex of SHA-256, as the engine wrote them
+    /// before it used `muster_core`'s hash.
+    #[test]
+    fn callback_token_hash_is_hex_sha256() {
+        // FIPS 180-2, appendix B.1.
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let token = new_token();
+        let direct: String = Sha256::digest(token.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(token_hash(&token), direct);
+    }
 }
