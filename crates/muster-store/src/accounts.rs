@@ -8,6 +8,8 @@
 
 use crate::account_history::insert_history;
 use crate::account_query::like_escape;
+use crate::audit::{audit_values, event_values};
+use crate::bind::push_values;
 use crate::{Inner, Result, Store, StoreError, Ts, on_db};
 use muster_core::audit::AuditEntry;
 use muster_core::error::DomainError;
@@ -195,48 +197,25 @@ pub(crate) fn push_sqlite_change(
         .push_bind(h.cid.clone())
         .push(" WHERE changes() = 1; ");
     }
-    qb.push(
-        "INSERT INTO audit_log (at, cid, actor, current_app, remote_addr, action, target, outcome, reason, \
-         details) SELECT ",
-    )
-    .push_bind(Ts(a.at))
-    .push(", ")
-    .push_bind(a.cid.clone())
-    .push(", ")
-    .push_bind(a.actor.clone())
-    .push(", ")
-    .push_bind(a.current_app.clone())
-    .push(", ")
-    .push_bind(a.remote_addr.clone())
-    .push(", ")
-    .push_bind(a.action)
-    .push(", ")
-    .push_bind(a.target.clone())
-    .push(", ")
-    .push_bind(a.outcome.as_str())
-    .push(", ")
-    .push_bind(a.reason.clone())
-    .push(", ")
-    .push_bind(sqlx::types::Json(a.details.clone()))
-    .push(" WHERE changes() = 1; ");
+    qb.push(concat!(
+        "INSERT INTO audit_log (",
+        crate::audit::audit_columns!(),
+        ") SELECT "
+    ));
+    push_values(qb, audit_values(a));
+    qb.push(" WHERE changes() = 1; ");
     if let Some(e) = &a.event {
         // Numbered at once, as SQLite transactions number their events (see `tx.rs`,
         // `hold_numbered_events`): this batch holds the database's write lock until it commits.
-        qb.push("INSERT INTO events (stream, seq, kind, subject, at, cid, data) SELECT ")
+        qb.push(concat!(
+            "INSERT INTO events (",
+            crate::audit::event_columns!(),
+            ", seq) SELECT "
+        ));
+        push_values(qb, event_values(a, e));
+        qb.push(", (SELECT last_seq + 1 FROM event_streams WHERE stream = ")
             .push_bind(e.stream)
-            .push(", (SELECT last_seq + 1 FROM event_streams WHERE stream = ")
-            .push_bind(e.stream)
-            .push("), ")
-            .push_bind(e.kind)
-            .push(", ")
-            .push_bind(e.subject.clone())
-            .push(", ")
-            .push_bind(Ts(a.at))
-            .push(", ")
-            .push_bind(a.cid.clone())
-            .push(", ")
-            .push_bind(sqlx::types::Json(e.data.clone()))
-            .push(" WHERE changes() = 1; ");
+            .push(") WHERE changes() = 1; ");
         qb.push("UPDATE event_streams SET last_seq = last_seq + 1 WHERE stream = ")
             .push_bind(e.stream)
             .push(" AND changes() = 1; ");
@@ -443,44 +422,21 @@ impl Store {
             .push_bind(h.cid.clone())
             .push(" FROM u)");
         }
-        qb.push(
-            ", a AS (INSERT INTO audit_log (at, cid, actor, current_app, remote_addr, action, target, outcome, \
-             reason, details) SELECT ",
-        )
-        .push_bind(Ts(a.at))
-        .push(", ")
-        .push_bind(a.cid.clone())
-        .push(", ")
-        .push_bind(a.actor.clone())
-        .push(", ")
-        .push_bind(a.current_app.clone())
-        .push(", ")
-        .push_bind(a.remote_addr.clone())
-        .push(", ")
-        .push_bind(a.action)
-        .push(", ")
-        .push_bind(a.target.clone())
-        .push(", ")
-        .push_bind(a.outcome.as_str())
-        .push(", ")
-        .push_bind(a.reason.clone())
-        .push(", ")
-        .push_bind(sqlx::types::Json(a.details.clone()))
-        .push(" FROM u)");
+        qb.push(concat!(
+            ", a AS (INSERT INTO audit_log (",
+            crate::audit::audit_columns!(),
+            ") SELECT "
+        ));
+        push_values(&mut qb, audit_values(a));
+        qb.push(" FROM u)");
         if let Some(e) = &a.event {
-            qb.push(", e AS (INSERT INTO events (stream, kind, subject, at, cid, data) SELECT ")
-                .push_bind(e.stream)
-                .push(", ")
-                .push_bind(e.kind)
-                .push(", ")
-                .push_bind(e.subject.clone())
-                .push(", ")
-                .push_bind(Ts(a.at))
-                .push(", ")
-                .push_bind(a.cid.clone())
-                .push(", ")
-                .push_bind(sqlx::types::Json(e.data.clone()))
-                .push(" FROM u)");
+            qb.push(concat!(
+                ", e AS (INSERT INTO events (",
+                crate::audit::event_columns!(),
+                ") SELECT "
+            ));
+            push_values(&mut qb, event_values(a, e));
+            qb.push(" FROM u)");
         }
         qb.push(" SELECT COUNT(*) FROM u");
         let n: i64 = qb

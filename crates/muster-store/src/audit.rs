@@ -17,17 +17,32 @@ macro_rules! insert_record {
 }
 pub(crate) use insert_record;
 
-pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_log (at, cid, actor, current_app, remote_addr, action, target, \
-    outcome, reason, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-
-/// Holds an audit record's insert in a SQLite batch (see `tx::Batch`).
-pub(crate) fn hold_record(b: &mut crate::tx::Batch, a: &AuditEntry) -> Result<()> {
-    b.push(INSERT_AUDIT);
-    bind_audit(crate::bind::BatchBinder(b, Ok(())), a).done()
+/// The audit record's columns, in the order [`audit_values`] gives them (a macro so that the
+/// statements below stay constants).
+macro_rules! audit_columns {
+    () => {
+        "at, cid, actor, current_app, remote_addr, action, target, outcome, reason, details"
+    };
 }
+pub(crate) use audit_columns;
 
-/// Binds [`INSERT_AUDIT`]'s arguments, in its order, to a query or a batch.
-pub(crate) fn bind_audit<B: Bind>(q: B, a: &AuditEntry) -> B {
+/// An event's columns but `seq` (numbered by whoever writes it: see `events.rs`), in the order
+/// [`event_values`] gives them.
+macro_rules! event_columns {
+    () => {
+        "stream, kind, subject, at, cid, data"
+    };
+}
+pub(crate) use event_columns;
+
+pub(crate) const INSERT_AUDIT: &str = concat!(
+    "INSERT INTO audit_log (",
+    audit_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+);
+
+/// An audit record's values, in [`audit_columns!`] order.
+pub(crate) fn audit_values(a: &AuditEntry) -> [Value<'_>; 10] {
     [
         Value::Time(Some(Ts(a.at))),
         Value::Text(Some(&a.cid)),
@@ -40,8 +55,29 @@ pub(crate) fn bind_audit<B: Bind>(q: B, a: &AuditEntry) -> B {
         Value::Text(a.reason.as_deref()),
         Value::Json(&a.details),
     ]
-    .into_iter()
-    .fold(q, Bind::bind_value)
+}
+
+/// The values of the event an audit record carries, in [`event_columns!`] order.
+pub(crate) fn event_values<'a>(a: &'a AuditEntry, e: &'a muster_core::audit::Event) -> [Value<'a>; 6] {
+    [
+        Value::Text(Some(e.stream)),
+        Value::Text(Some(e.kind)),
+        Value::Text(e.subject.as_deref()),
+        Value::Time(Some(Ts(a.at))),
+        Value::Text(Some(&a.cid)),
+        Value::Json(&e.data),
+    ]
+}
+
+/// Holds an audit record's insert in a SQLite batch (see `tx::Batch`).
+pub(crate) fn hold_record(b: &mut crate::tx::Batch, a: &AuditEntry) -> Result<()> {
+    b.push(INSERT_AUDIT);
+    bind_audit(crate::bind::BatchBinder(b, Ok(())), a).done()
+}
+
+/// Binds [`INSERT_AUDIT`]'s arguments, in its order, to a query or a batch.
+pub(crate) fn bind_audit<B: Bind>(q: B, a: &AuditEntry) -> B {
+    audit_values(a).into_iter().fold(q, Bind::bind_value)
 }
 
 /// Inserts an [`AuditEntry`] on a connection or transaction (inside another write), and the
@@ -51,13 +87,12 @@ macro_rules! insert {
     ($conn:expr, $a:expr) => {{
         $crate::audit::insert_record!($conn, $a);
         if let Some(event) = &$a.event {
-            sqlx::query($crate::audit::event_insert_sql(&$conn))
-                .bind(event.stream)
-                .bind(event.kind)
-                .bind(&event.subject)
-                .bind($crate::Ts($a.at))
-                .bind(&$a.cid)
-                .bind(sqlx::types::Json(&event.data))
+            $crate::audit::event_values($a, event)
+                .into_iter()
+                .fold(
+                    sqlx::query($crate::audit::event_insert_sql(&$conn)),
+                    $crate::bind::Bind::bind_value,
+                )
                 .execute($conn)
                 .await?;
         }
@@ -78,15 +113,21 @@ pub(crate) trait EventInsert {
 }
 
 impl EventInsert for sqlx::Sqlite {
-    const SQL: &'static str = "INSERT INTO event_streams (stream, last_seq) VALUES ($1, 1) \
-        ON CONFLICT (stream) DO UPDATE SET last_seq = last_seq + 1; \
-        INSERT INTO events (stream, seq, kind, subject, at, cid, data) \
-        VALUES ($1, (SELECT last_seq FROM event_streams WHERE stream = $1), $2, $3, $4, $5, $6)";
+    const SQL: &'static str = concat!(
+        "INSERT INTO event_streams (stream, last_seq) VALUES ($1, 1) \
+         ON CONFLICT (stream) DO UPDATE SET last_seq = last_seq + 1; \
+         INSERT INTO events (",
+        event_columns!(),
+        ", seq) VALUES ($1, $2, $3, $4, $5, $6, (SELECT last_seq FROM event_streams WHERE stream = $1))"
+    );
 }
 
 impl EventInsert for sqlx::Postgres {
-    const SQL: &'static str =
-        "INSERT INTO events (stream, kind, subject, at, cid, data) VALUES ($1, $2, $3, $4, $5, $6)";
+    const SQL: &'static str = concat!(
+        "INSERT INTO events (",
+        event_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6)"
+    );
 }
 
 /// [`EventInsert::SQL`] for the database of the executor `insert!` was given.

@@ -84,3 +84,29 @@ impl Bind for BatchBinder<'_> {
         self
     }
 }
+
+/// Pushes `values` into a query being built, as placeholders separated by `, ` (a `SELECT`
+/// list or a `VALUES` row), each bound as [`Bind`] binds it.
+pub(crate) fn push_values<'v, DB: Database>(
+    qb: &mut sqlx::QueryBuilder<DB>,
+    values: impl IntoIterator<Item = Value<'v>>,
+) where
+    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
+    for<'t> bool: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<Ts>: Encode<'t, DB> + Type<DB>,
+    for<'t> sqlx::types::Json<&'t serde_json::Value>: Encode<'t, DB> + Type<DB>,
+{
+    let mut list = qb.separated(", ");
+    for v in values {
+        match v {
+            Value::Text(t) => list.push_bind(t),
+            Value::Owned(t) => list.push_bind(t),
+            Value::Bool(b) => list.push_bind(b),
+            Value::Int(i) => list.push_bind(i),
+            Value::Time(t) => list.push_bind(t),
+            Value::Json(j) => list.push_bind(sqlx::types::Json(j)),
+        };
+    }
+}

@@ -391,7 +391,7 @@ impl Store {
                 "UPDATE subscriptions SET insync = TRUE, locked_by_process = NULL, version = version + 1, updated_at = $2 \
                  WHERE subscription_id = $1 AND (locked_by_process IS NULL OR EXISTS ( \
                    SELECT 1 FROM processes p WHERE p.process_id = subscriptions.locked_by_process \
-                   AND p.last_status IN ({}))))",
+                   AND p.last_status IN ({})))",
                 final_sql()
             )))
             .bind(id)
@@ -421,7 +421,7 @@ impl Store {
                  AND status IN ({}) \
                  AND NOT EXISTS (SELECT 1 FROM subscription_relations r WHERE r.depends_on_id = $1) \
                  AND NOT EXISTS (SELECT 1 FROM processes p WHERE p.process_id = subscriptions.locked_by_process \
-                   AND p.last_status NOT IN ({})))",
+                   AND p.last_status NOT IN ({}))",
                 statuses_sql(&SubscriptionStatus::NOT_LIVE),
                 final_sql()
             )))
