@@ -13,7 +13,7 @@
 //! database takes.
 
 use crate::account_history::insert_history;
-use crate::accounts::{ACCOUNT_SELECT, AccountRow, padded_states};
+use crate::accounts::{ACCOUNT_SELECT, AccountRow, INSERT_ACCOUNT, account_clash, account_values, padded_states};
 use crate::tx::{StoreTx, on_tx};
 use crate::{AccountChange, Backend, Result, StoreError, Ts};
 use muster_core::audit::AuditEntry;
@@ -223,34 +223,10 @@ impl StoreTx {
     ) -> Result<()> {
         let at = audit.at;
         on_tx!(self, conn => {
-            sqlx::query(
-                "INSERT INTO offering_users (uuid, offering_uuid, provider_uuid, user_uuid, username, state, \
-                 runtime_state, is_restricted, service_provider_comment, service_provider_comment_url, version, \
-                 created, modified, uidnumber, primarygroup, login_shell, home_prefix, home_directory) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15, $16)",
-            )
-            .bind(uuid.0)
-            .bind(offering.uuid.0)
-            .bind(offering.provider_uuid.0)
-            .bind(user)
-            .bind(&fields.username)
-            .bind(fields.state.as_db())
-            .bind(fields.runtime_state.as_db())
-            .bind(fields.is_restricted)
-            .bind(&fields.comment)
-            .bind(&fields.comment_url)
-            .bind(Ts(at))
-            .bind(posix.map(|x| x.uid))
-            .bind(posix.map(|x| x.gid))
-            .bind(posix.map(|x| x.login_shell.as_str()))
-            .bind(posix.map(|x| x.home_prefix.as_str()))
-            .bind(posix.and_then(|x| x.home_override.as_deref()))
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| match StoreError::unique_as(e, "user_uuid", "offering user") {
-                StoreError::Database(e) => StoreError::unique_as(e, "username", "username"),
-                other => other,
-            })?;
+            crate::bind::Bind::bind_all(sqlx::query(INSERT_ACCOUNT), account_values(uuid, offering, user, fields, at, posix))
+                .execute(&mut *conn)
+                .await
+                .map_err(account_clash)?;
             insert_history!(&mut *conn, uuid.0, history);
             crate::audit::insert!(&mut *conn, audit);
         });

@@ -9,7 +9,7 @@
 use crate::account_history::insert_history;
 use crate::account_query::like_escape;
 use crate::audit::{audit_values, event_values};
-use crate::bind::push_values;
+use crate::bind::{Bind, Value, push_values};
 use crate::{Inner, Result, Store, StoreError, Ts, on_db};
 use muster_core::audit::AuditEntry;
 use muster_core::error::DomainError;
@@ -94,6 +94,50 @@ impl AccountRow {
                 _ => None,
             },
         })
+    }
+}
+
+/// Inserts an account row; values from [`account_values`].
+pub(crate) const INSERT_ACCOUNT: &str = "INSERT INTO offering_users (uuid, offering_uuid, provider_uuid, user_uuid, \
+    username, state, runtime_state, is_restricted, service_provider_comment, service_provider_comment_url, version, \
+    created, modified, uidnumber, primarygroup, login_shell, home_prefix, home_directory) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15, $16)";
+
+/// [`INSERT_ACCOUNT`]'s values, in its order: a new account created at `at`.
+pub(crate) fn account_values<'a>(
+    uuid: OfferingUserUuid,
+    offering: &Offering,
+    user: Uuid,
+    fields: &'a AccountFields,
+    at: time::OffsetDateTime,
+    posix: Option<&'a PosixIdentity>,
+) -> [Value<'a>; 16] {
+    [
+        Value::Uuid(Some(uuid.0)),
+        Value::Uuid(Some(offering.uuid.0)),
+        Value::Uuid(Some(offering.provider_uuid.0)),
+        Value::Uuid(Some(user)),
+        Value::Text(Some(&fields.username)),
+        Value::Text(Some(fields.state.as_db())),
+        Value::Text(Some(fields.runtime_state.as_db())),
+        Value::Bool(fields.is_restricted),
+        Value::Text(Some(&fields.comment)),
+        Value::Text(Some(&fields.comment_url)),
+        Value::Time(Some(Ts(at))),
+        Value::Int(posix.map(|x| x.uid)),
+        Value::Int(posix.map(|x| x.gid)),
+        Value::Text(posix.map(|x| x.login_shell.as_str())),
+        Value::Text(posix.map(|x| x.home_prefix.as_str())),
+        Value::Text(posix.and_then(|x| x.home_override.as_deref())),
+    ]
+}
+
+/// How an account insert's unique violations are reported: the person already has an
+/// account on the offering, or a live account of the offering has the username.
+pub(crate) fn account_clash(e: sqlx::Error) -> StoreError {
+    match StoreError::unique_as(e, "user_uuid", "offering user") {
+        StoreError::Database(e) => StoreError::unique_as(e, "username", "username"),
+        other => other,
     }
 }
 
@@ -274,36 +318,13 @@ impl Store {
         let at = audit.at;
         on_db!(self, write, pool => {
             let mut tx = pool.begin().await?;
-            let inserted = sqlx::query(
-                "INSERT INTO offering_users (uuid, offering_uuid, provider_uuid, user_uuid, username, state, \
-                 runtime_state, is_restricted, service_provider_comment, service_provider_comment_url, version, \
-                 created, modified, uidnumber, primarygroup, login_shell, home_prefix, home_directory) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15, $16)",
-            )
-            .bind(uuid.0)
-            .bind(offering.uuid.0)
-            .bind(offering.provider_uuid.0)
-            .bind(user)
-            .bind(&fields.username)
-            .bind(fields.state.as_db())
-            .bind(fields.runtime_state.as_db())
-            .bind(fields.is_restricted)
-            .bind(&fields.comment)
-            .bind(&fields.comment_url)
-            .bind(Ts(at))
-            .bind(posix.map(|x| x.uid))
-            .bind(posix.map(|x| x.gid))
-            .bind(posix.map(|x| x.login_shell.as_str()))
-            .bind(posix.map(|x| x.home_prefix.as_str()))
-            .bind(posix.and_then(|x| x.home_override.as_deref()))
+            let inserted = sqlx::query(INSERT_ACCOUNT)
+                .bind_all(account_values(uuid, offering, user, fields, at, posix))
             .execute(&mut *tx)
             .await;
             if let Err(e) = inserted {
                 tx.rollback().await?;
-                return Err(match StoreError::unique_as(e, "user_uuid", "offering user") {
-                    StoreError::Database(e) => StoreError::unique_as(e, "username", "username"),
-                    other => other,
-                });
+                return Err(account_clash(e));
             }
             insert_history!(&mut *tx, uuid.0, history);
             crate::audit::insert!(&mut *tx, audit);

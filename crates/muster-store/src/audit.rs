@@ -77,7 +77,7 @@ pub(crate) fn hold_record(b: &mut crate::tx::Batch, a: &AuditEntry) -> Result<()
 
 /// Binds [`INSERT_AUDIT`]'s arguments, in its order, to a query or a batch.
 pub(crate) fn bind_audit<B: Bind>(q: B, a: &AuditEntry) -> B {
-    audit_values(a).into_iter().fold(q, Bind::bind_value)
+    q.bind_all(audit_values(a))
 }
 
 /// Inserts an [`AuditEntry`] on a connection or transaction (inside another write), and the
@@ -87,14 +87,12 @@ macro_rules! insert {
     ($conn:expr, $a:expr) => {{
         $crate::audit::insert_record!($conn, $a);
         if let Some(event) = &$a.event {
-            $crate::audit::event_values($a, event)
-                .into_iter()
-                .fold(
-                    sqlx::query($crate::audit::event_insert_sql(&$conn)),
-                    $crate::bind::Bind::bind_value,
-                )
-                .execute($conn)
-                .await?;
+            $crate::bind::Bind::bind_all(
+                sqlx::query($crate::audit::event_insert_sql(&$conn)),
+                $crate::audit::event_values($a, event),
+            )
+            .execute($conn)
+            .await?;
         }
     }};
 }

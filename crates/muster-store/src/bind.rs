@@ -21,11 +21,17 @@ pub(crate) enum Value<'a> {
     Int(Option<i64>),
     Time(Option<Ts>),
     Json(&'a serde_json::Value),
+    Uuid(Option<uuid::Uuid>),
 }
 
 /// Something values can be bound into: a query of either backend, or the SQLite batch.
 pub(crate) trait Bind: Sized {
     fn bind_value(self, v: Value<'_>) -> Self;
+
+    /// Binds `values` in order.
+    fn bind_all<'v>(self, values: impl IntoIterator<Item = Value<'v>>) -> Self {
+        values.into_iter().fold(self, |q, v| q.bind_value(v))
+    }
 }
 
 impl<DB: Database> Bind for sqlx::query::Query<'_, DB, <DB as Database>::Arguments>
@@ -36,6 +42,7 @@ where
     for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
     for<'t> Option<Ts>: Encode<'t, DB> + Type<DB>,
     for<'t> sqlx::types::Json<&'t serde_json::Value>: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<uuid::Uuid>: Encode<'t, DB> + Type<DB>,
 {
     fn bind_value(self, v: Value<'_>) -> Self {
         match v {
@@ -45,6 +52,7 @@ where
             Value::Int(i) => self.bind(i),
             Value::Time(t) => self.bind(t),
             Value::Json(j) => self.bind(sqlx::types::Json(j)),
+            Value::Uuid(u) => self.bind(u),
         }
     }
 }
@@ -78,6 +86,7 @@ impl Bind for BatchBinder<'_> {
                 Value::Int(i) => self.0.bind(i),
                 Value::Time(t) => self.0.bind(t),
                 Value::Json(j) => self.0.bind(sqlx::types::Json(j)),
+                Value::Uuid(u) => self.0.bind(u),
             }
             .map(|_| ());
         }
@@ -97,6 +106,7 @@ pub(crate) fn push_values<'v, DB: Database>(
     for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
     for<'t> Option<Ts>: Encode<'t, DB> + Type<DB>,
     for<'t> sqlx::types::Json<&'t serde_json::Value>: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<uuid::Uuid>: Encode<'t, DB> + Type<DB>,
 {
     let mut list = qb.separated(", ");
     for v in values {
@@ -107,6 +117,7 @@ pub(crate) fn push_values<'v, DB: Database>(
             Value::Int(i) => list.push_bind(i),
             Value::Time(t) => list.push_bind(t),
             Value::Json(j) => list.push_bind(sqlx::types::Json(j)),
+            Value::Uuid(u) => list.push_bind(u),
         };
     }
 }

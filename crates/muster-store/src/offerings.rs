@@ -4,6 +4,7 @@
 //! its provider and show the provider's. Every change commits with its audit record in one
 //! transaction.
 
+use crate::bind::{Bind, Value};
 use crate::{Backend, Result, Store, StoreError, Ts, on_db};
 use muster_core::audit::AuditEntry;
 use muster_core::offering::model::{
@@ -106,6 +107,21 @@ const OFFERING_COLUMNS: &str = "o.uuid, o.provider_uuid, o.name, o.slug, o.type,
     o.created, o.modified";
 const OFFERING_FROM: &str = "offerings o JOIN service_providers p ON p.uuid = o.provider_uuid";
 
+/// A pool's settings as offerings and providers store them (`posix_uid_min, posix_uid_max,
+/// posix_gid_min, posix_gid_max, posix_home_prefix, posix_login_shell, posix_shared_gid`; no
+/// pool: NULL bounds and the defaults).
+pub(crate) fn posix_values(p: Option<&PosixSettings>) -> [Value<'_>; 7] {
+    [
+        Value::Int(p.map(|x| x.uid_min)),
+        Value::Int(p.map(|x| x.uid_max)),
+        Value::Int(p.map(|x| x.gid_min)),
+        Value::Int(p.map(|x| x.gid_max)),
+        Value::Text(Some(p.map_or("/home/", |x| x.home_prefix.as_str()))),
+        Value::Text(Some(p.map_or("/bin/bash", |x| x.login_shell.as_str()))),
+        Value::Int(p.and_then(|x| x.shared_gid)),
+    ]
+}
+
 /// The pool settings an offering stores as its own: none when it draws from its provider's.
 fn own_posix(o: &Offering) -> Option<&PosixSettings> {
     match o.posix_pool {
@@ -156,13 +172,7 @@ impl Store {
             .bind(o.username_claim.as_str())
             .bind(Ts(o.created))
             .bind(Ts(o.modified))
-            .bind(own_posix(o).map(|p| p.uid_min))
-            .bind(own_posix(o).map(|p| p.uid_max))
-            .bind(own_posix(o).map(|p| p.gid_min))
-            .bind(own_posix(o).map(|p| p.gid_max))
-            .bind(own_posix(o).map_or("/home/", |p| p.home_prefix.as_str()))
-            .bind(own_posix(o).map_or("/bin/bash", |p| p.login_shell.as_str()))
-            .bind(own_posix(o).and_then(|p| p.shared_gid))
+            .bind_all(posix_values(own_posix(o)))
             .bind(o.posix_pool.as_str())
             .execute(&mut *tx)
             .await;
@@ -223,13 +233,7 @@ impl Store {
             .bind(&o.username_prefix)
             .bind(o.username_claim.as_str())
             .bind(Ts(o.modified))
-            .bind(own_posix(o).map(|p| p.uid_min))
-            .bind(own_posix(o).map(|p| p.uid_max))
-            .bind(own_posix(o).map(|p| p.gid_min))
-            .bind(own_posix(o).map(|p| p.gid_max))
-            .bind(own_posix(o).map_or("/home/", |p| p.home_prefix.as_str()))
-            .bind(own_posix(o).map_or("/bin/bash", |p| p.login_shell.as_str()))
-            .bind(own_posix(o).and_then(|p| p.shared_gid))
+            .bind_all(posix_values(own_posix(o)))
             .bind(o.posix_pool.as_str())
             .execute(&mut *tx)
             .await;

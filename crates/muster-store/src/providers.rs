@@ -4,7 +4,8 @@
 //! every path that does not commit rolls back explicitly (a dropped sqlx transaction only sends
 //! its ROLLBACK when the connection is next used, and until then keeps its locks).
 
-use crate::offerings::PosixColumns;
+use crate::bind::Bind;
+use crate::offerings::{PosixColumns, posix_values};
 use crate::{Result, Store, Ts, on_db};
 use muster_core::audit::AuditEntry;
 use muster_core::offering::model::{Provider, ProviderUuid};
@@ -49,13 +50,7 @@ impl Store {
             .bind(&p.name)
             .bind(Ts(p.created))
             .bind(Ts(p.modified))
-            .bind(p.posix.as_ref().map(|x| x.uid_min))
-            .bind(p.posix.as_ref().map(|x| x.uid_max))
-            .bind(p.posix.as_ref().map(|x| x.gid_min))
-            .bind(p.posix.as_ref().map(|x| x.gid_max))
-            .bind(p.posix.as_ref().map_or("/home/", |x| x.home_prefix.as_str()))
-            .bind(p.posix.as_ref().map_or("/bin/bash", |x| x.login_shell.as_str()))
-            .bind(p.posix.as_ref().and_then(|x| x.shared_gid))
+            .bind_all(posix_values(p.posix.as_ref()))
             .execute(&mut *tx)
             .await?;
             crate::audit::insert!(&mut *tx, audit);
@@ -105,13 +100,7 @@ impl Store {
             .bind(p.uuid.0)
             .bind(&p.name)
             .bind(Ts(p.modified))
-            .bind(p.posix.as_ref().map(|x| x.uid_min))
-            .bind(p.posix.as_ref().map(|x| x.uid_max))
-            .bind(p.posix.as_ref().map(|x| x.gid_min))
-            .bind(p.posix.as_ref().map(|x| x.gid_max))
-            .bind(p.posix.as_ref().map_or("/home/", |x| x.home_prefix.as_str()))
-            .bind(p.posix.as_ref().map_or("/bin/bash", |x| x.login_shell.as_str()))
-            .bind(p.posix.as_ref().and_then(|x| x.shared_gid))
+            .bind_all(posix_values(p.posix.as_ref()))
             .execute(&mut *tx)
             .await?
             .rows_affected();

@@ -193,7 +193,7 @@ static WRITTEN: [Column; 32] = [
 
 /// Binds `uuid`'s successors: every [`WRITTEN`] column of `u`, in order (`$2` on).
 fn bind_user<B: Bind>(q: B, u: &User) -> B {
-    WRITTEN.iter().fold(q, |q, c| q.bind_value((c.value)(u)))
+    q.bind_all(WRITTEN.iter().map(|c| (c.value)(u)))
 }
 
 /// `INSERT INTO users (uuid, <WRITTEN>, version) VALUES ($1, $2, …, 1)`.
