@@ -20,6 +20,7 @@ mod catalogue;
 mod events;
 mod group_commit;
 mod health;
+mod listen;
 mod mail;
 mod nodes;
 mod offerings;
@@ -39,8 +40,9 @@ mod users;
 
 pub use audit::{AuditQuery, AuditRecord};
 pub use catalogue::{CatalogueRows, FixedInputRow, ProductBlockRow, ProductRow, ResourceTypeRow, WorkflowRow};
-pub use events::EventRecord;
+pub use events::{EventListener, EventRecord};
 pub use health::DatabaseHealth;
+pub use listen::Heard;
 pub use mail::{Followups, MailRow, NewActionToken, NewMail, Redemption};
 pub use offerings::{AccountChange, AccountOrder, AccountQuery, ChangeOutcome, PosixAllocation, Visibility};
 pub use posix::{PosixRelease, PosixWrite};
