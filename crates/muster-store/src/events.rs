@@ -12,12 +12,20 @@
 //! (taken with SKIP LOCKED: a node that finds it taken simply tries again later; a row lock,
 //! unlike an advisory lock, is scoped to this schema), on SQLite there is one writer anyway.
 //!
+//! On PostgreSQL, a pass that numbered something announces it with `NOTIFY` on the events
+//! channel (`events_channel!`) in its own transaction, so the announcement goes out when the
+//! numbers are committed; every node's event hub `LISTEN`s on it (a connection of its own, see
+//! `listen.rs`) and wakes its followers. An announcement is only a hint: followers always read
+//! `seq > cursor`, so one from another schema sharing the name costs a re-read, and one lost
+//! with a connection is made up by their poll.
+//!
 //! On SQLite, writes number their events themselves, as they write them (`tx.rs`,
 //! `hold_numbered_events`; `audit::insert!`): a write holds the database's one write lock until
 //! it commits, so insert order is commit order there, and followers hear of a commit without
 //! waiting for a sequencer pass. The sequencer still numbers any event found without a number
 //! (one written by an older version).
 
+use crate::listen::{Heard, Listener};
 use crate::{Backend, Result, Store, Ts, on_db};
 use serde::Serialize;
 use sqlx::types::Json;
@@ -44,6 +52,33 @@ pub struct EventRecord {
 
 fn ser_ts<S: serde::Serializer>(t: &Ts, s: S) -> std::result::Result<S::Ok, S::Error> {
     time::serde::rfc3339::serialize(&t.0, s)
+}
+
+/// The events channel, as an SQL expression: `muster_events_<schema>`, where the schema is the
+/// database schema the store works in (its `search_path`), so that several muster databases
+/// in one PostgreSQL database (schemas of their own, e.g. tests running side by side) do not
+/// wake each other. A channel name is an identifier, at most 63 bytes: with a schema name
+/// longer than 49 bytes it is plain `muster_events`, shared by every such schema.
+macro_rules! events_channel {
+    () => {
+        "CASE WHEN octet_length(current_schema()) <= 49 \
+         THEN 'muster_events_' || current_schema() ELSE 'muster_events' END"
+    };
+}
+
+/// Hears when events were numbered, by any node's sequencer (PostgreSQL only).
+pub struct EventListener {
+    inner: Listener,
+}
+
+impl EventListener {
+    /// Waits until events may have been numbered: an announcement, or the connection back after
+    /// it was lost ([`Heard::Reconnected`]: announcements may have been missed). An error means
+    /// the connection is lost and could not be opened again ([`crate::StoreError::Closed`]: the
+    /// store was closed).
+    pub async fn recv(&mut self) -> Result<Heard> {
+        self.inner.recv().await
+    }
 }
 
 /// SQLite's pass of [`Store::sequence_events`]: the same numbering as one batch on the single
@@ -92,11 +127,34 @@ async fn sequence_sqlite(write: &sqlx::SqlitePool, read: &sqlx::SqlitePool, limi
 }
 
 impl Store {
+    /// A listener for the announcements of numbered events (PostgreSQL only: on SQLite, one
+    /// process numbers and follows).
+    pub async fn event_listener(&self) -> Result<Option<EventListener>> {
+        match &self.inner {
+            crate::Inner::Postgres(pool) => {
+                let channel: String = sqlx::query_scalar(concat!("SELECT ", events_channel!()))
+                    .fetch_one(pool)
+                    .await?;
+                Ok(Some(EventListener {
+                    inner: Listener::connect(pool, &channel).await?,
+                }))
+            }
+            crate::Inner::Sqlite { .. } => Ok(None),
+        }
+    }
+
     /// Numbers up to `limit` committed, unnumbered events. Returns how many it numbered (0 also
     /// when another node's sequencer holds the lock).
     pub async fn sequence_events(&self, limit: i64) -> Result<u64> {
+        Ok(self.try_sequence_events(limit).await?.unwrap_or(0))
+    }
+
+    /// [`Store::sequence_events`], saying when it could not run: None when another node's
+    /// sequencer holds the lock (PostgreSQL), so that events committed during that pass may be
+    /// left for this one.
+    pub async fn try_sequence_events(&self, limit: i64) -> Result<Option<u64>> {
         if let crate::Inner::Sqlite { write, read, .. } = &self.inner {
-            return sequence_sqlite(write, read, limit).await;
+            return sequence_sqlite(write, read, limit).await.map(Some);
         }
         let postgres = self.backend() == Backend::Postgres;
         Ok(on_db!(self, write, pool => {
@@ -113,7 +171,7 @@ impl Store {
                     // transaction for the connection's next use, and the idle connection would
                     // keep the transaction open meanwhile.
                     tx.rollback().await?;
-                    return Ok(0);
+                    return Ok(None);
                 }
             }
             // Which streams have committed, unnumbered events, and up to which id this pass
@@ -126,7 +184,7 @@ impl Store {
             let Some(max_id) = pending.last().map(|(id, _)| *id) else {
                 // Nothing to number: end the transaction (and the sequencer's row lock) now.
                 tx.rollback().await?;
-                return Ok(0);
+                return Ok(Some(0));
             };
             let mut streams: Vec<&str> = pending.iter().map(|(_, s)| s.as_str()).collect();
             streams.sort_unstable();
@@ -162,8 +220,14 @@ impl Store {
                     .await?;
                 numbered += n;
             }
+            if postgres && numbered > 0 {
+                // Sent when the numbers commit (and not at all if they do not).
+                sqlx::query(concat!("SELECT pg_notify(", events_channel!(), ", '')"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
             crate::commit(tx).await?;
-            numbered
+            Some(numbered)
         }))
     }
 

@@ -739,16 +739,18 @@ macro_rules! bind_finish_step {
 }
 use bind_finish_step;
 
-/// Wakes workers on other nodes: PostgreSQL `LISTEN`/`NOTIFY` on one channel.
+/// Wakes workers on other nodes: PostgreSQL `LISTEN`/`NOTIFY` on one channel, listened to on a
+/// connection of its own (see `listen.rs`).
 pub struct WorkListener {
-    inner: sqlx::postgres::PgListener,
+    inner: crate::listen::Listener,
 }
 
 /// The channel new and resumed work is announced on.
 const WORK_CHANNEL: &str = "muster_work";
 
 impl WorkListener {
-    /// Waits for the next announcement.
+    /// Waits for the next announcement (or for the connection to come back after it was lost,
+    /// when announcements may have been missed).
     pub async fn recv(&mut self) -> Result<()> {
         self.inner.recv().await?;
         Ok(())
@@ -759,11 +761,9 @@ impl Store {
     /// A listener for work announcements (PostgreSQL only: SQLite has one node).
     pub async fn work_listener(&self) -> Result<Option<WorkListener>> {
         match &self.inner {
-            crate::Inner::Postgres(pool) => {
-                let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
-                l.listen(WORK_CHANNEL).await?;
-                Ok(Some(WorkListener { inner: l }))
-            }
+            crate::Inner::Postgres(pool) => Ok(Some(WorkListener {
+                inner: crate::listen::Listener::connect(pool, WORK_CHANNEL).await?,
+            })),
             crate::Inner::Sqlite { .. } => Ok(None),
         }
     }

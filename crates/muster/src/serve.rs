@@ -51,6 +51,7 @@ pub async fn run(resolved: Resolved) -> Result<()> {
     }
     let events = muster_server::events::EventHub::default();
     events.spawn_sequencer(directory.store().clone());
+    events.spawn_listener(directory.store().clone());
     let (engine, subscriptions) = runtime::engine(&resolved, &directory, resolved.worker_concurrency.max(1)).await?;
     let hub = events.clone();
     engine.on_events(move || hub.wake())?;

@@ -1,4 +1,7 @@
-//! `muster worker`: the engine without HTTP.
+//! `muster worker`: the engine without HTTP. It numbers its steps' events itself (the event
+//! sequencer, woken by its own commits; on PostgreSQL one node's sequencer runs at a time and
+//! announces what it numbered to every node), so that followers on `serve` nodes see them at
+//! once rather than at a `serve` node's next sequencer tick.
 
 use crate::runtime;
 use crate::settings::Resolved;
@@ -9,6 +12,9 @@ pub async fn run(resolved: Resolved) -> Result<()> {
     runtime::init_logging(resolved.json_logs);
     let directory = runtime::directory(&resolved).await?;
     let (engine, _) = runtime::engine(&resolved, &directory, resolved.worker_concurrency.max(1)).await?;
+    let events = muster_server::events::EventHub::default();
+    events.spawn_sequencer(directory.store().clone());
+    engine.on_events(move || events.wake())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(muster_engine::worker::run(engine.clone(), stop_rx.clone()));
     let scheduler = tokio::spawn(muster_engine::scheduler::run(

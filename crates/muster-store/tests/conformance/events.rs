@@ -9,6 +9,44 @@ use super::*;
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
+async fn a_numbering_pass_is_announced_to_listeners_on_connections_of_their_own() {
+    // SQLite has one node: nothing to announce, no listener.
+    let Some(db) = TestDb::postgres().await else { return };
+    let store = Store::connect(
+        &db.url,
+        &StoreOptions {
+            max_connections: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect");
+    store.migrate().await.expect("migrate");
+    let _work = store.work_listener().await.expect("work listener").expect("postgres");
+    let mut events = store.event_listener().await.expect("event listener").expect("postgres");
+    // The listeners hold connections of their own: the pool's only one still answers at once.
+    tokio::time::timeout(std::time::Duration::from_secs(3), store.last_event_seq("people"))
+        .await
+        .expect("a query does not wait for a connection held by a listener")
+        .expect("read");
+
+    let alice = new_user("alice");
+    store
+        .insert_user(&alice, &with_event(create_entry(&alice), "people", "alice"))
+        .await
+        .expect("insert");
+    assert_eq!(sequence_all(&store, "postgres").await, 1);
+    // The pass announced what it numbered (anything else on the channel would do as well: a
+    // notification is a hint to read again).
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv())
+        .await
+        .expect("announced within 5 s")
+        .expect("listening");
+    assert_eq!(heard, muster_store::Heard::Notification);
+    store.close().await;
+}
+
+#[tokio::test]
 async fn events_commit_with_their_change_and_are_numbered_per_stream() {
     for db in TestDb::all().await {
         let label = db.label;

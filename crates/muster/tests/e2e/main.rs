@@ -7,6 +7,7 @@ mod common;
 mod cli;
 mod console;
 mod durability;
+mod event_fanout;
 mod events;
 mod fuzz_openapi;
 mod hardening;
