@@ -2243,3 +2243,36 @@ async fn the_event_hook_is_set_on_a_shared_engine_and_runs_for_every_commit() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn finished_task_processes_are_cleaned_up_and_nothing_else() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        let (engine, _deps) = engine(&store, all_workflows(), config("w-clean"));
+        let w = spawn_worker(&engine);
+        let task = start(&engine, "tick_task", vec![]).await;
+        let workflow = start(&engine, "simple", vec![]).await;
+        wait_status(&store, task, ProcessStatus::Completed).await;
+        wait_status(&store, workflow, ProcessStatus::Completed).await;
+        w.stop().await;
+        // Started before the cut-off: none of them yet.
+        let long_ago = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        assert_eq!(
+            store.delete_finished_tasks(long_ago).await.expect("clean"),
+            0,
+            "{}",
+            db.label
+        );
+        // After it: the finished task goes; the workflow's process is history and stays.
+        let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(1);
+        assert_eq!(
+            store.delete_finished_tasks(later).await.expect("clean"),
+            1,
+            "{}",
+            db.label
+        );
+        assert!(store.process(task).await.expect("read").is_none(), "{}", db.label);
+        assert!(store.process(workflow).await.expect("read").is_some(), "{}", db.label);
+        store.close().await;
+    }
+}

@@ -459,7 +459,11 @@ impl Store {
     /// Deletes finished task processes that started before `before` (`task_clean_up_tasks`).
     pub async fn delete_finished_tasks(&self, before: OffsetDateTime) -> Result<u64> {
         Ok(on_db!(self, write, pool => {
-            sqlx::query("DELETE FROM processes WHERE is_task AND last_status IN ('completed', 'aborted') AND started_at < $1")
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM processes WHERE is_task AND last_status IN ({}) AND started_at < $1",
+                // Literal enum names (muster-core's final statuses), never input.
+                ProcessStatus::FINAL.map(|s| format!("'{}'", s.as_str())).join(", ")
+            )))
                 .bind(Ts(before))
                 .execute(pool)
                 .await?
