@@ -35,6 +35,7 @@ mod processes;
 mod provider_posix;
 mod providers;
 mod sessions;
+mod sqlite_batch;
 mod sqlite_writer;
 mod subscriptions;
 mod tallies;
