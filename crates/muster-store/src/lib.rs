@@ -34,6 +34,7 @@ mod posix;
 mod processes;
 mod provider_posix;
 mod providers;
+mod schedules;
 mod sessions;
 mod sqlite_batch;
 mod sqlite_writer;
@@ -46,6 +47,7 @@ mod totp;
 mod ts;
 mod tx;
 mod users;
+mod work_listener;
 
 pub use account_query::{AccountOrder, AccountQuery, Visibility};
 pub use accounts::{AccountChange, ChangeOutcome};
@@ -57,16 +59,15 @@ pub use listen::Heard;
 pub use mail::{Followups, MailRow, NewActionToken, NewMail, Redemption};
 pub use offering_counters::PosixAllocation;
 pub use posix::{PosixRelease, PosixWrite};
-pub use processes::{
-    Fence, NewProcess, ProcessQuery, ProcessRow, ProcessSort, ProcessUpdate, ScheduleRow, StepLog, StepRow,
-    WorkListener,
-};
+pub use processes::{Fence, NewProcess, ProcessQuery, ProcessRow, ProcessSort, ProcessUpdate, StepLog, StepRow};
 pub use provider_posix::PosixPoolUse;
+pub use schedules::ScheduleRow;
 pub use sessions::{LoginGuard, LoginPassword, SessionAndTarget, SessionRecord, ThrottleReset};
 pub use subscriptions::{HoldTerms, Subscription, SubscriptionListRow, SubscriptionQuery, SubscriptionSort};
 pub use ts::Ts;
 pub use tx::{StoreTx, WriterHold};
 pub use users::{UserCursor, UserOrder, UserQuery, UsernameConflict};
+pub use work_listener::WorkListener;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
