@@ -2,6 +2,7 @@
 //! tallies where they suffice), and the provider-filtered event stream.
 
 use crate::accounts::{ACCOUNT_SELECT, AccountRow};
+use crate::bind::{PushValue, SqlDb, contains_pattern};
 use crate::{Backend, Result, Store, Ts, on_db};
 use muster_core::offering::lifecycle::{AccountState, RuntimeState};
 use muster_core::offering::model::Account;
@@ -92,95 +93,74 @@ impl AccountQuery {
     }
 }
 
-pub(crate) fn like_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
-}
-
-macro_rules! push_account_filters {
-    ($qb:expr, $q:expr) => {{
-        $qb.push(" WHERE 1=1");
-        if let Visibility::Limited { providers, user } = &$q.visibility {
-            $qb.push(" AND (1=0");
-            if !providers.is_empty() {
-                $qb.push(" OR ou.provider_uuid IN (");
-                let mut sep = $qb.separated(", ");
-                for p in providers {
-                    sep.push_bind(*p);
-                }
-                $qb.push(")");
-            }
-            if let Some(u) = user {
-                $qb.push(" OR ou.user_uuid = ").push_bind(*u);
-            }
-            $qb.push(")");
+fn push_account_filters<DB: SqlDb>(qb: &mut sqlx::QueryBuilder<DB>, q: &AccountQuery) {
+    qb.push(" WHERE 1=1");
+    if let Visibility::Limited { providers, user } = &q.visibility {
+        qb.push(" AND (1=0");
+        if !providers.is_empty() {
+            qb.push(" OR ou.provider_uuid IN (");
+            qb.push_list(providers.iter().copied());
+            qb.push(")");
         }
-        if !$q.states.is_empty() {
-            $qb.push(" AND ou.state IN (");
-            let mut sep = $qb.separated(", ");
-            for s in &$q.states {
-                sep.push_bind(s.as_db());
-            }
-            $qb.push(")");
+        if let Some(u) = user {
+            qb.push(" OR ou.user_uuid = ").push_value(*u);
         }
-        if !$q.offering_uuids.is_empty() {
-            $qb.push(" AND ou.offering_uuid IN (");
-            let mut sep = $qb.separated(", ");
-            for o in &$q.offering_uuids {
-                sep.push_bind(*o);
-            }
-            $qb.push(")");
-        }
-        if !$q.provider_uuids.is_empty() {
-            $qb.push(" AND ou.provider_uuid IN (");
-            let mut sep = $qb.separated(", ");
-            for p in &$q.provider_uuids {
-                sep.push_bind(*p);
-            }
-            $qb.push(")");
-        }
-        if let Some(u) = $q.user_uuid {
-            $qb.push(" AND ou.user_uuid = ").push_bind(u);
-        }
-        if let Some(v) = &$q.user_username {
-            $qb.push(" AND u.username_key = ")
-                .push_bind(muster_core::directory::User::username_key(v));
-        }
-        if let Some(v) = $q.is_restricted {
-            $qb.push(" AND ou.is_restricted = ").push_bind(v);
-        }
-        if !$q.runtime_states.is_empty() {
-            $qb.push(" AND ou.runtime_state IN (");
-            let mut sep = $qb.separated(", ");
-            for s in &$q.runtime_states {
-                sep.push_bind(s.as_db());
-            }
-            $qb.push(")");
-        }
-        if let Some(v) = &$q.query {
-            let pattern = format!("%{}%", like_escape(&v.to_lowercase()));
-            $qb.push(" AND (LOWER(o.name) LIKE ")
-                .push_bind(pattern.clone())
-                .push(" ESCAPE '\\' OR LOWER(ou.username) LIKE ")
-                .push_bind(pattern.clone())
-                .push(" ESCAPE '\\' OR u.search_names LIKE ")
-                .push_bind(pattern.clone())
-                .push(" ESCAPE '\\' OR u.username_key LIKE ")
-                .push_bind(pattern)
-                .push(" ESCAPE '\\')");
-        }
-        if let Some(v) = $q.created_from {
-            $qb.push(" AND ou.created >= ").push_bind(Ts(v));
-        }
-        if let Some(v) = $q.created_before {
-            $qb.push(" AND ou.created < ").push_bind(Ts(v));
-        }
-        if let Some(v) = $q.modified_from {
-            $qb.push(" AND ou.modified >= ").push_bind(Ts(v));
-        }
-        if let Some(v) = $q.modified_before {
-            $qb.push(" AND ou.modified < ").push_bind(Ts(v));
-        }
-    }};
+        qb.push(")");
+    }
+    if !q.states.is_empty() {
+        qb.push(" AND ou.state IN (");
+        qb.push_list(q.states.iter().map(|s| s.as_db()));
+        qb.push(")");
+    }
+    if !q.offering_uuids.is_empty() {
+        qb.push(" AND ou.offering_uuid IN (");
+        qb.push_list(q.offering_uuids.iter().copied());
+        qb.push(")");
+    }
+    if !q.provider_uuids.is_empty() {
+        qb.push(" AND ou.provider_uuid IN (");
+        qb.push_list(q.provider_uuids.iter().copied());
+        qb.push(")");
+    }
+    if let Some(u) = q.user_uuid {
+        qb.push(" AND ou.user_uuid = ").push_value(u);
+    }
+    if let Some(v) = &q.user_username {
+        qb.push(" AND u.username_key = ")
+            .push_value(muster_core::directory::User::username_key(v));
+    }
+    if let Some(v) = q.is_restricted {
+        qb.push(" AND ou.is_restricted = ").push_value(v);
+    }
+    if !q.runtime_states.is_empty() {
+        qb.push(" AND ou.runtime_state IN (");
+        qb.push_list(q.runtime_states.iter().map(|s| s.as_db()));
+        qb.push(")");
+    }
+    if let Some(v) = &q.query {
+        let pattern = contains_pattern(v);
+        qb.push(" AND (LOWER(o.name) LIKE ")
+            .push_value(pattern.clone())
+            .push(" ESCAPE '\\' OR LOWER(ou.username) LIKE ")
+            .push_value(pattern.clone())
+            .push(" ESCAPE '\\' OR u.search_names LIKE ")
+            .push_value(pattern.clone())
+            .push(" ESCAPE '\\' OR u.username_key LIKE ")
+            .push_value(pattern)
+            .push(" ESCAPE '\\')");
+    }
+    if let Some(v) = q.created_from {
+        qb.push(" AND ou.created >= ").push_value(Ts(v));
+    }
+    if let Some(v) = q.created_before {
+        qb.push(" AND ou.created < ").push_value(Ts(v));
+    }
+    if let Some(v) = q.modified_from {
+        qb.push(" AND ou.modified >= ").push_value(Ts(v));
+    }
+    if let Some(v) = q.modified_before {
+        qb.push(" AND ou.modified < ").push_value(Ts(v));
+    }
 }
 
 /// Builds, after `$prefix` (`""` or an `EXPLAIN`), the page query for `$q` whose ORDER BY is
@@ -222,7 +202,7 @@ macro_rules! page_query {
                     ..$q.clone()
                 };
                 qb.push(format!("SELECT * FROM (SELECT {columns} FROM offering_users ou"));
-                push_account_filters!(qb, one);
+                push_account_filters(&mut qb, &one);
                 qb.push($order.clone());
                 qb.push(" LIMIT ").push_bind(top).push(format!(") AS s{i}"));
             }
@@ -236,7 +216,7 @@ macro_rules! page_query {
             qb.push($order.clone());
         } else if Store::page_from_accounts_alone($q) {
             qb.push(" WHERE ou.uuid IN (SELECT ou.uuid FROM offering_users ou");
-            push_account_filters!(qb, $q);
+            push_account_filters(&mut qb, $q);
             qb.push($order.clone());
             qb.push(" LIMIT ")
                 .push_bind($q.limit.max(0))
@@ -245,7 +225,7 @@ macro_rules! page_query {
             qb.push(")");
             qb.push($order.clone());
         } else {
-            push_account_filters!(qb, $q);
+            push_account_filters(&mut qb, $q);
             qb.push($order.clone());
             qb.push(" LIMIT ")
                 .push_bind($q.limit.max(0))
@@ -288,7 +268,7 @@ impl Store {
         if let Some(t) = q.for_tallies() {
             return Ok(on_db!(self, read, pool => {
                 let mut qb = sqlx::QueryBuilder::new("SELECT COALESCE(SUM(ou.n), 0) FROM offering_user_tallies ou");
-                push_account_filters!(qb, t.as_ref());
+                push_account_filters(&mut qb, t.as_ref());
                 qb.build_query_scalar().fetch_one(pool).await?
             }));
         }
@@ -300,7 +280,7 @@ impl Store {
         };
         Ok(on_db!(self, read, pool => {
             let mut qb = sqlx::QueryBuilder::new(from);
-            push_account_filters!(qb, q);
+            push_account_filters(&mut qb, q);
             qb.build_query_scalar().fetch_one(pool).await?
         }))
     }

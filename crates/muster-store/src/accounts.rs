@@ -7,9 +7,8 @@
 //! The history entry, audit record and event of a change are written only together with it.
 
 use crate::account_history::insert_history;
-use crate::account_query::like_escape;
 use crate::audit::{audit_values, event_values};
-use crate::bind::{Bind, Value, push_values};
+use crate::bind::{Bind, Value, like_escape, push_values};
 use crate::{Inner, Result, Store, StoreError, Ts, on_db};
 use muster_core::audit::AuditEntry;
 use muster_core::error::DomainError;

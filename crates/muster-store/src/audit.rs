@@ -1,6 +1,6 @@
 //! The audit log.
 
-use crate::bind::{Bind, Value};
+use crate::bind::{Bind, PushValue, SqlDb, Value};
 use crate::{Result, Store, Ts, on_db};
 use muster_core::audit::{AuditEntry, Outcome};
 use serde::Serialize;
@@ -172,31 +172,29 @@ pub struct AuditQuery {
     pub limit: i64,
 }
 
-macro_rules! push_audit_filters {
-    ($qb:expr, $q:expr) => {{
-        $qb.push(" WHERE 1=1");
-        if let Some(v) = &$q.actor {
-            $qb.push(" AND actor = ").push_bind(v.clone());
-        }
-        if let Some(v) = &$q.target {
-            $qb.push(" AND target = ").push_bind(v.clone());
-        }
-        if let Some(v) = &$q.action {
-            $qb.push(" AND action = ").push_bind(v.clone());
-        }
-        if let Some(v) = $q.outcome {
-            $qb.push(" AND outcome = ").push_bind(v.as_str());
-        }
-        if let Some(v) = &$q.cid {
-            $qb.push(" AND cid = ").push_bind(v.clone());
-        }
-        if let Some(v) = $q.since {
-            $qb.push(" AND at >= ").push_bind(Ts(v));
-        }
-        if let Some(v) = $q.until {
-            $qb.push(" AND at < ").push_bind(Ts(v));
-        }
-    }};
+fn push_audit_filters<DB: SqlDb>(qb: &mut sqlx::QueryBuilder<DB>, q: &AuditQuery) {
+    qb.push(" WHERE 1=1");
+    if let Some(v) = &q.actor {
+        qb.push(" AND actor = ").push_value(v.clone());
+    }
+    if let Some(v) = &q.target {
+        qb.push(" AND target = ").push_value(v.clone());
+    }
+    if let Some(v) = &q.action {
+        qb.push(" AND action = ").push_value(v.clone());
+    }
+    if let Some(v) = q.outcome {
+        qb.push(" AND outcome = ").push_value(v.as_str());
+    }
+    if let Some(v) = &q.cid {
+        qb.push(" AND cid = ").push_value(v.clone());
+    }
+    if let Some(v) = q.since {
+        qb.push(" AND at >= ").push_value(Ts(v));
+    }
+    if let Some(v) = q.until {
+        qb.push(" AND at < ").push_value(Ts(v));
+    }
 }
 
 impl Store {
@@ -218,12 +216,12 @@ impl Store {
     pub async fn list_audit(&self, q: &AuditQuery) -> Result<(i64, Vec<AuditRecord>)> {
         Ok(on_db!(self, read, pool => {
             let mut count = sqlx::QueryBuilder::new("SELECT COUNT(*) FROM audit_log");
-            push_audit_filters!(count, q);
+            push_audit_filters(&mut count, q);
             let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
             let mut page = sqlx::QueryBuilder::new(
                 "SELECT id, at, cid, actor, current_app, remote_addr, action, target, outcome, reason, details FROM audit_log",
             );
-            push_audit_filters!(page, q);
+            push_audit_filters(&mut page, q);
             page.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit.max(0)).push(" OFFSET ").push_bind(q.offset.max(0));
             (total, page.build_query_as().fetch_all(pool).await?)
         }))

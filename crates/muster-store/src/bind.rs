@@ -121,3 +121,96 @@ pub(crate) fn push_values<'v, DB: Database>(
         };
     }
 }
+
+/// A database whose queries being built take every [`Value`]: both of muster's.
+pub(crate) trait SqlDb: Database {
+    fn push_bind_value(qb: &mut sqlx::QueryBuilder<Self>, v: Value<'_>);
+}
+
+impl<DB: Database> SqlDb for DB
+where
+    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
+    for<'t> bool: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<Ts>: Encode<'t, DB> + Type<DB>,
+    for<'t> sqlx::types::Json<&'t serde_json::Value>: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<uuid::Uuid>: Encode<'t, DB> + Type<DB>,
+{
+    fn push_bind_value(qb: &mut sqlx::QueryBuilder<Self>, v: Value<'_>) {
+        push_values(qb, [v]);
+    }
+}
+
+/// Building a query with values: `qb.push(" AND x = ").push_value(v)` as with `push_bind`,
+/// typed by [`Value`] so that one function serves both databases.
+pub(crate) trait PushValue {
+    /// One placeholder, bound to `v`.
+    fn push_value<'v>(&mut self, v: impl Into<Value<'v>>) -> &mut Self;
+    /// Placeholders separated by `, ` (an `IN (…)` list), bound in order.
+    fn push_list<'v, V: Into<Value<'v>>>(&mut self, values: impl IntoIterator<Item = V>) -> &mut Self;
+}
+
+impl<DB: SqlDb> PushValue for sqlx::QueryBuilder<DB> {
+    fn push_value<'v>(&mut self, v: impl Into<Value<'v>>) -> &mut Self {
+        DB::push_bind_value(self, v.into());
+        self
+    }
+
+    fn push_list<'v, V: Into<Value<'v>>>(&mut self, values: impl IntoIterator<Item = V>) -> &mut Self {
+        for (i, v) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            DB::push_bind_value(self, v.into());
+        }
+        self
+    }
+}
+
+impl<'a> From<&'a str> for Value<'a> {
+    fn from(s: &'a str) -> Self {
+        Value::Text(Some(s))
+    }
+}
+
+impl<'a> From<&'a String> for Value<'a> {
+    fn from(s: &'a String) -> Self {
+        Value::Text(Some(s))
+    }
+}
+
+impl From<String> for Value<'_> {
+    fn from(s: String) -> Self {
+        Value::Owned(Some(s))
+    }
+}
+
+impl From<bool> for Value<'_> {
+    fn from(b: bool) -> Self {
+        Value::Bool(b)
+    }
+}
+
+impl From<uuid::Uuid> for Value<'_> {
+    fn from(u: uuid::Uuid) -> Self {
+        Value::Uuid(Some(u))
+    }
+}
+
+impl From<Ts> for Value<'_> {
+    fn from(t: Ts) -> Self {
+        Value::Time(Some(t))
+    }
+}
+
+/// A LIKE pattern (with `ESCAPE '\'`) matching text that contains `s`, lower-cased: `%`, `_`
+/// and `\` in `s` match only themselves.
+pub(crate) fn contains_pattern(s: &str) -> String {
+    format!("%{}%", like_escape(&s.to_lowercase()))
+}
+
+/// Escapes `%`, `_` and `\` for a LIKE pattern with `ESCAPE '\'`.
+pub(crate) fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}

@@ -7,6 +7,7 @@
 //! that worker names the attempt it holds ([`Fence`]): once a lease expired and another worker
 //! claimed the process, the first worker's writes match no row and its transaction rolls back.
 
+use crate::bind::{PushValue, SqlDb};
 use crate::tx::{on_tx, write_stmt};
 use crate::{Backend, Result, Store, StoreError, StoreTx, Ts, on_db};
 use muster_core::workflow::{ProcessStatus, StepStatus};
@@ -207,51 +208,40 @@ impl ProcessSort {
     }
 }
 
-macro_rules! push_process_filters {
-    ($qb:expr, $q:expr) => {{
-        $qb.push(" WHERE 1 = 1");
-        if !$q.statuses.is_empty() {
-            $qb.push(" AND last_status IN (");
-            let mut sep = $qb.separated(", ");
-            for s in &$q.statuses {
-                sep.push_bind(s.as_str());
-            }
-            $qb.push(")");
-        }
-        if !$q.workflow_names.is_empty() {
-            $qb.push(" AND workflow_name IN (");
-            let mut sep = $qb.separated(", ");
-            for s in &$q.workflow_names {
-                sep.push_bind(s.clone());
-            }
-            $qb.push(")");
-        }
-        if !$q.targets.is_empty() {
-            $qb.push(" AND target IN (");
-            let mut sep = $qb.separated(", ");
-            for s in &$q.targets {
-                sep.push_bind(s.clone());
-            }
-            $qb.push(")");
-        }
-        if let Some(sid) = $q.subscription_id {
-            $qb.push(" AND process_id IN (SELECT process_id FROM processes_subscriptions WHERE subscription_id = ")
-                .push_bind(sid)
-                .push(")");
-        }
-        if let Some(c) = &$q.created_by {
-            $qb.push(" AND created_by = ").push_bind(c.clone());
-        }
-        if let Some(t) = $q.is_task {
-            $qb.push(" AND is_task = ").push_bind(t);
-        }
-        if let Some(t) = $q.started_after {
-            $qb.push(" AND started_at >= ").push_bind(Ts(t));
-        }
-        if let Some(t) = $q.started_before {
-            $qb.push(" AND started_at < ").push_bind(Ts(t));
-        }
-    }};
+fn push_process_filters<DB: SqlDb>(qb: &mut sqlx::QueryBuilder<DB>, q: &ProcessQuery) {
+    qb.push(" WHERE 1 = 1");
+    if !q.statuses.is_empty() {
+        qb.push(" AND last_status IN (");
+        qb.push_list(q.statuses.iter().map(|s| s.as_str()));
+        qb.push(")");
+    }
+    if !q.workflow_names.is_empty() {
+        qb.push(" AND workflow_name IN (");
+        qb.push_list(q.workflow_names.iter());
+        qb.push(")");
+    }
+    if !q.targets.is_empty() {
+        qb.push(" AND target IN (");
+        qb.push_list(q.targets.iter());
+        qb.push(")");
+    }
+    if let Some(sid) = q.subscription_id {
+        qb.push(" AND process_id IN (SELECT process_id FROM processes_subscriptions WHERE subscription_id = ")
+            .push_value(sid)
+            .push(")");
+    }
+    if let Some(c) = &q.created_by {
+        qb.push(" AND created_by = ").push_value(c.clone());
+    }
+    if let Some(t) = q.is_task {
+        qb.push(" AND is_task = ").push_value(t);
+    }
+    if let Some(t) = q.started_after {
+        qb.push(" AND started_at >= ").push_value(Ts(t));
+    }
+    if let Some(t) = q.started_before {
+        qb.push(" AND started_at < ").push_value(Ts(t));
+    }
 }
 
 fn statuses_sql(statuses: &[ProcessStatus]) -> String {
@@ -295,7 +285,7 @@ impl Store {
     pub async fn list_processes(&self, q: &ProcessQuery) -> Result<(Vec<ProcessRow>, i64)> {
         Ok(on_db!(self, read, pool => {
             let mut qb = sqlx::QueryBuilder::new(format!("SELECT {PROCESS_COLUMNS} FROM processes"));
-            push_process_filters!(qb, q);
+            push_process_filters(&mut qb, q);
             qb.push(" ORDER BY ");
             for (col, desc) in &q.sort {
                 qb.push(col.column()).push(if *desc { " DESC, " } else { " ASC, " });
@@ -307,7 +297,7 @@ impl Store {
             qb.push(" LIMIT ").push_bind(q.limit).push(" OFFSET ").push_bind(q.offset);
             let rows: Vec<ProcessRow> = qb.build_query_as().fetch_all(pool).await?;
             let mut cq = sqlx::QueryBuilder::new("SELECT COUNT(*) FROM processes");
-            push_process_filters!(cq, q);
+            push_process_filters(&mut cq, q);
             let total: i64 = cq.build_query_scalar().fetch_one(pool).await?;
             (rows, total)
         }))

@@ -5,6 +5,7 @@
 //! `user_id` or `username` however the workflows race. Changes are versioned: a save names the
 //! version it read and fails when the row moved on.
 
+use crate::bind::{PushValue, SqlDb, contains_pattern};
 use crate::tx::{on_tx, write_stmt};
 use crate::{Backend, Result, Store, StoreError, StoreTx, Ts, on_db};
 use muster_core::workflow::SubscriptionStatus;
@@ -187,57 +188,40 @@ pub struct SubscriptionQuery {
     pub limit: i64,
 }
 
-macro_rules! push_subscription_filters {
-    ($qb:expr, $q:expr) => {{
-        $qb.push(" WHERE 1 = 1");
-        if let Some(u) = $q.directory_user {
-            $qb.push(" AND s.subscription_id IN (SELECT subscription_id FROM user_blocks WHERE directory_user = ")
-                .push_bind(u)
-                .push(")");
-        }
-        if !$q.product_ids.is_empty() {
-            $qb.push(" AND s.product_id IN (");
-            let mut sep = $qb.separated(", ");
-            for id in &$q.product_ids {
-                sep.push_bind(*id);
-            }
-            $qb.push(")");
-        }
-        if !$q.product_types.is_empty() {
-            $qb.push(" AND p.product_type IN (");
-            let mut sep = $qb.separated(", ");
-            for t in &$q.product_types {
-                sep.push_bind(t.clone());
-            }
-            $qb.push(")");
-        }
-        if !$q.statuses.is_empty() {
-            $qb.push(" AND s.status IN (");
-            let mut sep = $qb.separated(", ");
-            for s in &$q.statuses {
-                sep.push_bind(s.as_str());
-            }
-            $qb.push(")");
-        }
-        if let Some(v) = $q.insync {
-            $qb.push(" AND s.insync = ").push_bind(v);
-        }
-        if let Some(c) = &$q.customer_id {
-            $qb.push(" AND s.customer_id = ").push_bind(c.clone());
-        }
-        if let Some(t) = &$q.text {
-            let pattern = format!(
-                "%{}%",
-                t.to_lowercase()
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            );
-            $qb.push(" AND LOWER(s.description) LIKE ")
-                .push_bind(pattern)
-                .push(" ESCAPE '\\'");
-        }
-    }};
+fn push_subscription_filters<DB: SqlDb>(qb: &mut sqlx::QueryBuilder<DB>, q: &SubscriptionQuery) {
+    qb.push(" WHERE 1 = 1");
+    if let Some(u) = q.directory_user {
+        qb.push(" AND s.subscription_id IN (SELECT subscription_id FROM user_blocks WHERE directory_user = ")
+            .push_value(u)
+            .push(")");
+    }
+    if !q.product_ids.is_empty() {
+        qb.push(" AND s.product_id IN (");
+        qb.push_list(q.product_ids.iter().copied());
+        qb.push(")");
+    }
+    if !q.product_types.is_empty() {
+        qb.push(" AND p.product_type IN (");
+        qb.push_list(q.product_types.iter());
+        qb.push(")");
+    }
+    if !q.statuses.is_empty() {
+        qb.push(" AND s.status IN (");
+        qb.push_list(q.statuses.iter().map(|s| s.as_str()));
+        qb.push(")");
+    }
+    if let Some(v) = q.insync {
+        qb.push(" AND s.insync = ").push_value(v);
+    }
+    if let Some(c) = &q.customer_id {
+        qb.push(" AND s.customer_id = ").push_value(c.clone());
+    }
+    if let Some(t) = &q.text {
+        let pattern = contains_pattern(t);
+        qb.push(" AND LOWER(s.description) LIKE ")
+            .push_value(pattern)
+            .push(" ESCAPE '\\'");
+    }
 }
 
 /// What [`StoreTx::hold_subscription`] requires of the subscription besides being in sync and
@@ -288,7 +272,7 @@ impl Store {
                 "SELECT s.subscription_id, s.description, s.status, s.product_id, s.customer_id, s.insync, \
                  s.start_date, s.end_date, s.note, s.version FROM subscriptions s JOIN products p ON p.product_id = s.product_id",
             );
-            push_subscription_filters!(qb, q);
+            push_subscription_filters(&mut qb, q);
             qb.push(" ORDER BY ");
             for (col, desc) in &q.sort {
                 qb.push(col.column()).push(if *desc { " DESC, " } else { " ASC, " });
@@ -296,7 +280,7 @@ impl Store {
             qb.push("s.subscription_id ASC LIMIT ").push_bind(q.limit).push(" OFFSET ").push_bind(q.offset);
             let rows: Vec<SubscriptionListRow> = qb.build_query_as().fetch_all(pool).await?;
             let mut cq = sqlx::QueryBuilder::new("SELECT COUNT(*) FROM subscriptions s JOIN products p ON p.product_id = s.product_id");
-            push_subscription_filters!(cq, q);
+            push_subscription_filters(&mut cq, q);
             let total: i64 = cq.build_query_scalar().fetch_one(pool).await?;
             (rows, total)
         }))

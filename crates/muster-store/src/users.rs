@@ -1,6 +1,6 @@
 //! Users.
 
-use crate::bind::{BatchBinder, Bind, Value};
+use crate::bind::{BatchBinder, Bind, PushValue, SqlDb, Value, contains_pattern};
 use crate::tx::{on_tx, write_stmt};
 use crate::{Result, Store, StoreError, StoreTx, Ts, on_db};
 use muster_core::audit::AuditEntry;
@@ -269,35 +269,28 @@ pub enum UserOrder {
     SignUpTimeDesc,
 }
 
-/// Escapes `%`, `_` and `\` for a LIKE pattern with `ESCAPE '\'`.
-fn like_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
-}
-
-macro_rules! push_user_filters {
-    ($qb:expr, $q:expr) => {{
-        $qb.push(" WHERE 1=1");
-        if let Some(v) = &$q.username {
-            $qb.push(" AND username_key = ").push_bind(User::username_key(v));
-        }
-        if let Some(v) = &$q.email {
-            $qb.push(" AND email_key = ").push_bind(v.to_lowercase());
-        }
-        if let Some(v) = &$q.name {
-            $qb.push(" AND search_names LIKE ")
-                .push_bind(format!("%{}%", like_escape(&v.to_lowercase())))
-                .push(" ESCAPE '\\'");
-        }
-        if let Some(v) = $q.approval_status {
-            $qb.push(" AND approval_status = ").push_bind(v.as_str());
-        }
-        if let Some(v) = $q.sign_up_status {
-            $qb.push(" AND sign_up_status = ").push_bind(v.as_str());
-        }
-        if let Some(v) = $q.is_locked {
-            $qb.push(" AND is_locked = ").push_bind(v);
-        }
-    }};
+fn push_user_filters<DB: SqlDb>(qb: &mut sqlx::QueryBuilder<DB>, q: &UserQuery) {
+    qb.push(" WHERE 1=1");
+    if let Some(v) = &q.username {
+        qb.push(" AND username_key = ").push_value(User::username_key(v));
+    }
+    if let Some(v) = &q.email {
+        qb.push(" AND email_key = ").push_value(v.to_lowercase());
+    }
+    if let Some(v) = &q.name {
+        qb.push(" AND search_names LIKE ")
+            .push_value(contains_pattern(v))
+            .push(" ESCAPE '\\'");
+    }
+    if let Some(v) = q.approval_status {
+        qb.push(" AND approval_status = ").push_value(v.as_str());
+    }
+    if let Some(v) = q.sign_up_status {
+        qb.push(" AND sign_up_status = ").push_value(v.as_str());
+    }
+    if let Some(v) = q.is_locked {
+        qb.push(" AND is_locked = ").push_value(v);
+    }
 }
 
 impl Store {
@@ -429,10 +422,10 @@ impl Store {
         };
         let (total, rows): (i64, Vec<UserRow>) = on_db!(self, read, pool => {
             let mut count = sqlx::QueryBuilder::new("SELECT COUNT(*) FROM users");
-            push_user_filters!(count, q);
+            push_user_filters(&mut count, q);
             let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
             let mut page = sqlx::QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users"));
-            push_user_filters!(page, q);
+            push_user_filters(&mut page, q);
             page.push(order_by);
             page.push(" LIMIT ").push_bind(q.limit.max(0)).push(" OFFSET ").push_bind(q.offset.max(0));
             (total, page.build_query_as().fetch_all(pool).await?)
@@ -477,7 +470,7 @@ impl Store {
         };
         let rows: Vec<ExportRow> = on_db!(self, read, pool => {
             let mut page = sqlx::QueryBuilder::new(format!("SELECT {USER_COLUMNS}, username_key AS cursor_key FROM users"));
-            push_user_filters!(page, q);
+            push_user_filters(&mut page, q);
             if let Some(c) = after {
                 match q.order {
                     UserOrder::Username => {
