@@ -8,7 +8,7 @@
 
 use crate::account_history::insert_history;
 use crate::audit::{audit_values, event_values};
-use crate::bind::{Bind, Value, like_escape, push_values};
+use crate::bind::{Bind, PushValue, Value, like_escape};
 use crate::{Inner, Result, Store, StoreError, Ts, on_db};
 use muster_core::audit::AuditEntry;
 use muster_core::error::DomainError;
@@ -245,7 +245,7 @@ pub(crate) fn push_sqlite_change(
         crate::audit::audit_columns!(),
         ") SELECT "
     ));
-    push_values(qb, audit_values(a));
+    qb.push_list(audit_values(a));
     qb.push(" WHERE changes() = 1; ");
     if let Some(e) = &a.event {
         // Numbered at once, as SQLite transactions number their events (see `tx.rs`,
@@ -255,7 +255,7 @@ pub(crate) fn push_sqlite_change(
             crate::audit::event_columns!(),
             ", seq) SELECT "
         ));
-        push_values(qb, event_values(a, e));
+        qb.push_list(event_values(a, e));
         qb.push(", (SELECT last_seq + 1 FROM event_streams WHERE stream = ")
             .push_bind(e.stream)
             .push(") WHERE changes() = 1; ");
@@ -447,7 +447,7 @@ impl Store {
             crate::audit::audit_columns!(),
             ") SELECT "
         ));
-        push_values(&mut qb, audit_values(a));
+        qb.push_list(audit_values(a));
         qb.push(" FROM u)");
         if let Some(e) = &a.event {
             qb.push(concat!(
@@ -455,7 +455,7 @@ impl Store {
                 crate::audit::event_columns!(),
                 ") SELECT "
             ));
-            push_values(&mut qb, event_values(a, e));
+            qb.push_list(event_values(a, e));
             qb.push(" FROM u)");
         }
         qb.push(" SELECT COUNT(*) FROM u");

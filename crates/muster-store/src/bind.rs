@@ -94,34 +94,6 @@ impl Bind for BatchBinder<'_> {
     }
 }
 
-/// Pushes `values` into a query being built, as placeholders separated by `, ` (a `SELECT`
-/// list or a `VALUES` row), each bound as [`Bind`] binds it.
-pub(crate) fn push_values<'v, DB: Database>(
-    qb: &mut sqlx::QueryBuilder<DB>,
-    values: impl IntoIterator<Item = Value<'v>>,
-) where
-    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
-    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
-    for<'t> bool: Encode<'t, DB> + Type<DB>,
-    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
-    for<'t> Option<Ts>: Encode<'t, DB> + Type<DB>,
-    for<'t> sqlx::types::Json<&'t serde_json::Value>: Encode<'t, DB> + Type<DB>,
-    for<'t> Option<uuid::Uuid>: Encode<'t, DB> + Type<DB>,
-{
-    let mut list = qb.separated(", ");
-    for v in values {
-        match v {
-            Value::Text(t) => list.push_bind(t),
-            Value::Owned(t) => list.push_bind(t),
-            Value::Bool(b) => list.push_bind(b),
-            Value::Int(i) => list.push_bind(i),
-            Value::Time(t) => list.push_bind(t),
-            Value::Json(j) => list.push_bind(sqlx::types::Json(j)),
-            Value::Uuid(u) => list.push_bind(u),
-        };
-    }
-}
-
 /// A database whose queries being built take every [`Value`]: both of muster's.
 pub(crate) trait SqlDb: Database {
     fn push_bind_value(qb: &mut sqlx::QueryBuilder<Self>, v: Value<'_>);
@@ -138,7 +110,15 @@ where
     for<'t> Option<uuid::Uuid>: Encode<'t, DB> + Type<DB>,
 {
     fn push_bind_value(qb: &mut sqlx::QueryBuilder<Self>, v: Value<'_>) {
-        push_values(qb, [v]);
+        match v {
+            Value::Text(t) => qb.push_bind(t),
+            Value::Owned(t) => qb.push_bind(t),
+            Value::Bool(b) => qb.push_bind(b),
+            Value::Int(i) => qb.push_bind(i),
+            Value::Time(t) => qb.push_bind(t),
+            Value::Json(j) => qb.push_bind(sqlx::types::Json(j)),
+            Value::Uuid(u) => qb.push_bind(u),
+        };
     }
 }
 
@@ -213,4 +193,14 @@ pub(crate) fn contains_pattern(s: &str) -> String {
 /// Escapes `%`, `_` and `\` for a LIKE pattern with `ESCAPE '\'`.
 pub(crate) fn like_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+/// `'a', 'b'`: an SQL list of names that come from muster-core's enums (never from input), for
+/// `IN (…)` conditions whose lists are part of the statement's text.
+pub(crate) fn sql_names(names: impl IntoIterator<Item = &'static str>) -> String {
+    names
+        .into_iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -7,7 +7,7 @@
 //! that worker names the attempt it holds ([`Fence`]): once a lease expired and another worker
 //! claimed the process, the first worker's writes match no row and its transaction rolls back.
 
-use crate::bind::{PushValue, SqlDb};
+use crate::bind::{PushValue, SqlDb, sql_names};
 use crate::tx::{on_tx, write_stmt};
 use crate::{Backend, Result, Store, StoreError, StoreTx, Ts, on_db};
 use muster_core::workflow::{ProcessStatus, StepStatus};
@@ -245,11 +245,7 @@ fn push_process_filters<DB: SqlDb>(qb: &mut sqlx::QueryBuilder<DB>, q: &ProcessQ
 }
 
 fn statuses_sql(statuses: &[ProcessStatus]) -> String {
-    statuses
-        .iter()
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ")
+    sql_names(statuses.iter().map(|s| s.as_str()))
 }
 
 impl Store {
@@ -451,8 +447,7 @@ impl Store {
         Ok(on_db!(self, write, pool => {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM processes WHERE is_task AND last_status IN ({}) AND started_at < $1",
-                // Literal enum names (muster-core's final statuses), never input.
-                ProcessStatus::FINAL.map(|s| format!("'{}'", s.as_str())).join(", ")
+                statuses_sql(&ProcessStatus::FINAL)
             )))
                 .bind(Ts(before))
                 .execute(pool)

@@ -5,7 +5,7 @@
 //! `user_id` or `username` however the workflows race. Changes are versioned: a save names the
 //! version it read and fails when the row moved on.
 
-use crate::bind::{PushValue, SqlDb, contains_pattern};
+use crate::bind::{PushValue, SqlDb, contains_pattern, sql_names};
 use crate::tx::{on_tx, write_stmt};
 use crate::{Backend, Result, Store, StoreError, StoreTx, Ts, on_db};
 use muster_core::workflow::SubscriptionStatus;
@@ -239,21 +239,7 @@ pub struct HoldTerms<'a> {
 }
 
 fn statuses_sql(statuses: &[SubscriptionStatus]) -> String {
-    // Literal enum strings, never user input.
-    statuses
-        .iter()
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The final process statuses (muster-core's `ProcessStatus::FINAL`) as an SQL list.
-fn final_sql() -> String {
-    ProcessStatus::FINAL
-        .iter()
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ")
+    sql_names(statuses.iter().map(|s| s.as_str()))
 }
 
 impl Store {
@@ -376,7 +362,7 @@ impl Store {
                  WHERE subscription_id = $1 AND (locked_by_process IS NULL OR EXISTS ( \
                    SELECT 1 FROM processes p WHERE p.process_id = subscriptions.locked_by_process \
                    AND p.last_status IN ({})))",
-                final_sql()
+                sql_names(ProcessStatus::FINAL.map(ProcessStatus::as_str))
             )))
             .bind(id)
             .bind(Ts(audit.at))
@@ -407,7 +393,7 @@ impl Store {
                  AND NOT EXISTS (SELECT 1 FROM processes p WHERE p.process_id = subscriptions.locked_by_process \
                    AND p.last_status NOT IN ({}))",
                 statuses_sql(&SubscriptionStatus::NOT_LIVE),
-                final_sql()
+                sql_names(ProcessStatus::FINAL.map(ProcessStatus::as_str))
             )))
             .bind(id)
             .execute(&mut *tx)

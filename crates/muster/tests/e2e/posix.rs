@@ -493,6 +493,50 @@ async fn a_providers_shared_pool_gives_a_person_one_identity_on_all_its_offering
             .body;
         assert_eq!(before, after, "{l}");
 
+        // A provider's bad pool settings, and a pool that is neither: 400, nothing changes.
+        let providers = s
+            .get("/api/marketplace-service-providers/", &s.admin_token)
+            .await
+            .expect(200)
+            .body;
+        let backwards = json!({"uid_min": 9, "uid_max": 1, "gid_min": 1, "gid_max": 9, "home_prefix": "/h/",
+            "login_shell": "/bin/sh", "shared_gid": null});
+        let r = s
+            .post(
+                "/api/marketplace-service-providers/",
+                &s.admin_token,
+                json!({"name": "Bad pool", "posix_settings": backwards}),
+            )
+            .await
+            .expect(400);
+        assert_eq!(field_error(&r).0, "posix_settings", "{l}: {}", r.body);
+        s.patch(
+            &format!("/api/marketplace-service-providers/{provider}/"),
+            &s.admin_token,
+            json!({"posix_settings": backwards}),
+        )
+        .await
+        .expect(400);
+        s.post(
+            "/api/marketplace-provider-offerings/",
+            &s.admin_token,
+            json!({"name": "Bad", "provider_uuid": provider, "posix_pool": "everyone"}),
+        )
+        .await
+        .expect(400);
+        let after = s
+            .get("/api/marketplace-service-providers/", &s.admin_token)
+            .await
+            .expect(200)
+            .body;
+        assert_eq!(providers, after, "{l}");
+        let offerings = s
+            .get("/api/marketplace-provider-offerings/", &s.admin_token)
+            .await
+            .expect(200)
+            .body;
+        assert_eq!(offerings, before, "{l}");
+
         // One person, two offerings: one identity; another person: the next numbers.
         let ann = s.create_user(json!({"username": "ann"})).await;
         let bob = s.create_user(json!({"username": "bob"})).await;
