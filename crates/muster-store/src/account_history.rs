@@ -1,9 +1,11 @@
 //! An offering account's history: one entry per lifecycle move (or naming), written in the
 //! transaction of the change it records.
 
+use crate::bind::Value;
 use crate::{Result, Store, StoreError, Ts, on_db};
 use muster_core::offering::lifecycle::AccountState;
 use muster_core::offering::model::{HistoryEntry, OfferingUserUuid};
+use uuid::Uuid;
 
 #[derive(sqlx::FromRow)]
 struct HistoryRow {
@@ -34,30 +36,35 @@ impl HistoryRow {
     }
 }
 
-/// Writes a history entry on a connection or transaction.
-macro_rules! insert_history {
-    ($conn:expr, $account:expr, $h:expr) => {{
-        sqlx::query(
-            "INSERT INTO offering_user_history (offering_user_uuid, at, actor, action, from_state, to_state, comment, \
-             comment_url, cid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind($account)
-        .bind(crate::Ts($h.at))
-        .bind(&$h.actor)
-        .bind(&$h.action)
-        .bind(
-            $h.from_state
-                .map(|s: muster_core::offering::lifecycle::AccountState| s.as_db()),
-        )
-        .bind($h.to_state.as_db())
-        .bind(&$h.comment)
-        .bind(&$h.comment_url)
-        .bind(&$h.cid)
-        .execute($conn)
-        .await?;
-    }};
+/// A history entry's columns, in the order [`history_values`] gives them (a macro so that the
+/// statements built from it stay constants).
+macro_rules! history_columns {
+    () => {
+        "offering_user_uuid, at, actor, action, from_state, to_state, comment, comment_url, cid"
+    };
 }
-pub(crate) use insert_history;
+pub(crate) use history_columns;
+
+pub(crate) const INSERT_HISTORY: &str = concat!(
+    "INSERT INTO offering_user_history (",
+    history_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+);
+
+/// A history entry's values for `account`, in [`history_columns!`] order.
+pub(crate) fn history_values(account: Uuid, h: &HistoryEntry) -> [Value<'_>; 9] {
+    [
+        Value::Uuid(Some(account)),
+        Value::Time(Some(Ts(h.at))),
+        Value::Text(h.actor.as_deref()),
+        Value::Text(Some(&h.action)),
+        Value::Text(h.from_state.map(|s| s.as_db())),
+        Value::Text(Some(h.to_state.as_db())),
+        Value::Text(Some(&h.comment)),
+        Value::Text(Some(&h.comment_url)),
+        Value::Text(Some(&h.cid)),
+    ]
+}
 
 impl Store {
     /// An account's history, oldest first.

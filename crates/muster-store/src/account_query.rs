@@ -163,77 +163,75 @@ fn push_account_filters<DB: SqlDb>(qb: &mut sqlx::QueryBuilder<DB>, q: &AccountQ
     }
 }
 
-/// Builds, after `$prefix` (`""` or an `EXPLAIN`), the page query for `$q` whose ORDER BY is
-/// `$order`.
+/// Builds, after `prefix` (`""` or an `EXPLAIN`), the page query for `q` whose ORDER BY is
+/// `order`.
 ///
 /// When the page can be chosen from `offering_users` alone, it is: the inner query picks the
 /// page's uuids from the account indexes (for the dashboard, `(provider_uuid, state, username,
 /// uuid)` covers filter and order), and only those rows are joined with the offering, provider
 /// and person. Joining first would look up every matching account's person and offering before
 /// sorting: thousands of lookups for a page of a hundred.
-macro_rules! page_query {
-    ($prefix:expr, $q:expr, $order:expr) => {{
-        let mut qb = sqlx::QueryBuilder::new($prefix);
-        qb.push(ACCOUNT_SELECT);
-        if Store::page_from_accounts_alone($q) && $q.states.len() > 1 {
-            // Several states: the first `offset + limit` of each state (one ordered index range
-            // each), merged. The page of the union is the page of those tops, so the database
-            // never reads more than `offset + limit` entries per state however many match.
-            let top = $q.offset.max(0).saturating_add($q.limit.max(0));
-            // Only the sort keys, so that an index holding them answers each state alone.
-            let mut columns = String::from("ou.uuid, ou.username");
-            for (key, _) in &$q.order {
-                let column = match key {
-                    AccountOrder::Created => ", ou.created",
-                    AccountOrder::Modified => ", ou.modified",
-                    _ => continue,
-                };
-                if !columns.contains(column) {
-                    columns.push_str(column);
-                }
+fn page_query<DB: SqlDb>(prefix: &str, q: &AccountQuery, order: &str) -> sqlx::QueryBuilder<DB> {
+    let mut qb = sqlx::QueryBuilder::new(prefix);
+    qb.push(ACCOUNT_SELECT);
+    if Store::page_from_accounts_alone(q) && q.states.len() > 1 {
+        // Several states: the first `offset + limit` of each state (one ordered index range
+        // each), merged. The page of the union is the page of those tops, so the database
+        // never reads more than `offset + limit` entries per state however many match.
+        let top = q.offset.max(0).saturating_add(q.limit.max(0));
+        // Only the sort keys, so that an index holding them answers each state alone.
+        let mut columns = String::from("ou.uuid, ou.username");
+        for (key, _) in &q.order {
+            let column = match key {
+                AccountOrder::Created => ", ou.created",
+                AccountOrder::Modified => ", ou.modified",
+                _ => continue,
+            };
+            if !columns.contains(column) {
+                columns.push_str(column);
             }
-            qb.push(" WHERE ou.uuid IN (SELECT uuid FROM (");
-            for (i, state) in $q.states.iter().enumerate() {
-                if i > 0 {
-                    qb.push(" UNION ALL ");
-                }
-                let one = AccountQuery {
-                    states: vec![*state],
-                    ..$q.clone()
-                };
-                qb.push(format!("SELECT * FROM (SELECT {columns} FROM offering_users ou"));
-                push_account_filters(&mut qb, &one);
-                qb.push($order.clone());
-                qb.push(" LIMIT ").push_bind(top).push(format!(") AS s{i}"));
-            }
-            qb.push(") AS per_state");
-            qb.push($order.replace("ou.", ""));
-            qb.push(" LIMIT ")
-                .push_bind($q.limit.max(0))
-                .push(" OFFSET ")
-                .push_bind($q.offset.max(0));
-            qb.push(")");
-            qb.push($order.clone());
-        } else if Store::page_from_accounts_alone($q) {
-            qb.push(" WHERE ou.uuid IN (SELECT ou.uuid FROM offering_users ou");
-            push_account_filters(&mut qb, $q);
-            qb.push($order.clone());
-            qb.push(" LIMIT ")
-                .push_bind($q.limit.max(0))
-                .push(" OFFSET ")
-                .push_bind($q.offset.max(0));
-            qb.push(")");
-            qb.push($order.clone());
-        } else {
-            push_account_filters(&mut qb, $q);
-            qb.push($order.clone());
-            qb.push(" LIMIT ")
-                .push_bind($q.limit.max(0))
-                .push(" OFFSET ")
-                .push_bind($q.offset.max(0));
         }
-        qb
-    }};
+        qb.push(" WHERE ou.uuid IN (SELECT uuid FROM (");
+        for (i, state) in q.states.iter().enumerate() {
+            if i > 0 {
+                qb.push(" UNION ALL ");
+            }
+            let one = AccountQuery {
+                states: vec![*state],
+                ..q.clone()
+            };
+            qb.push(format!("SELECT * FROM (SELECT {columns} FROM offering_users ou"));
+            push_account_filters(&mut qb, &one);
+            qb.push(order);
+            qb.push(" LIMIT ").push_value(top).push(format!(") AS s{i}"));
+        }
+        qb.push(") AS per_state");
+        qb.push(order.replace("ou.", ""));
+        qb.push(" LIMIT ")
+            .push_value(q.limit.max(0))
+            .push(" OFFSET ")
+            .push_value(q.offset.max(0));
+        qb.push(")");
+        qb.push(order);
+    } else if Store::page_from_accounts_alone(q) {
+        qb.push(" WHERE ou.uuid IN (SELECT ou.uuid FROM offering_users ou");
+        push_account_filters(&mut qb, q);
+        qb.push(order);
+        qb.push(" LIMIT ")
+            .push_value(q.limit.max(0))
+            .push(" OFFSET ")
+            .push_value(q.offset.max(0));
+        qb.push(")");
+        qb.push(order);
+    } else {
+        push_account_filters(&mut qb, q);
+        qb.push(order);
+        qb.push(" LIMIT ")
+            .push_value(q.limit.max(0))
+            .push(" OFFSET ")
+            .push_value(q.offset.max(0));
+    }
+    qb
 }
 
 impl Store {
@@ -298,7 +296,7 @@ impl Store {
     pub async fn list_offering_users(&self, q: &AccountQuery) -> Result<Vec<Account>> {
         let order = self.order_by(&q.order);
         let rows: Vec<AccountRow> = on_db!(self, read, pool => {
-            let mut qb = page_query!("", q, order);
+            let mut qb = page_query("", q, &order);
             qb.build_query_as().fetch_all(pool).await?
         });
         rows.into_iter().map(AccountRow::into_account).collect()
@@ -337,7 +335,7 @@ impl Store {
         let prefix = if postgres { "EXPLAIN " } else { "EXPLAIN QUERY PLAN " };
         let order = self.order_by(&q.order);
         Ok(on_db!(self, read, pool => {
-            let mut qb = page_query!(prefix, q, order);
+            let mut qb = page_query(prefix, q, &order);
             let rows = qb.build().fetch_all(pool).await?;
             let mut out = Vec::new();
             for row in rows {

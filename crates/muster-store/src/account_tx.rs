@@ -7,15 +7,17 @@
 //! update sees the version move and its rule decides again); on SQLite the transaction holds
 //! the one write lock from its first statement.
 //!
-//! The audit records and their events are written as they come (`audit::insert!`: numbered at
+//! The audit records and their events are written as they come (`audit::insert`: numbered at
 //! once on SQLite, by the sequencer on PostgreSQL) rather than held for the commit, so a step
 //! that changes thousands of accounts never builds one statement with more arguments than the
 //! database takes.
 
-use crate::account_history::insert_history;
-use crate::accounts::{ACCOUNT_SELECT, AccountRow, INSERT_ACCOUNT, account_clash, account_values, padded_states};
-use crate::tx::{StoreTx, on_tx};
-use crate::{AccountChange, Backend, Result, StoreError, Ts};
+use crate::accounts::{
+    ACCOUNT_SELECT, AccountRow, INSERT_ACCOUNT, account_clash, account_values, hold_change, push_postgres_change,
+};
+use crate::bind::Bind;
+use crate::tx::{StoreTx, TxInner, on_tx};
+use crate::{AccountChange, Backend, Result, StoreError};
 use muster_core::audit::AuditEntry;
 use muster_core::offering::model::{Account, AccountFields, HistoryEntry, Offering, OfferingUserUuid, PosixIdentity};
 use uuid::Uuid;
@@ -227,8 +229,11 @@ impl StoreTx {
                 .execute(&mut *conn)
                 .await
                 .map_err(account_clash)?;
-            insert_history!(&mut *conn, uuid.0, history);
-            crate::audit::insert!(&mut *conn, audit);
+            sqlx::query(crate::account_history::INSERT_HISTORY)
+                .bind_all(crate::account_history::history_values(uuid.0, history))
+                .execute(&mut *conn)
+                .await?;
+            crate::audit::insert(&mut *conn, audit).await?;
         });
         Ok(())
     }
@@ -242,47 +247,47 @@ impl StoreTx {
         version: i64,
         change: &AccountChange,
     ) -> Result<bool> {
-        let f = &change.fields;
-        let states: Vec<&'static str> = padded_states(&change.allowed_from).map(|s| s.as_db()).collect();
-        let mut sql = String::from(
-            "UPDATE offering_users SET username = $1, state = $2, runtime_state = $3, is_restricted = $4, \
-             service_provider_comment = $5, service_provider_comment_url = $6, modified = $7, version = version + 1 \
-             WHERE uuid = $8 AND version = $9 AND state IN (",
-        );
-        for i in 0..states.len() {
-            if i > 0 {
-                sql.push_str(", ");
+        let n: i64 = match self.conn().await? {
+            TxInner::Sqlite(_) => {
+                self.hold_offering_user_change(uuid, version, change).await?;
+                let rows = self.send_for_rows().await?;
+                applied_count(&rows)?
             }
-            sql.push_str(&format!("${}", i + 10));
-        }
-        sql.push(')');
-        let applied = on_tx!(self, conn => {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(&f.username)
-                .bind(f.state.as_db())
-                .bind(f.runtime_state.as_db())
-                .bind(f.is_restricted)
-                .bind(&f.comment)
-                .bind(&f.comment_url)
-                .bind(Ts(change.audit.at))
-                .bind(uuid.0)
-                .bind(version);
-            for s in &states {
-                q = q.bind(*s);
+            TxInner::Postgres(t) => {
+                let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("");
+                push_postgres_change(&mut qb, uuid, version, change);
+                qb.build_query_scalar()
+                    .fetch_one(&mut **t)
+                    .await
+                    .map_err(|e| StoreError::unique_as(e, "username", "username"))?
             }
-            let n = q
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| StoreError::unique_as(e, "username", "username"))?
-                .rows_affected();
-            if n == 1 {
-                if let Some(h) = &change.history {
-                    insert_history!(&mut *conn, uuid.0, h);
-                }
-                crate::audit::insert!(&mut *conn, &change.audit);
-            }
-            n == 1
-        });
-        Ok(applied)
+        };
+        Ok(n == 1)
+    }
+
+    /// SQLite: holds `change` in this transaction's batch, nothing sent; the rows of the round
+    /// trip that sends it end with the one of [`applied_count`]. A clash on the username is
+    /// reported as `Duplicate("username")`.
+    pub(crate) async fn hold_offering_user_change(
+        &mut self,
+        uuid: OfferingUserUuid,
+        version: i64,
+        change: &AccountChange,
+    ) -> Result<()> {
+        let Some(b) = self.batch().await? else {
+            return Err(StoreError::Corrupt("an account change held on PostgreSQL".into()));
+        };
+        hold_change(b, uuid, version, change);
+        b.may_clash(|e| StoreError::unique_opt(e, "username", "username"));
+        Ok(())
+    }
+}
+
+/// Whether a change held by [`StoreTx::hold_offering_user_change`] applied: its `SELECT
+/// changes()` is the last row of the round trip that sent it.
+pub(crate) fn applied_count(rows: &[sqlx::sqlite::SqliteRow]) -> Result<i64> {
+    match rows.last() {
+        Some(row) => Ok(sqlx::Row::try_get(row, 0)?),
+        None => Err(StoreError::Corrupt("an account change without its row count".into())),
     }
 }

@@ -6,9 +6,10 @@
 //! conflicting calls exactly one wins; a caller that lost re-reads and its rule decides again.
 //! The history entry, audit record and event of a change are written only together with it.
 
-use crate::account_history::insert_history;
+use crate::account_history::history_values;
 use crate::audit::{audit_values, event_values};
-use crate::bind::{Bind, PushValue, Value, like_escape};
+use crate::bind::{PushValue, SqlWriter, Value, like_escape};
+use crate::tx::Batch;
 use crate::{Inner, Result, Store, StoreError, Ts, on_db};
 use muster_core::audit::AuditEntry;
 use muster_core::error::DomainError;
@@ -154,34 +155,29 @@ pub(crate) const ACCOUNT_SELECT: &str = "SELECT ou.uuid, ou.offering_uuid, o.nam
 /// AND version AND state IN (allowed)`. The state list is always padded to the number of states
 /// (repeating one), so that every change has the same statement text, whatever its sources:
 /// prepared statements are cached by text, and on SQLite a batch of changes is one text.
-macro_rules! push_update {
-    ($qb:expr, $uuid:expr, $version:expr, $change:expr) => {{
-        let f = &$change.fields;
-        $qb.push("UPDATE offering_users SET username = ")
-            .push_bind(f.username.clone())
-            .push(", state = ")
-            .push_bind(f.state.as_db())
-            .push(", runtime_state = ")
-            .push_bind(f.runtime_state.as_db())
-            .push(", is_restricted = ")
-            .push_bind(f.is_restricted)
-            .push(", service_provider_comment = ")
-            .push_bind(f.comment.clone())
-            .push(", service_provider_comment_url = ")
-            .push_bind(f.comment_url.clone())
-            .push(", modified = ")
-            .push_bind(Ts($change.audit.at))
-            .push(", version = version + 1 WHERE uuid = ")
-            .push_bind($uuid.0)
-            .push(" AND version = ")
-            .push_bind($version)
-            .push(" AND state IN (");
-        let mut sep = $qb.separated(", ");
-        for s in padded_states(&$change.allowed_from) {
-            sep.push_bind(s.as_db());
-        }
-        $qb.push(")");
-    }};
+pub(crate) fn push_update(qb: &mut impl SqlWriter, uuid: OfferingUserUuid, version: i64, change: &AccountChange) {
+    let f = &change.fields;
+    qb.text("UPDATE offering_users SET username = ")
+        .push_value(&f.username)
+        .text(", state = ")
+        .push_value(f.state.as_db())
+        .text(", runtime_state = ")
+        .push_value(f.runtime_state.as_db())
+        .text(", is_restricted = ")
+        .push_value(f.is_restricted)
+        .text(", service_provider_comment = ")
+        .push_value(&f.comment)
+        .text(", service_provider_comment_url = ")
+        .push_value(&f.comment_url)
+        .text(", modified = ")
+        .push_value(Ts(change.audit.at))
+        .text(", version = version + 1 WHERE uuid = ")
+        .push_value(uuid.0)
+        .text(" AND version = ")
+        .push_value(version)
+        .text(" AND state IN (")
+        .push_list(padded_states(&change.allowed_from).map(|s| s.as_db()))
+        .text(")");
 }
 
 /// `states`, padded with its last element to the number of states there are (an `IN` list
@@ -198,74 +194,95 @@ pub(crate) fn padded_states(states: &[AccountState]) -> impl Iterator<Item = Acc
 /// Pushes one account change for SQLite's writer: the update, then its history entry, audit
 /// record and event, each inserted only if the statement before it changed exactly one row
 /// (`changes() = 1`) — so they exist only if the update applied — and a final `SELECT changes()`
-/// that says whether it did (the last insert changed a row only if the whole chain did). The
-/// caller wraps one or more of these in `BEGIN IMMEDIATE; … COMMIT;` and sends them as one
-/// batch: one hand-off to SQLite's connection thread instead of one per statement.
-pub(crate) fn push_sqlite_change(
-    qb: &mut sqlx::QueryBuilder<sqlx::Sqlite>,
-    uuid: OfferingUserUuid,
-    version: i64,
-    change: &AccountChange,
-) {
+/// that says whether it did (the last insert changed a row only if the whole chain did). Held in
+/// a transaction's batch, it goes to SQLite's connection thread with the transaction's end: one
+/// hand-off for the whole change.
+pub(crate) fn hold_change(qb: &mut Batch, uuid: OfferingUserUuid, version: i64, change: &AccountChange) {
     let a = &change.audit;
     if let Some(e) = &a.event {
         // The stream's counter exists before the chain below starts counting changes.
-        qb.push("INSERT INTO event_streams (stream, last_seq) VALUES (")
-            .push_bind(e.stream)
-            .push(", 0) ON CONFLICT (stream) DO NOTHING; ");
+        qb.text("INSERT INTO event_streams (stream, last_seq) VALUES (")
+            .push_value(e.stream)
+            .text(", 0) ON CONFLICT (stream) DO NOTHING; ");
     }
-    push_update!(qb, uuid, version, change);
-    qb.push("; ");
+    push_update(qb, uuid, version, change);
+    qb.text("; ");
     if let Some(h) = &change.history {
-        qb.push(
-            "INSERT INTO offering_user_history (offering_user_uuid, at, actor, action, from_state, to_state, \
-             comment, comment_url, cid) SELECT ",
-        )
-        .push_bind(uuid.0)
-        .push(", ")
-        .push_bind(Ts(h.at))
-        .push(", ")
-        .push_bind(h.actor.clone())
-        .push(", ")
-        .push_bind(h.action.clone())
-        .push(", ")
-        .push_bind(h.from_state.map(|s| s.as_db()))
-        .push(", ")
-        .push_bind(h.to_state.as_db())
-        .push(", ")
-        .push_bind(h.comment.clone())
-        .push(", ")
-        .push_bind(h.comment_url.clone())
-        .push(", ")
-        .push_bind(h.cid.clone())
-        .push(" WHERE changes() = 1; ");
+        qb.text(concat!(
+            "INSERT INTO offering_user_history (",
+            crate::account_history::history_columns!(),
+            ") SELECT "
+        ))
+        .push_list(history_values(uuid.0, h))
+        .text(" WHERE changes() = 1; ");
     }
-    qb.push(concat!(
+    qb.text(concat!(
         "INSERT INTO audit_log (",
         crate::audit::audit_columns!(),
         ") SELECT "
     ));
     qb.push_list(audit_values(a));
-    qb.push(" WHERE changes() = 1; ");
+    qb.text(" WHERE changes() = 1; ");
     if let Some(e) = &a.event {
         // Numbered at once, as SQLite transactions number their events (see `tx.rs`,
         // `hold_numbered_events`): this batch holds the database's write lock until it commits.
-        qb.push(concat!(
+        qb.text(concat!(
             "INSERT INTO events (",
             crate::audit::event_columns!(),
             ", seq) SELECT "
         ));
         qb.push_list(event_values(a, e));
-        qb.push(", (SELECT last_seq + 1 FROM event_streams WHERE stream = ")
-            .push_bind(e.stream)
-            .push(") WHERE changes() = 1; ");
-        qb.push("UPDATE event_streams SET last_seq = last_seq + 1 WHERE stream = ")
-            .push_bind(e.stream)
-            .push(" AND changes() = 1; ");
+        qb.text(", (SELECT last_seq + 1 FROM event_streams WHERE stream = ")
+            .push_value(e.stream)
+            .text(") WHERE changes() = 1; ");
+        qb.text("UPDATE event_streams SET last_seq = last_seq + 1 WHERE stream = ")
+            .push_value(e.stream)
+            .text(" AND changes() = 1; ");
     }
     // (Not the summed row count of the batch: SQLite reports the previous batch's count for the
     // BEGIN.)
-    qb.push("SELECT changes(); ");
+    qb.text("SELECT changes(); ");
+}
+
+/// Pushes one account change for PostgreSQL as one statement: the conditional update, and its
+/// history entry, audit record and event inserted only if it applied (each `SELECT … FROM u`,
+/// the updated row); it returns how many rows were updated, 1 or 0.
+pub(crate) fn push_postgres_change(
+    qb: &mut sqlx::QueryBuilder<sqlx::Postgres>,
+    uuid: OfferingUserUuid,
+    version: i64,
+    change: &AccountChange,
+) {
+    let a = &change.audit;
+    qb.push("WITH u AS (");
+    push_update(qb, uuid, version, change);
+    qb.push(" RETURNING uuid)");
+    if let Some(h) = &change.history {
+        qb.push(concat!(
+            ", h AS (INSERT INTO offering_user_history (",
+            crate::account_history::history_columns!(),
+            ") SELECT "
+        ))
+        .push_list(history_values(uuid.0, h))
+        .push(" FROM u)");
+    }
+    qb.push(concat!(
+        ", a AS (INSERT INTO audit_log (",
+        crate::audit::audit_columns!(),
+        ") SELECT "
+    ));
+    qb.push_list(audit_values(a));
+    qb.push(" FROM u)");
+    if let Some(e) = &a.event {
+        qb.push(concat!(
+            ", e AS (INSERT INTO events (",
+            crate::audit::event_columns!(),
+            ") SELECT "
+        ));
+        qb.push_list(event_values(a, e));
+        qb.push(" FROM u)");
+    }
+    qb.push(" SELECT COUNT(*) FROM u");
 }
 
 /// What the service's rule decided about a locked account.
@@ -313,23 +330,17 @@ impl Store {
         audit: &AuditEntry,
         posix: Option<&PosixIdentity>,
     ) -> Result<()> {
-        // Created at the moment of its audit record.
-        let at = audit.at;
-        on_db!(self, write, pool => {
-            let mut tx = pool.begin().await?;
-            let inserted = sqlx::query(INSERT_ACCOUNT)
-                .bind_all(account_values(uuid, offering, user, fields, at, posix))
-            .execute(&mut *tx)
-            .await;
-            if let Err(e) = inserted {
+        let mut tx = self.begin().await?;
+        match tx
+            .insert_offering_user(uuid, offering, user, fields, history, audit, posix)
+            .await
+        {
+            Ok(()) => tx.commit().await,
+            Err(e) => {
                 tx.rollback().await?;
-                return Err(account_clash(e));
+                Err(e)
             }
-            insert_history!(&mut *tx, uuid.0, history);
-            crate::audit::insert!(&mut *tx, audit);
-            crate::commit(tx).await?;
-        });
-        Ok(())
+        }
     }
 
     pub async fn offering_user(&self, uuid: OfferingUserUuid) -> Result<Option<Account>> {
@@ -376,7 +387,7 @@ impl Store {
     /// transition, the table then refuses them). Reading outside the write keeps the write
     /// short: on PostgreSQL one round trip, on SQLite no read on the single writer, where the
     /// node's concurrent changes also commit together in one transaction (each still checked
-    /// by its own row count; see `account_writes`).
+    /// by its own row count; see `group_commit`).
     pub async fn change_offering_user<F>(&self, uuid: OfferingUserUuid, rule: F) -> Result<ChangeOutcome>
     where
         F: Fn(&Account) -> std::result::Result<Option<AccountChange>, DomainError>,
@@ -409,56 +420,17 @@ impl Store {
     async fn write_change(&self, uuid: OfferingUserUuid, version: i64, change: AccountChange) -> Result<bool> {
         let pool = match &self.inner {
             Inner::Postgres(pool) => pool,
-            // SQLite: through the node's account writer, which commits concurrent changes
-            // together (see `account_writes`).
-            Inner::Sqlite { write, .. } => {
-                return self.account_writes.write(write, uuid, version, change).await;
+            // SQLite: the change is held whole and sent with the end of its transaction, one
+            // round trip, and concurrent changes commit together (see `group_commit`).
+            Inner::Sqlite { .. } => {
+                let mut tx = self.begin().await?;
+                tx.hold_offering_user_change(uuid, version, &change).await?;
+                let rows = tx.commit_returning().await?;
+                return Ok(crate::account_tx::applied_count(&rows)? == 1);
             }
         };
-        // One statement: the update, and the records that exist only if it applied.
-        let a = &change.audit;
-        let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("WITH u AS (");
-        push_update!(qb, uuid, version, change);
-        qb.push(" RETURNING uuid)");
-        if let Some(h) = &change.history {
-            qb.push(
-                ", h AS (INSERT INTO offering_user_history (offering_user_uuid, at, actor, action, from_state, \
-                 to_state, comment, comment_url, cid) SELECT uuid, ",
-            )
-            .push_bind(Ts(h.at))
-            .push(", ")
-            .push_bind(h.actor.clone())
-            .push(", ")
-            .push_bind(h.action.clone())
-            .push(", ")
-            .push_bind(h.from_state.map(|s| s.as_db()))
-            .push(", ")
-            .push_bind(h.to_state.as_db())
-            .push(", ")
-            .push_bind(h.comment.clone())
-            .push(", ")
-            .push_bind(h.comment_url.clone())
-            .push(", ")
-            .push_bind(h.cid.clone())
-            .push(" FROM u)");
-        }
-        qb.push(concat!(
-            ", a AS (INSERT INTO audit_log (",
-            crate::audit::audit_columns!(),
-            ") SELECT "
-        ));
-        qb.push_list(audit_values(a));
-        qb.push(" FROM u)");
-        if let Some(e) = &a.event {
-            qb.push(concat!(
-                ", e AS (INSERT INTO events (",
-                crate::audit::event_columns!(),
-                ") SELECT "
-            ));
-            qb.push_list(event_values(a, e));
-            qb.push(" FROM u)");
-        }
-        qb.push(" SELECT COUNT(*) FROM u");
+        let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("");
+        push_postgres_change(&mut qb, uuid, version, &change);
         let n: i64 = qb
             .build_query_scalar()
             .fetch_one(pool)
@@ -477,7 +449,7 @@ impl Store {
                 .await?
                 .rows_affected();
             if n == 1 {
-                crate::audit::insert!(&mut *tx, audit);
+                crate::audit::insert(&mut *tx, audit).await?;
                 crate::commit(tx).await?;
             } else {
                 tx.rollback().await?;

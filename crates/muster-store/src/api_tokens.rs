@@ -43,7 +43,7 @@ impl Store {
             .bind(Ts(t.created))
             .execute(&mut *tx)
             .await?;
-            crate::audit::insert!(&mut *tx, audit);
+            crate::audit::insert(&mut *tx, audit).await?;
             crate::commit(tx).await?;
         });
         Ok(())
@@ -110,7 +110,7 @@ impl Store {
                 .await?
                 .rows_affected();
             if n == 1 {
-                crate::audit::insert!(&mut *tx, audit);
+                crate::audit::insert(&mut *tx, audit).await?;
                 crate::commit(tx).await?;
             } else {
                 tx.rollback().await?;

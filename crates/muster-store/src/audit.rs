@@ -7,16 +7,6 @@ use serde::Serialize;
 use sqlx::types::Json;
 use time::OffsetDateTime;
 
-/// Inserts an [`AuditEntry`]'s record only (its event is the caller's business).
-macro_rules! insert_record {
-    ($conn:expr, $a:expr) => {{
-        $crate::audit::bind_audit(sqlx::query($crate::audit::INSERT_AUDIT), $a)
-            .execute($conn)
-            .await?;
-    }};
-}
-pub(crate) use insert_record;
-
 /// The audit record's columns, in the order [`audit_values`] gives them (a macro so that the
 /// statements below stay constants).
 macro_rules! audit_columns {
@@ -80,61 +70,64 @@ pub(crate) fn bind_audit<B: Bind>(q: B, a: &AuditEntry) -> B {
     q.bind_all(audit_values(a))
 }
 
-/// Inserts an [`AuditEntry`] on a connection or transaction (inside another write), and the
-/// event it carries, if any: numbered at once on SQLite, left to the sequencer on PostgreSQL
-/// (see [`EventInsert`]).
-macro_rules! insert {
-    ($conn:expr, $a:expr) => {{
-        $crate::audit::insert_record!($conn, $a);
-        if let Some(event) = &$a.event {
-            $crate::bind::Bind::bind_all(
-                sqlx::query($crate::audit::event_insert_sql(&$conn)),
-                $crate::audit::event_values($a, event),
-            )
-            .execute($conn)
-            .await?;
-        }
-    }};
-}
-pub(crate) use insert;
-
-/// How [`insert!`] writes an event, per database.
+/// Inserts an [`AuditEntry`] and the event it carries, if any, on a connection or transaction
+/// (inside another write): one statement text, one round trip. The event is numbered at once
+/// on SQLite and left to the sequencer on PostgreSQL (see [`EventInsert`]).
 ///
-/// SQLite numbers it in the statement pair that writes it: every write on SQLite holds the
+/// (Not an `async fn`: the values are bound before it returns, and the future is the driver's
+/// own, so it is `Send` for whichever connection it is given.)
+pub(crate) fn insert<'e, 'c: 'e, E, DB>(conn: E, a: &AuditEntry) -> BoxFuture<'e, sqlx::Result<DB::QueryResult>>
+where
+    DB: sqlx::Database + EventInsert,
+    E: 'e + sqlx::Executor<'c, Database = DB>,
+    sqlx::query::Query<'static, DB, DB::Arguments>: Bind + sqlx::Execute<'static, DB>,
+{
+    let q = match &a.event {
+        Some(e) => sqlx::query(DB::WITH_EVENT)
+            .bind_all(audit_values(a))
+            .bind_all(event_values(a, e)),
+        None => sqlx::query(INSERT_AUDIT).bind_all(audit_values(a)),
+    };
+    conn.execute(q)
+}
+
+/// What [`sqlx::Executor::execute`] returns.
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// How [`insert`] writes an audit record with its event, per database: the record's values
+/// are `$1…$10`, the event's `$11…$16`.
+///
+/// SQLite numbers the event in the statements that write it: every write on SQLite holds the
 /// database's one write lock until it commits, so numbers follow the order of commits, and an
 /// event numbered later by the sequencer could otherwise come after events that transactions
 /// committed after it numbered themselves (see `tx.rs`, `hold_numbered_events`). Callers run
 /// it inside a transaction, so the counter and the event commit together. PostgreSQL's
 /// writers commit concurrently: its events are numbered by the sequencer, in commit order.
 pub(crate) trait EventInsert {
-    const SQL: &'static str;
+    const WITH_EVENT: &'static str;
 }
 
 impl EventInsert for sqlx::Sqlite {
-    const SQL: &'static str = concat!(
-        "INSERT INTO event_streams (stream, last_seq) VALUES ($1, 1) \
+    const WITH_EVENT: &'static str = concat!(
+        "INSERT INTO audit_log (",
+        audit_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10); \
+         INSERT INTO event_streams (stream, last_seq) VALUES ($11, 1) \
          ON CONFLICT (stream) DO UPDATE SET last_seq = last_seq + 1; \
          INSERT INTO events (",
         event_columns!(),
-        ", seq) VALUES ($1, $2, $3, $4, $5, $6, (SELECT last_seq FROM event_streams WHERE stream = $1))"
+        ", seq) VALUES ($11, $12, $13, $14, $15, $16, (SELECT last_seq FROM event_streams WHERE stream = $11))"
     );
 }
 
 impl EventInsert for sqlx::Postgres {
-    const SQL: &'static str = concat!(
-        "INSERT INTO events (",
+    const WITH_EVENT: &'static str = concat!(
+        "WITH a AS (INSERT INTO audit_log (",
+        audit_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)) INSERT INTO events (",
         event_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6)"
+        ") VALUES ($11, $12, $13, $14, $15, $16)"
     );
-}
-
-/// [`EventInsert::SQL`] for the database of the executor `insert!` was given.
-pub(crate) fn event_insert_sql<'c, E>(_: &E) -> &'static str
-where
-    E: sqlx::Executor<'c>,
-    E::Database: EventInsert,
-{
-    <E::Database as EventInsert>::SQL
 }
 
 /// A stored audit record.
@@ -200,17 +193,9 @@ fn push_audit_filters<DB: SqlDb>(qb: &mut sqlx::QueryBuilder<DB>, q: &AuditQuery
 impl Store {
     /// Writes an audit record on its own, for events that change nothing else (a refused call).
     pub async fn insert_audit(&self, audit: &AuditEntry) -> Result<()> {
-        if self.backend() == crate::Backend::Sqlite {
-            // In a transaction: SQLite numbers the event as it writes it, and the stream's
-            // counter and the event must commit together.
-            let mut tx = self.begin().await?;
-            tx.audit(audit).await?;
-            return tx.commit().await;
-        }
-        on_db!(self, write, pool => {
-            insert!(pool, audit);
-        });
-        Ok(())
+        let mut tx = self.begin().await?;
+        tx.audit(audit).await?;
+        tx.commit().await
     }
 
     pub async fn list_audit(&self, q: &AuditQuery) -> Result<(i64, Vec<AuditRecord>)> {

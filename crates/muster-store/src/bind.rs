@@ -65,15 +65,6 @@ impl BatchBinder<'_> {
     pub(crate) fn done(self) -> crate::Result<()> {
         self.1
     }
-
-    /// Binds one value of any type SQLite takes (for statements whose values are not a
-    /// column list, e.g. the fenced process update).
-    pub(crate) fn bind<'q, T: Encode<'q, sqlx::Sqlite> + Type<sqlx::Sqlite>>(mut self, value: T) -> Self {
-        if self.1.is_ok() {
-            self.1 = self.0.bind(value).map(|_| ());
-        }
-        self
-    }
 }
 
 impl Bind for BatchBinder<'_> {
@@ -148,6 +139,20 @@ impl<DB: SqlDb> PushValue for sqlx::QueryBuilder<DB> {
     }
 }
 
+/// Statement text written with its values, for either database's query builder or the SQLite
+/// batch: one function writes a statement for all three.
+pub(crate) trait SqlWriter: PushValue {
+    /// Appends `sql` as it is.
+    fn text(&mut self, sql: &str) -> &mut Self;
+}
+
+impl<DB: SqlDb> SqlWriter for sqlx::QueryBuilder<DB> {
+    fn text(&mut self, sql: &str) -> &mut Self {
+        self.push(sql);
+        self
+    }
+}
+
 impl<'a> From<&'a str> for Value<'a> {
     fn from(s: &'a str) -> Self {
         Value::Text(Some(s))
@@ -163,6 +168,12 @@ impl<'a> From<&'a String> for Value<'a> {
 impl From<String> for Value<'_> {
     fn from(s: String) -> Self {
         Value::Owned(Some(s))
+    }
+}
+
+impl From<i64> for Value<'_> {
+    fn from(i: i64) -> Self {
+        Value::Int(Some(i))
     }
 }
 

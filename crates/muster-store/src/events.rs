@@ -20,7 +20,7 @@
 //! with a connection is made up by their poll.
 //!
 //! On SQLite, writes number their events themselves, as they write them (`tx.rs`,
-//! `hold_numbered_events`; `audit::insert!`): a write holds the database's one write lock until
+//! `hold_numbered_events`; `audit::insert`): a write holds the database's one write lock until
 //! it commits, so insert order is commit order there, and followers hear of a commit without
 //! waiting for a sequencer pass. The sequencer still numbers any event found without a number
 //! (one written by an older version).

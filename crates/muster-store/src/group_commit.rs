@@ -152,12 +152,17 @@ impl Relay {
         }
     }
 
-    /// The holder's part is over (committed into the open transaction when `mine`, rolled
-    /// back otherwise): hands the connection to the next in the queue, or commits the group.
-    /// Returns the outcome for `mine`.
-    pub(crate) async fn pass_on(&self, mut conn: PoolConnection<Sqlite>, mut group: Group, mine: bool) -> Result<()> {
+    /// The holder's part is over (committed into the open transaction, or rolled back): hands
+    /// the connection to the next in the queue, or commits the group. Returns the group's
+    /// outcome once it is known.
+    ///
+    /// A part that was rolled back waits for it too: it ran inside the group's transaction and
+    /// may have seen what earlier members wrote and have not committed yet (a row whose unique
+    /// key it then clashed with, say). Its caller may act on what it saw (read that row from
+    /// another connection) only once that is committed, and must learn if it never will be.
+    pub(crate) async fn pass_on(&self, mut conn: PoolConnection<Sqlite>, mut group: Group) -> Result<()> {
         if let Some(failure) = group.broken.take() {
-            return self.break_up(conn, group, *failure, mine).await;
+            return self.break_up(conn, group, *failure).await;
         }
         if !group.open {
             // No transaction is open: the holder's last batch carried the group's COMMIT (or
@@ -170,7 +175,7 @@ impl Relay {
             group = Group::new();
         }
         let (me, outcome) = oneshot::channel();
-        let mine = mine && group.open;
+        let mine = group.open;
         if mine {
             group.waiting.push(me);
         }
@@ -240,13 +245,7 @@ impl Relay {
 
     /// Ends a broken group: closes the connection, tells every member that nothing of it
     /// committed, and sends those queued to join to the pool for a fresh connection.
-    async fn break_up(
-        &self,
-        mut conn: PoolConnection<Sqlite>,
-        group: Group,
-        failure: GroupFailure,
-        mine: bool,
-    ) -> Result<()> {
+    async fn break_up(&self, mut conn: PoolConnection<Sqlite>, group: Group, failure: GroupFailure) -> Result<()> {
         conn.close_on_drop();
         drop(conn);
         let queued: Vec<_> = {
@@ -260,7 +259,7 @@ impl Relay {
         for w in group.waiting {
             let _ = w.send(Err(failure.clone()));
         }
-        if mine { Err(failure.into_error()) } else { Ok(()) }
+        Err(failure.into_error())
     }
 }
 

@@ -16,7 +16,6 @@
 mod account_history;
 mod account_query;
 mod account_tx;
-mod account_writes;
 mod accounts;
 mod api_tokens;
 mod audit;
@@ -318,8 +317,6 @@ pub struct Store {
     inner: Inner,
     /// This node's API token lookups (see `token_cache`); shared by every clone.
     tokens: std::sync::Arc<token_cache::TokenCache>,
-    /// This node's queue of offering-account changes to SQLite's writer (see `account_writes`).
-    account_writes: std::sync::Arc<account_writes::AccountWrites>,
     /// The last health check (see `health`).
     health: std::sync::Arc<health::HealthCache>,
 }
@@ -505,16 +502,13 @@ impl Store {
             // this process that no peer can drop, and the ping is a round trip to the
             // connection's thread, which on the single writer delayed every write. (sqlx still
             // checks each connection when it is returned.)
-            // Its statement cache also holds one batch statement per size of account-change
-            // batch (`account_writes`), beside everything else that writes.
             // A connection whose transaction state is unknown after a failure is replaced
             // when it comes back to the pool (see `sqlite_writer`).
             let mut writer = base
                 .clone()
                 .pragma("cache_size", "-32768")
                 .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
-                .pragma("temp_store", "memory")
-                .statement_cache_capacity(100 + account_writes::MAX_BATCH);
+                .pragma("temp_store", "memory");
             if let Some(mib) = options.sqlite_max_size_mib {
                 let pages = (mib.saturating_mul(1024 * 1024) / SQLITE_PAGE_SIZE).max(1);
                 writer = writer.pragma("max_page_count", pages.to_string());
@@ -550,7 +544,6 @@ impl Store {
         Self {
             inner,
             tokens: Default::default(),
-            account_writes: Default::default(),
             health: Default::default(),
         }
     }

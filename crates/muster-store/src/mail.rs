@@ -155,7 +155,7 @@ impl Store {
         on_db!(self, write, pool => {
             let mut tx = pool.begin().await?;
             write_followups!(tx, followups);
-            crate::audit::insert!(&mut *tx, audit);
+            crate::audit::insert(&mut *tx, audit).await?;
             crate::commit(tx).await?;
         });
         Ok(())
@@ -384,7 +384,7 @@ impl Store {
             .await?
             .rows_affected();
             if n == 1 {
-                crate::audit::insert!(&mut *tx, audit);
+                crate::audit::insert(&mut *tx, audit).await?;
                 crate::commit(tx).await?;
             }
             n == 1

@@ -180,7 +180,7 @@ impl Store {
                 tx.rollback().await?;
                 return Err(StoreError::unique_as(e, "slug", "slug"));
             }
-            crate::audit::insert!(&mut *tx, audit);
+            crate::audit::insert(&mut *tx, audit).await?;
             crate::commit(tx).await?;
         });
         Ok(())
@@ -245,7 +245,7 @@ impl Store {
                 }
             };
             if n == 1 {
-                crate::audit::insert!(&mut *tx, audit);
+                crate::audit::insert(&mut *tx, audit).await?;
                 crate::commit(tx).await?;
             } else {
                 tx.rollback().await?;
@@ -273,7 +273,7 @@ impl Store {
                 .await?
                 .rows_affected();
             if n == 1 {
-                crate::audit::insert!(&mut *tx, audit);
+                crate::audit::insert(&mut *tx, audit).await?;
                 crate::commit(tx).await?;
                 Some(true)
             } else {

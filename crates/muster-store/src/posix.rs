@@ -9,6 +9,7 @@
 //! locks the offering row, which every draw updates: a draw and an override of the same number
 //! are ordered, and the later one sees the earlier.
 
+use crate::bind::Bind;
 use crate::{Backend, Result, Store, StoreError, Ts, on_db};
 use muster_core::audit::AuditEntry;
 use muster_core::offering::model::{Account, HistoryEntry, PosixIdentity};
@@ -174,8 +175,11 @@ impl Store {
                 tx.rollback().await?;
                 return Ok(PosixWrite::Stale);
             }
-            crate::account_history::insert_history!(&mut *tx, account.uuid.0, history);
-            crate::audit::insert!(&mut *tx, audit);
+            sqlx::query(crate::account_history::INSERT_HISTORY)
+                .bind_all(crate::account_history::history_values(account.uuid.0, history))
+                .execute(&mut *tx)
+                .await?;
+            crate::audit::insert(&mut *tx, audit).await?;
             crate::commit(tx).await?;
         });
         Ok(PosixWrite::Written)
@@ -249,7 +253,7 @@ impl Store {
                 tx.rollback().await?;
                 return Ok(PosixRelease::AlreadyReleased);
             }
-            crate::audit::insert!(&mut *tx, audit);
+            crate::audit::insert(&mut *tx, audit).await?;
             crate::commit(tx).await?;
         });
         Ok(PosixRelease::Released)

@@ -7,7 +7,7 @@
 //! that worker names the attempt it holds ([`Fence`]): once a lease expired and another worker
 //! claimed the process, the first worker's writes match no row and its transaction rolls back.
 
-use crate::bind::{PushValue, SqlDb, sql_names};
+use crate::bind::{self, Bind, PushValue, SqlDb, sql_names};
 use crate::tx::{on_tx, write_stmt};
 use crate::{Backend, Result, Store, StoreError, StoreTx, Ts, on_db};
 use muster_core::workflow::{ProcessStatus, StepStatus};
@@ -426,7 +426,7 @@ impl Store {
         on_db!(self, write, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query("UPDATE engine_settings SET global_lock = $1 WHERE id = 1").bind(locked).execute(&mut *tx).await?;
-            crate::audit::insert!(&mut *tx, audit);
+            crate::audit::insert(&mut *tx, audit).await?;
             crate::commit(tx).await?;
         });
         Ok(())
@@ -484,12 +484,12 @@ impl StoreTx {
                 p.workflow_version,
                 p.target.as_str(),
                 p.is_task,
+                status.as_str(),
                 p.next_step.as_str(),
                 p.assignee.as_str(),
                 p.created_by.as_str(),
                 Ts(p.now),
                 Json(&p.state),
-                status.as_str(),
                 owner,
                 until,
                 attempt
@@ -574,7 +574,7 @@ impl StoreTx {
 
     pub(crate) async fn finish_step_now(&mut self, fence: &Fence, up: &ProcessUpdate) -> Result<bool> {
         let n = on_tx!(self, conn => {
-            bind_finish_step!(sqlx::query(FINISH_STEP), fence, up)
+            sqlx::query(FINISH_STEP).bind_all(finish_step_values(fence, up))
             .execute(&mut *conn)
             .await?
             .rows_affected()
@@ -626,9 +626,11 @@ impl StoreTx {
     }
 }
 
+/// Placeholders in column order; `$10`, the time of the start, is the row's `started_at`,
+/// `last_modified_at` and `run_after` alike.
 const INSERT_PROCESS: &str = "INSERT INTO processes (process_id, workflow_name, workflow_version, target, is_task, \
     last_status, next_step, assignee, created_by, started_at, last_modified_at, state, run_after, lease_owner, \
-    lease_until, attempt) VALUES ($1, $2, $3, $4, $5, $11, $6, $7, $8, $9, $9, $10, $9, $12, $13, $14)";
+    lease_until, attempt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $10, $12, $13, $14)";
 
 const FINISH_STEP: &str = "UPDATE processes SET last_status = $4, last_step = $5, next_step = $6, state = $7, \
     run_after = $8, lease_owner = CASE WHEN $9 IS NULL THEN NULL ELSE lease_owner END, lease_until = $9, \
@@ -640,28 +642,29 @@ const FINISH_STEP: &str = "UPDATE processes SET last_status = $4, last_step = $5
 /// to check).
 pub(crate) fn hold_finish_step(b: &mut crate::tx::Batch, fence: &Fence, up: &ProcessUpdate) -> Result<()> {
     b.push(FINISH_STEP);
-    bind_finish_step!(crate::tx::BatchBinder(b, Ok(())), fence, up).1
+    crate::tx::BatchBinder(b, Ok(()))
+        .bind_all(finish_step_values(fence, up))
+        .done()
 }
 
-/// Binds [`FINISH_STEP`]'s arguments, to a query or (through `tx::BatchBinder`) a batch.
-macro_rules! bind_finish_step {
-    ($q:expr, $fence:expr, $up:expr) => {
-        $q.bind($fence.process_id)
-            .bind($fence.attempt)
-            .bind($fence.worker.as_str())
-            .bind($up.status.as_str())
-            .bind($up.last_step.as_str())
-            .bind($up.next_step.as_deref())
-            .bind(Json(&$up.state))
-            .bind($up.run_after.map(Ts))
-            .bind($up.lease_until.map(Ts))
-            .bind($up.failed_reason.as_deref())
-            .bind($up.traceback.as_deref())
-            .bind($up.retries)
-            .bind($up.assignee.as_str())
-            .bind($up.callback_token_hash.as_deref())
-            .bind($up.callback_deadline.map(Ts))
-            .bind(Ts($up.now))
-    };
+/// [`FINISH_STEP`]'s arguments, in the order of its placeholders.
+fn finish_step_values<'a>(fence: &'a Fence, up: &'a ProcessUpdate) -> [bind::Value<'a>; 16] {
+    [
+        bind::Value::Uuid(Some(fence.process_id)),
+        bind::Value::Int(Some(fence.attempt)),
+        bind::Value::Text(Some(fence.worker.as_str())),
+        bind::Value::Text(Some(up.status.as_str())),
+        bind::Value::Text(Some(up.last_step.as_str())),
+        bind::Value::Text(up.next_step.as_deref()),
+        bind::Value::Json(&up.state),
+        bind::Value::Time(up.run_after.map(Ts)),
+        bind::Value::Time(up.lease_until.map(Ts)),
+        bind::Value::Text(up.failed_reason.as_deref()),
+        bind::Value::Text(up.traceback.as_deref()),
+        bind::Value::Int(Some(i64::from(up.retries))),
+        bind::Value::Text(Some(up.assignee.as_str())),
+        bind::Value::Text(up.callback_token_hash.as_deref()),
+        bind::Value::Time(up.callback_deadline.map(Ts)),
+        bind::Value::Time(Some(Ts(up.now))),
+    ]
 }
-use bind_finish_step;

@@ -53,7 +53,7 @@ impl Store {
             .bind_all(posix_values(p.posix.as_ref()))
             .execute(&mut *tx)
             .await?;
-            crate::audit::insert!(&mut *tx, audit);
+            crate::audit::insert(&mut *tx, audit).await?;
             crate::commit(tx).await?;
         });
         Ok(())
@@ -105,7 +105,7 @@ impl Store {
             .await?
             .rows_affected();
             if n == 1 {
-                crate::audit::insert!(&mut *tx, audit);
+                crate::audit::insert(&mut *tx, audit).await?;
                 crate::commit(tx).await?;
             } else {
                 tx.rollback().await?;
@@ -144,7 +144,7 @@ impl Store {
                 .await?
                 .rows_affected();
             if n == 1 {
-                crate::audit::insert!(&mut *tx, audit);
+                crate::audit::insert(&mut *tx, audit).await?;
                 crate::commit(tx).await?;
                 Some(true)
             } else {
@@ -175,7 +175,7 @@ impl Store {
             .await?
             .rows_affected();
             if n == 1 {
-                crate::audit::insert!(&mut *tx, audit);
+                crate::audit::insert(&mut *tx, audit).await?;
                 crate::commit(tx).await?;
             } else {
                 tx.rollback().await?;
@@ -200,7 +200,7 @@ impl Store {
                 .await?
                 .rows_affected();
             if n == 1 {
-                crate::audit::insert!(&mut *tx, audit);
+                crate::audit::insert(&mut *tx, audit).await?;
                 crate::commit(tx).await?;
             } else {
                 tx.rollback().await?;

@@ -240,7 +240,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                crate::audit::insert!(&mut *tx, audit);
+                crate::audit::insert(&mut *tx, audit).await?;
                 crate::commit(tx).await?;
             }
             held
@@ -324,7 +324,7 @@ impl Store {
                 .await?
                 .rows_affected();
             if n == 1 {
-                crate::audit::insert!(&mut *tx, audit);
+                crate::audit::insert(&mut *tx, audit).await?;
                 crate::commit(tx).await?;
             }
             n
@@ -343,7 +343,7 @@ impl Store {
                 .await?
                 .rows_affected();
             if n == 1 {
-                crate::audit::insert!(&mut *tx, audit);
+                crate::audit::insert(&mut *tx, audit).await?;
                 crate::commit(tx).await?;
             }
             n
@@ -360,7 +360,7 @@ impl Store {
                 None => sqlx::query("DELETE FROM sessions WHERE user_uuid = $1").bind(user_uuid).execute(&mut *tx).await?,
             }
             .rows_affected();
-            crate::audit::insert!(&mut *tx, audit);
+            crate::audit::insert(&mut *tx, audit).await?;
             crate::commit(tx).await?;
             n
         }))

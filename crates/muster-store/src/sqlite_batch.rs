@@ -5,6 +5,7 @@
 //! statements whose results nobody waits for are held here and sent together with the next one
 //! that is waited for, or at a step's end, or with the COMMIT.
 
+use crate::bind::{PushValue, SqlWriter, Value};
 use crate::{Result, StoreError};
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Arguments, Sqlite};
@@ -26,6 +27,9 @@ pub(crate) struct Batch {
     /// Where the last savepoint begins while it is still held: rolling back to it just drops
     /// what follows. (Arguments are not dropped: unused trailing arguments bind nothing.)
     pub(crate) mark: Option<(usize, usize, bool)>,
+    /// The first value that could not be encoded by [`PushValue`] (which cannot fail as it
+    /// goes); the batch is refused when sent.
+    pub(crate) unencoded: Option<sqlx::error::BoxDynError>,
 }
 
 impl Batch {
@@ -58,8 +62,7 @@ impl Batch {
         Ok(self)
     }
 
-    /// Sends the held statements in one round trip; returns the rows they return (only the
-    /// last statement of a batch is ever one that returns rows: see `StoreTx::send_for_rows`).    /// The statement just pushed may fail on a unique constraint that `map` reports.
+    /// The statement just pushed may fail on a unique constraint that `map` reports.
     pub(crate) fn may_clash(&mut self, map: fn(&sqlx::Error) -> Option<StoreError>) -> &mut Self {
         self.uniques.push(map);
         self.fallible = true;
@@ -83,6 +86,47 @@ impl Batch {
             }
             None => false,
         }
+    }
+}
+
+/// Writing a statement into the batch piece by piece (see [`SqlWriter`]): text as it is, each
+/// value as the next `$n` after the arguments already held. The statement's end is the
+/// writer's to mark (`; `).
+impl PushValue for Batch {
+    fn push_value<'v>(&mut self, v: impl Into<Value<'v>>) -> &mut Self {
+        let added = match v.into() {
+            Value::Text(t) => self.args.add(t),
+            Value::Owned(t) => self.args.add(t),
+            Value::Bool(b) => self.args.add(b),
+            Value::Int(i) => self.args.add(i),
+            Value::Time(t) => self.args.add(t),
+            Value::Json(j) => self.args.add(sqlx::types::Json(j)),
+            Value::Uuid(u) => self.args.add(u),
+        };
+        if let Err(e) = added {
+            self.unencoded.get_or_insert(e);
+        }
+        use std::fmt::Write;
+        // Writing to a String cannot fail.
+        let _ = write!(self.sql, "${}", self.args.len());
+        self
+    }
+
+    fn push_list<'v, V: Into<Value<'v>>>(&mut self, values: impl IntoIterator<Item = V>) -> &mut Self {
+        for (i, v) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.sql.push_str(", ");
+            }
+            self.push_value(v);
+        }
+        self
+    }
+}
+
+impl SqlWriter for Batch {
+    fn text(&mut self, sql: &str) -> &mut Self {
+        self.sql.push_str(sql);
+        self
     }
 }
 

@@ -370,7 +370,7 @@ impl Store {
             .await?
             .rows_affected();
             if n == 1 {
-                crate::audit::insert!(&mut *tx, audit);
+                crate::audit::insert(&mut *tx, audit).await?;
                 crate::commit(tx).await?;
             }
             n == 1
@@ -400,7 +400,7 @@ impl Store {
             .await?
             .rows_affected();
             if n == 1 {
-                crate::audit::insert!(&mut *tx, audit);
+                crate::audit::insert(&mut *tx, audit).await?;
                 crate::commit(tx).await?;
             } else {
                 tx.rollback().await?;

@@ -25,7 +25,7 @@ impl Store {
             .bind(Ts(now))
             .execute(&mut *tx)
             .await?;
-            crate::audit::insert!(&mut *tx, audit);
+            crate::audit::insert(&mut *tx, audit).await?;
             crate::commit(tx).await?;
         });
         Ok(())

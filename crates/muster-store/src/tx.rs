@@ -15,7 +15,8 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{Postgres, Sqlite, Transaction};
 
 pub(crate) enum TxInner {
-    Sqlite(SqliteTx),
+    /// (Boxed: it carries the batch, the group and the relay; one allocation per transaction.)
+    Sqlite(Box<SqliteTx>),
     Postgres(Transaction<'static, Postgres>),
 }
 
@@ -99,7 +100,16 @@ impl SqliteTx {
             // An earlier failure may have ended the transaction: nothing more is sent on it.
             return Err(failure.clone().into_error());
         }
-        let Batch { sql, args, uniques, .. } = batch;
+        let Batch {
+            sql,
+            args,
+            uniques,
+            unencoded,
+            ..
+        } = batch;
+        if let Some(e) = unencoded {
+            return Err(StoreError::Database(sqlx::Error::Encode(e)));
+        }
         let conn = self.conn()?;
         match sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
             .fetch_all(&mut *conn)
@@ -120,11 +130,11 @@ impl SqliteTx {
     }
 
     /// Ends this part: committed into the group's transaction (`commit`), or undone; then the
-    /// connection goes to the next member or the group commits. Returns when this part's
-    /// outcome is known: a commit is not reported before the group's COMMIT.
-    async fn leave(&mut self, commit: bool) -> Result<()> {
-        let mut result = Ok(());
-        let mut kept = false;
+    /// connection goes to the next member or the group commits. Returns when the group's
+    /// outcome is known: a commit is not reported before the group's COMMIT, nor an undone
+    /// part before the writes it may have seen are committed (see `Relay::pass_on`).
+    async fn leave(&mut self, commit: bool) -> Result<Vec<SqliteRow>> {
+        let mut result = Ok(Vec::new());
         if commit {
             self.batch.push("RELEASE tx");
             // Nobody to hand the transaction to: commit the group in this same round trip.
@@ -133,8 +143,8 @@ impl SqliteTx {
                 self.batch.push("COMMIT");
             }
             match self.send().await {
-                Ok(_) => {
-                    kept = true;
+                Ok(rows) => {
+                    result = Ok(rows);
                     if ends_group && let Some(g) = self.group.as_mut() {
                         // Committed: every member's part with it; nothing is open any more.
                         g.open = false;
@@ -156,8 +166,10 @@ impl SqliteTx {
         let (Some(conn), Some(group)) = (self.conn.take(), self.group.take()) else {
             return Err(StoreError::Corrupt("transaction connection unavailable".into()));
         };
-        let outcome = self.relay.pass_on(conn, group, kept).await;
-        result.and(outcome)
+        // When the group did not commit, that is the answer even for a part that failed on its
+        // own: what it failed on (an earlier member's row) may be gone too.
+        self.relay.pass_on(conn, group).await?;
+        result
     }
 
     /// Undoes this part inside the open transaction. If that fails, the part's savepoint is
@@ -390,7 +402,7 @@ impl StoreTx {
                         batch: Batch::default(),
                     };
                     t.begin();
-                    TxInner::Sqlite(t)
+                    TxInner::Sqlite(Box::new(t))
                 }
                 Inner::Postgres(pool) => TxInner::Postgres(pool.begin().await?),
             });
@@ -440,16 +452,31 @@ impl StoreTx {
         match self.inner.take() {
             // The held statements and the end of this part go in one round trip; the group's
             // COMMIT follows (see `group_commit`).
-            Some(TxInner::Sqlite(mut t)) => t.leave(true).await?,
+            Some(TxInner::Sqlite(mut t)) => drop(t.leave(true).await?),
             Some(TxInner::Postgres(t)) => crate::commit(t).await?,
             None => {}
         }
         Ok(())
     }
 
+    /// Commits, and returns the rows of the round trip that ended it (SQLite: what was held
+    /// last went with the end of the transaction; see
+    /// [`StoreTx::hold_offering_user_change`]). Empty on PostgreSQL.
+    pub(crate) async fn commit_returning(mut self) -> Result<Vec<SqliteRow>> {
+        self.flush().await?;
+        match self.inner.take() {
+            Some(TxInner::Sqlite(mut t)) => t.leave(true).await,
+            Some(TxInner::Postgres(t)) => {
+                crate::commit(t).await?;
+                Ok(Vec::new())
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
     pub async fn rollback(mut self) -> Result<()> {
         match self.inner.take() {
-            Some(TxInner::Sqlite(mut t)) => t.leave(false).await?,
+            Some(TxInner::Sqlite(mut t)) => drop(t.leave(false).await?),
             Some(TxInner::Postgres(t)) => t.rollback().await?,
             None => {}
         }
@@ -480,7 +507,7 @@ impl StoreTx {
         if self.mark_before_begin {
             // Nothing ran before the mark: undo the whole transaction, begin again if needed.
             match self.inner.take() {
-                Some(TxInner::Sqlite(mut t)) => t.leave(false).await?,
+                Some(TxInner::Sqlite(mut t)) => drop(t.leave(false).await?),
                 Some(TxInner::Postgres(t)) => t.rollback().await?,
                 None => {}
             }
@@ -508,7 +535,9 @@ impl StoreTx {
             crate::audit::hold_record(b, entry)?;
         } else {
             on_tx!(self, conn => {
-                crate::audit::insert_record!(&mut *conn, entry);
+                crate::audit::bind_audit(sqlx::query(crate::audit::INSERT_AUDIT), entry)
+                    .execute(&mut *conn)
+                    .await?;
             });
         }
         self.hold_event_of(entry);
@@ -640,7 +669,7 @@ impl StoreTx {
 /// database write lock from its first statement to its commit, so transactions commit in the
 /// order they number in, and numbering inside the transaction is just as safe: each event
 /// takes its stream's counter plus its place in the batch, and the counter moves on. Writes
-/// outside a `StoreTx` number theirs the same way (`audit::insert!`); an event found without a
+/// outside a `StoreTx` number theirs the same way (`audit::insert`); an event found without a
 /// number (written by an older version) is numbered by the sequencer from the same counter.
 fn hold_numbered_events(b: &mut Batch, events: &[PendingEvent]) -> Result<()> {
     let mut streams: Vec<(&'static str, i64)> = Vec::new();
@@ -659,7 +688,7 @@ fn hold_numbered_events(b: &mut Batch, events: &[PendingEvent]) -> Result<()> {
         place.push(n);
     }
     for (stream, _) in &streams {
-        // Every SQLite write numbers its events as it writes them (here and `audit::insert!`),
+        // Every SQLite write numbers its events as it writes them (here and `audit::insert`),
         // under the one write lock: numbers follow the order of commits.
         hold!(
             b,

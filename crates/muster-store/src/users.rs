@@ -609,7 +609,7 @@ impl Store {
                         .with_details(serde_json::json!({
                             "conflicts_with": with.map(|w| muster_core::ids::UserId::from_uuid(w).to_string()),
                         }));
-                        crate::audit::insert!(&mut *tx, &entry);
+                        crate::audit::insert(&mut *tx, &entry).await?;
                         conflicts.push(UsernameConflict { user: *uuid, with });
                     }
                     Err(e) => return Err(e.into()),
