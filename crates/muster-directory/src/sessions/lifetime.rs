@@ -1,8 +1,8 @@
 //! A session's lifetime after login: renewal, logout, listing, revocation of one or all, and
 //! the periodic purge of expired sessions and lapsed throttle counters.
 //!
-//! A caller sees and ends only their own sessions, a super-user anyone's; a session is never
-//! shown with its token, and every ending is audited.
+//! A caller sees and ends their own sessions; a super-user also lists and ends all of anyone's.
+//! A session is never shown with its token, and every ending a caller asks for is audited.
 
 use crate::{Auth, Directory, UserTarget, store_error};
 use muster_core::audit::{AuditEntry, RequestCtx, actions};

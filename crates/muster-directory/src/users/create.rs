@@ -2,9 +2,9 @@
 //! line, by sign-up and by workflows) and the first super-user.
 //!
 //! Every new user passes `muster_core::directory::create::plan` (defaults, the password or a
-//! random one nobody knows, the TOTP key, approval, who may make a super-user) and is written
-//! together with its audit record, its `user_created` event and, when it has no password but
-//! an address, its invitation.
+//! random one nobody knows, the TOTP key, approval, who may make a super-user) and leaves here
+//! with its audit record and `user_created` event, to be written in one transaction with them;
+//! one created without a password but with an address is invited in the same transaction.
 
 use crate::{Auth, Directory, store_error};
 use muster_core::audit::{AuditEntry, RequestCtx, actions, kinds, streams};

@@ -3,7 +3,7 @@
 //!
 //! Every change is read, checked by `muster_core::directory::update` against the fresh row and
 //! written only if the row did not move meanwhile (a few retries), with its audit record and
-//! `user_updated` event; a change that changes nothing writes nothing, and every refusal is
+//! `user_updated` event; a change that changes nothing writes nothing, and a refused update is
 //! audited.
 
 use super::UserTarget;
