@@ -2,12 +2,13 @@
 //! shares (its audit record, event and history entry; who may make it).
 
 use crate::account_input::{AccountFilter, CreateAccountInput, clean_username};
+use crate::new_account::NewAccount;
 use crate::providers::parse_uuid;
 use crate::views::{HistoryView, OfferingUserView};
 use crate::{Actor, Offerings, Scope, forbidden, store_error};
 use muster_core::audit::{AuditEntry, RequestCtx, actions, kinds, streams};
 use muster_core::error::{DomainError, codes};
-use muster_core::offering::lifecycle::{self, AccountState, RuntimeState};
+use muster_core::offering::lifecycle::AccountState;
 use muster_core::offering::model::{Account, AccountFields, HistoryEntry, OfferingUserUuid, OfferingUuid, hex};
 use muster_core::offering::naming::{self, Proposal};
 use muster_store::{AccountQuery, ChangeOutcome, StoreError};
@@ -255,68 +256,19 @@ impl Offerings {
         username: String,
         posix: Option<muster_core::offering::model::PosixIdentity>,
     ) -> Result<OfferingUserUuid, StoreError> {
-        let user = person.uuid;
-        let state = lifecycle::creation_state(Some(&username));
-        let fields = AccountFields {
-            username,
-            state,
-            runtime_state: RuntimeState::default(),
-            is_restricted: false,
-            comment: String::new(),
-            comment_url: String::new(),
-        };
-        let uuid = OfferingUserUuid::new_random();
-        let actor_name = actor.name();
-        let entry = AuditEntry::new(
-            ctx,
-            actions::OFFERING_USER_CREATE,
-            Some(actor_name.clone()),
-            Some(uuid.to_string()),
-        );
-        let at = entry.at;
-        let account = Account {
-            uuid,
-            offering_uuid: o.uuid,
-            offering_name: o.name.clone(),
-            provider_uuid: o.provider_uuid,
-            provider_name: String::new(),
-            user_uuid: user,
-            user_username: person.username.clone(),
-            user_full_name: String::new(),
-            user_email: person.email.clone(),
-            username: fields.username.clone(),
-            state,
-            runtime_state: fields.runtime_state,
-            is_restricted: false,
-            comment: String::new(),
-            comment_url: String::new(),
-            version: 1,
-            created: at,
-            modified: at,
-            posix: posix.clone(),
-        };
-        let history = HistoryEntry {
-            at,
-            actor: Some(actor_name),
-            action: "create".to_owned(),
-            from_state: None,
-            to_state: state,
-            comment: String::new(),
-            comment_url: String::new(),
-            cid: ctx.cid.clone(),
-        };
-        let audit = entry
-            .with_details(json!({"offering_uuid": o.uuid.to_string(), "user_uuid": hex(user), "state": state.label()}))
-            .with_event(
-                streams::OFFERING_USERS,
-                kinds::OFFERING_USER_CREATED,
-                uuid.to_string(),
-                event_data(&account, None, "create", &[]),
-            );
+        let n = NewAccount::build(ctx, actor.name(), o, person, username, posix);
         self.store
-            .insert_offering_user(uuid, o, user, &fields, &history, &audit, posix.as_ref())
+            .insert_offering_user(
+                n.uuid,
+                o,
+                person.uuid,
+                &n.fields,
+                &n.history,
+                &n.audit,
+                n.posix.as_ref(),
+            )
             .await?;
-        Ok(uuid)
+        Ok(n.uuid)
     }
 
     // --- reading -----------------------------------------------------------------------------

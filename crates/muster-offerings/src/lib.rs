@@ -18,6 +18,7 @@ mod account_input;
 mod accounts;
 pub mod membership;
 mod naming;
+mod new_account;
 mod posix;
 mod posix_attributes;
 mod posix_reads;

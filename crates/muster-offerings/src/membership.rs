@@ -7,15 +7,14 @@
 //! `muster_core::offering::membership`; the lifecycle table is used as it is
 //! (`request_deletion` from `OK`) and never widened.
 
-use crate::accounts::{change_records, event_data};
+use crate::accounts::change_records;
+use crate::new_account::NewAccount;
 use crate::{Offerings, store_error};
-use muster_core::audit::{AuditEntry, RequestCtx, actions, kinds, streams};
+use muster_core::audit::{RequestCtx, actions};
 use muster_core::error::DomainError;
-use muster_core::offering::lifecycle::{self, AccountState, Action, RuntimeState};
+use muster_core::offering::lifecycle::{self, AccountState, Action};
 use muster_core::offering::membership::{self, Operation};
-use muster_core::offering::model::{
-    Account, AccountFields, HistoryEntry, Offering, OfferingUserUuid, OfferingUuid, hex,
-};
+use muster_core::offering::model::{Account, Offering, OfferingUserUuid, OfferingUuid, hex};
 use muster_core::offering::naming::{self, Proposal};
 use muster_store::{AccountChange, StoreTx};
 use serde::Serialize;
@@ -218,68 +217,19 @@ impl Offerings {
             }
         };
         let posix = crate::posix::allocate(tx.allocate_posix(offering, user).await.map_err(store_error)?, offering)?;
-        let state = lifecycle::creation_state(Some(&username));
-        let fields = AccountFields {
-            username,
-            state,
-            runtime_state: RuntimeState::default(),
-            is_restricted: false,
-            comment: String::new(),
-            comment_url: String::new(),
-        };
-        let uuid = OfferingUserUuid::new_random();
-        let entry = AuditEntry::new(
-            ctx,
-            actions::OFFERING_USER_CREATE,
-            Some("system".to_owned()),
-            Some(uuid.to_string()),
-        );
-        let at = entry.at;
-        let account = Account {
-            uuid,
-            offering_uuid: offering.uuid,
-            offering_name: offering.name.clone(),
-            provider_uuid: offering.provider_uuid,
-            provider_name: String::new(),
-            user_uuid: user,
-            user_username: person.username.clone(),
-            user_full_name: String::new(),
-            user_email: person.email.clone(),
-            username: fields.username.clone(),
-            state,
-            runtime_state: fields.runtime_state,
-            is_restricted: false,
-            comment: String::new(),
-            comment_url: String::new(),
-            version: 1,
-            created: at,
-            modified: at,
-            posix: posix.clone(),
-        };
-        let history = HistoryEntry {
-            at,
-            actor: Some("system".to_owned()),
-            action: "create".to_owned(),
-            from_state: None,
-            to_state: state,
-            comment: String::new(),
-            comment_url: String::new(),
-            cid: ctx.cid.clone(),
-        };
-        let audit = entry
-            .with_details(
-                json!({"offering_uuid": offering.uuid.to_string(), "user_uuid": hex(user), "state": state.label()}),
-            )
-            .with_event(
-                streams::OFFERING_USERS,
-                kinds::OFFERING_USER_CREATED,
-                uuid.to_string(),
-                event_data(&account, None, "create", &[]),
-            );
-        tx.insert_offering_user(uuid, offering, user, &fields, &history, &audit, posix.as_ref())
-            .await
-            .map_err(store_error)?;
-        Ok((uuid, state))
+        let n = NewAccount::build(ctx, "system".to_owned(), offering, &person, username, posix);
+        tx.insert_offering_user(
+            n.uuid,
+            offering,
+            user,
+            &n.fields,
+            &n.history,
+            &n.audit,
+            n.posix.as_ref(),
+        )
+        .await
+        .map_err(store_error)?;
+        Ok((n.uuid, n.state()))
     }
 
     /// Applies a membership operation to an account read (and locked) in `tx`.

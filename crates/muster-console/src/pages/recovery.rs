@@ -1,8 +1,8 @@
-//! Getting in without a password: asking for a reset link, setting a password from it, and
-//! accepting an invitation. These pages are for people who are not signed in, so their forms
-//! carry the pre-session CSRF token, like the sign-in page's. Each form is one directory call
-//! (`request_password_reset`, `complete_password_reset`, `accept_invitation`): the same rules,
-//! throttles and audit records as the API.
+//! Getting in without a password: asking for a reset link, setting a password from it,
+//! accepting an invitation, and signing up. These pages are for people who are not signed in,
+//! so their forms carry the pre-session CSRF token, like the sign-in page's. Each form is one
+//! directory call (`request_password_reset`, `complete_password_reset`, `accept_invitation`,
+//! `sign_up`, `confirm_sign_up`): the same rules, throttles and audit records as the API.
 
 use crate::auth::{self, PRE_SESSION, SESSION, SecureCookies};
 use crate::cookies::{self, Cookies};
@@ -22,22 +22,116 @@ use serde::Deserialize;
 #[template(path = "password_reset.html")]
 struct ResetPage {
     layout: Layout,
-    /// `ask`, `asked`, `set` or `dead` (the link no longer works).
-    step: &'static str,
-    csrf: String,
-    token: String,
-    error: Option<String>,
+    /// Steps: `ask`, `asked`, `set` or `dead` (the link no longer works).
+    form: FormState,
+}
+
+impl ResetPage {
+    fn new(form: FormState) -> Self {
+        Self {
+            layout: Layout::anonymous("Reset your password"),
+            form,
+        }
+    }
 }
 
 #[derive(Template)]
 #[template(path = "invitation.html")]
 struct InvitationPage {
     layout: Layout,
-    /// `set` or `dead`.
+    /// Steps: `set` or `dead`.
+    form: FormState,
+}
+
+impl InvitationPage {
+    fn new(form: FormState) -> Self {
+        Self {
+            layout: Layout::anonymous("Welcome to muster"),
+            form,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "signup.html")]
+struct SignupPage {
+    layout: Layout,
+    /// Steps: `form`, `sent`, `off`, `confirm`, `confirmed`, `awaiting` or `dead`.
+    form: FormState,
+    username: String,
+    email: String,
+}
+
+impl SignupPage {
+    fn new(form: FormState) -> Self {
+        Self {
+            layout: Layout::anonymous("Sign up"),
+            form,
+            username: String::new(),
+            email: String::new(),
+        }
+    }
+}
+
+/// What the form of every page here carries, and what the pages do alike with it. A handler
+/// builds its page's form, makes its one directory call and says which step answers it.
+struct FormState {
+    /// The step the page shows; each page names its own, and `dead` is a link that no longer
+    /// works.
     step: &'static str,
+    /// The pre-session CSRF token the form posts back.
     csrf: String,
+    /// The link's token, carried from the link to the form's post.
     token: String,
+    /// What went wrong, shown above the form.
     error: Option<String>,
+}
+
+impl FormState {
+    /// The form of a page shown by a GET, and the pre-session cookie to set with it (see
+    /// [`answer`]) when the browser came without one.
+    fn shown(headers: &HeaderMap, secure: bool, step: &'static str, token: String) -> (Self, Option<String>) {
+        let (csrf, cookie) = presession(headers, secure);
+        let form = Self {
+            step,
+            csrf,
+            token,
+            error: None,
+        };
+        (form, cookie)
+    }
+
+    /// The form of a page answering a post. The post passed the CSRF check, so the browser
+    /// has its pre-session cookie and none is set.
+    fn posted(headers: &HeaderMap, secure: bool, step: &'static str, token: String) -> Self {
+        Self::shown(headers, secure, step, token).0
+    }
+
+    /// Whether the two password fields differ; if so the form says `what`, and nothing is
+    /// asked of the directory.
+    fn passwords_differ(&mut self, password: &str, again: &str, what: &str) -> bool {
+        let differ = password != again;
+        if differ {
+            self.error = Some(what.to_owned());
+        }
+        differ
+    }
+
+    /// A refused call: a link that no longer works shows the page's `dead` step, without the
+    /// spent token; anything else shows the form again with what went wrong.
+    fn refused(&mut self, e: &DomainError) {
+        if e.code == codes::LINK_INVALID {
+            self.step = "dead";
+            self.token.clear();
+        } else {
+            self.error = Some(message(e));
+        }
+    }
+}
+
+/// A page shown by a GET, with the pre-session `cookie` when there is one to set.
+fn answer(page: &impl Template, cookie: Option<String>) -> Response {
+    with_cookies(render(page), cookie.as_slice())
 }
 
 #[derive(Deserialize)]
@@ -90,16 +184,10 @@ pub async fn reset_page(
     headers: HeaderMap,
     Query(q): Query<TokenParam>,
 ) -> Response {
-    let (csrf, set) = presession(&headers, secure);
     let token = q.token.unwrap_or_default();
-    let p = ResetPage {
-        layout: Layout::anonymous("Reset your password"),
-        step: if token.is_empty() { "ask" } else { "set" },
-        csrf,
-        token,
-        error: None,
-    };
-    with_cookies(render(&p), &set.into_iter().collect::<Vec<_>>())
+    let step = if token.is_empty() { "ask" } else { "set" };
+    let (form, cookie) = FormState::shown(&headers, secure, step, token);
+    answer(&ResetPage::new(form), cookie)
 }
 
 #[derive(Deserialize)]
@@ -115,7 +203,7 @@ pub async fn ask(
     headers: HeaderMap,
     Form(f): Form<AskForm>,
 ) -> Response {
-    let (csrf, _) = presession(&headers, secure);
+    let mut p = ResetPage::new(FormState::posted(&headers, secure, "asked", String::new()));
     let who = f.who.trim().to_owned();
     // An address has an @; so may a username, which is then looked up as an address: the
     // answer is the same either way.
@@ -124,16 +212,9 @@ pub async fn ask(
     } else {
         ResetFor::Username(who)
     };
-    let mut p = ResetPage {
-        layout: Layout::anonymous("Reset your password"),
-        step: "asked",
-        csrf,
-        token: String::new(),
-        error: None,
-    };
     if let Err(e) = state.directory.request_password_reset(&ctx, target).await {
-        p.step = "ask";
-        p.error = Some(message(&e));
+        p.form.step = "ask";
+        p.form.error = Some(message(&e));
     }
     render(&p)
 }
@@ -154,16 +235,10 @@ pub async fn complete(
     headers: HeaderMap,
     Form(f): Form<SetForm>,
 ) -> Response {
-    let (csrf, _) = presession(&headers, secure);
-    let mut p = ResetPage {
-        layout: Layout::anonymous("Reset your password"),
-        step: "set",
-        csrf,
-        token: f.token.clone(),
-        error: None,
-    };
-    if f.new_password != f.new_password_again {
-        p.error = Some("The two new passwords differ.".into());
+    let mut p = ResetPage::new(FormState::posted(&headers, secure, "set", f.token.clone()));
+    if p.form
+        .passwords_differ(&f.new_password, &f.new_password_again, "The two new passwords differ.")
+    {
         return render(&p);
     }
     let code = f.totp_code.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
@@ -173,13 +248,8 @@ pub async fn complete(
         .await
     {
         Ok(()) => Redirect::to("/login?password_reset=1").into_response(),
-        Err(e) if e.code == codes::LINK_INVALID => {
-            p.step = "dead";
-            p.token.clear();
-            render(&p)
-        }
         Err(e) => {
-            p.error = Some(message(&e));
+            p.form.refused(&e);
             render(&p)
         }
     }
@@ -191,16 +261,10 @@ pub async fn invitation_page(
     headers: HeaderMap,
     Query(q): Query<TokenParam>,
 ) -> Response {
-    let (csrf, set) = presession(&headers, secure);
     let token = q.token.unwrap_or_default();
-    let p = InvitationPage {
-        layout: Layout::anonymous("Welcome to muster"),
-        step: if token.is_empty() { "dead" } else { "set" },
-        csrf,
-        token,
-        error: None,
-    };
-    with_cookies(render(&p), &set.into_iter().collect::<Vec<_>>())
+    let step = if token.is_empty() { "dead" } else { "set" };
+    let (form, cookie) = FormState::shown(&headers, secure, step, token);
+    answer(&InvitationPage::new(form), cookie)
 }
 
 #[derive(Deserialize)]
@@ -218,16 +282,10 @@ pub async fn accept(
     headers: HeaderMap,
     Form(f): Form<AcceptForm>,
 ) -> Response {
-    let (csrf, _) = presession(&headers, secure);
-    let mut p = InvitationPage {
-        layout: Layout::anonymous("Welcome to muster"),
-        step: "set",
-        csrf,
-        token: f.token.clone(),
-        error: None,
-    };
-    if f.password != f.password_again {
-        p.error = Some("The two passwords differ.".into());
+    let mut p = InvitationPage::new(FormState::posted(&headers, secure, "set", f.token.clone()));
+    if p.form
+        .passwords_differ(&f.password, &f.password_again, "The two passwords differ.")
+    {
         return render(&p);
     }
     match state.directory.accept_invitation(&ctx, &f.token, f.password).await {
@@ -235,40 +293,10 @@ pub async fn accept(
             Redirect::to("/me").into_response(),
             &[cookies::set(SESSION, &outcome.token, "/", None, secure)],
         ),
-        Err(e) if e.code == codes::LINK_INVALID => {
-            p.step = "dead";
-            p.token.clear();
-            render(&p)
-        }
         Err(e) => {
-            p.error = Some(message(&e));
+            p.form.refused(&e);
             render(&p)
         }
-    }
-}
-
-#[derive(Template)]
-#[template(path = "signup.html")]
-struct SignupPage {
-    layout: Layout,
-    /// `form`, `sent`, `off`, `confirm`, `confirmed`, `awaiting` or `dead`.
-    step: &'static str,
-    csrf: String,
-    token: String,
-    username: String,
-    email: String,
-    error: Option<String>,
-}
-
-fn signup_page(step: &'static str, csrf: String) -> SignupPage {
-    SignupPage {
-        layout: Layout::anonymous("Sign up"),
-        step,
-        csrf,
-        token: String::new(),
-        username: String::new(),
-        email: String::new(),
-        error: None,
     }
 }
 
@@ -278,10 +306,9 @@ pub async fn signup_form(
     SecureCookies(secure): SecureCookies,
     headers: HeaderMap,
 ) -> Response {
-    let (csrf, set) = presession(&headers, secure);
     let on = state.directory.mail_config().signup != muster_directory::SignupMode::Off;
-    let p = signup_page(if on { "form" } else { "off" }, csrf);
-    with_cookies(render(&p), &set.into_iter().collect::<Vec<_>>())
+    let (form, cookie) = FormState::shown(&headers, secure, if on { "form" } else { "off" }, String::new());
+    answer(&SignupPage::new(form), cookie)
 }
 
 #[derive(Deserialize)]
@@ -300,31 +327,25 @@ pub async fn signup(
     headers: HeaderMap,
     Form(f): Form<SignupForm>,
 ) -> Response {
-    let (csrf, _) = presession(&headers, secure);
-    let mut p = signup_page("form", csrf);
+    let mut p = SignupPage::new(FormState::posted(&headers, secure, "form", String::new()));
     p.username = f.username.clone();
     p.email = f.email.clone();
-    if f.password != f.password_again {
-        p.error = Some("The two passwords differ.".into());
+    if p.form
+        .passwords_differ(&f.password, &f.password_again, "The two passwords differ.")
+    {
         return render(&p);
     }
     match state.directory.sign_up(&ctx, f.username, f.email, f.password).await {
-        Ok(()) => {
-            p.step = "sent";
-            render(&p)
-        }
-        Err(e) if e.kind == ErrorKind::Forbidden => {
-            p.step = "off";
-            render(&p)
-        }
+        Ok(()) => p.form.step = "sent",
+        Err(e) if e.kind == ErrorKind::Forbidden => p.form.step = "off",
         Err(e) => {
-            p.error = Some(match e.errors.first() {
+            p.form.error = Some(match e.errors.first() {
                 Some(field) => format!("{}: {}", field.field, field.message),
                 None => message(&e),
             });
-            render(&p)
         }
     }
+    render(&p)
 }
 
 /// `GET /signup/confirm?token=`: a button to confirm (a link opened by a mail scanner must not
@@ -334,11 +355,10 @@ pub async fn confirm_page(
     headers: HeaderMap,
     Query(q): Query<TokenParam>,
 ) -> Response {
-    let (csrf, set) = presession(&headers, secure);
     let token = q.token.unwrap_or_default();
-    let mut p = signup_page(if token.is_empty() { "dead" } else { "confirm" }, csrf);
-    p.token = token;
-    with_cookies(render(&p), &set.into_iter().collect::<Vec<_>>())
+    let step = if token.is_empty() { "dead" } else { "confirm" };
+    let (form, cookie) = FormState::shown(&headers, secure, step, token);
+    answer(&SignupPage::new(form), cookie)
 }
 
 #[derive(Deserialize)]
@@ -354,16 +374,15 @@ pub async fn confirm(
     headers: HeaderMap,
     Form(f): Form<ConfirmForm>,
 ) -> Response {
-    let (csrf, _) = presession(&headers, secure);
-    let mut p = signup_page("confirmed", csrf);
+    let mut p = SignupPage::new(FormState::posted(&headers, secure, "confirmed", String::new()));
     match state.directory.confirm_sign_up(&ctx, &f.token).await {
-        Ok(c) if c.awaiting_approval => p.step = "awaiting",
+        Ok(c) if c.awaiting_approval => p.form.step = "awaiting",
         Ok(_) => {}
-        Err(e) if e.code == codes::LINK_INVALID => p.step = "dead",
         Err(e) => {
-            p.step = "confirm";
-            p.token = f.token;
-            p.error = Some(message(&e));
+            // The confirmation button again, unless the link is dead.
+            p.form.step = "confirm";
+            p.form.token = f.token;
+            p.form.refused(&e);
         }
     }
     render(&p)
