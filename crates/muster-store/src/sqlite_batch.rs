@@ -1,4 +1,4 @@
-//! The statements a SQLite transaction holds for its next round trip (see `tx::SqliteTx`).
+//! The statements a SQLite transaction holds for its next round trip (see `sqlite_tx::SqliteTx`).
 //!
 //! Every statement sent on its own is a hand-off to sqlx's SQLite thread and back; on the single
 //! writer those hand-offs, not SQLite, bounded how many workflow steps a node ran per second. So
@@ -10,7 +10,7 @@ use crate::{Result, StoreError};
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Arguments, Sqlite};
 
-/// Statements held for the next round trip of a SQLite transaction (see `tx::SqliteTx`).
+/// Statements held for the next round trip of a SQLite transaction (see `sqlite_tx::SqliteTx`).
 ///
 /// Each is written with its own `$1…$n` placeholders and renumbered here, after the arguments
 /// already held. Only statements whose outcome is known in advance are held (nothing waits for
@@ -141,26 +141,6 @@ macro_rules! hold {
 }
 pub(crate) use hold;
 
-/// `head` followed by `rows` groups of `cols` numbered placeholders: `($1, $2), ($3, $4)`.
-pub(crate) fn values_sql(head: &str, cols: usize, rows: usize) -> String {
-    let mut sql = String::from(head);
-    for r in 0..rows {
-        if r > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for c in 0..cols {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('$');
-            sql.push_str(&(r * cols + c + 1).to_string());
-        }
-        sql.push(')');
-    }
-    sql
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,7 +154,6 @@ mod tests {
             b.sql,
             "INSERT INTO t (a, b) VALUES ($1, $2); UPDATE t SET a = $4 WHERE b = $3 AND c = $12; "
         );
-        assert_eq!(values_sql("V ", 2, 2), "V ($1, $2), ($3, $4)");
         Ok(())
     }
 
