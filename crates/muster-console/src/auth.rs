@@ -189,7 +189,7 @@ impl FromRequestParts<AppState> for Viewer {
 
 /// The refusal of a state-changing request without a valid CSRF token. Nothing was done.
 fn csrf_refused() -> Response {
-    let body = crate::pages::error::plain_page(
+    let body = crate::error_page::plain_page(
         StatusCode::FORBIDDEN,
         "Request refused",
         "This form did not carry a valid security token (it may come from another site, or from \

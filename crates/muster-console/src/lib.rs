@@ -16,6 +16,7 @@ pub mod assets;
 pub mod auth;
 pub mod cookies;
 pub mod diagram;
+pub mod error_page;
 pub mod forms;
 pub mod layout;
 pub mod lists;

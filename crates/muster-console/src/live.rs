@@ -87,7 +87,7 @@ pub async fn stream(
     viewer: Viewer,
     headers: HeaderMap,
     Query(p): Query<LiveParams>,
-) -> Result<Response, crate::pages::PageError> {
+) -> Result<Response, crate::error_page::PageError> {
     let caller = viewer.caller();
     let allowed = access(&state, &caller, &p.streams).await;
     if allowed.is_empty() {

@@ -26,6 +26,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+/// How often a worker records that it is alive; one not heard of for three beats is taken
+/// to be gone (see [`Engine::worker_alive`]).
+pub(crate) const WORKER_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// How long a claim lasts without a heartbeat; a dead worker's processes are picked up

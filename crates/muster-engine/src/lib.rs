@@ -14,6 +14,7 @@
 //! The engine knows processes and, because workflows hold their subscription one at a time,
 //! the subscription lock; it knows nothing of users or products.
 
+mod callback_token;
 mod definition;
 mod engine;
 mod runner;

@@ -9,25 +9,12 @@ mod steps;
 use crate::engine::Engine;
 use muster_core::audit::{Event, kinds, streams};
 use muster_core::clock;
-use muster_core::credentials::token::hash_token;
 use muster_core::workflow::{ProcessStatus, StepStatus};
 use muster_store::{Fence, ProcessRow, ProcessUpdate, StepLog, StoreTx};
 use serde_json::json;
 use std::time::Duration;
 use steps::run_steps;
 use tracing::warn;
-
-/// The stored form of a callback token: the hex of its SHA-256 (`muster_core`'s token hash).
-pub(crate) fn token_hash(token: &str) -> String {
-    hash_token(token).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn new_token() -> String {
-    // 256 bits from the OS generator, hex: the same strength as session tokens.
-    let a = uuid::Uuid::new_v4().simple().to_string();
-    let b = uuid::Uuid::new_v4().simple().to_string();
-    format!("{a}{b}")
-}
 
 fn later(now: time::OffsetDateTime, d: Duration) -> time::OffsetDateTime {
     now + time::Duration::try_from(d).unwrap_or(time::Duration::HOUR)
@@ -243,27 +230,4 @@ async fn fail_definition<D: Send + Sync + 'static>(
     record(&mut tx, fence, &log, &up, &row.workflow_name).await?;
     commit_tx(engine, tx).await?;
     Err(RunError::Definition(reason.to_owned()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sha2::{Digest, Sha256};
-
-    /// Stored callback hashes must still match: the hex of SHA-256, as the engine wrote them
-    /// before it used `muster_core`'s hash.
-    #[test]
-    fn callback_token_hash_is_hex_sha256() {
-        // FIPS 180-2, appendix B.1.
-        assert_eq!(
-            token_hash("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        let token = new_token();
-        let direct: String = Sha256::digest(token.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(token_hash(&token), direct);
-    }
 }

@@ -1,7 +1,7 @@
 //! Workers: claim queued processes and run them, woken by new work (this node's starts, other
 //! nodes' `NOTIFY`) or, failing that, by a poll.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, WORKER_HEARTBEAT};
 use muster_core::clock;
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,8 +110,6 @@ pub async fn run<D: Send + Sync + 'static>(engine: Engine<D>, mut shutdown: watc
     info!(worker = %cfg.worker_name, "worker stopped");
 }
 
-/// How often a worker records that it is alive (see `Engine::worker_alive`).
-pub(crate) const WORKER_HEARTBEAT: Duration = Duration::from_secs(10);
 /// A worker not heard of for this long is gone (a node that died without saying so).
 const WORKER_FORGOTTEN: Duration = Duration::from_secs(24 * 3600);
 

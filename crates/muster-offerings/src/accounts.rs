@@ -4,12 +4,11 @@
 use crate::account_input::{AccountFilter, CreateAccountInput, clean_username};
 use crate::new_account::NewAccount;
 use crate::providers::parse_uuid;
-use crate::views::{HistoryView, OfferingUserView};
+use crate::views::{HistoryView, OfferingUserView, event_data};
 use crate::{Actor, Offerings, Scope, forbidden, store_error};
 use muster_core::audit::{AuditEntry, RequestCtx, actions, kinds, streams};
 use muster_core::error::{DomainError, codes};
-use muster_core::offering::lifecycle::AccountState;
-use muster_core::offering::model::{Account, AccountFields, HistoryEntry, OfferingUserUuid, OfferingUuid, hex};
+use muster_core::offering::model::{Account, AccountFields, HistoryEntry, OfferingUserUuid, OfferingUuid};
 use muster_core::offering::naming::{self, Proposal};
 use muster_store::{AccountQuery, ChangeOutcome, StoreError};
 use serde_json::json;
@@ -17,31 +16,6 @@ use uuid::Uuid;
 
 pub(crate) fn account_not_found() -> DomainError {
     DomainError::not_found("offering user")
-}
-
-/// The event data of a change: identifiers and labels, nothing secret. `provider_uuid` decides
-/// who may read it.
-pub(crate) fn event_data(
-    a: &Account,
-    previous: Option<AccountState>,
-    action: &str,
-    changed: &[&str],
-) -> serde_json::Value {
-    json!({
-        "offering_user_uuid": a.uuid.to_string(),
-        "offering_uuid": a.offering_uuid.to_string(),
-        "provider_uuid": a.provider_uuid.to_string(),
-        "user_uuid": hex(a.user_uuid),
-        "user_username": a.user_username,
-        "username": a.username,
-        "state": a.state.label(),
-        "previous_state": previous.map(AccountState::label),
-        "runtime_state": a.runtime_state.label(),
-        "is_restricted": a.is_restricted,
-        "action": action,
-        "changed_fields": changed,
-        "version": a.version,
-    })
 }
 
 /// The audit record (with its event) and history entry of a change from `before` to `fields`.

@@ -6,7 +6,7 @@
 //! build it here, so an account reads the same whichever way it was made; they differ only in
 //! the store call that writes it (a one-shot `Store` call, or the step's `StoreTx`).
 
-use crate::accounts::event_data;
+use crate::views::event_data;
 use muster_core::audit::{AuditEntry, RequestCtx, actions, kinds, streams};
 use muster_core::directory::User;
 use muster_core::offering::lifecycle::{self, AccountState, RuntimeState};

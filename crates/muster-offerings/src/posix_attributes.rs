@@ -4,7 +4,8 @@
 //! ids are the caller's 400 with a field error; the store refuses ids handed out before (see
 //! `muster_store::posix`).
 
-use crate::accounts::{account_not_found, event_data, may_change};
+use crate::accounts::{account_not_found, may_change};
+use crate::views::event_data;
 use crate::{Actor, Offerings, store_error};
 use muster_core::audit::{AuditEntry, RequestCtx, actions, kinds, streams};
 use muster_core::error::{DomainError, codes};

@@ -6,6 +6,7 @@ use muster_core::offering::model::{
     Account, ApiToken, HistoryEntry, IdentityClaim, Offering, PosixPool, PosixSettings, Provider, UsernamePolicy, hex,
 };
 use serde::Serialize;
+use serde_json::json;
 use time::OffsetDateTime;
 
 /// An offering account (Waldur's `OfferingUser`).
@@ -246,3 +247,28 @@ pub struct NewApiToken {
 }
 
 muster_core::debug_redacted!(NewApiToken { token } redact { key });
+
+/// The event data of a change: identifiers and labels, nothing secret. `provider_uuid` decides
+/// who may read it.
+pub(crate) fn event_data(
+    a: &Account,
+    previous: Option<AccountState>,
+    action: &str,
+    changed: &[&str],
+) -> serde_json::Value {
+    json!({
+        "offering_user_uuid": a.uuid.to_string(),
+        "offering_uuid": a.offering_uuid.to_string(),
+        "provider_uuid": a.provider_uuid.to_string(),
+        "user_uuid": hex(a.user_uuid),
+        "user_username": a.user_username,
+        "username": a.username,
+        "state": a.state.label(),
+        "previous_state": previous.map(AccountState::label),
+        "runtime_state": a.runtime_state.label(),
+        "is_restricted": a.is_restricted,
+        "action": action,
+        "changed_fields": changed,
+        "version": a.version,
+    })
+}

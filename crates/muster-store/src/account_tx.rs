@@ -13,7 +13,8 @@
 //! database takes.
 
 use crate::accounts::{
-    ACCOUNT_SELECT, AccountRow, INSERT_ACCOUNT, account_clash, account_values, hold_change, push_postgres_change,
+    ACCOUNT_SELECT, AccountRow, INSERT_ACCOUNT, account_clash, account_values, applied_count, hold_change,
+    push_postgres_change,
 };
 use crate::bind::Bind;
 use crate::tx::{StoreTx, TxInner, on_tx};
@@ -280,14 +281,5 @@ impl StoreTx {
         hold_change(b, uuid, version, change);
         b.may_clash(|e| StoreError::unique_opt(e, "username", "username"));
         Ok(())
-    }
-}
-
-/// Whether a change held by [`StoreTx::hold_offering_user_change`] applied: its `SELECT
-/// changes()` is the last row of the round trip that sent it.
-pub(crate) fn applied_count(rows: &[sqlx::sqlite::SqliteRow]) -> Result<i64> {
-    match rows.last() {
-        Some(row) => Ok(sqlx::Row::try_get(row, 0)?),
-        None => Err(StoreError::Corrupt("an account change without its row count".into())),
     }
 }

@@ -285,6 +285,15 @@ pub(crate) fn push_postgres_change(
     qb.push(" SELECT COUNT(*) FROM u");
 }
 
+/// Whether a change held by `StoreTx::hold_offering_user_change` applied: its `SELECT
+/// changes()` is the last row of the round trip that sent it.
+pub(crate) fn applied_count(rows: &[sqlx::sqlite::SqliteRow]) -> Result<i64> {
+    match rows.last() {
+        Some(row) => Ok(sqlx::Row::try_get(row, 0)?),
+        None => Err(StoreError::Corrupt("an account change without its row count".into())),
+    }
+}
+
 /// What the service's rule decided about a locked account.
 #[derive(Debug)]
 pub struct AccountChange {
@@ -426,7 +435,7 @@ impl Store {
                 let mut tx = self.begin().await?;
                 tx.hold_offering_user_change(uuid, version, &change).await?;
                 let rows = tx.commit_returning().await?;
-                return Ok(crate::account_tx::applied_count(&rows)? == 1);
+                return Ok(applied_count(&rows)? == 1);
             }
         };
         let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("");

@@ -60,9 +60,9 @@ pub(crate) fn event_values<'a>(a: &'a AuditEntry, e: &'a muster_core::audit::Eve
 }
 
 /// Holds an audit record's insert in a SQLite batch (see `tx::Batch`).
-pub(crate) fn hold_record(b: &mut crate::tx::Batch, a: &AuditEntry) -> Result<()> {
+pub(crate) fn hold_record(b: &mut crate::sqlite_batch::Batch, a: &AuditEntry) -> Result<()> {
     b.push(INSERT_AUDIT);
-    bind_audit(crate::bind::BatchBinder(b, Ok(())), a).done()
+    bind_audit(crate::sqlite_batch::BatchBinder(b, Ok(())), a).done()
 }
 
 /// Binds [`INSERT_AUDIT`]'s arguments, in its order, to a query or a batch.

@@ -57,34 +57,6 @@ where
     }
 }
 
-/// Binds into a [`crate::tx::Batch`]; the first encoding error is kept and reported by
-/// [`BatchBinder::done`].
-pub(crate) struct BatchBinder<'a>(pub(crate) &'a mut crate::tx::Batch, pub(crate) crate::Result<()>);
-
-impl BatchBinder<'_> {
-    pub(crate) fn done(self) -> crate::Result<()> {
-        self.1
-    }
-}
-
-impl Bind for BatchBinder<'_> {
-    fn bind_value(mut self, v: Value<'_>) -> Self {
-        if self.1.is_ok() {
-            self.1 = match v {
-                Value::Text(t) => self.0.bind(t),
-                Value::Owned(t) => self.0.bind(t),
-                Value::Bool(b) => self.0.bind(b),
-                Value::Int(i) => self.0.bind(i),
-                Value::Time(t) => self.0.bind(t),
-                Value::Json(j) => self.0.bind(sqlx::types::Json(j)),
-                Value::Uuid(u) => self.0.bind(u),
-            }
-            .map(|_| ());
-        }
-        self
-    }
-}
-
 /// A database whose queries being built take every [`Value`]: both of muster's.
 pub(crate) trait SqlDb: Database {
     fn push_bind_value(qb: &mut sqlx::QueryBuilder<Self>, v: Value<'_>);

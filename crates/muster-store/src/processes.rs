@@ -8,6 +8,7 @@
 //! claimed the process, the first worker's writes match no row and its transaction rolls back.
 
 use crate::bind::{self, Bind, PushValue, SqlDb, sql_names};
+use crate::sqlite_batch::BatchBinder;
 use crate::tx::{on_tx, write_stmt};
 use crate::{Backend, Result, Store, StoreError, StoreTx, Ts, on_db};
 use muster_core::workflow::{ProcessStatus, StepStatus};
@@ -572,6 +573,21 @@ impl StoreTx {
         self.log_step(fence.process_id, fence.attempt, log).await
     }
 
+    /// SQLite: holds the fenced update of the staged step and its lease check (see
+    /// `sqlite_tx::LEASE_CHECK`) for the commit's round trip: a worker that lost its lease
+    /// commits nothing.
+    pub(crate) async fn hold_fenced_step(&mut self, fence: &Fence, up: &ProcessUpdate) -> Result<()> {
+        let Some(b) = self.batch().await? else {
+            return Err(StoreError::Corrupt("a fenced step held on PostgreSQL".into()));
+        };
+        b.push(FINISH_STEP);
+        BatchBinder(b, Ok(())).bind_all(finish_step_values(fence, up)).done()?;
+        // VALUES, not SELECT: an INSERT … SELECT into a view with a trigger goes through a
+        // temporary table, one more b-tree built and freed per commit.
+        b.push("INSERT INTO lease_check (ok) VALUES (changes())");
+        Ok(())
+    }
+
     pub(crate) async fn finish_step_now(&mut self, fence: &Fence, up: &ProcessUpdate) -> Result<bool> {
         let n = on_tx!(self, conn => {
             sqlx::query(FINISH_STEP).bind_all(finish_step_values(fence, up))
@@ -637,15 +653,6 @@ const FINISH_STEP: &str = "UPDATE processes SET last_status = $4, last_step = $5
     failed_reason = $10, traceback = $11, retries = $12, assignee = $13, callback_token_hash = $14, \
     callback_deadline = $15, last_modified_at = $16, callback_early = NULL \
     WHERE process_id = $1 AND attempt = $2 AND lease_owner = $3";
-
-/// Holds the fenced process update of a step in a SQLite batch (its row count is the caller's
-/// to check).
-pub(crate) fn hold_finish_step(b: &mut crate::tx::Batch, fence: &Fence, up: &ProcessUpdate) -> Result<()> {
-    b.push(FINISH_STEP);
-    crate::tx::BatchBinder(b, Ok(()))
-        .bind_all(finish_step_values(fence, up))
-        .done()
-}
 
 /// [`FINISH_STEP`]'s arguments, in the order of its placeholders.
 fn finish_step_values<'a>(fence: &'a Fence, up: &'a ProcessUpdate) -> [bind::Value<'a>; 16] {

@@ -5,7 +5,7 @@
 //! statements whose results nobody waits for are held here and sent together with the next one
 //! that is waited for, or at a step's end, or with the COMMIT.
 
-use crate::bind::{PushValue, SqlWriter, Value};
+use crate::bind::{Bind, PushValue, SqlWriter, Value};
 use crate::{Result, StoreError};
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Arguments, Sqlite};
@@ -86,6 +86,34 @@ impl Batch {
             }
             None => false,
         }
+    }
+}
+
+/// Binds into a [`Batch`]; the first encoding error is kept and reported by
+/// [`BatchBinder::done`].
+pub(crate) struct BatchBinder<'a>(pub(crate) &'a mut Batch, pub(crate) crate::Result<()>);
+
+impl BatchBinder<'_> {
+    pub(crate) fn done(self) -> crate::Result<()> {
+        self.1
+    }
+}
+
+impl Bind for BatchBinder<'_> {
+    fn bind_value(mut self, v: Value<'_>) -> Self {
+        if self.1.is_ok() {
+            self.1 = match v {
+                Value::Text(t) => self.0.bind(t),
+                Value::Owned(t) => self.0.bind(t),
+                Value::Bool(b) => self.0.bind(b),
+                Value::Int(i) => self.0.bind(i),
+                Value::Time(t) => self.0.bind(t),
+                Value::Json(j) => self.0.bind(sqlx::types::Json(j)),
+                Value::Uuid(u) => self.0.bind(u),
+            }
+            .map(|_| ());
+        }
+        self
     }
 }
 

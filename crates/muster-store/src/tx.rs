@@ -6,7 +6,6 @@
 //! over. [`StoreTx`] is such a transaction, on either backend; the methods that run inside one
 //! are defined on it, next to the tables they touch.
 
-pub(crate) use crate::bind::BatchBinder;
 use crate::bind::{PushValue, SqlWriter};
 pub(crate) use crate::sqlite_batch::{Batch, hold};
 use crate::sqlite_tx::SqliteTx;
@@ -410,18 +409,14 @@ impl StoreTx {
     /// SQLite's [`StoreTx::flush`]: the staged process update, the lease check on it (see
     /// `LEASE_CHECK`), the events and the step rows are held for the commit's round trip.
     async fn hold_commit_rows(&mut self) -> Result<()> {
-        let staged = self.staged.take();
+        if let Some((fence, up)) = self.staged.take() {
+            self.hold_fenced_step(&fence, &up).await?;
+        }
         let events = std::mem::take(&mut self.events);
         let steps = std::mem::take(&mut self.steps);
         let Some(b) = self.batch().await? else {
             return Err(StoreError::Corrupt("no SQLite batch".into()));
         };
-        if let Some((fence, up)) = staged {
-            crate::processes::hold_finish_step(b, &fence, &up)?;
-            // VALUES, not SELECT: an INSERT … SELECT into a view with a trigger goes through a
-            // temporary table, one more b-tree built and freed per commit.
-            b.push("INSERT INTO lease_check (ok) VALUES (changes())");
-        }
         if !events.is_empty() {
             hold_numbered_events(b, &events)?;
         }

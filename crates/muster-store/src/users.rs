@@ -1,7 +1,8 @@
 //! Directory users: how a row is read and written (its columns listed once, in `WRITTEN`), and
 //! the one implementation of each write, in a transaction.
 
-use crate::bind::{BatchBinder, Bind, Value};
+use crate::bind::{Bind, Value};
+use crate::sqlite_batch::BatchBinder;
 use crate::tx::{on_tx, write_stmt};
 use crate::{Result, Store, StoreError, StoreTx, Ts, on_db};
 use muster_core::audit::AuditEntry;

@@ -4,7 +4,6 @@ pub mod accounts;
 pub mod audit;
 pub mod catalogue;
 pub mod dashboard;
-pub mod error;
 pub mod login;
 pub mod mail;
 pub mod me;
@@ -19,7 +18,7 @@ use crate::cookies;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
-pub use error::{PageError, PageResult};
+pub use crate::error_page::{PageError, PageResult};
 
 /// A redirect after a successful change (post/redirect/get), with a one-time message for the
 /// next page. `secure`: whether the flash cookie gets `Secure`.

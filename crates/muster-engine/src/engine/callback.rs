@@ -30,7 +30,7 @@ impl<D: Send + Sync + 'static> Engine<D> {
             .map_err(internal)?
             .ok_or_else(|| DomainError::not_found("callback"))?;
         let stored = tx.callback_token_hash(pid).await.map_err(internal)?;
-        let presented = crate::runner::token_hash(token);
+        let presented = crate::callback_token::token_hash(token);
         let matches = stored
             .as_deref()
             .is_some_and(|h| bool::from(h.as_bytes().ct_eq(presented.as_bytes())));

@@ -109,8 +109,8 @@ impl<D: Send + Sync + 'static> Engine<D> {
         if self.inner.local.lock().is_ok_and(|l| l.is_some()) {
             return true;
         }
-        let since = clock::now()
-            - time::Duration::try_from(crate::worker::WORKER_HEARTBEAT * 3).unwrap_or(time::Duration::MINUTE);
+        let since =
+            clock::now() - time::Duration::try_from(super::WORKER_HEARTBEAT * 3).unwrap_or(time::Duration::MINUTE);
         // Unknown (the database did not answer) is not reported as "no worker".
         self.inner.store.worker_seen_since(since).await.unwrap_or(true)
     }

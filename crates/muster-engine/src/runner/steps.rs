@@ -8,7 +8,8 @@
 //! or `CHAIN_TIME`. A crash loses the uncommitted chain, which the next claimant re-runs from
 //! the last committed step: each step still commits exactly once.
 
-use super::{RunError, commit_tx, fail_definition, later, new_token, record, token_hash};
+use super::{RunError, commit_tx, fail_definition, later, record};
+use crate::callback_token::{new_token, token_hash};
 use crate::definition::{State, Step, StepCtx, StepError, StepFn, StepKind, StepOutcome, Workflow};
 use crate::engine::Engine;
 use muster_core::clock;
