@@ -7,10 +7,8 @@
 //! that worker names the attempt it holds ([`Fence`]): once a lease expired and another worker
 //! claimed the process, the first worker's writes match no row and its transaction rolls back.
 
-use crate::bind::{self, Bind, PushValue, SqlDb, sql_names};
-use crate::sqlite_batch::BatchBinder;
-use crate::tx::{on_tx, write_stmt};
-use crate::{Backend, Result, Store, StoreError, StoreTx, Ts, on_db};
+use crate::bind::sql_names;
+use crate::{Backend, Result, Store, StoreError, Ts, on_db};
 use muster_core::workflow::{ProcessStatus, StepStatus};
 use serde_json::Value;
 use sqlx::types::Json;
@@ -108,7 +106,7 @@ impl ProcessRow {
     }
 }
 
-const PROCESS_COLUMNS: &str = "process_id, workflow_name, workflow_version, target, is_task, last_status, last_step, \
+pub(crate) const PROCESS_COLUMNS: &str = "process_id, workflow_name, workflow_version, target, is_task, last_status, last_step, \
      next_step, assignee, failed_reason, traceback, created_by, started_at, last_modified_at, state, run_after, \
      lease_owner, lease_until, attempt, retries, callback_deadline, note";
 
@@ -158,94 +156,7 @@ pub struct ProcessUpdate {
     pub now: OffsetDateTime,
 }
 
-/// Order and filters of [`Store::list_processes`].
-#[derive(Debug, Clone, Default)]
-pub struct ProcessQuery {
-    pub statuses: Vec<ProcessStatus>,
-    pub workflow_names: Vec<String>,
-    pub targets: Vec<String>,
-    pub subscription_id: Option<Uuid>,
-    pub created_by: Option<String>,
-    pub is_task: Option<bool>,
-    pub started_after: Option<OffsetDateTime>,
-    pub started_before: Option<OffsetDateTime>,
-    pub sort: Vec<(ProcessSort, bool)>,
-    pub offset: i64,
-    pub limit: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProcessSort {
-    Started,
-    Modified,
-    Status,
-    Workflow,
-    Creator,
-    Assignee,
-}
-
-impl ProcessSort {
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "started" | "started_at" => Self::Started,
-            "modified" | "last_modified_at" => Self::Modified,
-            "status" | "last_status" => Self::Status,
-            "workflow" | "workflow_name" => Self::Workflow,
-            "creator" | "created_by" => Self::Creator,
-            "assignee" => Self::Assignee,
-            _ => return None,
-        })
-    }
-
-    fn column(self) -> &'static str {
-        match self {
-            Self::Started => "started_at",
-            Self::Modified => "last_modified_at",
-            Self::Status => "last_status",
-            Self::Workflow => "workflow_name",
-            Self::Creator => "created_by",
-            Self::Assignee => "assignee",
-        }
-    }
-}
-
-fn push_process_filters<DB: SqlDb>(qb: &mut sqlx::QueryBuilder<DB>, q: &ProcessQuery) {
-    qb.push(" WHERE 1 = 1");
-    if !q.statuses.is_empty() {
-        qb.push(" AND last_status IN (");
-        qb.push_list(q.statuses.iter().map(|s| s.as_str()));
-        qb.push(")");
-    }
-    if !q.workflow_names.is_empty() {
-        qb.push(" AND workflow_name IN (");
-        qb.push_list(q.workflow_names.iter());
-        qb.push(")");
-    }
-    if !q.targets.is_empty() {
-        qb.push(" AND target IN (");
-        qb.push_list(q.targets.iter());
-        qb.push(")");
-    }
-    if let Some(sid) = q.subscription_id {
-        qb.push(" AND process_id IN (SELECT process_id FROM processes_subscriptions WHERE subscription_id = ")
-            .push_value(sid)
-            .push(")");
-    }
-    if let Some(c) = &q.created_by {
-        qb.push(" AND created_by = ").push_value(c.clone());
-    }
-    if let Some(t) = q.is_task {
-        qb.push(" AND is_task = ").push_value(t);
-    }
-    if let Some(t) = q.started_after {
-        qb.push(" AND started_at >= ").push_value(Ts(t));
-    }
-    if let Some(t) = q.started_before {
-        qb.push(" AND started_at < ").push_value(Ts(t));
-    }
-}
-
-fn statuses_sql(statuses: &[ProcessStatus]) -> String {
+pub(crate) fn statuses_sql(statuses: &[ProcessStatus]) -> String {
     sql_names(statuses.iter().map(|s| s.as_str()))
 }
 
@@ -274,36 +185,6 @@ impl Store {
         Ok(on_db!(self, read, pool => {
             sqlx::query_scalar("SELECT subscription_id FROM processes_subscriptions WHERE process_id = $1 ORDER BY created_at")
                 .bind(id)
-                .fetch_all(pool)
-                .await?
-        }))
-    }
-
-    pub async fn list_processes(&self, q: &ProcessQuery) -> Result<(Vec<ProcessRow>, i64)> {
-        Ok(on_db!(self, read, pool => {
-            let mut qb = sqlx::QueryBuilder::new(format!("SELECT {PROCESS_COLUMNS} FROM processes"));
-            push_process_filters(&mut qb, q);
-            qb.push(" ORDER BY ");
-            for (col, desc) in &q.sort {
-                qb.push(col.column()).push(if *desc { " DESC, " } else { " ASC, " });
-            }
-            // The unique last key runs the same way as the key before it, so that one index,
-            // (is_task, started_at, process_id), read backwards gives the newest first.
-            let last_desc = q.sort.last().is_some_and(|(_, desc)| *desc);
-            qb.push(if last_desc { "process_id DESC" } else { "process_id ASC" });
-            qb.push(" LIMIT ").push_bind(q.limit).push(" OFFSET ").push_bind(q.offset);
-            let rows: Vec<ProcessRow> = qb.build_query_as().fetch_all(pool).await?;
-            let mut cq = sqlx::QueryBuilder::new("SELECT COUNT(*) FROM processes");
-            push_process_filters(&mut cq, q);
-            let total: i64 = cq.build_query_scalar().fetch_one(pool).await?;
-            (rows, total)
-        }))
-    }
-
-    /// (status, is_task, count) over all processes.
-    pub async fn process_status_counts(&self) -> Result<Vec<(String, bool, i64)>> {
-        Ok(on_db!(self, read, pool => {
-            sqlx::query_as("SELECT last_status, is_task, COUNT(*) FROM processes GROUP BY last_status, is_task")
                 .fetch_all(pool)
                 .await?
         }))
@@ -467,211 +348,4 @@ impl Store {
                 .rows_affected()
         }))
     }
-}
-
-impl StoreTx {
-    pub async fn insert_process(&mut self, p: &NewProcess) -> Result<()> {
-        let (status, owner, until, attempt) = match &p.claimed_by {
-            Some((worker, until)) => (ProcessStatus::Running, Some(worker.as_str()), Some(Ts(*until)), 1i64),
-            None => (ProcessStatus::Created, None, None, 0),
-        };
-        write_stmt!(
-            self,
-            hold = true,
-            INSERT_PROCESS,
-            [
-                p.process_id,
-                p.workflow_name.as_str(),
-                p.workflow_version,
-                p.target.as_str(),
-                p.is_task,
-                status.as_str(),
-                p.next_step.as_str(),
-                p.assignee.as_str(),
-                p.created_by.as_str(),
-                Ts(p.now),
-                Json(&p.state),
-                owner,
-                until,
-                attempt
-            ]
-        );
-        Ok(())
-    }
-
-    /// Reads a process inside this transaction, locking its row on PostgreSQL.
-    pub async fn process(&mut self, id: Uuid) -> Result<Option<ProcessRow>> {
-        let lock = if self.backend() == Backend::Postgres {
-            " FOR UPDATE"
-        } else {
-            ""
-        };
-        let sql = format!("SELECT {PROCESS_COLUMNS} FROM processes WHERE process_id = $1{lock}");
-        Ok(on_tx!(self, conn => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *conn).await?
-        }))
-    }
-
-    /// The callback token hash of a process (set while a callback step runs or waits).
-    pub async fn callback_token_hash(&mut self, id: Uuid) -> Result<Option<String>> {
-        let h: Option<Option<String>> = on_tx!(self, conn => {
-            sqlx::query_scalar("SELECT callback_token_hash FROM processes WHERE process_id = $1")
-                .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?
-        });
-        Ok(h.flatten())
-    }
-
-    /// Keeps a callback that arrived while its step is still running; false if one is kept
-    /// already or the process is not running.
-    pub async fn keep_early_callback(&mut self, id: Uuid, data: &Value) -> Result<bool> {
-        let n = on_tx!(self, conn => {
-            sqlx::query(
-                "UPDATE processes SET callback_early = $2 WHERE process_id = $1 AND last_status = 'running' AND callback_early IS NULL",
-            )
-            .bind(id)
-            .bind(Json(data))
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-        });
-        Ok(n == 1)
-    }
-
-    /// The callback that arrived while the step ran, if any (the row is locked on PostgreSQL,
-    /// so a callback arriving now waits and then finds the step's outcome).
-    pub async fn early_callback(&mut self, id: Uuid) -> Result<Option<Value>> {
-        let lock = if self.backend() == Backend::Postgres {
-            " FOR UPDATE"
-        } else {
-            ""
-        };
-        let sql = format!("SELECT callback_early FROM processes WHERE process_id = $1{lock}");
-        let v: Option<Option<Json<Value>>> = on_tx!(self, conn => {
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *conn).await?
-        });
-        Ok(v.flatten().map(|j| j.0))
-    }
-
-    /// Ends a step: writes its log row and moves the process on, if `fence` still holds the
-    /// process. False: the lease was lost (another worker owns the process now) and the
-    /// caller must roll back.
-    pub async fn finish_step(&mut self, fence: &Fence, log: &StepLog, up: &ProcessUpdate) -> Result<bool> {
-        if !self.finish_step_now(fence, up).await? {
-            return Ok(false);
-        }
-        self.log_step(fence.process_id, fence.attempt, log).await?;
-        Ok(true)
-    }
-
-    /// Like [`StoreTx::finish_step`], but the process update waits until commit (a later step
-    /// of the same transaction replaces it): one fenced UPDATE per transaction, not per step.
-    /// The commit fails with [`crate::StoreError::Fenced`] if the lease was lost.
-    pub async fn stage_step(&mut self, fence: &Fence, log: &StepLog, up: &ProcessUpdate) -> Result<()> {
-        self.staged = Some((fence.clone(), up.clone()));
-        self.log_step(fence.process_id, fence.attempt, log).await
-    }
-
-    /// SQLite: holds the fenced update of the staged step and its lease check (see
-    /// `sqlite_tx::LEASE_CHECK`) for the commit's round trip: a worker that lost its lease
-    /// commits nothing.
-    pub(crate) async fn hold_fenced_step(&mut self, fence: &Fence, up: &ProcessUpdate) -> Result<()> {
-        let Some(b) = self.batch().await? else {
-            return Err(StoreError::Corrupt("a fenced step held on PostgreSQL".into()));
-        };
-        b.push(FINISH_STEP);
-        BatchBinder(b, Ok(())).bind_all(finish_step_values(fence, up)).done()?;
-        // VALUES, not SELECT: an INSERT … SELECT into a view with a trigger goes through a
-        // temporary table, one more b-tree built and freed per commit.
-        b.push("INSERT INTO lease_check (ok) VALUES (changes())");
-        Ok(())
-    }
-
-    pub(crate) async fn finish_step_now(&mut self, fence: &Fence, up: &ProcessUpdate) -> Result<bool> {
-        let n = on_tx!(self, conn => {
-            sqlx::query(FINISH_STEP).bind_all(finish_step_values(fence, up))
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-        });
-        Ok(n == 1)
-    }
-
-    /// Logs a step (inserted at commit, with the other rows held).
-    pub async fn log_step(&mut self, pid: Uuid, attempt: i64, log: &StepLog) -> Result<()> {
-        self.steps.push((pid, attempt, log.clone()));
-        Ok(())
-    }
-
-    /// Moves a process out of one of `from` (and not held by a live lease) to `to`, with a new
-    /// state and next step, queued from `run_after` (None: not queued). False: refused.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn move_process(
-        &mut self,
-        id: Uuid,
-        from: &[ProcessStatus],
-        to: ProcessStatus,
-        state: &Value,
-        next_step: Option<&str>,
-        run_after: Option<OffsetDateTime>,
-        failed_reason: Option<&str>,
-        now: OffsetDateTime,
-    ) -> Result<bool> {
-        let sql = format!(
-            "UPDATE processes SET last_status = $2, state = $3, next_step = $4, run_after = $5, failed_reason = $6, \
-             lease_owner = NULL, lease_until = NULL, callback_token_hash = NULL, callback_deadline = NULL, callback_early = NULL, \
-             retries = CASE WHEN $2 = 'resumed' THEN 0 ELSE retries END, last_modified_at = $7 \
-             WHERE process_id = $1 AND last_status IN ({}) AND (lease_until IS NULL OR lease_until < $7)",
-            statuses_sql(from)
-        );
-        let n = on_tx!(self, conn => {
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(id)
-                .bind(to.as_str())
-                .bind(Json(state))
-                .bind(next_step)
-                .bind(run_after.map(Ts))
-                .bind(failed_reason)
-                .bind(Ts(now))
-                .execute(&mut *conn)
-                .await?
-                .rows_affected()
-        });
-        Ok(n == 1)
-    }
-}
-
-/// Placeholders in column order; `$10`, the time of the start, is the row's `started_at`,
-/// `last_modified_at` and `run_after` alike.
-const INSERT_PROCESS: &str = "INSERT INTO processes (process_id, workflow_name, workflow_version, target, is_task, \
-    last_status, next_step, assignee, created_by, started_at, last_modified_at, state, run_after, lease_owner, \
-    lease_until, attempt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $10, $12, $13, $14)";
-
-const FINISH_STEP: &str = "UPDATE processes SET last_status = $4, last_step = $5, next_step = $6, state = $7, \
-    run_after = $8, lease_owner = CASE WHEN $9 IS NULL THEN NULL ELSE lease_owner END, lease_until = $9, \
-    failed_reason = $10, traceback = $11, retries = $12, assignee = $13, callback_token_hash = $14, \
-    callback_deadline = $15, last_modified_at = $16, callback_early = NULL \
-    WHERE process_id = $1 AND attempt = $2 AND lease_owner = $3";
-
-/// [`FINISH_STEP`]'s arguments, in the order of its placeholders.
-fn finish_step_values<'a>(fence: &'a Fence, up: &'a ProcessUpdate) -> [bind::Value<'a>; 16] {
-    [
-        bind::Value::Uuid(Some(fence.process_id)),
-        bind::Value::Int(Some(fence.attempt)),
-        bind::Value::Text(Some(fence.worker.as_str())),
-        bind::Value::Text(Some(up.status.as_str())),
-        bind::Value::Text(Some(up.last_step.as_str())),
-        bind::Value::Text(up.next_step.as_deref()),
-        bind::Value::Json(&up.state),
-        bind::Value::Time(up.run_after.map(Ts)),
-        bind::Value::Time(up.lease_until.map(Ts)),
-        bind::Value::Text(up.failed_reason.as_deref()),
-        bind::Value::Text(up.traceback.as_deref()),
-        bind::Value::Int(Some(i64::from(up.retries))),
-        bind::Value::Text(Some(up.assignee.as_str())),
-        bind::Value::Text(up.callback_token_hash.as_deref()),
-        bind::Value::Time(up.callback_deadline.map(Ts)),
-        bind::Value::Time(Some(Ts(up.now))),
-    ]
 }

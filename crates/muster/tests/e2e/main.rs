@@ -11,6 +11,7 @@ mod event_fanout;
 mod events;
 mod fuzz_openapi;
 mod hardening;
+mod house;
 mod joined;
 mod mail;
 mod membership;
