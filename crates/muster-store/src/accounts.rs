@@ -429,13 +429,10 @@ impl Store {
     async fn write_change(&self, uuid: OfferingUserUuid, version: i64, change: AccountChange) -> Result<bool> {
         let pool = match &self.inner {
             Inner::Postgres(pool) => pool,
-            // SQLite: the change is held whole and sent with the end of its transaction, one
-            // round trip, and concurrent changes commit together (see `group_commit`).
+            // SQLite: with the other changes waiting, as one part of a group commit (see
+            // `account_batch`).
             Inner::Sqlite { .. } => {
-                let mut tx = self.begin().await?;
-                tx.hold_offering_user_change(uuid, version, &change).await?;
-                let rows = tx.commit_returning().await?;
-                return Ok(applied_count(&rows)? == 1);
+                return self.account_batch.write(self, uuid, version, change).await;
             }
         };
         let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("");

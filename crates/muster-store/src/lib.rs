@@ -13,6 +13,7 @@
 //! The store decides nothing: it writes what the services hand it and reports conflicts (a
 //! taken username, a row changed underneath) as [`StoreError`]s.
 
+mod account_batch;
 mod account_history;
 mod account_query;
 mod account_tx;
@@ -139,6 +140,8 @@ pub struct Store {
     inner: Inner,
     /// This node's API token lookups (see `token_cache`); shared by every clone.
     tokens: std::sync::Arc<token_cache::TokenCache>,
+    /// This node's offering-account changes waiting for SQLite's writer (see `account_batch`).
+    account_batch: std::sync::Arc<account_batch::AccountBatch>,
     /// The last health check (see `health`).
     health: std::sync::Arc<health::HealthCache>,
 }
@@ -173,6 +176,12 @@ const PG_PING_IDLE: Duration = Duration::from_secs(1);
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Prepared statements the SQLite writer keeps (sqlx's default is 100). A transaction's held
+/// statements travel as one text, so the writer sees many more distinct texts than the
+/// readers: workflow steps with different numbers of events, account changes with and without
+/// a history entry, each alone or as a group's first part.
+const WRITER_STATEMENT_CACHE: usize = 132;
 
 /// The writer checkpoints the WAL itself only past this many pages (~80 MiB), a backstop:
 /// normally [`Checkpointer`] does it first.
@@ -330,7 +339,8 @@ impl Store {
                 .clone()
                 .pragma("cache_size", "-32768")
                 .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
-                .pragma("temp_store", "memory");
+                .pragma("temp_store", "memory")
+                .statement_cache_capacity(WRITER_STATEMENT_CACHE);
             if let Some(mib) = options.sqlite_max_size_mib {
                 let pages = (mib.saturating_mul(1024 * 1024) / SQLITE_PAGE_SIZE).max(1);
                 writer = writer.pragma("max_page_count", pages.to_string());
@@ -366,6 +376,7 @@ impl Store {
         Self {
             inner,
             tokens: Default::default(),
+            account_batch: Default::default(),
             health: Default::default(),
         }
     }

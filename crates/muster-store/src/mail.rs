@@ -73,38 +73,6 @@ const INSERT_TOKEN: &str =
 const INSERT_MAIL: &str = "INSERT INTO mail_outbox (id, created_at, kind, recipient, user_uuid, sealed_message, \
     status, attempts, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $2)";
 
-/// Writes `$f` ([`Followups`]) on `$conn` (inside another write).
-macro_rules! write_followups {
-    ($conn:expr, $f:expr) => {{
-        for t in &$f.tokens {
-            sqlx::query(DELETE_TOKEN_OF)
-                .bind(t.user_uuid)
-                .bind(t.purpose)
-                .execute(&mut *$conn)
-                .await?;
-            sqlx::query(INSERT_TOKEN)
-                .bind(&t.hash[..])
-                .bind(t.purpose)
-                .bind(t.user_uuid)
-                .bind(Ts(t.created_at))
-                .bind(Ts(t.expires_at))
-                .execute(&mut *$conn)
-                .await?;
-        }
-        for m in &$f.mails {
-            sqlx::query(INSERT_MAIL)
-                .bind(m.id)
-                .bind(Ts(m.created_at))
-                .bind(m.kind)
-                .bind(&m.recipient)
-                .bind(m.user_uuid)
-                .bind(&m.sealed_message)
-                .execute(&mut *$conn)
-                .await?;
-        }
-    }};
-}
-
 /// What redeeming a token does besides spending it (see [`Store::redeem_token`]).
 #[derive(Debug)]
 pub struct Redemption<'a> {
@@ -152,13 +120,10 @@ impl Store {
     /// Writes `followups` with `audit` in one transaction (a reset requested, an invitation
     /// issued again).
     pub async fn write_followups(&self, followups: &Followups, audit: &AuditEntry) -> Result<()> {
-        on_db!(self, write, pool => {
-            let mut tx = pool.begin().await?;
-            write_followups!(tx, followups);
-            crate::audit::insert(&mut *tx, audit).await?;
-            crate::commit(tx).await?;
-        });
-        Ok(())
+        let mut tx = self.begin().await?;
+        tx.write_followups(followups).await?;
+        tx.audit(audit).await?;
+        tx.commit().await
     }
 
     /// The user a live token of `purpose` hashing to `hash` belongs to, and when it expires.
