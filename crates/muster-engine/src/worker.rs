@@ -118,15 +118,10 @@ const WORKER_FORGOTTEN: Duration = Duration::from_secs(24 * 3600);
 fn spawn_heartbeat<D: Send + Sync + 'static>(engine: &Engine<D>) -> tokio::task::JoinHandle<()> {
     let engine = engine.clone();
     tokio::spawn(async move {
-        let cfg = engine.config().clone();
         let mut tick = tokio::time::interval(WORKER_HEARTBEAT);
         loop {
             tick.tick().await;
-            if let Err(e) = engine
-                .store()
-                .worker_alive(&cfg.worker_name, cfg.concurrency as i64, clock::now())
-                .await
-            {
+            if let Err(e) = engine.record_worker_heartbeat().await {
                 warn!(error = %e, "could not record the worker's heartbeat");
             }
         }

@@ -9,7 +9,7 @@
 use crate::account_history::history_values;
 use crate::audit::{audit_values, event_values};
 use crate::bind::{PushValue, SqlWriter, Value, like_escape};
-use crate::tx::Batch;
+use crate::sqlite_batch::Batch;
 use crate::{Inner, Result, Store, StoreError, Ts, on_db};
 use muster_core::audit::AuditEntry;
 use muster_core::error::DomainError;

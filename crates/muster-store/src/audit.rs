@@ -59,7 +59,7 @@ pub(crate) fn event_values<'a>(a: &'a AuditEntry, e: &'a muster_core::audit::Eve
     ]
 }
 
-/// Holds an audit record's insert in a SQLite batch (see `tx::Batch`).
+/// Holds an audit record's insert in a SQLite batch (see `sqlite_batch::Batch`).
 pub(crate) fn hold_record(b: &mut crate::sqlite_batch::Batch, a: &AuditEntry) -> Result<()> {
     b.push(INSERT_AUDIT);
     bind_audit(crate::sqlite_batch::BatchBinder(b, Ok(())), a).done()

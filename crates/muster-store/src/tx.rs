@@ -406,8 +406,9 @@ impl StoreTx {
         Ok(())
     }
 
-    /// SQLite's [`StoreTx::flush`]: the staged process update, the lease check on it (see
-    /// `LEASE_CHECK`), the events and the step rows are held for the commit's round trip.
+    /// SQLite's [`StoreTx::flush`]: the staged process update with its lease check
+    /// ([`StoreTx::hold_fenced_step`]), the events and the step rows are held for the commit's
+    /// round trip.
     async fn hold_commit_rows(&mut self) -> Result<()> {
         if let Some((fence, up)) = self.staged.take() {
             self.hold_fenced_step(&fence, &up).await?;

@@ -15,6 +15,11 @@ pub async fn run(resolved: Resolved) -> Result<()> {
     let events = muster_server::events::EventHub::default();
     events.spawn_sequencer(directory.store().clone());
     engine.on_events(move || events.wake())?;
+    // Seen by every node before it says it runs: a start elsewhere right after this line does
+    // not warn that no worker runs. (The worker's own heartbeat goes on from here.)
+    if let Err(e) = engine.record_worker_heartbeat().await {
+        tracing::warn!(error = %e, "could not record the worker's first heartbeat");
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(muster_engine::worker::run(engine.clone(), stop_rx.clone()));
     let scheduler = tokio::spawn(muster_engine::scheduler::run(

@@ -115,6 +115,16 @@ impl<D: Send + Sync + 'static> Engine<D> {
         self.inner.store.worker_seen_since(since).await.unwrap_or(true)
     }
 
+    /// Records that this node's worker is alive now (what [`Engine::worker_alive`] reads on
+    /// every node).
+    pub async fn record_worker_heartbeat(&self) -> Result<(), muster_store::StoreError> {
+        let cfg = self.config();
+        self.inner
+            .store
+            .worker_alive(&cfg.worker_name, cfg.concurrency as i64, clock::now())
+            .await
+    }
+
     /// A free slot of this node's worker, if it runs and has one.
     fn free_local_slot(&self) -> Option<Handoff> {
         let local = self.inner.local.lock().ok()?;

@@ -409,8 +409,13 @@ async fn a_start_with_no_worker_anywhere_says_so_until_one_runs() {
             .expect(201);
         let warning = r.body["warning"].as_str().unwrap_or_default();
         assert!(warning.contains("no workflow worker"), "{}: {}", db.label, r.body);
-        assert!(s.stderr().contains("no worker runs"), "{}: logged", db.label);
-        // A worker starts elsewhere: it records its heartbeat at once, and starts stop warning.
+        assert!(
+            s.stderr_with("no worker runs").await.contains("no worker runs"),
+            "{}: logged",
+            db.label
+        );
+        // A worker starts elsewhere: it records its heartbeat before it says it runs, and
+        // starts stop warning.
         let _worker = WorkerProcess::start(&url, &[KEY]).await;
         let form = json!([{"product": USER_GROUP}, {"group_name": "Someone Runs"}]);
         let r = s

@@ -186,6 +186,20 @@ impl Server {
         self.stderr.lock().map(|v| v.join("\n")).unwrap_or_default()
     }
 
+    /// The server's standard error once it holds `needle`, or after 10 s: lines reach the test
+    /// through a pipe read by a task of its own, so a line written before a response may be
+    /// read after it.
+    pub async fn stderr_with(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.stderr();
+            if text.contains(needle) || std::time::Instant::now() >= deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The last `n` lines the server wrote to standard error.
     pub fn log_tail(&self, n: usize) -> String {
         self.stderr
