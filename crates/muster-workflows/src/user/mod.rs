@@ -141,8 +141,8 @@ fn first_group(ctx: &muster_engine::StepCtx<Deps>) -> Result<Uuid, StepError> {
         .ok_or_else(|| StepError::new("no user group was chosen"))
 }
 
-/// Links the chosen group (which must still be active: it is read under a row lock) and
-/// creates the directory user with `create_user`'s rules.
+/// The chosen group, read under a shared row lock (on PostgreSQL) so that it stays what was
+/// checked until the step commits: an active UserGroup, or the step fails.
 async fn link_group(ctx: &mut muster_engine::StepCtx<Deps>, gid: Uuid) -> Result<Subscription, StepError> {
     let group = ctx
         .tx()
