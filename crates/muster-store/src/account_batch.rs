@@ -85,17 +85,41 @@ impl AccountBatch {
 
     /// Writes what waits, a batch at a time, until nothing does.
     async fn drain(&self, store: &Store) {
+        let mut writer = Writer {
+            of: self,
+            finished: false,
+        };
         loop {
             let batch: Vec<Queued> = {
                 let mut w = self.lock();
                 if w.queued.is_empty() {
                     w.writing = false;
+                    writer.finished = true;
                     return;
                 }
                 let n = w.queued.len().min(MAX_BATCH);
                 w.queued.drain(..n).collect()
             };
             write_batch(store, batch).await;
+        }
+    }
+}
+
+/// The running writer task. However it ends (a panic, or dropped with its runtime), the next
+/// change starts a new one; changes it had not taken yet are answered as of unknown outcome
+/// (their senders are dropped) rather than left waiting.
+struct Writer<'a> {
+    of: &'a AccountBatch,
+    /// It ended by finding nothing left (a change queued since belongs to the next task).
+    finished: bool,
+}
+
+impl Drop for Writer<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut w = self.of.lock();
+            w.writing = false;
+            w.queued.clear();
         }
     }
 }

@@ -241,28 +241,22 @@ impl StoreTx {
         Ok(())
     }
 
-    pub async fn commit(mut self) -> Result<()> {
-        let anything =
-            self.inner.is_some() || !self.events.is_empty() || !self.steps.is_empty() || self.staged.is_some();
-        if !anything {
-            return Ok(());
-        }
-        self.flush().await?;
-        match self.inner.take() {
-            // The held statements and the end of this part go in one round trip; the group's
-            // COMMIT follows (see `group_commit`).
-            Some(TxInner::Sqlite(mut t)) => drop(t.leave(true).await?),
-            Some(TxInner::Postgres(t)) => crate::commit(t).await?,
-            None => {}
-        }
-        Ok(())
+    pub async fn commit(self) -> Result<()> {
+        self.commit_returning().await.map(drop)
     }
 
     /// Commits, and returns the rows of the round trip that ended it (SQLite: what was held
     /// last went with the end of the transaction; see
     /// [`StoreTx::hold_offering_user_change`]). Empty on PostgreSQL.
     pub(crate) async fn commit_returning(mut self) -> Result<Vec<SqliteRow>> {
+        let anything =
+            self.inner.is_some() || !self.events.is_empty() || !self.steps.is_empty() || self.staged.is_some();
+        if !anything {
+            return Ok(Vec::new());
+        }
         self.flush().await?;
+        // On SQLite the held statements and the end of this part go in one round trip; the
+        // group's COMMIT follows (see `group_commit`).
         match self.inner.take() {
             Some(TxInner::Sqlite(mut t)) => t.leave(true).await,
             Some(TxInner::Postgres(t)) => {
